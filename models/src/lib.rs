@@ -1,0 +1,5 @@
+//! Candle modules of insar-mm (no I/O): differentiable building blocks (`nn`), encoders and
+//! contrastive heads (`encoder`), task heads, caption decoder, retrieval and diffusion models.
+//!
+//! Candle 0.11 silently drops gradients in several ops (DESIGN.md §6): every trainable model
+//! here has a test that one backward pass reaches every trainable variable.

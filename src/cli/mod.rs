@@ -1,0 +1,157 @@
+//! Command-line interface: `insar-mm <group> <command>`.
+//!
+//! One module per command group. Each exposes a clap `Subcommand` enum and
+//! `run(cmd, &GlobalArgs) -> anyhow::Result<()>`. User errors are returned as `anyhow`
+//! errors with context naming the file or argument; `main` prints them on one line
+//! (exit code 1). Usage errors exit with code 2.
+
+pub mod data;
+pub mod progress;
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::device::DeviceKind;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "insar-mm",
+    version,
+    about = "InSAR multimodal research suite: data, synthetic interferograms, training, evaluation",
+    propagate_version = true,
+    arg_required_else_help = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options accepted by every command.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// Seed for every random draw of the command (same seed, same result).
+    #[arg(long, global = true, default_value_t = 42)]
+    pub seed: u64,
+    /// Compute device.
+    #[arg(long, global = true, value_enum, default_value_t = DeviceKind::Cpu)]
+    pub device: DeviceKind,
+    /// More log output (-v debug, -vv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Less output: no progress bars or info messages (-qq: errors only).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "verbose")]
+    pub quiet: u8,
+}
+
+impl GlobalArgs {
+    /// Whether progress bars and informational messages should be shown.
+    pub fn show_progress(&self) -> bool {
+        self.quiet == 0
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Hephaestus data: annotations, frames, patches, splits, statistics.
+    #[command(subcommand)]
+    Data(data::DataCommand),
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let global = cli.global;
+    match cli.command {
+        Command::Data(cmd) => data::run(cmd, &global),
+    }
+}
+
+fn init_logging(global: &GlobalArgs) {
+    let level = match (global.quiet, global.verbose) {
+        (0, 0) => log::LevelFilter::Info,
+        (0, 1) => log::LevelFilter::Debug,
+        (0, _) => log::LevelFilter::Trace,
+        (1, _) => log::LevelFilter::Warn,
+        _ => log::LevelFilter::Error,
+    };
+    let _ = env_logger::Builder::new()
+        .filter_level(level)
+        .format_timestamp(None)
+        .format_target(false)
+        .parse_env("INSAR_MM_LOG")
+        .try_init();
+}
+
+/// Parses the command line, runs the command and maps the outcome to an exit code:
+/// 0 success, 1 runtime error (one line naming the file or argument), 2 usage error.
+pub fn main() -> ExitCode {
+    install_panic_hook();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return usage_error(err),
+    };
+    init_logging(&cli.global);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Help and version go to stdout with exit 0; any other clap error is printed as one line
+/// (plus a pointer to `--help`) with exit code 2.
+fn usage_error(err: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match err.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = err.print();
+            ExitCode::SUCCESS
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = err.print();
+            ExitCode::from(2)
+        }
+        _ => {
+            let text = err.render().to_string();
+            let first = text.lines().next().unwrap_or("invalid usage").trim();
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("error: {first} (see --help)");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// A panic is a bug in insar-mm, never a user error: say so on one line instead of dumping
+/// a backtrace (set RUST_BACKTRACE=1 to get one).
+fn install_panic_hook() {
+    if std::env::var_os("RUST_BACKTRACE").is_some() {
+        return;
+    }
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        let location = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!("internal error (a bug in insar-mm, please report it): {msg}{location}");
+    }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,1 @@
+//! Hephaestus data engine: annotation schema and loaders, raw-frame and patch layouts, polygon rasterisation, splits, samplers.

@@ -1,0 +1,1 @@
+//! Physics-based synthetic interferogram generator writing the Hephaestus layout (DESIGN.md §2.2).
