@@ -4,7 +4,9 @@ use anyhow::{bail, Result};
 use candle_core::Device;
 
 /// The backend a command runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceKind {
     Cpu,

@@ -1,1 +1,5 @@
-//! Hephaestus data engine: annotation schema and loaders, raw-frame and patch layouts, polygon rasterisation, splits, samplers.
+//! Hephaestus data engine: annotation schema and loaders, raw-frame and patch layouts,
+//! polygon rasterisation, splits, samplers.
+
+pub mod array;
+pub mod sample;
