@@ -148,10 +148,10 @@ mod tests {
         let t = im.to_tensor(&Device::Cpu).unwrap();
         assert_eq!(t.dims(), &[2, 2, 3]);
         let v: Vec<Vec<Vec<f32>>> = t.to_vec3().unwrap();
-        for c in 0..2 {
-            for y in 0..2 {
-                for x in 0..3 {
-                    assert_eq!(v[c][y][x], im.get(c, y, x));
+        for (c, rows) in v.iter().enumerate() {
+            for (y, row) in rows.iter().enumerate() {
+                for (x, &value) in row.iter().enumerate() {
+                    assert_eq!(value, im.get(c, y, x));
                 }
             }
         }
