@@ -4,6 +4,7 @@
 //! training loops (`train`), text handling (`text`) and the command-line interface (`cli`).
 //! Candle modules live in the `insar-mm-models` crate, metrics in `insar-mm-eval`.
 
+pub mod assets;
 pub mod cli;
 pub mod data;
 pub mod device;
