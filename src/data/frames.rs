@@ -1,0 +1,290 @@
+//! The raw-frame layout and the conversion of its PNGs into model input.
+//!
+//! Layout (DESIGN §2.1): `<root>/<frameID>/interferograms/<p>_<s>/<p>_<s>.geo.diff.png`
+//! (wrapped-phase preview, RGB) and `<p>_<s>.geo.cc.png` (coherence, gray), with the
+//! dataset README's names `InSAR.png` / `Coherence.png` in the same folder accepted too.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, ensure, Context, Result};
+
+use super::annotation::{Annotation, Date};
+use super::array::{ClassMask, Image};
+use super::png::Png;
+
+/// Suffix of the wrapped-phase preview written by LiCSAR.
+pub const PHASE_SUFFIX: &str = ".geo.diff.png";
+/// Suffix of the coherence image written by LiCSAR.
+pub const COHERENCE_SUFFIX: &str = ".geo.cc.png";
+/// Alternative names from the Hephaestus README.
+pub const PHASE_ALT_NAME: &str = "InSAR.png";
+pub const COHERENCE_ALT_NAME: &str = "Coherence.png";
+
+/// `<root>/<frameID>/interferograms/<primary>_<secondary>`.
+pub fn interferogram_dir(root: &Path, frame_id: &str, primary: Date, secondary: Date) -> PathBuf {
+    root.join(frame_id)
+        .join("interferograms")
+        .join(format!("{primary}_{secondary}"))
+}
+
+/// The image files of one interferogram.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterferogramFiles {
+    pub phase: PathBuf,
+    pub coherence: Option<PathBuf>,
+}
+
+impl InterferogramFiles {
+    /// The files of the interferogram described by `annotation` under `root`; an error lists
+    /// the names that were tried when no phase image exists.
+    pub fn locate(root: &Path, annotation: &Annotation) -> Result<Self> {
+        Self::locate_dates(
+            root,
+            &annotation.frame_id,
+            annotation.primary_date,
+            annotation.secondary_date,
+        )
+    }
+
+    pub fn locate_dates(
+        root: &Path,
+        frame_id: &str,
+        primary: Date,
+        secondary: Date,
+    ) -> Result<Self> {
+        let dir = interferogram_dir(root, frame_id, primary, secondary);
+        let stem = format!("{primary}_{secondary}");
+        let first =
+            |names: [String; 2]| names.into_iter().map(|n| dir.join(n)).find(|p| p.is_file());
+        let phase = first([format!("{stem}{PHASE_SUFFIX}"), PHASE_ALT_NAME.to_string()]);
+        let coherence = first([
+            format!("{stem}{COHERENCE_SUFFIX}"),
+            COHERENCE_ALT_NAME.to_string(),
+        ]);
+        match phase {
+            Some(phase) => Ok(Self { phase, coherence }),
+            None => bail!(
+                "{}: no phase image ({stem}{PHASE_SUFFIX} or {PHASE_ALT_NAME})",
+                dir.display()
+            ),
+        }
+    }
+
+    /// The coherence file, or an error naming the interferogram folder.
+    pub fn require_coherence(&self) -> Result<&Path> {
+        self.coherence.as_deref().with_context(|| {
+            let dir = self.phase.parent().unwrap_or(Path::new("."));
+            format!(
+                "{}: no coherence image (*{COHERENCE_SUFFIX} or {COHERENCE_ALT_NAME})",
+                dir.display()
+            )
+        })
+    }
+}
+
+/// Which channels the model sees.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Default,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum InputFormat {
+    /// `[phase preview as gray, coherence]`, each in [0, 1] (the reference's 2 channels).
+    #[default]
+    PhaseCoherence,
+    /// `[phase preview as gray]` only (what the reference patch loaders use).
+    Phase,
+    /// `[cos φ, sin φ, coherence]` from float phase; needs a float phase file, which the
+    /// current layouts do not provide yet.
+    CosSinCoherence,
+}
+
+impl InputFormat {
+    pub fn channels(self) -> usize {
+        match self {
+            InputFormat::PhaseCoherence => 2,
+            InputFormat::Phase => 1,
+            InputFormat::CosSinCoherence => 3,
+        }
+    }
+
+    /// Channel names, in order.
+    pub fn channel_names(self) -> &'static [&'static str] {
+        match self {
+            InputFormat::PhaseCoherence => &["phase_gray", "coherence"],
+            InputFormat::Phase => &["phase_gray"],
+            InputFormat::CosSinCoherence => &["cos_phase", "sin_phase", "coherence"],
+        }
+    }
+
+    /// Whether this format reads the coherence image.
+    pub fn needs_coherence(self) -> bool {
+        !matches!(self, InputFormat::Phase)
+    }
+
+    /// An error for formats this source cannot produce, naming `source`.
+    pub fn check_supported(self, source: &Path) -> Result<()> {
+        if self == InputFormat::CosSinCoherence {
+            bail!(
+                "{}: input format cos-sin-coherence needs float (unwrapped-or-wrapped radian) phase, \
+                 but only the 8-bit phase preview PNG is available; use phase-coherence",
+                source.display()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A model input with its no-data mask.
+#[derive(Debug, Clone)]
+pub struct FrameInput {
+    /// `C × H × W` in the channel order of the [`InputFormat`]; 0 in every channel where
+    /// the pixel is no-data.
+    pub image: Image,
+    /// 1 where the pixel is valid, 0 where a source image is transparent (no-data).
+    pub valid: ClassMask,
+}
+
+impl FrameInput {
+    /// Share of valid pixels.
+    pub fn valid_fraction(&self) -> f64 {
+        let n = self.valid.data.len().max(1);
+        self.valid.data.iter().filter(|&&v| v != 0).count() as f64 / n as f64
+    }
+}
+
+/// Converts decoded phase (and coherence) PNGs into model input.
+pub fn input_from_pngs(
+    phase: &Png,
+    coherence: Option<&Png>,
+    format: InputFormat,
+) -> Result<FrameInput> {
+    let (h, w) = (phase.height, phase.width);
+    let mut valid: Vec<bool> = phase.valid();
+    let mut planes: Vec<Vec<f32>> = vec![to_unit(&phase.gray())];
+    if format.needs_coherence() {
+        let cc = coherence.context("the input format needs a coherence image")?;
+        ensure!(
+            (cc.height, cc.width) == (h, w),
+            "coherence is {}×{} but the phase image is {h}×{w}",
+            cc.height,
+            cc.width
+        );
+        for (v, c) in valid.iter_mut().zip(cc.valid()) {
+            *v &= c;
+        }
+        planes.push(to_unit(&cc.gray()));
+    }
+    for plane in &mut planes {
+        for (p, &ok) in plane.iter_mut().zip(&valid) {
+            if !ok {
+                *p = 0.0;
+            }
+        }
+    }
+    let refs: Vec<&[f32]> = planes.iter().map(|p| p.as_slice()).collect();
+    Ok(FrameInput {
+        image: Image::from_planes(h, w, &refs)?,
+        valid: ClassMask {
+            height: h,
+            width: w,
+            data: valid.into_iter().map(u8::from).collect(),
+        },
+    })
+}
+
+fn to_unit(gray: &[u8]) -> Vec<f32> {
+    gray.iter().map(|&g| f32::from(g) / 255.0).collect()
+}
+
+/// Reads one interferogram's files into model input; errors name the file.
+pub fn load_input(files: &InterferogramFiles, format: InputFormat) -> Result<FrameInput> {
+    format.check_supported(&files.phase)?;
+    let phase = Png::read(&files.phase)?;
+    let coherence = if format.needs_coherence() {
+        Some(Png::read(files.require_coherence()?)?)
+    } else {
+        None
+    };
+    input_from_pngs(&phase, coherence.as_ref(), format)
+        .with_context(|| format!("{}", files.phase.display()))
+}
+
+/// Every interferogram folder under a raw root: `(frameID, primary, secondary)`, sorted.
+/// Folders whose name is not `<YYYYMMDD>_<YYYYMMDD>` are skipped.
+pub fn list_interferograms(root: &Path) -> Result<Vec<(String, Date, Date)>> {
+    let mut out = Vec::new();
+    let frames =
+        std::fs::read_dir(root).with_context(|| format!("{}: cannot list", root.display()))?;
+    for frame in frames {
+        let frame = frame.with_context(|| format!("{}: cannot list", root.display()))?;
+        let ifg_root = frame.path().join("interferograms");
+        if !ifg_root.is_dir() {
+            continue;
+        }
+        let frame_id = frame.file_name().to_string_lossy().into_owned();
+        for ifg in std::fs::read_dir(&ifg_root)
+            .with_context(|| format!("{}: cannot list", ifg_root.display()))?
+        {
+            let ifg = ifg.with_context(|| format!("{}: cannot list", ifg_root.display()))?;
+            let name = ifg.file_name().to_string_lossy().into_owned();
+            let Some((p, s)) = name.split_once('_') else {
+                continue;
+            };
+            if let (Ok(p), Ok(s)) = (p.parse::<Date>(), s.parse::<Date>()) {
+                out.push((frame_id.clone(), p, s));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::png::{encode_png, PngColor};
+
+    #[test]
+    fn transparent_pixels_are_zero_in_every_channel() {
+        // 2×1 RGBA phase: pixel 0 opaque white, pixel 1 transparent red.
+        let phase = Png::decode(
+            &encode_png(2, 1, PngColor::Rgba, &[255, 255, 255, 255, 255, 0, 0, 0]).unwrap(),
+        )
+        .unwrap();
+        let cc = Png::decode(&encode_png(2, 1, PngColor::Gray, &[51, 102]).unwrap()).unwrap();
+        let input = input_from_pngs(&phase, Some(&cc), InputFormat::PhaseCoherence).unwrap();
+        assert_eq!(input.image.channels, 2);
+        assert_eq!(input.image.data, vec![1.0, 0.0, 0.2, 0.0]);
+        assert_eq!(input.valid.data, vec![1, 0]);
+        assert_eq!(input.valid_fraction(), 0.5);
+        let only = input_from_pngs(&phase, None, InputFormat::Phase).unwrap();
+        assert_eq!(only.image.channels, 1);
+        assert!(input_from_pngs(&phase, None, InputFormat::PhaseCoherence).is_err());
+    }
+
+    #[test]
+    fn size_mismatch_is_an_error() {
+        let phase = Png::decode(&encode_png(2, 1, PngColor::Gray, &[1, 2]).unwrap()).unwrap();
+        let cc = Png::decode(&encode_png(1, 1, PngColor::Gray, &[1]).unwrap()).unwrap();
+        let err = input_from_pngs(&phase, Some(&cc), InputFormat::PhaseCoherence).unwrap_err();
+        assert!(err.to_string().contains("coherence is 1×1"), "{err}");
+    }
+
+    #[test]
+    fn cos_sin_format_explains_it_is_unavailable() {
+        let err = InputFormat::CosSinCoherence
+            .check_supported(Path::new("x.png"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("x.png") && err.contains("float"), "{err}");
+    }
+}

@@ -1,0 +1,319 @@
+//! Bulk loading of annotation files from a directory, a `.tar.gz`/`.tgz`/`.tar` or a `.zip`.
+//!
+//! Archives are read as a stream (no temporary extraction). Reading and decompression are
+//! serial; parsing runs in parallel on the rayon pool. The result is sorted by uniqueID, so
+//! it does not depend on the archive order or the thread count.
+//!
+//! Strict mode (the default) stops at the first malformed file (in name order) with an
+//! error naming the file and the field; `skip_bad` skips such files and lists them.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use rayon::prelude::*;
+
+use super::annotation::{parse_annotation, Annotation};
+
+/// How to treat malformed files.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadOptions {
+    /// Skip (and list) malformed files instead of stopping at the first.
+    pub skip_bad: bool,
+}
+
+/// A file that could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BadFile {
+    /// Name inside the source (`annotations/12.json`) or path of the file.
+    pub file: String,
+    pub error: String,
+}
+
+/// Annotations loaded from one source, sorted by uniqueID.
+#[derive(Debug, Clone, Default)]
+pub struct AnnotationSet {
+    /// The directory or archive they came from.
+    pub source: PathBuf,
+    pub annotations: Vec<Annotation>,
+    /// The file (or archive entry) each annotation came from, parallel to `annotations`.
+    pub files: Vec<String>,
+    /// Malformed files skipped with `skip_bad`.
+    pub bad: Vec<BadFile>,
+    /// Files whose name is not `<uniqueID>.json` (tolerated).
+    pub misnamed: Vec<String>,
+}
+
+impl AnnotationSet {
+    pub fn len(&self) -> usize {
+        self.annotations.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.annotations.is_empty()
+    }
+
+    /// Index of the annotation with `unique_id`.
+    pub fn position(&self, unique_id: u64) -> Option<usize> {
+        self.annotations
+            .binary_search_by_key(&unique_id, |a| a.unique_id)
+            .ok()
+    }
+
+    pub fn get(&self, unique_id: u64) -> Option<&Annotation> {
+        self.position(unique_id).map(|i| &self.annotations[i])
+    }
+}
+
+/// What kind of source a path is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SourceKind {
+    Directory,
+    TarGz,
+    Tar,
+    Zip,
+}
+
+fn source_kind(path: &Path) -> Result<SourceKind> {
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("{}: cannot read annotations", path.display()))?;
+    if meta.is_dir() {
+        return Ok(SourceKind::Directory);
+    }
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
+    if name.ends_with(".tar.gz") || name.ends_with(".tgz") {
+        Ok(SourceKind::TarGz)
+    } else if name.ends_with(".tar") {
+        Ok(SourceKind::Tar)
+    } else if name.ends_with(".zip") {
+        Ok(SourceKind::Zip)
+    } else {
+        bail!(
+            "{}: not a directory, .tar.gz, .tgz, .tar or .zip of annotation JSON files",
+            path.display()
+        )
+    }
+}
+
+/// Whether an archive entry or file name is an annotation (skips macOS resource forks).
+fn is_annotation_name(name: &str) -> bool {
+    let base = name.rsplit('/').next().unwrap_or(name);
+    base.to_ascii_lowercase().ends_with(".json")
+        && !base.starts_with("._")
+        && !name.starts_with("__MACOSX/")
+}
+
+/// The directory holding the JSON files: `path` itself, or `path/annotations` when `path`
+/// is a dataset directory with no JSON files at its top level.
+fn annotation_dir(path: &Path) -> Result<PathBuf> {
+    let has_json = |dir: &Path| -> Result<bool> {
+        for entry in std::fs::read_dir(dir)
+            .with_context(|| format!("{}: cannot list directory", dir.display()))?
+        {
+            let entry =
+                entry.with_context(|| format!("{}: cannot list directory", dir.display()))?;
+            if is_annotation_name(&entry.file_name().to_string_lossy()) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    };
+    let nested = path.join("annotations");
+    if !has_json(path)? && nested.is_dir() {
+        Ok(nested)
+    } else {
+        Ok(path.to_path_buf())
+    }
+}
+
+/// Reads every annotation file's bytes: `(name, bytes)`, in name order.
+fn read_raw(path: &Path, kind: SourceKind) -> Result<Vec<(String, Vec<u8>)>> {
+    let mut files = match kind {
+        SourceKind::Directory => {
+            let dir = annotation_dir(path)?;
+            let mut names = Vec::new();
+            for entry in std::fs::read_dir(&dir)
+                .with_context(|| format!("{}: cannot list directory", dir.display()))?
+            {
+                let entry =
+                    entry.with_context(|| format!("{}: cannot list directory", dir.display()))?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if is_annotation_name(&name) && entry.path().is_file() {
+                    names.push(entry.path());
+                }
+            }
+            // Reading files is I/O bound but cheap; do it in parallel with the parse.
+            names
+                .par_iter()
+                .map(|p| {
+                    let bytes = std::fs::read(p)
+                        .with_context(|| format!("{}: cannot read", p.display()))?;
+                    Ok((p.display().to_string(), bytes))
+                })
+                .collect::<Result<Vec<_>>>()?
+        }
+        SourceKind::TarGz | SourceKind::Tar => {
+            let file =
+                File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+            let reader: Box<dyn Read> = if kind == SourceKind::TarGz {
+                Box::new(flate2::read::GzDecoder::new(BufReader::with_capacity(
+                    1 << 16,
+                    file,
+                )))
+            } else {
+                Box::new(BufReader::new(file))
+            };
+            read_tar(reader).with_context(|| format!("{}: corrupt tar archive", path.display()))?
+        }
+        SourceKind::Zip => {
+            read_zip(path).with_context(|| format!("{}: corrupt zip archive", path.display()))?
+        }
+    };
+    files.sort_by(|a, b| natural_key(&a.0).cmp(&natural_key(&b.0)));
+    Ok(files)
+}
+
+/// Sorts `12.json` before `100.json` so "the first bad file" is the one a person expects.
+fn natural_key(name: &str) -> (String, u64, String) {
+    let (dir, base) = match name.rfind('/') {
+        Some(i) => (&name[..i], &name[i + 1..]),
+        None => ("", name),
+    };
+    let stem = base.strip_suffix(".json").unwrap_or(base);
+    match stem.parse::<u64>() {
+        Ok(n) => (dir.to_string(), n, String::new()),
+        Err(_) => (dir.to_string(), u64::MAX, base.to_string()),
+    }
+}
+
+fn read_tar(reader: impl Read) -> Result<Vec<(String, Vec<u8>)>> {
+    let mut archive = tar::Archive::new(reader);
+    let mut out = Vec::new();
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let name = entry.path()?.to_string_lossy().replace('\\', "/");
+        if !is_annotation_name(&name) {
+            continue;
+        }
+        let mut bytes = Vec::with_capacity(entry.size() as usize);
+        entry
+            .read_to_end(&mut bytes)
+            .with_context(|| format!("reading entry {name}"))?;
+        out.push((name, bytes));
+    }
+    Ok(out)
+}
+
+fn read_zip(path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
+    let file = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let mut archive = zip::ZipArchive::new(BufReader::new(file))?;
+    let mut out = Vec::new();
+    for i in 0..archive.len() {
+        let mut entry = archive.by_index(i)?;
+        if !entry.is_file() {
+            continue;
+        }
+        let name = entry.name()?.replace('\\', "/");
+        if !is_annotation_name(&name) {
+            continue;
+        }
+        let mut bytes = Vec::with_capacity(entry.size() as usize);
+        entry
+            .read_to_end(&mut bytes)
+            .with_context(|| format!("reading entry {name}"))?;
+        out.push((name, bytes));
+    }
+    Ok(out)
+}
+
+/// Loads every annotation under `path` (directory, `.tar.gz`, `.tgz`, `.tar` or `.zip`).
+///
+/// Errors (strict mode): the first malformed file in name order, as
+/// `<source>: <file>: field `x`: …`; duplicate uniqueIDs; a source with no annotations.
+pub fn load_annotations(path: &Path, options: LoadOptions) -> Result<AnnotationSet> {
+    let kind = source_kind(path)?;
+    let raw = read_raw(path, kind)?;
+    if raw.is_empty() {
+        bail!("{}: no annotation *.json files found", path.display());
+    }
+    let parsed: Vec<(String, std::result::Result<Annotation, String>)> = raw
+        .into_par_iter()
+        .map(|(name, bytes)| {
+            let result = parse_annotation(&bytes);
+            (name, result)
+        })
+        .collect();
+
+    let prefix = |name: &str| -> String {
+        if kind == SourceKind::Directory {
+            name.to_string()
+        } else {
+            format!("{}: {name}", path.display())
+        }
+    };
+
+    let mut set = AnnotationSet {
+        source: path.to_path_buf(),
+        ..Default::default()
+    };
+    let mut seen: HashMap<u64, String> = HashMap::new();
+    let mut rows = Vec::with_capacity(parsed.len());
+    for (name, result) in parsed {
+        let error = match result {
+            Ok(ann) => match seen.get(&ann.unique_id) {
+                Some(first) => format!("uniqueID {} already used by {first}", ann.unique_id),
+                None => {
+                    seen.insert(ann.unique_id, name.clone());
+                    let base = name.rsplit('/').next().unwrap_or(&name);
+                    if base != format!("{}.json", ann.unique_id) {
+                        set.misnamed.push(name.clone());
+                    }
+                    rows.push((ann, name));
+                    continue;
+                }
+            },
+            Err(e) => e,
+        };
+        if !options.skip_bad {
+            bail!("{}: {error}", prefix(&name));
+        }
+        set.bad.push(BadFile {
+            file: prefix(&name),
+            error,
+        });
+    }
+    rows.sort_by_key(|(a, _)| a.unique_id);
+    (set.annotations, set.files) = rows.into_iter().unzip();
+    Ok(set)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn natural_order_puts_small_ids_first() {
+        let mut names = vec!["a/100.json", "a/12.json", "a/x.json", "a/2.json"];
+        names.sort_by_key(|n| natural_key(n));
+        assert_eq!(
+            names,
+            vec!["a/2.json", "a/12.json", "a/100.json", "a/x.json"]
+        );
+    }
+
+    #[test]
+    fn skips_resource_forks() {
+        assert!(is_annotation_name("annotations/1.json"));
+        assert!(!is_annotation_name("annotations/._1.json"));
+        assert!(!is_annotation_name("__MACOSX/annotations/1.json"));
+        assert!(!is_annotation_name("annotations/README.md"));
+    }
+}

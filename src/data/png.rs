@@ -1,0 +1,285 @@
+//! PNG reading and writing with the pixel semantics of the reference code.
+//!
+//! Reading accepts every PNG colour type (gray, gray+alpha, RGB, RGBA, palette, with or
+//! without `tRNS` transparency) at 1–16 bits. Gray values are those of OpenCV's
+//! `cv.imread(path, 0)`, which the reference code uses everywhere (libpng's RGB→gray with
+//! OpenCV's coefficients 0.299/0.587 in 1.15 fixed point, truncated for 8-bit samples and
+//! rounded for 16-bit ones, then the high byte; alpha is dropped, not composited).
+//! Checked against OpenCV 4.6 and 5.0 by `tests/fixtures/opencv/`. Colour management
+//! chunks (`gAMA`, `iCCP`) are ignored: for a file with a non-unity `gAMA`, libpng converts
+//! in linear light and the gray values can differ.
+//!
+//! Transparency marks no-data: [`Png::valid`] is false where alpha is 0.
+
+use std::io::{BufReader, Cursor, Write};
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use image::codecs::png::{CompressionType, FilterType, PngDecoder, PngEncoder};
+use image::{DynamicImage, ExtendedColorType, ImageEncoder};
+
+/// libpng's fixed-point RGB→gray coefficients for OpenCV's `png_set_rgb_to_gray(…, 0.299,
+/// 0.587)`: `red = 29900·32768/100000`, `green = 58700·32768/100000` (truncated), blue the rest.
+const RED_COEF: u32 = 9797;
+const GREEN_COEF: u32 = 19234;
+const BLUE_COEF: u32 = 32768 - RED_COEF - GREEN_COEF;
+
+/// Samples of a decoded PNG, 8 or 16 bits, with alpha when the file has transparency.
+#[derive(Debug, Clone)]
+enum Samples {
+    Gray8(Vec<u8>),
+    GrayA8(Vec<u8>),
+    Rgb8(Vec<u8>),
+    Rgba8(Vec<u8>),
+    Gray16(Vec<u16>),
+    GrayA16(Vec<u16>),
+    Rgb16(Vec<u16>),
+    Rgba16(Vec<u16>),
+}
+
+/// A decoded PNG.
+#[derive(Debug, Clone)]
+pub struct Png {
+    pub width: usize,
+    pub height: usize,
+    samples: Samples,
+}
+
+#[inline]
+fn luma8(r: u8, g: u8, b: u8) -> u8 {
+    ((RED_COEF * u32::from(r) + GREEN_COEF * u32::from(g) + BLUE_COEF * u32::from(b)) >> 15) as u8
+}
+
+#[inline]
+fn luma16_to_8(r: u16, g: u16, b: u16) -> u8 {
+    let gray16 =
+        (RED_COEF * u32::from(r) + GREEN_COEF * u32::from(g) + BLUE_COEF * u32::from(b) + 16384)
+            >> 15;
+    (gray16 >> 8) as u8
+}
+
+impl Png {
+    /// Decodes a PNG file; any failure names the file.
+    pub fn read(path: &Path) -> Result<Self> {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+        Self::decode(&bytes).with_context(|| format!("{}: not a readable PNG", path.display()))
+    }
+
+    /// Decodes PNG bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        let decoder = PngDecoder::new(BufReader::new(Cursor::new(bytes)))?;
+        let image = DynamicImage::from_decoder(decoder)?;
+        let (width, height) = (image.width() as usize, image.height() as usize);
+        let samples = match image {
+            DynamicImage::ImageLuma8(b) => Samples::Gray8(b.into_raw()),
+            DynamicImage::ImageLumaA8(b) => Samples::GrayA8(b.into_raw()),
+            DynamicImage::ImageRgb8(b) => Samples::Rgb8(b.into_raw()),
+            DynamicImage::ImageRgba8(b) => Samples::Rgba8(b.into_raw()),
+            DynamicImage::ImageLuma16(b) => Samples::Gray16(b.into_raw()),
+            DynamicImage::ImageLumaA16(b) => Samples::GrayA16(b.into_raw()),
+            DynamicImage::ImageRgb16(b) => Samples::Rgb16(b.into_raw()),
+            DynamicImage::ImageRgba16(b) => Samples::Rgba16(b.into_raw()),
+            other => bail!("unsupported PNG colour type {:?}", other.color()),
+        };
+        if width == 0 || height == 0 {
+            bail!("empty image ({width}×{height})");
+        }
+        Ok(Self {
+            width,
+            height,
+            samples,
+        })
+    }
+
+    /// Whether the file carries transparency (an alpha channel or `tRNS`).
+    pub fn has_alpha(&self) -> bool {
+        matches!(
+            self.samples,
+            Samples::GrayA8(_) | Samples::Rgba8(_) | Samples::GrayA16(_) | Samples::Rgba16(_)
+        )
+    }
+
+    /// Whether the file is in colour (RGB, RGBA or palette).
+    pub fn is_color(&self) -> bool {
+        matches!(
+            self.samples,
+            Samples::Rgb8(_) | Samples::Rgba8(_) | Samples::Rgb16(_) | Samples::Rgba16(_)
+        )
+    }
+
+    /// 8-bit gray exactly as `cv.imread(path, 0)` returns it.
+    pub fn gray(&self) -> Vec<u8> {
+        match &self.samples {
+            Samples::Gray8(v) => v.clone(),
+            Samples::GrayA8(v) => v.chunks_exact(2).map(|p| p[0]).collect(),
+            Samples::Rgb8(v) => v.chunks_exact(3).map(|p| luma8(p[0], p[1], p[2])).collect(),
+            Samples::Rgba8(v) => v.chunks_exact(4).map(|p| luma8(p[0], p[1], p[2])).collect(),
+            Samples::Gray16(v) => v.iter().map(|&g| (g >> 8) as u8).collect(),
+            Samples::GrayA16(v) => v.chunks_exact(2).map(|p| (p[0] >> 8) as u8).collect(),
+            Samples::Rgb16(v) => v
+                .chunks_exact(3)
+                .map(|p| luma16_to_8(p[0], p[1], p[2]))
+                .collect(),
+            Samples::Rgba16(v) => v
+                .chunks_exact(4)
+                .map(|p| luma16_to_8(p[0], p[1], p[2]))
+                .collect(),
+        }
+    }
+
+    /// 8-bit alpha per pixel (255 everywhere for an opaque file).
+    pub fn alpha(&self) -> Vec<u8> {
+        let n = self.width * self.height;
+        match &self.samples {
+            Samples::GrayA8(v) => v.chunks_exact(2).map(|p| p[1]).collect(),
+            Samples::Rgba8(v) => v.chunks_exact(4).map(|p| p[3]).collect(),
+            Samples::GrayA16(v) => v.chunks_exact(2).map(|p| (p[1] >> 8) as u8).collect(),
+            Samples::Rgba16(v) => v.chunks_exact(4).map(|p| (p[3] >> 8) as u8).collect(),
+            _ => vec![255; n],
+        }
+    }
+
+    /// Per-pixel validity: false where the pixel is fully transparent (no-data).
+    pub fn valid(&self) -> Vec<bool> {
+        let n = self.width * self.height;
+        match &self.samples {
+            Samples::GrayA8(v) => v.chunks_exact(2).map(|p| p[1] > 0).collect(),
+            Samples::Rgba8(v) => v.chunks_exact(4).map(|p| p[3] > 0).collect(),
+            Samples::GrayA16(v) => v.chunks_exact(2).map(|p| p[1] > 0).collect(),
+            Samples::Rgba16(v) => v.chunks_exact(4).map(|p| p[3] > 0).collect(),
+            _ => vec![true; n],
+        }
+    }
+
+    /// 8-bit RGB (16-bit samples keep their high byte, gray is replicated), the colour
+    /// image `cv.imread(path)` returns (in RGB order).
+    pub fn rgb8(&self) -> Vec<u8> {
+        let hi = |v: u16| (v >> 8) as u8;
+        match &self.samples {
+            Samples::Gray8(v) => v.iter().flat_map(|&g| [g, g, g]).collect(),
+            Samples::GrayA8(v) => v.chunks_exact(2).flat_map(|p| [p[0], p[0], p[0]]).collect(),
+            Samples::Rgb8(v) => v.clone(),
+            Samples::Rgba8(v) => v.chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect(),
+            Samples::Gray16(v) => v.iter().flat_map(|&g| [hi(g); 3]).collect(),
+            Samples::GrayA16(v) => v.chunks_exact(2).flat_map(|p| [hi(p[0]); 3]).collect(),
+            Samples::Rgb16(v) => v.iter().map(|&s| hi(s)).collect(),
+            Samples::Rgba16(v) => v
+                .chunks_exact(4)
+                .flat_map(|p| [hi(p[0]), hi(p[1]), hi(p[2])])
+                .collect(),
+        }
+    }
+}
+
+/// The colour layout of an 8-bit image to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PngColor {
+    Gray,
+    GrayAlpha,
+    Rgb,
+    Rgba,
+}
+
+impl PngColor {
+    pub fn channels(self) -> usize {
+        match self {
+            PngColor::Gray => 1,
+            PngColor::GrayAlpha => 2,
+            PngColor::Rgb => 3,
+            PngColor::Rgba => 4,
+        }
+    }
+}
+
+/// Encodes interleaved 8-bit samples as PNG (fast deflate: patch extraction writes many).
+pub fn encode_png(width: usize, height: usize, color: PngColor, samples: &[u8]) -> Result<Vec<u8>> {
+    anyhow::ensure!(
+        samples.len() == width * height * color.channels(),
+        "PNG data has {} samples, expected {width}×{height}×{}",
+        samples.len(),
+        color.channels()
+    );
+    let mut out = Vec::with_capacity(samples.len() / 2 + 128);
+    let encoder =
+        PngEncoder::new_with_quality(&mut out, CompressionType::Fast, FilterType::Adaptive);
+    let color = match color {
+        PngColor::Gray => ExtendedColorType::L8,
+        PngColor::GrayAlpha => ExtendedColorType::La8,
+        PngColor::Rgb => ExtendedColorType::Rgb8,
+        PngColor::Rgba => ExtendedColorType::Rgba8,
+    };
+    encoder.write_image(samples, width as u32, height as u32, color)?;
+    Ok(out)
+}
+
+/// Writes `bytes` to `path` atomically (`path.tmp`, then rename), creating parent folders.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        if !dir.as_os_str().is_empty() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("{}: cannot create directory", dir.display()))?;
+        }
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    let result = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.flush()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("{}: cannot write", path.display()))
+}
+
+/// Encodes and writes an 8-bit PNG atomically.
+pub fn write_png(
+    path: &Path,
+    width: usize,
+    height: usize,
+    color: PngColor,
+    samples: &[u8],
+) -> Result<()> {
+    let bytes = encode_png(width, height, color, samples)
+        .with_context(|| format!("{}: cannot encode PNG", path.display()))?;
+    write_atomic(path, &bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gray_of_equal_channels_is_the_channel() {
+        for v in 0..=255u8 {
+            assert_eq!(luma8(v, v, v), v);
+            let w = u16::from(v) * 257;
+            assert_eq!(luma16_to_8(w, w, w), v);
+        }
+    }
+
+    #[test]
+    fn encode_decode_round_trip_keeps_alpha_as_validity() {
+        let samples: Vec<u8> = (0..4 * 3 * 2).map(|i| (i * 10) as u8).collect();
+        let bytes = encode_png(3, 2, PngColor::Rgba, &samples).unwrap();
+        let png = Png::decode(&bytes).unwrap();
+        assert_eq!((png.width, png.height), (3, 2));
+        assert!(png.has_alpha() && png.is_color());
+        assert_eq!(png.alpha(), vec![30, 70, 110, 150, 190, 230]);
+        let gray =
+            Png::decode(&encode_png(2, 1, PngColor::GrayAlpha, &[7, 0, 9, 255]).unwrap()).unwrap();
+        assert_eq!(gray.gray(), vec![7, 9]);
+        assert_eq!(gray.valid(), vec![false, true]);
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert!(Png::decode(b"not a png").is_err());
+        let good = encode_png(4, 4, PngColor::Gray, &[1; 16]).unwrap();
+        assert!(Png::decode(&good[..good.len() - 20]).is_err());
+    }
+}
