@@ -330,16 +330,44 @@ impl<'de> Deserialize<'de> for Polygon {
     }
 }
 
+/// An entry of `segmentation_mask`: a polygon, or a number of a flat single polygon.
+enum MaskItem {
+    Number(f64),
+    Polygon(Vec<f64>),
+}
+
+impl<'de> Deserialize<'de> for MaskItem {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ItemVisitor;
+        impl<'de> Visitor<'de> for ItemVisitor {
+            type Value = MaskItem;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a polygon (a list of numbers) or a number")
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<MaskItem, E> {
+                Ok(MaskItem::Number(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<MaskItem, E> {
+                Ok(MaskItem::Number(v as f64))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<MaskItem, E> {
+                Ok(MaskItem::Number(v as f64))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<MaskItem, A::Error> {
+                let mut coords = Vec::with_capacity(seq.size_hint().unwrap_or(32));
+                while let Some(c) = seq.next_element::<f64>()? {
+                    coords.push(c);
+                }
+                Ok(MaskItem::Polygon(coords))
+            }
+        }
+        d.deserialize_any(ItemVisitor)
+    }
+}
+
 /// `segmentation_mask`: a list of polygons; a flat list of numbers is one polygon (the
 /// reference code wraps it the same way).
 fn deserialize_polygons<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Polygon>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Item {
-        Number(f64),
-        Polygon(Vec<f64>),
-    }
-
     struct PolygonsVisitor;
     impl<'de> Visitor<'de> for PolygonsVisitor {
         type Value = Vec<Polygon>;
@@ -349,17 +377,11 @@ fn deserialize_polygons<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Polygon>,
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
             let mut polygons = Vec::new();
             let mut flat = Vec::new();
-            let mut index = 0;
-            while let Some(item) = seq.next_element::<Item>().map_err(|_| {
-                de::Error::custom(format!(
-                    "entry {index} is neither a number nor a list of numbers"
-                ))
-            })? {
+            while let Some(item) = seq.next_element::<MaskItem>()? {
                 match item {
-                    Item::Number(v) => flat.push(v),
-                    Item::Polygon(coords) => polygons.push(Polygon(coords)),
+                    MaskItem::Number(v) => flat.push(v),
+                    MaskItem::Polygon(coords) => polygons.push(Polygon(coords)),
                 }
-                index += 1;
             }
             if !flat.is_empty() && !polygons.is_empty() {
                 return Err(de::Error::custom(
@@ -381,23 +403,24 @@ fn deserialize_polygons<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Polygon>,
 
 /// `intensity_level`: a list, or a single string (older releases of the dataset).
 fn deserialize_intensities<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Intensity>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum OneOrMany {
-        One(String),
-        Many(Vec<String>),
+    struct IntensitiesVisitor;
+    impl<'de> Visitor<'de> for IntensitiesVisitor {
+        type Value = Vec<Intensity>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a list of intensity levels or one intensity string")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(vec![v.parse().map_err(E::custom)?])
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(v) = seq.next_element::<Intensity>()? {
+                out.push(v);
+            }
+            Ok(out)
+        }
     }
-    let parse = |s: &str| s.parse::<Intensity>().map_err(de::Error::custom);
-    match OneOrMany::deserialize(d).map_err(|_| {
-        de::Error::custom("expected a list of intensity levels or a single intensity string")
-    })? {
-        OneOrMany::One(s) => Ok(vec![parse(&s)?]),
-        OneOrMany::Many(v) => v
-            .iter()
-            .enumerate()
-            .map(|(i, s)| parse(s).map_err(|e| de::Error::custom(format!("entry {i}: {e}"))))
-            .collect(),
-    }
+    d.deserialize_any(IntensitiesVisitor)
 }
 
 /// One Hephaestus annotation (fields exactly as Listing 1 of the paper, in file order).

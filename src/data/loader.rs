@@ -25,7 +25,7 @@ pub struct LoadOptions {
 }
 
 /// A file that could not be used.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BadFile {
     /// Name inside the source (`annotations/12.json`) or path of the file.
     pub file: String,
@@ -174,7 +174,7 @@ fn read_raw(path: &Path, kind: SourceKind) -> Result<Vec<(String, Vec<u8>)>> {
             read_zip(path).with_context(|| format!("{}: corrupt zip archive", path.display()))?
         }
     };
-    files.sort_by(|a, b| natural_key(&a.0).cmp(&natural_key(&b.0)));
+    files.sort_by_cached_key(|f| natural_key(&f.0));
     Ok(files)
 }
 

@@ -3,12 +3,17 @@
 
 pub mod annotation;
 pub mod array;
+pub mod dataset;
 pub mod frames;
 pub mod loader;
+pub mod patches;
 pub mod png;
 pub mod raster;
 pub mod resample;
 pub mod sample;
+pub mod sampler;
+pub mod split;
+pub mod stats;
 
 #[cfg(test)]
 mod opencv_reference_tests;
