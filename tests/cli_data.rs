@@ -915,3 +915,98 @@ fn split_is_deterministic_leak_free_and_keeps_classes() {
         vec!["012D_07075_080504".to_string()]
     );
 }
+
+/// Patch-extraction throughput on Hephaestus-sized frames (1100×950, smooth fringes rather
+/// than noise, so PNG sizes are realistic). Not run by default (it writes ~150 MB):
+/// `cargo test --release --test cli_data -- --ignored --nocapture patch_throughput`
+/// (`INSAR_MM_BENCH_FRAMES`: number of interferograms, default 240).
+#[test]
+#[ignore]
+fn patch_throughput() {
+    let n: usize = std::env::var("INSAR_MM_BENCH_FRAMES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(240);
+    // INSAR_MM_BENCH_DIR keeps the generated dataset (e.g. for profiling).
+    let tmp = tempfile::tempdir().unwrap();
+    let base = std::env::var_os("INSAR_MM_BENCH_DIR")
+        .map_or_else(|| tmp.path().to_path_buf(), PathBuf::from);
+    let root = base.join("ds");
+    let (h, w) = (950, 1100);
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let per_frame = 8;
+    let mut anns = make_dataset(&root, n.div_ceil(per_frame), per_frame, 3);
+    anns.truncate(n);
+    for ann in &anns {
+        // Replace the small noise frames by large smooth ones.
+        let dir = root
+            .join(&ann.frame_id)
+            .join("interferograms")
+            .join(ann.interferogram_name());
+        let stem = ann.interferogram_name();
+        let (cx, cy) = (
+            rng.random_range(0.0..w as f64),
+            rng.random_range(0.0..h as f64),
+        );
+        let mut phase = Vec::with_capacity(h * w * 3);
+        let mut cc = Vec::with_capacity(h * w);
+        for y in 0..h {
+            for x in 0..w {
+                let r = ((x as f64 - cx).powi(2) + (y as f64 - cy).powi(2)).sqrt();
+                let p = (r / 25.0).sin();
+                phase.extend([
+                    (127.5 + 127.0 * p) as u8,
+                    (127.5 - 90.0 * p) as u8,
+                    (127.5 + 60.0 * (r / 40.0).cos()) as u8,
+                ]);
+                cc.push(((x + y) % 256) as u8 / 2 + rng.random_range(0..60));
+            }
+        }
+        write_png(
+            &dir.join(format!("{stem}.geo.diff.png")),
+            w,
+            h,
+            PngColor::Rgb,
+            &phase,
+        )
+        .unwrap();
+        write_png(
+            &dir.join(format!("{stem}.geo.cc.png")),
+            w,
+            h,
+            PngColor::Gray,
+            &cc,
+        )
+        .unwrap();
+    }
+    std::fs::remove_dir_all(root.join("annotations")).unwrap();
+    for ann in &anns {
+        let path = root
+            .join("annotations")
+            .join(format!("{}.json", ann.unique_id));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, ann.to_json_pretty()).unwrap();
+    }
+    for threads in ["1", "2"] {
+        let out = base.join(format!("patches_{threads}"));
+        let o = insar_mm_env(
+            &[
+                "data",
+                "patches",
+                "--raw",
+                s(&root),
+                "--annotations",
+                s(&root),
+                "--out",
+                s(&out),
+                "-q",
+            ],
+            &[("RAYON_NUM_THREADS", threads)],
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        println!(
+            "RAYON_NUM_THREADS={threads}: {}",
+            String::from_utf8_lossy(&o.stdout).trim()
+        );
+    }
+}
