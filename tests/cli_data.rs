@@ -297,6 +297,16 @@ fn malformed_annotations_fail_naming_the_file_and_field() {
 fn usage_errors_exit_with_code_2() {
     let err = fails(&["data", "stats", s(&sample_dir()), "--frobnicate"], 2);
     assert!(err.contains("--frobnicate"), "{err}");
+    let err = fails(&["data", "stats"], 2);
+    assert!(
+        err.contains("<PATH>"),
+        "the missing argument is named: {err}"
+    );
+    let err = fails(&["data", "patches", "--raw", "x"], 2);
+    assert!(
+        err.contains("--annotations") && err.contains("--out"),
+        "{err}"
+    );
     fails(
         &["data", "split", s(&sample_dir()), "--fractions", "0.5,0.5"],
         2,

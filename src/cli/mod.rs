@@ -115,10 +115,22 @@ fn usage_error(err: clap::Error) -> ExitCode {
             ExitCode::from(2)
         }
         _ => {
+            // The message is the first paragraph (clap puts missing argument names on
+            // the following lines), joined into one line.
             let text = err.render().to_string();
-            let first = text.lines().next().unwrap_or("invalid usage").trim();
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("error: {first} (see --help)");
+            let message: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .take_while(|l| !l.is_empty())
+                .collect();
+            let message = message.join(" ");
+            let message = message.strip_prefix("error: ").unwrap_or(&message);
+            let message = if message.is_empty() {
+                "invalid usage"
+            } else {
+                message
+            };
+            eprintln!("error: {message} (see --help)");
             ExitCode::from(2)
         }
     }

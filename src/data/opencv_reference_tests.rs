@@ -142,8 +142,29 @@ fn gray_matches_imread_grayscale() {
             let png = Png::read(&dir().join(&case.file)).unwrap();
             assert_eq!((png.height, png.width), (case.height, case.width));
             assert_eq!(png.gray(), unrle(&case.gray), "{} ({version})", case.file);
+            // Transparency (alpha channel or palette tRNS) becomes the validity mask.
+            let transparent = ["rgba8.png", "rgba16.png", "graya8.png", "palette_trns.png"];
+            assert_eq!(
+                png.has_alpha(),
+                transparent.contains(&case.file.as_str()),
+                "{}",
+                case.file
+            );
+            let invalid = png.valid().iter().filter(|v| !**v).count();
+            assert_eq!(invalid > 0, png.alpha().contains(&0), "{}", case.file);
         }
     }
+}
+
+#[test]
+fn palette_transparency_marks_no_data() {
+    // The fixture palette gives index 0 alpha 0 and index 1 alpha 128.
+    let png = Png::read(&dir().join("palette_trns.png")).unwrap();
+    let alpha = png.alpha();
+    assert!(alpha.contains(&0) && alpha.contains(&128) && alpha.contains(&255));
+    assert!(alpha.iter().all(|a| [0, 128, 255].contains(a)));
+    let valid = png.valid();
+    assert!(alpha.iter().zip(&valid).all(|(&a, &v)| v == (a > 0)));
 }
 
 #[test]

@@ -128,14 +128,16 @@ impl Png {
         }
     }
 
-    /// 8-bit alpha per pixel (255 everywhere for an opaque file).
+    /// 8-bit alpha per pixel (255 everywhere for an opaque file). A 16-bit alpha keeps its
+    /// high byte, but never drops to 0 unless it was 0, so validity survives the reduction.
     pub fn alpha(&self) -> Vec<u8> {
         let n = self.width * self.height;
+        let alpha16 = |a: u16| if a == 0 { 0 } else { ((a >> 8) as u8).max(1) };
         match &self.samples {
             Samples::GrayA8(v) => v.chunks_exact(2).map(|p| p[1]).collect(),
             Samples::Rgba8(v) => v.chunks_exact(4).map(|p| p[3]).collect(),
-            Samples::GrayA16(v) => v.chunks_exact(2).map(|p| (p[1] >> 8) as u8).collect(),
-            Samples::Rgba16(v) => v.chunks_exact(4).map(|p| (p[3] >> 8) as u8).collect(),
+            Samples::GrayA16(v) => v.chunks_exact(2).map(|p| alpha16(p[1])).collect(),
+            Samples::Rgba16(v) => v.chunks_exact(4).map(|p| alpha16(p[3])).collect(),
             _ => vec![255; n],
         }
     }
