@@ -420,9 +420,7 @@ fn make_dataset(root: &Path, frames: usize, per_frame: usize, seed: u64) -> Vec<
                 is_crowd: u8::from(n_poly > 1),
                 caption: format!("Fixture interferogram {uid}. "),
             };
-            let path = root.join("annotations").join(format!("{uid}.json"));
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(&path, ann.to_json_pretty()).unwrap();
+            ann.write_to(&root.join("annotations")).unwrap();
             write_frame(root, &ann, &mut rng);
             anns.push(ann);
         }
@@ -444,11 +442,8 @@ fn date_from_days(days: i64) -> Date {
 }
 
 fn write_frame(root: &Path, ann: &Annotation, rng: &mut ChaCha8Rng) {
-    let dir = root
-        .join(&ann.frame_id)
-        .join("interferograms")
-        .join(ann.interferogram_name());
-    let stem = ann.interferogram_name();
+    let files =
+        InterferogramFiles::canonical(root, &ann.frame_id, ann.primary_date, ann.secondary_date);
     let with_nodata = ann.unique_id % 3 == 0;
     let n = FRAME_H * FRAME_W;
     let (color, channels) = if with_nodata {
@@ -463,24 +458,34 @@ fn write_frame(root: &Path, ann: &Annotation, rng: &mut ChaCha8Rng) {
             px[3] = if i % FRAME_W < 30 { 0 } else { 255 };
         }
     }
-    write_png(
-        &dir.join(format!("{stem}.geo.diff.png")),
-        FRAME_W,
-        FRAME_H,
-        color,
-        &phase,
-    )
-    .unwrap();
+    write_png(&files.phase, FRAME_W, FRAME_H, color, &phase).unwrap();
     let mut cc = vec![0u8; n];
     rng.fill(&mut cc[..]);
     write_png(
-        &dir.join(format!("{stem}.geo.cc.png")),
+        &files.coherence.unwrap(),
         FRAME_W,
         FRAME_H,
         PngColor::Gray,
         &cc,
     )
     .unwrap();
+}
+
+/// `data patches` on the dataset `root` (raw frames and annotations) into `out`, quietly.
+fn patches_args<'a>(root: &'a Path, out: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "data",
+        "patches",
+        "--raw",
+        s(root),
+        "--annotations",
+        s(root),
+        "--out",
+        s(out),
+        "-q",
+    ];
+    args.extend_from_slice(extra);
+    args
 }
 
 /// Every file under `dir` with its bytes, keyed by relative path.
@@ -508,19 +513,7 @@ fn patches_follow_save_crops_and_are_deterministic() {
     let anns = make_dataset(&root, 5, 3, 11);
     let run = |out: &Path, seed: &str, threads: &str| {
         let o = insar_mm_env(
-            &[
-                "data",
-                "patches",
-                "--raw",
-                s(&root),
-                "--annotations",
-                s(&root),
-                "--out",
-                s(out),
-                "--seed",
-                seed,
-                "-q",
-            ],
+            &patches_args(&root, out, &["--seed", seed]),
             &[("RAYON_NUM_THREADS", threads)],
         );
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -726,17 +719,7 @@ fn missing_or_corrupt_images_fail_naming_the_file() {
     let good = std::fs::read(&files.phase).unwrap();
     std::fs::write(&files.phase, &good[..good.len() / 3]).unwrap();
     let out = tmp.path().join("out");
-    let args = [
-        "data",
-        "patches",
-        "--raw",
-        s(&root),
-        "--annotations",
-        s(&root),
-        "--out",
-        s(&out),
-        "-q",
-    ];
+    let args = patches_args(&root, &out, &[]);
     let err = fails(&args, 1);
     assert!(
         err.contains(files.phase.file_name().unwrap().to_str().unwrap()),
@@ -949,11 +932,12 @@ fn patch_throughput() {
     anns.truncate(n);
     for ann in &anns {
         // Replace the small noise frames by large smooth ones.
-        let dir = root
-            .join(&ann.frame_id)
-            .join("interferograms")
-            .join(ann.interferogram_name());
-        let stem = ann.interferogram_name();
+        let files = InterferogramFiles::canonical(
+            &root,
+            &ann.frame_id,
+            ann.primary_date,
+            ann.secondary_date,
+        );
         let (cx, cy) = (
             rng.random_range(0.0..w as f64),
             rng.random_range(0.0..h as f64),
@@ -972,45 +956,17 @@ fn patch_throughput() {
                 cc.push(((x + y) % 256) as u8 / 2 + rng.random_range(0..60));
             }
         }
-        write_png(
-            &dir.join(format!("{stem}.geo.diff.png")),
-            w,
-            h,
-            PngColor::Rgb,
-            &phase,
-        )
-        .unwrap();
-        write_png(
-            &dir.join(format!("{stem}.geo.cc.png")),
-            w,
-            h,
-            PngColor::Gray,
-            &cc,
-        )
-        .unwrap();
+        write_png(&files.phase, w, h, PngColor::Rgb, &phase).unwrap();
+        write_png(files.coherence.as_ref().unwrap(), w, h, PngColor::Gray, &cc).unwrap();
     }
     std::fs::remove_dir_all(root.join("annotations")).unwrap();
     for ann in &anns {
-        let path = root
-            .join("annotations")
-            .join(format!("{}.json", ann.unique_id));
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, ann.to_json_pretty()).unwrap();
+        ann.write_to(&root.join("annotations")).unwrap();
     }
     for threads in ["1", "2"] {
         let out = base.join(format!("patches_{threads}"));
         let o = insar_mm_env(
-            &[
-                "data",
-                "patches",
-                "--raw",
-                s(&root),
-                "--annotations",
-                s(&root),
-                "--out",
-                s(&out),
-                "-q",
-            ],
+            &patches_args(&root, &out, &[]),
             &[("RAYON_NUM_THREADS", threads)],
         );
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -1019,4 +975,41 @@ fn patch_throughput() {
             String::from_utf8_lossy(&o.stdout).trim()
         );
     }
+}
+
+#[test]
+fn check_reports_usable_and_broken_interferograms() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("ds");
+    let anns = make_dataset(&root, 2, 3, 9);
+    // An interferogram folder without annotation (the unlabeled pool).
+    let extra = InterferogramFiles::canonical(
+        &root,
+        &anns[0].frame_id,
+        Date::new(2021, 3, 1).unwrap(),
+        Date::new(2021, 3, 13).unwrap(),
+    );
+    write_png(&extra.phase, 4, 4, PngColor::Gray, &[0; 16]).unwrap();
+    let json: Value =
+        serde_json::from_str(&ok(&["data", "check", s(&root), "--json", "-q"])).unwrap();
+    assert_eq!(json["ok"], 6);
+    assert_eq!(json["problems"].as_array().unwrap().len(), 0);
+    assert_eq!(json["unannotated_interferograms"], 1);
+    assert_eq!(json["frame_sizes"][format!("{FRAME_H}×{FRAME_W}")], 6);
+    let share = json["mean_valid_fraction"].as_f64().unwrap();
+    assert!(share > 0.9 && share < 1.0, "{share}");
+    // A corrupt coherence image makes the check fail, naming the file.
+    let files = InterferogramFiles::locate(&root, &anns[4]).unwrap();
+    let cc = files.coherence.unwrap();
+    std::fs::write(&cc, b"\x89PNG\r\n\x1a\nbroken").unwrap();
+    let out = insar_mm(&["data", "check", s(&root), "-q"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(cc.file_name().unwrap().to_str().unwrap()),
+        "{stdout}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1 of 6"));
+    // Without decoding, only presence is checked.
+    ok(&["data", "check", s(&root), "--no-decode", "-q"]);
 }

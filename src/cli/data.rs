@@ -12,7 +12,7 @@ use crate::data::dataset::{self, DatasetDir};
 use crate::data::loader::{load_annotations, AnnotationSet, LoadOptions};
 use crate::data::patches::{extract_patches, PatchOptions};
 use crate::data::split::{frame_split, temporal_split, Part, Split};
-use crate::data::stats::DatasetStats;
+use crate::data::stats::{format_counts, DatasetStats};
 
 #[derive(Debug, Subcommand)]
 pub enum DataCommand {
@@ -45,6 +45,17 @@ pub enum DataCommand {
         /// Skip interferograms with missing or unreadable images (listed) instead of stopping.
         #[arg(long)]
         skip_bad: bool,
+    },
+    /// Check a dataset directory: every annotation's images present, readable, consistent.
+    Check {
+        /// The dataset directory (annotations/ and raw frames).
+        dir: PathBuf,
+        /// Only check that the files exist (do not decode the PNGs).
+        #[arg(long)]
+        no_decode: bool,
+        /// Print JSON instead of a summary.
+        #[arg(long)]
+        json: bool,
     },
     /// Write a train/val/test split (by frame, or by primary date) as JSON.
     Split {
@@ -116,6 +127,11 @@ pub fn run(cmd: DataCommand, global: &GlobalArgs) -> Result<()> {
             size,
             skip_bad,
         } => patches(&raw, &annotations, &out, size, skip_bad, global),
+        DataCommand::Check {
+            dir,
+            no_decode,
+            json,
+        } => check(&dir, !no_decode, json, global),
         DataCommand::Split {
             path,
             out,
@@ -203,11 +219,6 @@ fn patches(
     for s in &report.skipped {
         log::warn!("skipped {}: {}", s.file, s.error);
     }
-    let per_class: Vec<String> = report
-        .per_class
-        .iter()
-        .map(|(k, v)| format!("{k}: {v}"))
-        .collect();
     println!(
         "{} patches ({} around deformation, {} tiles) from {} interferograms in {secs:.1} s ({:.0} patches/s); \
          per class folder: {}; {} skipped; written to {}",
@@ -216,10 +227,55 @@ fn patches(
         report.tiles,
         report.interferograms,
         report.patches() as f64 / secs.max(1e-9),
-        per_class.join(", "),
+        format_counts(&report.per_class, ": "),
         report.skipped.len(),
         out.display()
     );
+    Ok(())
+}
+
+fn check(dir: &Path, decode: bool, json: bool, global: &GlobalArgs) -> Result<()> {
+    let ds = DatasetDir::open(dir, LoadOptions::default())?;
+    let bar = super::progress::bar(
+        ds.annotations.len() as u64,
+        "interferograms",
+        global.show_progress(),
+    );
+    let report = ds.check(decode, &bar)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for p in &report.problems {
+            println!("problem: {}: {}", p.file, p.error);
+        }
+        for w in &report.warnings {
+            println!("warning: {w}");
+        }
+        println!(
+            "{} of {} annotated interferograms usable; {} problem(s), {} warning(s); \
+             {} unannotated interferogram folder(s)",
+            report.ok,
+            report.annotations,
+            report.problems.len(),
+            report.warnings.len(),
+            report.unannotated_interferograms
+        );
+        if decode {
+            println!(
+                "frame sizes: {}; mean valid-pixel share {:.3}",
+                format_counts(&report.frame_sizes, ": "),
+                report.mean_valid_fraction
+            );
+        }
+    }
+    if !report.problems.is_empty() {
+        bail!(
+            "{}: {} of {} annotated interferograms have problems (listed above)",
+            dir.display(),
+            report.problems.len(),
+            report.annotations
+        );
+    }
     Ok(())
 }
 
@@ -279,18 +335,13 @@ fn print_split(split: &Split, out: &Path) {
     );
     for part in Part::ALL {
         let s = &split.summary[&part];
-        let types: Vec<String> = s
-            .activity_types
-            .iter()
-            .map(|(k, v)| format!("{k} {v}"))
-            .collect();
         println!(
             "{:<6} {:>15} {:>12} {:>7}  {}",
             part.as_str(),
             s.interferograms,
             s.deformation,
             s.frames,
-            types.join(", ")
+            format_counts(&s.activity_types, " ")
         );
     }
     for u in &split.unrepresented {

@@ -14,6 +14,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
@@ -625,6 +626,14 @@ impl Annotation {
         // Serialising plain data to a String cannot fail.
         serde_json::to_string_pretty(self).unwrap_or_default()
     }
+
+    /// Writes `<dir>/<uniqueID>.json` atomically, laid out like the real files; returns
+    /// the path. This is how the generator writes annotations.
+    pub fn write_to(&self, dir: &Path) -> anyhow::Result<PathBuf> {
+        let path = dir.join(format!("{}.json", self.unique_id));
+        super::atomic::write_atomic(&path, self.to_json_pretty().as_bytes())?;
+        Ok(path)
+    }
 }
 
 /// Trims and collapses runs of whitespace into single spaces.
@@ -635,18 +644,7 @@ pub fn clean_caption(caption: &str) -> String {
 /// Parses one annotation file's bytes. The error names the failing field path
 /// (`label[0]: unknown label "X" …`, `missing field `caption``) and the line/column.
 pub fn parse_annotation(bytes: &[u8]) -> Result<Annotation, String> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let ann: Annotation = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if path == "." || path.is_empty() {
-            inner.to_string()
-        } else {
-            format!("field `{path}`: {inner}")
-        }
-    })?;
-    de.end().map_err(|e| e.to_string())?;
-    Ok(ann)
+    super::json::parse_json(bytes)
 }
 
 #[cfg(test)]

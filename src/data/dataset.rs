@@ -9,15 +9,20 @@
 //!
 //! Real Hephaestus data and the synthetic generator's output share this layout.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use indicatif::ProgressBar;
+use rayon::prelude::*;
+use serde::Serialize;
 
 use super::annotation::Annotation;
 use super::array::ClassMask;
-use super::frames::{load_input, InputFormat, InterferogramFiles};
+use super::frames::{list_interferograms, load_input, InputFormat, InterferogramFiles};
 use super::loader::{load_annotations, AnnotationSet, BadFile, LoadOptions};
 use super::patches::PatchDataset;
+use super::png::Png;
 use super::raster::annotation_mask;
 use super::resample::{resize_bilinear, resize_nearest};
 use super::sample::{Sample, SampleSource};
@@ -179,6 +184,145 @@ impl DatasetDir {
             ds = ds.restrict(split, p);
         }
         Ok(ds)
+    }
+}
+
+/// What `DatasetDir::check` found.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CheckReport {
+    pub root: String,
+    pub annotations: usize,
+    /// Annotations whose images are present (and, when decoded, readable and consistent).
+    pub ok: usize,
+    /// Annotations that cannot be used: missing or unreadable images, size mismatches.
+    pub problems: Vec<BadFile>,
+    /// Usable but suspicious: polygon vertices outside the frame, images without valid pixels.
+    pub warnings: Vec<String>,
+    /// Interferogram folders with no annotation (usable for self-supervised pretraining).
+    pub unannotated_interferograms: usize,
+    /// Frame sizes `H×W` of the decoded phase images.
+    pub frame_sizes: BTreeMap<String, usize>,
+    /// Mean share of valid (non-transparent) pixels over the decoded interferograms.
+    pub mean_valid_fraction: f64,
+}
+
+/// One annotation's images as [`check_one`] found them.
+struct Checked {
+    /// `H×W`, when decoded.
+    size: Option<String>,
+    valid_fraction: f64,
+    warnings: Vec<String>,
+}
+
+/// Checks one annotation's images.
+fn check_one(root: &Path, a: &Annotation, decode: bool) -> Result<Checked> {
+    let files = InterferogramFiles::locate(root, a)?;
+    let cc_path = files.require_coherence()?;
+    if !decode {
+        return Ok(Checked {
+            size: None,
+            valid_fraction: 1.0,
+            warnings: Vec::new(),
+        });
+    }
+    let phase = Png::read(&files.phase)?;
+    let cc = Png::read(cc_path)?;
+    if (cc.height, cc.width) != (phase.height, phase.width) {
+        bail!(
+            "{}: coherence is {}×{} but the phase image is {}×{}",
+            cc_path.display(),
+            cc.height,
+            cc.width,
+            phase.height,
+            phase.width
+        );
+    }
+    let mut warnings = Vec::new();
+    let (w, h) = (phase.width as f64, phase.height as f64);
+    for (k, polygon) in a.segmentation_mask.iter().enumerate() {
+        if polygon
+            .vertices()
+            .any(|(x, y)| x < 0.0 || y < 0.0 || x >= w || y >= h)
+        {
+            warnings.push(format!(
+                "uniqueID {}: polygon {k} has vertices outside the {}×{} frame",
+                a.unique_id, phase.height, phase.width
+            ));
+        }
+    }
+    let valid = phase.valid();
+    let cc_valid = cc.valid();
+    let n_valid = valid
+        .iter()
+        .zip(&cc_valid)
+        .filter(|(p, c)| **p && **c)
+        .count();
+    if n_valid == 0 {
+        warnings.push(format!(
+            "uniqueID {}: no valid pixel (fully transparent)",
+            a.unique_id
+        ));
+    }
+    Ok(Checked {
+        size: Some(format!("{}×{}", phase.height, phase.width)),
+        valid_fraction: n_valid as f64 / valid.len().max(1) as f64,
+        warnings,
+    })
+}
+
+impl DatasetDir {
+    /// Checks that every annotation has its phase and coherence images; with `decode`,
+    /// also that they decode, agree in size, and contain the polygons. Parallel.
+    pub fn check(&self, decode: bool, progress: &ProgressBar) -> Result<CheckReport> {
+        let results: Vec<(u64, Result<Checked>)> = self
+            .annotations
+            .annotations
+            .par_iter()
+            .map(|a| {
+                let r = check_one(&self.root, a, decode);
+                progress.inc(1);
+                (a.unique_id, r)
+            })
+            .collect();
+        progress.finish_and_clear();
+        let mut report = CheckReport {
+            root: self.root.display().to_string(),
+            annotations: self.annotations.len(),
+            ..Default::default()
+        };
+        let mut valid_sum = 0.0;
+        for (uid, r) in results {
+            match r {
+                Ok(checked) => {
+                    report.ok += 1;
+                    valid_sum += checked.valid_fraction;
+                    if let Some(size) = checked.size {
+                        *report.frame_sizes.entry(size).or_default() += 1;
+                    }
+                    report.warnings.extend(checked.warnings);
+                }
+                Err(e) => report.problems.push(BadFile {
+                    file: format!("uniqueID {uid}"),
+                    error: format!("{e:#}"),
+                }),
+            }
+        }
+        report.mean_valid_fraction = if decode && report.ok > 0 {
+            valid_sum / report.ok as f64
+        } else {
+            f64::NAN
+        };
+        let annotated: BTreeSet<(&str, String)> = self
+            .annotations
+            .annotations
+            .iter()
+            .map(|a| (a.frame_id.as_str(), a.interferogram_name()))
+            .collect();
+        report.unannotated_interferograms = list_interferograms(&self.root)?
+            .into_iter()
+            .filter(|(f, p, s)| !annotated.contains(&(f.as_str(), format!("{p}_{s}"))))
+            .count();
+        Ok(report)
     }
 }
 

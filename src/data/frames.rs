@@ -70,6 +70,17 @@ impl InterferogramFiles {
         }
     }
 
+    /// The canonical LiCSAR names under `root`, for writing an interferogram
+    /// (`<p>_<s>.geo.diff.png` and `<p>_<s>.geo.cc.png`); nothing is checked on disk.
+    pub fn canonical(root: &Path, frame_id: &str, primary: Date, secondary: Date) -> Self {
+        let dir = interferogram_dir(root, frame_id, primary, secondary);
+        let stem = format!("{primary}_{secondary}");
+        Self {
+            phase: dir.join(format!("{stem}{PHASE_SUFFIX}")),
+            coherence: Some(dir.join(format!("{stem}{COHERENCE_SUFFIX}"))),
+        }
+    }
+
     /// The coherence file, or an error naming the interferogram folder.
     pub fn require_coherence(&self) -> Result<&Path> {
         self.coherence.as_deref().with_context(|| {

@@ -191,23 +191,34 @@ fn natural_key(name: &str) -> (String, u64, String) {
     }
 }
 
+/// Keeps an archive entry if it is an annotation file: `(name, bytes)`.
+fn read_entry(
+    name: String,
+    mut entry: impl Read,
+    size: u64,
+    out: &mut Vec<(String, Vec<u8>)>,
+) -> Result<()> {
+    if !is_annotation_name(&name) {
+        return Ok(());
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    entry
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading entry {name}"))?;
+    out.push((name, bytes));
+    Ok(())
+}
+
 fn read_tar(reader: impl Read) -> Result<Vec<(String, Vec<u8>)>> {
     let mut archive = tar::Archive::new(reader);
     let mut out = Vec::new();
     for entry in archive.entries()? {
-        let mut entry = entry?;
-        if !entry.header().entry_type().is_file() {
-            continue;
+        let entry = entry?;
+        if entry.header().entry_type().is_file() {
+            let name = entry.path()?.to_string_lossy().replace('\\', "/");
+            let size = entry.size();
+            read_entry(name, entry, size, &mut out)?;
         }
-        let name = entry.path()?.to_string_lossy().replace('\\', "/");
-        if !is_annotation_name(&name) {
-            continue;
-        }
-        let mut bytes = Vec::with_capacity(entry.size() as usize);
-        entry
-            .read_to_end(&mut bytes)
-            .with_context(|| format!("reading entry {name}"))?;
-        out.push((name, bytes));
     }
     Ok(out)
 }
@@ -217,19 +228,12 @@ fn read_zip(path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
     let mut archive = zip::ZipArchive::new(BufReader::new(file))?;
     let mut out = Vec::new();
     for i in 0..archive.len() {
-        let mut entry = archive.by_index(i)?;
-        if !entry.is_file() {
-            continue;
+        let entry = archive.by_index(i)?;
+        if entry.is_file() {
+            let name = entry.name()?.replace('\\', "/");
+            let size = entry.size();
+            read_entry(name, entry, size, &mut out)?;
         }
-        let name = entry.name()?.replace('\\', "/");
-        if !is_annotation_name(&name) {
-            continue;
-        }
-        let mut bytes = Vec::with_capacity(entry.size() as usize);
-        entry
-            .read_to_end(&mut bytes)
-            .with_context(|| format!("reading entry {name}"))?;
-        out.push((name, bytes));
     }
     Ok(out)
 }

@@ -3,8 +3,10 @@
 
 pub mod annotation;
 pub mod array;
+pub mod atomic;
 pub mod dataset;
 pub mod frames;
+pub mod json;
 pub mod loader;
 pub mod patches;
 pub mod png;

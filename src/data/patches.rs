@@ -36,9 +36,11 @@ use serde::{Deserialize, Serialize};
 
 use super::annotation::{ActivityType, Annotation, Intensity};
 use super::array::ClassMask;
+use super::atomic::write_atomic;
 use super::frames::{input_from_pngs, InputFormat, InterferogramFiles};
+use super::json::parse_json;
 use super::loader::{AnnotationSet, BadFile};
-use super::png::{write_atomic, write_png, Png, PngColor};
+use super::png::{write_png, Png, PngColor};
 use super::raster::{annotation_mask, fill_polygon};
 use super::sample::{LabelVector, Sample, SampleSource, NUM_LABELS};
 use super::split::{Part, Split};
@@ -576,21 +578,14 @@ impl PatchDataset {
                     continue;
                 };
                 let label_path = root.join(LABELS_DIR).join(format!("{name}.json"));
-                let text = std::fs::read_to_string(&label_path).with_context(|| {
+                let bytes = std::fs::read(&label_path).with_context(|| {
                     format!(
                         "{}: cannot read the label of patch {name}",
                         label_path.display()
                     )
                 })?;
-                let mut de = serde_json::Deserializer::from_str(&text);
-                let label: PatchLabel = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-                    anyhow::anyhow!(
-                        "{}: field `{}`: {}",
-                        label_path.display(),
-                        e.path(),
-                        e.inner()
-                    )
-                })?;
+                let label: PatchLabel = parse_json(&bytes)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", label_path.display()))?;
                 entries.push(PatchEntry {
                     name: name.to_string(),
                     class_dir,

@@ -11,12 +11,14 @@
 //!
 //! Transparency marks no-data: [`Png::valid`] is false where alpha is 0.
 
-use std::io::{BufReader, Cursor, Write};
+use std::io::{BufReader, Cursor};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use image::codecs::png::{CompressionType, FilterType, PngDecoder, PngEncoder};
 use image::{DynamicImage, ExtendedColorType, ImageEncoder};
+
+use super::atomic::write_atomic;
 
 /// libpng's fixed-point RGB→gray coefficients for OpenCV's `png_set_rgb_to_gray(…, 0.299,
 /// 0.587)`: `red = 29900·32768/100000`, `green = 58700·32768/100000` (truncated), blue the rest.
@@ -213,29 +215,6 @@ pub fn encode_png(width: usize, height: usize, color: PngColor, samples: &[u8]) 
     };
     encoder.write_image(samples, width as u32, height as u32, color)?;
     Ok(out)
-}
-
-/// Writes `bytes` to `path` atomically (`path.tmp`, then rename), creating parent folders.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    if let Some(dir) = path.parent() {
-        if !dir.as_os_str().is_empty() {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("{}: cannot create directory", dir.display()))?;
-        }
-    }
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = std::path::PathBuf::from(tmp);
-    let result = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.flush()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.with_context(|| format!("{}: cannot write", path.display()))
 }
 
 /// Encodes and writes an 8-bit PNG atomically.

@@ -22,7 +22,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::annotation::{ActivityType, Annotation, Date};
-use super::png::write_atomic;
+use super::atomic::write_atomic;
+use super::json::parse_json;
 
 /// One part of a split.
 #[derive(
@@ -141,12 +142,10 @@ impl Split {
     }
 
     pub fn read(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
+        let bytes = std::fs::read(path)
             .with_context(|| format!("{}: cannot read split", path.display()))?;
-        let mut de = serde_json::Deserializer::from_str(&text);
-        let split: Split = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            anyhow::anyhow!("{}: field `{}`: {}", path.display(), e.path(), e.inner())
-        })?;
+        let split: Split =
+            parse_json(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         split
             .validate()
             .with_context(|| format!("{}: invalid split", path.display()))?;

@@ -85,6 +85,12 @@ pub struct DatasetStats {
     pub inconsistencies: Vec<Inconsistency>,
 }
 
+/// `"k1<sep>v1, k2<sep>v2, …"` in key order.
+pub fn format_counts(counts: &Counts, sep: &str) -> String {
+    let values: Vec<String> = counts.iter().map(|(k, v)| format!("{k}{sep}{v}")).collect();
+    values.join(", ")
+}
+
 fn bump(counts: &mut Counts, key: impl Into<String>) {
     *counts.entry(key.into()).or_default() += 1;
 }
@@ -298,22 +304,16 @@ impl DatasetStats {
             &self.intensity_interferograms,
         );
         section(&mut out, "phase:", &self.phase);
+        let inline = |counts: &Counts| format_counts(counts, ": ");
         for (flag, counts) in &self.flags {
-            let values: Vec<String> = counts.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-            let _ = writeln!(out, "flag {flag:<28} {}", values.join(", "));
+            let _ = writeln!(out, "flag {flag:<28} {}", inline(counts));
         }
-        let values: Vec<String> = self
-            .confidence
-            .iter()
-            .map(|(k, v)| format!("{k}: {v}"))
-            .collect();
-        let _ = writeln!(out, "confidence: {}", values.join(", "));
-        let values: Vec<String> = self
-            .polygons_per_interferogram
-            .iter()
-            .map(|(k, v)| format!("{k}: {v}"))
-            .collect();
-        let _ = writeln!(out, "polygons per interferogram: {}", values.join(", "));
+        let _ = writeln!(out, "confidence: {}", inline(&self.confidence));
+        let _ = writeln!(
+            out,
+            "polygons per interferogram: {}",
+            inline(&self.polygons_per_interferogram)
+        );
         let _ = writeln!(out, "frames: {}", self.frames);
         let mut frames: Vec<(&String, &usize)> = self.interferograms_per_frame.iter().collect();
         frames.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
