@@ -267,6 +267,18 @@ fn malformed_annotations_fail_naming_the_file_and_field() {
     std::fs::write(&path, &text[..text.len() / 2]).unwrap();
     let err = fails(&["data", "stats", s(tmp.path())], 1);
     assert!(err.contains("1000.json") && err.contains("EOF"), "{err}");
+    // Two files with one uniqueID: an error naming both.
+    let dup = sample_with(|_| {});
+    std::fs::copy(
+        dup.path().join("annotations/1000.json"),
+        dup.path().join("annotations/copy.json"),
+    )
+    .unwrap();
+    let err = fails(&["data", "stats", s(dup.path())], 1);
+    assert!(
+        err.contains("copy.json") && err.contains("1000.json") && err.contains("uniqueID 1000"),
+        "{err}"
+    );
     // --skip-bad carries on and lists the file.
     let json: Value = serde_json::from_str(&ok(&[
         "data",
