@@ -755,6 +755,16 @@ fn missing_or_corrupt_images_fail_naming_the_file() {
         err.contains(&anns[1].interferogram_name()) && err.contains("coherence"),
         "{err}"
     );
+    // Full-frame samples list it as missing instead of failing later.
+    let ds = DatasetDir::open(&root, LoadOptions::default()).unwrap();
+    let frames = ds
+        .frame_samples(InputFormat::PhaseCoherence, None, None)
+        .unwrap();
+    assert_eq!((frames.len(), frames.missing.len()), (3, 1));
+    assert!(frames.missing[0].error.contains("coherence"));
+    let phase_only = ds.frame_samples(InputFormat::Phase, None, None).unwrap();
+    assert_eq!(phase_only.len(), 4);
+    assert_eq!(phase_only.get(0).unwrap().image.channels, 1);
     std::fs::remove_dir_all(files.phase.parent().unwrap()).unwrap();
     let err = fails(&args, 1);
     assert!(

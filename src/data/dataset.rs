@@ -133,26 +133,23 @@ impl DatasetDir {
         format.check_supported(&self.root)?;
         let mut items = Vec::new();
         let mut missing = Vec::new();
-        for entry in self.entries() {
-            let a = entry.annotation;
+        for a in &self.annotations.annotations {
             if let Some((split, p)) = part {
                 if split.part_of(a.unique_id) != Some(p) {
                     continue;
                 }
             }
-            match entry.files {
-                Some(files) if !format.needs_coherence() || files.coherence.is_some() => {
-                    items.push((a.clone(), files))
+            let usable = self.files(a).and_then(|files| {
+                if format.needs_coherence() {
+                    files.require_coherence()?;
                 }
-                _ => missing.push(BadFile {
+                Ok(files)
+            });
+            match usable {
+                Ok(files) => items.push((a.clone(), files)),
+                Err(e) => missing.push(BadFile {
                     file: format!("uniqueID {}", a.unique_id),
-                    error: match self
-                        .files(a)
-                        .and_then(|f| f.require_coherence().map(|_| ()))
-                    {
-                        Err(e) => format!("{e:#}"),
-                        Ok(()) => "missing image".into(),
-                    },
+                    error: format!("{e:#}"),
                 }),
             }
         }
