@@ -80,7 +80,7 @@ fn projection(
 }
 
 pub fn multi_head_attention(cfg: AttentionConfig, vb: VarBuilder) -> Result<MultiHeadAttention> {
-    if cfg.num_heads == 0 || !cfg.embed_dim.is_multiple_of(cfg.num_heads) {
+    if cfg.num_heads == 0 || cfg.embed_dim % cfg.num_heads != 0 {
         candle_core::bail!(
             "attention: {} heads do not divide embed_dim {}",
             cfg.num_heads,

@@ -128,13 +128,13 @@ pub fn finite_difference_check(
             var.set(&t)?;
             loss()?.to_dtype(DType::F64)?.to_scalar::<f64>()
         };
-        for i in 0..base.len() {
+        for (i, &a) in analytic.iter().enumerate() {
             let numeric = (eval_at(i, eps)? - eval_at(i, -eps)?) / (2.0 * eps);
-            let err = (numeric - analytic[i]).abs();
+            let err = (numeric - a).abs();
             report.max_abs_gradient = report.max_abs_gradient.max(numeric.abs());
             if err > report.max_abs_error || !err.is_finite() {
                 report.max_abs_error = if err.is_finite() { err } else { f64::INFINITY };
-                report.worst = format!("var #{k}[{i}]: analytic {} numeric {numeric}", analytic[i]);
+                report.worst = format!("var #{k}[{i}]: analytic {a} numeric {numeric}");
             }
         }
         var.set(&original)?;

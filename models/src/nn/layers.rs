@@ -52,7 +52,7 @@ pub fn conv2d(
     weight_init: Init,
     vb: VarBuilder,
 ) -> Result<Conv2d> {
-    if cfg.groups == 0 || !in_channels.is_multiple_of(cfg.groups) {
+    if cfg.groups == 0 || in_channels % cfg.groups != 0 {
         candle_core::bail!(
             "conv2d: groups {} must divide in_channels {in_channels}",
             cfg.groups

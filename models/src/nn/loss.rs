@@ -56,7 +56,7 @@ pub fn sigmoid_focal_loss(
     gamma: f64,
     alpha: Option<f64>,
 ) -> Result<Tensor> {
-    if !(gamma >= 0.0) {
+    if gamma.is_nan() || gamma < 0.0 {
         candle_core::bail!("focal loss: gamma must be ≥ 0, got {gamma}")
     }
     let ce = bce_with_logits_elementwise(logits, targets)?;

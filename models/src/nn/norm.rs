@@ -82,7 +82,7 @@ pub fn group_norm(
     eps: f64,
     vb: VarBuilder,
 ) -> Result<GroupNorm> {
-    if num_groups == 0 || !num_channels.is_multiple_of(num_groups) {
+    if num_groups == 0 || num_channels % num_groups != 0 {
         candle_core::bail!("GroupNorm: {num_groups} groups do not divide {num_channels} channels")
     }
     candle_nn::group_norm(num_groups, num_channels, eps, vb)

@@ -150,7 +150,7 @@ struct MaxPool2dOp(MaxPool2dConfig);
 /// Index (within the plane) of the first maximum of the window of output `(oy, ox)`.
 /// NaN wins, so it propagates like in PyTorch.
 #[inline]
-fn window_argmax<T: Copy + PartialOrd + IsNan>(
+fn window_argmax<T: Copy + PartialOrd>(
     plane: &[T],
     w: usize,
     h: usize,
@@ -164,17 +164,17 @@ fn window_argmax<T: Copy + PartialOrd + IsNan>(
     let xs = x0.max(0) as usize..((x0 + cfg.kernel as isize).min(w as isize)) as usize;
     let mut best = ys.start * w + xs.start;
     let mut best_v = plane[best];
-    if best_v.is_nan() {
+    if is_nan(&best_v) {
         return best;
     }
     for y in ys {
         let row = &plane[y * w..(y + 1) * w];
         for x in xs.clone() {
             let v = row[x];
-            if v > best_v || v.is_nan() {
+            if v > best_v || is_nan(&v) {
                 best = y * w + x;
                 best_v = v;
-                if v.is_nan() {
+                if is_nan(&v) {
                     return best;
                 }
             }
@@ -183,21 +183,13 @@ fn window_argmax<T: Copy + PartialOrd + IsNan>(
     best
 }
 
-trait IsNan {
-    fn is_nan(self) -> bool;
-}
-impl IsNan for f32 {
-    fn is_nan(self) -> bool {
-        f32::is_nan(self)
-    }
-}
-impl IsNan for f64 {
-    fn is_nan(self) -> bool {
-        f64::is_nan(self)
-    }
+/// NaN test for any `PartialOrd` element: only NaN is incomparable with itself.
+#[inline]
+fn is_nan<T: PartialOrd>(v: &T) -> bool {
+    v.partial_cmp(v).is_none()
 }
 
-fn pool_forward<T: Copy + PartialOrd + IsNan + Send + Sync + Default>(
+fn pool_forward<T: Copy + PartialOrd + Send + Sync + Default>(
     input: &[T],
     dims: (usize, usize, usize, usize),
     cfg: &MaxPool2dConfig,
@@ -224,7 +216,7 @@ fn pool_backward<T>(
     cfg: &MaxPool2dConfig,
 ) -> Vec<T>
 where
-    T: Copy + PartialOrd + IsNan + Send + Sync + Default + std::ops::AddAssign,
+    T: Copy + PartialOrd + Send + Sync + Default + std::ops::AddAssign,
 {
     let (_, _, h, w) = dims;
     let (oh, ow) = cfg.output_size(h, w);

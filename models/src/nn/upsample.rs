@@ -29,7 +29,7 @@ pub fn upsample_nearest2d(x: &Tensor, out_h: usize, out_w: usize) -> Result<Tens
     if out_h == 0 || out_w == 0 {
         candle_core::bail!("upsample_nearest2d: output size must be positive")
     }
-    if out_h.is_multiple_of(h) && out_w.is_multiple_of(w) {
+    if out_h % h == 0 && out_w % w == 0 {
         return upsample_nearest2d_scale(x, out_h / h, out_w / w);
     }
     let rows = nearest_indices(h, out_h, x.device())?;
