@@ -2,4 +2,5 @@
 //! polygon rasterisation, splits, samplers.
 
 pub mod array;
+pub mod augment;
 pub mod sample;
