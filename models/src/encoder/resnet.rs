@@ -6,8 +6,8 @@ use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
 
 use super::{BlockKind, EncoderConfig};
 use crate::nn::{
-    batch_norm, conv2d, global_avg_pool, max_pool2d, max_pool2d_composed, BatchNorm,
-    BatchNormOptions, MaxPool2dConfig, KAIMING_NORMAL_FAN_OUT,
+    batch_norm, conv2d, conv2d_on_data, global_avg_pool, max_pool2d, max_pool2d_composed,
+    BatchNorm, BatchNormOptions, MaxPool2dConfig, KAIMING_NORMAL_FAN_OUT,
 };
 
 /// Output of [`ResNet::forward_t`].
@@ -196,7 +196,11 @@ impl ResNet {
                 x.shape()
             )
         }
-        let h = self.bn1.forward_t(&self.conv1.forward(x)?, train)?.relu()?;
+        // The input is data: skip computing its (unused) gradient (see `conv2d_on_data`).
+        let h = self
+            .bn1
+            .forward_t(&conv2d_on_data(&self.conv1, x)?, train)?
+            .relu()?;
         let mut h = match self.stem_pool {
             StemPool::Kernel => max_pool2d(&h, MaxPool2dConfig::RESNET_STEM)?,
             StemPool::ShiftedViews => max_pool2d_composed(&h, MaxPool2dConfig::RESNET_STEM)?,

@@ -9,7 +9,7 @@
 
 use candle_core::backend::BackendStorage;
 use candle_core::{
-    CpuStorage, CustomOp1, CustomOp2, DType, Device, Layout, Result, Shape, Tensor, D,
+    CpuStorage, CustomOp1, CustomOp3, DType, Device, Layout, Result, Shape, Tensor, D,
 };
 use rayon::prelude::*;
 
@@ -147,48 +147,30 @@ pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
 /// The CPU max-pooling kernel; its backward is [`MaxPool2dBackward`].
 struct MaxPool2dOp(MaxPool2dConfig);
 
-/// Index (within the plane) of the first maximum of the window of output `(oy, ox)`.
-/// NaN wins, so it propagates like in PyTorch.
-#[inline]
-fn window_argmax<T: Copy + PartialOrd>(
-    plane: &[T],
-    w: usize,
-    h: usize,
-    cfg: &MaxPool2dConfig,
-    oy: usize,
-    ox: usize,
-) -> usize {
-    let y0 = (oy * cfg.stride) as isize - cfg.padding as isize;
-    let x0 = (ox * cfg.stride) as isize - cfg.padding as isize;
-    let ys = y0.max(0) as usize..((y0 + cfg.kernel as isize).min(h as isize)) as usize;
-    let xs = x0.max(0) as usize..((x0 + cfg.kernel as isize).min(w as isize)) as usize;
-    let mut best = ys.start * w + xs.start;
-    let mut best_v = plane[best];
-    if is_nan(&best_v) {
-        return best;
-    }
-    for y in ys {
-        let row = &plane[y * w..(y + 1) * w];
-        for x in xs.clone() {
-            let v = row[x];
-            if v > best_v || is_nan(&v) {
-                best = y * w + x;
-                best_v = v;
-                if is_nan(&v) {
-                    return best;
-                }
-            }
-        }
-    }
-    best
-}
-
 /// NaN test for any `PartialOrd` element: only NaN is incomparable with itself.
 #[inline]
 fn is_nan<T: PartialOrd>(v: &T) -> bool {
     v.partial_cmp(v).is_none()
 }
 
+/// `v` replaces the running maximum `m` if larger, or if NaN (NaN propagates, as in PyTorch).
+#[inline]
+fn beats<T: PartialOrd>(v: &T, m: &T) -> bool {
+    v > m || (is_nan(v) && !is_nan(m))
+}
+
+/// Clipped input range `[start, end)` of each output position along one axis.
+fn window_ranges(n_in: usize, n_out: usize, cfg: &MaxPool2dConfig) -> Vec<(usize, usize)> {
+    (0..n_out)
+        .map(|o| {
+            let start = (o * cfg.stride) as isize - cfg.padding as isize;
+            let end = (start + cfg.kernel as isize).min(n_in as isize) as usize;
+            (start.max(0) as usize, end)
+        })
+        .collect()
+}
+
+/// Separable max: along rows into `(h, ow)`, then along columns into `(oh, ow)`.
 fn pool_forward<T: Copy + PartialOrd + Send + Sync + Default>(
     input: &[T],
     dims: (usize, usize, usize, usize),
@@ -196,21 +178,44 @@ fn pool_forward<T: Copy + PartialOrd + Send + Sync + Default>(
 ) -> Vec<T> {
     let (_, _, h, w) = dims;
     let (oh, ow) = cfg.output_size(h, w);
+    let (rows, cols) = (window_ranges(h, oh, cfg), window_ranges(w, ow, cfg));
     let mut out = vec![T::default(); dims.0 * dims.1 * oh * ow];
     out.par_chunks_mut(oh * ow)
         .zip(input.par_chunks(h * w))
         .for_each(|(o, plane)| {
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    o[oy * ow + ox] = plane[window_argmax(plane, w, h, cfg, oy, ox)];
+            let mut row_max = vec![T::default(); h * ow];
+            for y in 0..h {
+                let row = &plane[y * w..(y + 1) * w];
+                for (dst, &(a, b)) in row_max[y * ow..(y + 1) * ow].iter_mut().zip(&cols) {
+                    let mut m = row[a];
+                    for v in &row[a + 1..b] {
+                        if beats(v, &m) {
+                            m = *v;
+                        }
+                    }
+                    *dst = m;
+                }
+            }
+            for (oy, &(a, b)) in rows.iter().enumerate() {
+                let dst = &mut o[oy * ow..(oy + 1) * ow];
+                dst.copy_from_slice(&row_max[a * ow..(a + 1) * ow]);
+                for y in a + 1..b {
+                    for (m, v) in dst.iter_mut().zip(&row_max[y * ow..(y + 1) * ow]) {
+                        if beats(v, m) {
+                            *m = *v;
+                        }
+                    }
                 }
             }
         });
     out
 }
 
+/// Sends each output gradient to the first element (row-major) of its window that equals
+/// the pooled value: the first maximum, PyTorch's choice among ties.
 fn pool_backward<T>(
     input: &[T],
+    pooled: &[T],
     grad_out: &[T],
     dims: (usize, usize, usize, usize),
     cfg: &MaxPool2dConfig,
@@ -220,16 +225,27 @@ where
 {
     let (_, _, h, w) = dims;
     let (oh, ow) = cfg.output_size(h, w);
+    let (rows, cols) = (window_ranges(h, oh, cfg), window_ranges(w, ow, cfg));
     let mut grad_in = vec![T::default(); input.len()];
     // Each (b, c) plane writes only its own input plane: parallel and deterministic.
     grad_in
         .par_chunks_mut(h * w)
         .zip(input.par_chunks(h * w))
-        .zip(grad_out.par_chunks(oh * ow))
-        .for_each(|((gi, plane), go)| {
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    gi[window_argmax(plane, w, h, cfg, oy, ox)] += go[oy * ow + ox];
+        .zip(pooled.par_chunks(oh * ow).zip(grad_out.par_chunks(oh * ow)))
+        .for_each(|((gi, plane), (po, go))| {
+            for (oy, &(ya, yb)) in rows.iter().enumerate() {
+                for (ox, &(xa, xb)) in cols.iter().enumerate() {
+                    let target = po[oy * ow + ox];
+                    let nan = is_nan(&target);
+                    'window: for y in ya..yb {
+                        for x in xa..xb {
+                            let v = &plane[y * w + x];
+                            if *v == target || (nan && is_nan(v)) {
+                                gi[y * w + x] += go[oy * ow + ox];
+                                break 'window;
+                            }
+                        }
+                    }
                 }
             }
         });
@@ -252,14 +268,15 @@ impl CustomOp1 for MaxPool2dOp {
         let dims = layout.shape().dims4()?;
         let (oh, ow) = self.0.output_size(dims.2, dims.3);
         let shape = Shape::from((dims.0, dims.1, oh, ow));
+        let name = self.name();
         let out = match storage {
             CpuStorage::F32(v) => CpuStorage::F32(pool_forward(
-                contiguous_slice(v, layout, self.name())?,
+                contiguous_slice(v, layout, name)?,
                 dims,
                 &self.0,
             )),
             CpuStorage::F64(v) => CpuStorage::F64(pool_forward(
-                contiguous_slice(v, layout, self.name())?,
+                contiguous_slice(v, layout, name)?,
                 dims,
                 &self.0,
             )),
@@ -268,18 +285,20 @@ impl CustomOp1 for MaxPool2dOp {
         Ok((out, shape))
     }
 
-    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        let grad = arg
-            .contiguous()?
-            .apply_op2_no_bwd(&grad_res.contiguous()?, &MaxPool2dBackward(self.0))?;
+    fn bwd(&self, arg: &Tensor, res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        let grad = arg.contiguous()?.apply_op3_no_bwd(
+            &res.contiguous()?,
+            &grad_res.contiguous()?,
+            &MaxPool2dBackward(self.0),
+        )?;
         Ok(Some(grad))
     }
 }
 
-/// `(input, grad_output) → grad_input` of [`MaxPool2dOp`] (first-order only).
+/// `(input, pooled, grad_output) → grad_input` of [`MaxPool2dOp`] (first-order only).
 struct MaxPool2dBackward(MaxPool2dConfig);
 
-impl CustomOp2 for MaxPool2dBackward {
+impl CustomOp3 for MaxPool2dBackward {
     fn name(&self) -> &'static str {
         "max-pool2d-backward"
     }
@@ -290,26 +309,36 @@ impl CustomOp2 for MaxPool2dBackward {
         l1: &Layout,
         s2: &CpuStorage,
         l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let dims = l1.shape().dims4()?;
         let (oh, ow) = self.0.output_size(dims.2, dims.3);
-        if l2.shape().dims4()? != (dims.0, dims.1, oh, ow) {
-            candle_core::bail!("max-pool2d backward: gradient shape {:?}", l2.shape())
+        for l in [l2, l3] {
+            if l.shape().dims4()? != (dims.0, dims.1, oh, ow) {
+                candle_core::bail!("max-pool2d backward: unexpected shape {:?}", l.shape())
+            }
         }
         let name = self.name();
-        let out = match (s1, s2) {
-            (CpuStorage::F32(x), CpuStorage::F32(g)) => CpuStorage::F32(pool_backward(
-                contiguous_slice(x, l1, name)?,
-                contiguous_slice(g, l2, name)?,
-                dims,
-                &self.0,
-            )),
-            (CpuStorage::F64(x), CpuStorage::F64(g)) => CpuStorage::F64(pool_backward(
-                contiguous_slice(x, l1, name)?,
-                contiguous_slice(g, l2, name)?,
-                dims,
-                &self.0,
-            )),
+        let out = match (s1, s2, s3) {
+            (CpuStorage::F32(x), CpuStorage::F32(p), CpuStorage::F32(g)) => {
+                CpuStorage::F32(pool_backward(
+                    contiguous_slice(x, l1, name)?,
+                    contiguous_slice(p, l2, name)?,
+                    contiguous_slice(g, l3, name)?,
+                    dims,
+                    &self.0,
+                ))
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(p), CpuStorage::F64(g)) => {
+                CpuStorage::F64(pool_backward(
+                    contiguous_slice(x, l1, name)?,
+                    contiguous_slice(p, l2, name)?,
+                    contiguous_slice(g, l3, name)?,
+                    dims,
+                    &self.0,
+                ))
+            }
             _ => candle_core::bail!("max-pool2d backward: unsupported dtypes"),
         };
         Ok((out, l1.shape().clone()))
