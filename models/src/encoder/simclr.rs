@@ -324,6 +324,45 @@ mod tests {
     }
 
     #[test]
+    fn a_few_sgd_steps_lower_the_loss_and_lift_accuracy() -> Result<()> {
+        // 8 random "images", two noisy views each; plain SGD on the trainable variables.
+        let dev = Device::Cpu;
+        let varmap = VarMap::new();
+        let mut cfg = SimClrConfig::new(EncoderConfig::tiny());
+        cfg.projection.out_dim = 32;
+        let model = SimClr::new(&cfg, seeded_var_builder(&varmap, 3, DType::F32, &dev))?;
+        let images = seeded_randn((8, 2, 32, 32), 10, &dev)?;
+        let view = |seed| -> Result<Tensor> {
+            (&images + (seeded_randn((8, 2, 32, 32), seed, &dev)? * 0.5)?)?.to_dtype(DType::F32)
+        };
+        let (v1, v2) = (view(11)?, view(12)?);
+        let trainable: Vec<Var> = {
+            let data = varmap.data().lock().unwrap();
+            data.iter()
+                .filter(|(n, _)| is_trainable_name(n))
+                .map(|(_, v)| v.clone())
+                .collect()
+        };
+        let first = model.forward_t(&v1, &v2, true)?;
+        let (loss0, acc0) = (first.loss.to_scalar::<f32>()?, first.accuracy(1)?);
+        let mut last = (loss0, acc0);
+        for _ in 0..12 {
+            let out = model.forward_t(&v1, &v2, true)?;
+            let grads = out.loss.backward()?;
+            for v in &trainable {
+                if let Some(g) = grads.get(v.as_tensor()) {
+                    v.set(&(v.as_tensor() - (g * 0.1)?)?)?;
+                }
+            }
+            last = (out.loss.to_scalar::<f32>()?, out.accuracy(1)?);
+        }
+        // Chance top-1 is 1/15; ln(15) ≈ 2.7 is the loss of uninformative embeddings.
+        assert!(last.0 < 0.7 * loss0, "loss {loss0} → {}", last.0);
+        assert!(last.1 >= 0.75 && last.1 > acc0, "top-1 {acc0} → {}", last.1);
+        Ok(())
+    }
+
+    #[test]
     fn accuracy_rejects_bad_shapes() -> Result<()> {
         let logits = Tensor::zeros((2, 3), DType::F32, &Device::Cpu)?;
         let t = Tensor::new(&[0u32, 5], &Device::Cpu)?;
