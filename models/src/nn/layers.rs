@@ -5,7 +5,7 @@
 //! there (learning rates, warm-ups) transfer. Built through a seeded `VarBuilder`
 //! ([`crate::nn::seeded_var_builder`]) the draws are reproducible.
 
-use candle_core::{DType, Device, Result, Tensor, WithDType};
+use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, Tensor, WithDType};
 use candle_nn::init::{FanInOut, NonLinearity, NormalOrUniform};
 use candle_nn::{Conv2d, Conv2dConfig, Init, Linear, VarBuilder};
 use rayon::prelude::*;
@@ -78,9 +78,9 @@ pub fn conv2d(
 /// Candle's backward always computes a convolution's input gradient, through a slow direct
 /// `conv_transpose2d`; for the first layer that work is wasted (≈ 9 % of a ResNet-18 step at
 /// 224², most of the tiny encoder's backward). When `x` is a leaf tensor (no graph: a batch
-/// of images) on the CPU, the patches are unfolded here in plain Rust and the convolution
-/// becomes one matrix product whose backward is two GEMMs of the forward's size. Otherwise
-/// (a tracked input, another device or dtype) it is `conv.forward(x)`.
+/// of images) on the CPU, the patches are unfolded here in plain Rust, the convolution is one
+/// matrix product, and the backward is a single GEMM of the forward's size for the weight
+/// gradient. Otherwise (a tracked input, another device or dtype) it is `conv.forward(x)`.
 pub fn conv2d_on_data(conv: &Conv2d, x: &Tensor) -> Result<Tensor> {
     use candle_core::Module;
     let cfg = conv.config();
@@ -116,16 +116,57 @@ pub fn conv2d_on_data(conv: &Conv2d, x: &Tensor) -> Result<Tensor> {
         DType::F64 => geom.unfold::<f64>(x, b)?,
         _ => geom.unfold::<f32>(x, b)?,
     };
-    // (B·L, C·kh·kw) × (C·kh·kw, O) → (B, L, O) → (B, O, OH, OW).
-    let y = cols
-        .matmul(&w.reshape((o, c * kh * kw))?.t()?)?
+    // (B·L, C·kh·kw) × (C·kh·kw, O) → (B, L, O) → (B, O, OH, OW), outside the graph; the
+    // result is attached to the weight alone, so the backward never forms dL/d(patches).
+    let k = c * kh * kw;
+    let value = cols
+        .matmul(&w.detach().reshape((o, k))?.t()?)?
         .reshape((b, oh * ow, o))?
         .transpose(1, 2)?
         .contiguous()?
         .reshape((b, o, oh, ow))?;
+    let y = w.apply_op1(WeightOnlyConv {
+        patches: cols.reshape((b, oh * ow, k))?,
+        value,
+    })?;
     match conv.bias() {
         Some(bias) => y.broadcast_add(&bias.reshape((1, o, 1, 1))?),
         None => Ok(y),
+    }
+}
+
+/// The convolution output `value` as a function of the weight only:
+/// `dL/dW = Σ_b dL/dy_b · patches_b` (`(O, L) × (L, C·kh·kw)` per image).
+struct WeightOnlyConv {
+    /// `(B, L, C·kh·kw)` unfolded input.
+    patches: Tensor,
+    /// `(B, O, OH, OW)` precomputed output.
+    value: Tensor,
+}
+
+impl CustomOp1 for WeightOnlyConv {
+    fn name(&self) -> &'static str {
+        "conv2d-on-data"
+    }
+
+    fn cpu_fwd(&self, _w: &CpuStorage, _l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let flat = self.value.flatten_all()?;
+        let storage = match flat.dtype() {
+            DType::F64 => CpuStorage::F64(flat.to_vec1()?),
+            _ => CpuStorage::F32(flat.to_vec1()?),
+        };
+        Ok((storage, self.value.shape().clone()))
+    }
+
+    fn bwd(&self, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let (b, o, oh, ow) = grad.dims4()?;
+        let grad_w = grad
+            .contiguous()?
+            .reshape((b, o, oh * ow))?
+            .matmul(&self.patches)?
+            .sum(0)?
+            .reshape(w.shape())?;
+        Ok(Some(grad_w))
     }
 }
 
