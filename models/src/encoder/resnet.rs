@@ -196,11 +196,15 @@ impl ResNet {
                 x.shape()
             )
         }
-        // The input is data: skip computing its (unused) gradient (see `conv2d_on_data`).
-        let h = self
-            .bn1
-            .forward_t(&conv2d_on_data(&self.conv1, x)?, train)?
-            .relu()?;
+        // In training the input is data: skip computing its (unused) gradient (see
+        // `conv2d_on_data`). Evaluation keeps candle's tiled convolution, whose memory does
+        // not grow with the batch the way the unfolded patches do.
+        let stem = if train {
+            conv2d_on_data(&self.conv1, x)?
+        } else {
+            self.conv1.forward(x)?
+        };
+        let h = self.bn1.forward_t(&stem, train)?.relu()?;
         let mut h = match self.stem_pool {
             StemPool::Kernel => max_pool2d(&h, MaxPool2dConfig::RESNET_STEM)?,
             StemPool::ShiftedViews => max_pool2d_composed(&h, MaxPool2dConfig::RESNET_STEM)?,
