@@ -13,11 +13,11 @@
 //! Statistics and sums are accumulated in `f64`. First-order only (the backward kernels
 //! carry no graph).
 
+use super::parallel::{for_each_chunk_mut, map_indices};
 use candle_core::backend::BackendStorage;
 use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType,
 };
-use rayon::prelude::*;
 
 /// `(B, C, S)` view of a contiguous `(B, C, ...)` tensor.
 #[derive(Debug, Clone, Copy)]
@@ -55,20 +55,17 @@ fn slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
 
 /// Per-channel `(mean, biased variance)` of `x` in `f64`, two-pass for accuracy.
 fn channel_stats<T: WithDType>(x: &[T], d: Dims) -> Vec<(f64, f64)> {
-    (0..d.c)
-        .into_par_iter()
-        .map(|c| {
-            let planes = (0..d.b).map(|b| &x[(b * d.c + c) * d.s..][..d.s]);
-            let n = d.n() as f64;
-            let mean = planes.clone().flatten().map(|v| v.to_f64()).sum::<f64>() / n;
-            let var = planes
-                .flatten()
-                .map(|v| (v.to_f64() - mean).powi(2))
-                .sum::<f64>()
-                / n;
-            (mean, var)
-        })
-        .collect()
+    map_indices(d.c, |c| {
+        let planes = (0..d.b).map(|b| &x[(b * d.c + c) * d.s..][..d.s]);
+        let n = d.n() as f64;
+        let mean = planes.clone().flatten().map(|v| v.to_f64()).sum::<f64>() / n;
+        let var = planes
+            .flatten()
+            .map(|v| (v.to_f64() - mean).powi(2))
+            .sum::<f64>()
+            / n;
+        (mean, var)
+    })
 }
 
 /// `(2, C)` `f64` tensor `[mean; var]` of a contiguous `(B, C, ...)` tensor.
@@ -100,18 +97,16 @@ struct Normalize {
 
 fn normalize<T: WithDType>(x: &[T], gamma: &[T], beta: &[T], d: Dims, op: &Normalize) -> Vec<T> {
     let mut y = vec![T::zero(); x.len()];
-    y.par_chunks_mut(d.s)
-        .zip(x.par_chunks(d.s))
-        .enumerate()
-        .for_each(|(plane, (y, x))| {
-            let c = plane % d.c;
-            let scale = op.inv_std[c] * gamma[c].to_f64();
-            let shift = beta[c].to_f64() - op.mean[c] * scale;
-            let (scale, shift) = (T::from_f64(scale), T::from_f64(shift));
-            for (yv, xv) in y.iter_mut().zip(x) {
-                *yv = *xv * scale + shift;
-            }
-        });
+    for_each_chunk_mut(&mut y, d.s, |plane, y| {
+        let x = &x[plane * d.s..(plane + 1) * d.s];
+        let c = plane % d.c;
+        let scale = op.inv_std[c] * gamma[c].to_f64();
+        let shift = beta[c].to_f64() - op.mean[c] * scale;
+        let (scale, shift) = (T::from_f64(scale), T::from_f64(shift));
+        for (yv, xv) in y.iter_mut().zip(x) {
+            *yv = *xv * scale + shift;
+        }
+    });
     y
 }
 
@@ -190,21 +185,18 @@ struct GradSums {
 }
 
 fn grad_sums<T: WithDType>(x: &[T], dy: &[T], d: Dims, op: &GradSums) -> Vec<f64> {
-    let per_channel: Vec<(f64, f64)> = (0..d.c)
-        .into_par_iter()
-        .map(|c| {
-            let (mut s, mut sx) = (0f64, 0f64);
-            for b in 0..d.b {
-                let o = (b * d.c + c) * d.s;
-                for (xv, g) in x[o..o + d.s].iter().zip(&dy[o..o + d.s]) {
-                    let g = g.to_f64();
-                    s += g;
-                    sx += g * (xv.to_f64() - op.mean[c]) * op.inv_std[c];
-                }
+    let per_channel: Vec<(f64, f64)> = map_indices(d.c, |c| {
+        let (mut s, mut sx) = (0f64, 0f64);
+        for b in 0..d.b {
+            let o = (b * d.c + c) * d.s;
+            for (xv, g) in x[o..o + d.s].iter().zip(&dy[o..o + d.s]) {
+                let g = g.to_f64();
+                s += g;
+                sx += g * (xv.to_f64() - op.mean[c]) * op.inv_std[c];
             }
-            (s, sx)
-        })
-        .collect();
+        }
+        (s, sx)
+    });
     let mut out: Vec<f64> = per_channel.iter().map(|p| p.0).collect();
     out.extend(per_channel.iter().map(|p| p.1));
     out
@@ -243,7 +235,7 @@ struct GradInput {
 fn grad_input<T: WithDType>(x: &[T], dy: &[T], gamma: &[T], d: Dims, op: &GradInput) -> Vec<T> {
     let n = d.n() as f64;
     let mut dx = vec![T::zero(); x.len()];
-    dx.par_chunks_mut(d.s).enumerate().for_each(|(plane, dx)| {
+    for_each_chunk_mut(&mut dx, d.s, |plane, dx| {
         let c = plane % d.c;
         let o = plane * d.s;
         let k = gamma[c].to_f64() * op.inv_std[c];

@@ -8,7 +8,8 @@
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, Tensor, WithDType};
 use candle_nn::init::{FanInOut, NonLinearity, NormalOrUniform};
 use candle_nn::{Conv2d, Conv2dConfig, Init, Linear, VarBuilder};
-use rayon::prelude::*;
+
+use super::parallel::for_each_chunk_mut;
 
 /// PyTorch's `nn.Linear`/`nn.Conv2d` default: weights and biases `U(±1/√fan_in)`
 /// (`kaiming_uniform_(a=√5)`).
@@ -190,7 +191,7 @@ impl Im2Col {
         let data = x.flatten_all()?.to_vec1::<T>()?;
         let (l, k) = (self.oh * self.ow, self.c * self.kh * self.kw);
         let mut cols = vec![T::zero(); b * l * k];
-        cols.par_chunks_mut(l * k).enumerate().for_each(|(n, out)| {
+        for_each_chunk_mut(&mut cols, l * k, |n, out| {
             let img = &data[n * self.c * self.h * self.w..(n + 1) * self.c * self.h * self.w];
             for oy in 0..self.oh {
                 for ox in 0..self.ow {

@@ -7,11 +7,11 @@
 //! [`max_pool2d_composed`], a differentiable maximum over the k² shifted strided views of
 //! the padded input (k² full-size temporaries; ties share the gradient).
 
+use super::parallel::for_each_chunk_mut;
 use candle_core::backend::BackendStorage;
 use candle_core::{
     CpuStorage, CustomOp1, CustomOp3, DType, Device, Layout, Result, Shape, Tensor, D,
 };
-use rayon::prelude::*;
 
 /// Square max pooling window: `kernel × kernel`, `stride`, implicit `-inf` padding on every
 /// side. Output side `⌊(n + 2·padding − kernel) / stride⌋ + 1` (PyTorch, `ceil_mode=False`).
@@ -180,34 +180,33 @@ fn pool_forward<T: Copy + PartialOrd + Send + Sync + Default>(
     let (oh, ow) = cfg.output_size(h, w);
     let (rows, cols) = (window_ranges(h, oh, cfg), window_ranges(w, ow, cfg));
     let mut out = vec![T::default(); dims.0 * dims.1 * oh * ow];
-    out.par_chunks_mut(oh * ow)
-        .zip(input.par_chunks(h * w))
-        .for_each(|(o, plane)| {
-            let mut row_max = vec![T::default(); h * ow];
-            for y in 0..h {
-                let row = &plane[y * w..(y + 1) * w];
-                for (dst, &(a, b)) in row_max[y * ow..(y + 1) * ow].iter_mut().zip(&cols) {
-                    let mut m = row[a];
-                    for v in &row[a + 1..b] {
-                        if beats(v, &m) {
-                            m = *v;
-                        }
+    for_each_chunk_mut(&mut out, oh * ow, |i, o| {
+        let plane = &input[i * h * w..(i + 1) * h * w];
+        let mut row_max = vec![T::default(); h * ow];
+        for y in 0..h {
+            let row = &plane[y * w..(y + 1) * w];
+            for (dst, &(a, b)) in row_max[y * ow..(y + 1) * ow].iter_mut().zip(&cols) {
+                let mut m = row[a];
+                for v in &row[a + 1..b] {
+                    if beats(v, &m) {
+                        m = *v;
                     }
-                    *dst = m;
                 }
+                *dst = m;
             }
-            for (oy, &(a, b)) in rows.iter().enumerate() {
-                let dst = &mut o[oy * ow..(oy + 1) * ow];
-                dst.copy_from_slice(&row_max[a * ow..(a + 1) * ow]);
-                for y in a + 1..b {
-                    for (m, v) in dst.iter_mut().zip(&row_max[y * ow..(y + 1) * ow]) {
-                        if beats(v, m) {
-                            *m = *v;
-                        }
+        }
+        for (oy, &(a, b)) in rows.iter().enumerate() {
+            let dst = &mut o[oy * ow..(oy + 1) * ow];
+            dst.copy_from_slice(&row_max[a * ow..(a + 1) * ow]);
+            for y in a + 1..b {
+                for (m, v) in dst.iter_mut().zip(&row_max[y * ow..(y + 1) * ow]) {
+                    if beats(v, m) {
+                        *m = *v;
                     }
                 }
             }
-        });
+        }
+    });
     out
 }
 
@@ -228,27 +227,28 @@ where
     let (rows, cols) = (window_ranges(h, oh, cfg), window_ranges(w, ow, cfg));
     let mut grad_in = vec![T::default(); input.len()];
     // Each (b, c) plane writes only its own input plane: parallel and deterministic.
-    grad_in
-        .par_chunks_mut(h * w)
-        .zip(input.par_chunks(h * w))
-        .zip(pooled.par_chunks(oh * ow).zip(grad_out.par_chunks(oh * ow)))
-        .for_each(|((gi, plane), (po, go))| {
-            for (oy, &(ya, yb)) in rows.iter().enumerate() {
-                for (ox, &(xa, xb)) in cols.iter().enumerate() {
-                    let target = po[oy * ow + ox];
-                    let nan = is_nan(&target);
-                    'window: for y in ya..yb {
-                        for x in xa..xb {
-                            let v = &plane[y * w + x];
-                            if *v == target || (nan && is_nan(v)) {
-                                gi[y * w + x] += go[oy * ow + ox];
-                                break 'window;
-                            }
+    for_each_chunk_mut(&mut grad_in, h * w, |i, gi| {
+        let plane = &input[i * h * w..(i + 1) * h * w];
+        let (po, go) = (
+            &pooled[i * oh * ow..(i + 1) * oh * ow],
+            &grad_out[i * oh * ow..(i + 1) * oh * ow],
+        );
+        for (oy, &(ya, yb)) in rows.iter().enumerate() {
+            for (ox, &(xa, xb)) in cols.iter().enumerate() {
+                let target = po[oy * ow + ox];
+                let nan = is_nan(&target);
+                'window: for y in ya..yb {
+                    for x in xa..xb {
+                        let v = &plane[y * w + x];
+                        if *v == target || (nan && is_nan(v)) {
+                            gi[y * w + x] += go[oy * ow + ox];
+                            break 'window;
                         }
                     }
                 }
             }
-        });
+        }
+    });
     grad_in
 }
 
