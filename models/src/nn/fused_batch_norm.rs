@@ -53,6 +53,27 @@ fn slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
     }
 }
 
+/// An element-wise kernel over three same-dtype tensors returning one tensor of the first
+/// one's shape; [`run3`] dispatches it on the dtype.
+trait Kernel3 {
+    fn run<T: WithDType>(&self, a: &[T], b: &[T], c: &[T], d: Dims) -> Vec<T>;
+}
+
+fn run3(
+    k: &impl Kernel3,
+    (s1, l1): (&CpuStorage, &Layout),
+    (s2, l2): (&CpuStorage, &Layout),
+    (s3, l3): (&CpuStorage, &Layout),
+) -> Result<(CpuStorage, Shape)> {
+    let d = Dims::of(l1.shape())?;
+    let out = match s1.dtype() {
+        DType::F32 => CpuStorage::F32(k.run(slice(s1, l1)?, slice(s2, l2)?, slice(s3, l3)?, d)),
+        DType::F64 => CpuStorage::F64(k.run(slice(s1, l1)?, slice(s2, l2)?, slice(s3, l3)?, d)),
+        dt => candle_core::bail!("batch norm kernel: unsupported dtype {dt:?}"),
+    };
+    Ok((out, l1.shape().clone()))
+}
+
 /// Per-channel `(mean, biased variance)` of `x` in `f64`, two-pass for accuracy.
 fn channel_stats<T: WithDType>(x: &[T], d: Dims) -> Vec<(f64, f64)> {
     map_indices(d.c, |c| {
@@ -95,19 +116,22 @@ struct Normalize {
     inv_std: Vec<f64>,
 }
 
-fn normalize<T: WithDType>(x: &[T], gamma: &[T], beta: &[T], d: Dims, op: &Normalize) -> Vec<T> {
-    let mut y = vec![T::zero(); x.len()];
-    for_each_chunk_mut(&mut y, d.s, |plane, y| {
-        let x = &x[plane * d.s..(plane + 1) * d.s];
-        let c = plane % d.c;
-        let scale = op.inv_std[c] * gamma[c].to_f64();
-        let shift = beta[c].to_f64() - op.mean[c] * scale;
-        let (scale, shift) = (T::from_f64(scale), T::from_f64(shift));
-        for (yv, xv) in y.iter_mut().zip(x) {
-            *yv = *xv * scale + shift;
-        }
-    });
-    y
+impl Kernel3 for Normalize {
+    fn run<T: WithDType>(&self, x: &[T], gamma: &[T], beta: &[T], d: Dims) -> Vec<T> {
+        let op = self;
+        let mut y = vec![T::zero(); x.len()];
+        for_each_chunk_mut(&mut y, d.s, |plane, y| {
+            let x = &x[plane * d.s..(plane + 1) * d.s];
+            let c = plane % d.c;
+            let scale = op.inv_std[c] * gamma[c].to_f64();
+            let shift = beta[c].to_f64() - op.mean[c] * scale;
+            let (scale, shift) = (T::from_f64(scale), T::from_f64(shift));
+            for (yv, xv) in y.iter_mut().zip(x) {
+                *yv = *xv * scale + shift;
+            }
+        });
+        y
+    }
 }
 
 impl CustomOp3 for Normalize {
@@ -124,25 +148,7 @@ impl CustomOp3 for Normalize {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let d = Dims::of(l1.shape())?;
-        let out = match s1.dtype() {
-            DType::F32 => CpuStorage::F32(normalize(
-                slice::<f32>(s1, l1)?,
-                slice::<f32>(s2, l2)?,
-                slice::<f32>(s3, l3)?,
-                d,
-                self,
-            )),
-            DType::F64 => CpuStorage::F64(normalize(
-                slice::<f64>(s1, l1)?,
-                slice::<f64>(s2, l2)?,
-                slice::<f64>(s3, l3)?,
-                d,
-                self,
-            )),
-            dt => candle_core::bail!("batch norm kernel: unsupported dtype {dt:?}"),
-        };
-        Ok((out, l1.shape().clone()))
+        run3(self, (s1, l1), (s2, l2), (s3, l3))
     }
 
     fn bwd(
@@ -232,20 +238,23 @@ struct GradInput {
     sum_dy_xhat: Vec<f64>,
 }
 
-fn grad_input<T: WithDType>(x: &[T], dy: &[T], gamma: &[T], d: Dims, op: &GradInput) -> Vec<T> {
-    let n = d.n() as f64;
-    let mut dx = vec![T::zero(); x.len()];
-    for_each_chunk_mut(&mut dx, d.s, |plane, dx| {
-        let c = plane % d.c;
-        let o = plane * d.s;
-        let k = gamma[c].to_f64() * op.inv_std[c];
-        let (mean_dy, mean_dy_xhat) = (op.sum_dy[c] / n, op.sum_dy_xhat[c] / n);
-        for ((out, xv), g) in dx.iter_mut().zip(&x[o..o + d.s]).zip(&dy[o..o + d.s]) {
-            let xhat = (xv.to_f64() - op.mean[c]) * op.inv_std[c];
-            *out = T::from_f64(k * (g.to_f64() - mean_dy - xhat * mean_dy_xhat));
-        }
-    });
-    dx
+impl Kernel3 for GradInput {
+    fn run<T: WithDType>(&self, x: &[T], dy: &[T], gamma: &[T], d: Dims) -> Vec<T> {
+        let op = self;
+        let n = d.n() as f64;
+        let mut dx = vec![T::zero(); x.len()];
+        for_each_chunk_mut(&mut dx, d.s, |plane, dx| {
+            let c = plane % d.c;
+            let o = plane * d.s;
+            let k = gamma[c].to_f64() * op.inv_std[c];
+            let (mean_dy, mean_dy_xhat) = (op.sum_dy[c] / n, op.sum_dy_xhat[c] / n);
+            for ((out, xv), g) in dx.iter_mut().zip(&x[o..o + d.s]).zip(&dy[o..o + d.s]) {
+                let xhat = (xv.to_f64() - op.mean[c]) * op.inv_std[c];
+                *out = T::from_f64(k * (g.to_f64() - mean_dy - xhat * mean_dy_xhat));
+            }
+        });
+        dx
+    }
 }
 
 impl CustomOp3 for GradInput {
@@ -262,25 +271,7 @@ impl CustomOp3 for GradInput {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let d = Dims::of(l1.shape())?;
-        let out = match s1.dtype() {
-            DType::F32 => CpuStorage::F32(grad_input(
-                slice::<f32>(s1, l1)?,
-                slice::<f32>(s2, l2)?,
-                slice::<f32>(s3, l3)?,
-                d,
-                self,
-            )),
-            DType::F64 => CpuStorage::F64(grad_input(
-                slice::<f64>(s1, l1)?,
-                slice::<f64>(s2, l2)?,
-                slice::<f64>(s3, l3)?,
-                d,
-                self,
-            )),
-            dt => candle_core::bail!("batch norm kernel: unsupported dtype {dt:?}"),
-        };
-        Ok((out, l1.shape().clone()))
+        run3(self, (s1, l1), (s2, l2), (s3, l3))
     }
 }
 

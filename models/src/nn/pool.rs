@@ -9,9 +9,7 @@
 
 use super::parallel::for_each_chunk_mut;
 use candle_core::backend::BackendStorage;
-use candle_core::{
-    CpuStorage, CustomOp1, CustomOp3, DType, Device, Layout, Result, Shape, Tensor, D,
-};
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
 
 /// Square max pooling window: `kernel × kernel`, `stride`, implicit `-inf` padding on every
 /// side. Output side `⌊(n + 2·padding − kernel) / stride⌋ + 1` (PyTorch, `ceil_mode=False`).
@@ -107,13 +105,13 @@ pub fn max_pool2d_composed(x: &Tensor, cfg: MaxPool2dConfig) -> Result<Tensor> {
         }
         padded = Tensor::cat(&parts, 3)?;
     }
-    let s = cfg.stride;
+    let (s, wp) = (cfg.stride, padded.dim(3)?);
     let mut out: Option<Tensor> = None;
     for dy in 0..cfg.kernel {
         // Rows dy, dy + s, ...: narrow to s·oh rows, split into (oh, s), keep the first.
         let rows = padded
             .narrow(2, dy, s * oh)?
-            .reshape((b, c, oh, s, hp_w(&padded)?))?
+            .reshape((b, c, oh, s, wp))?
             .narrow(3, 0, 1)?
             .squeeze(3)?;
         for dx in 0..cfg.kernel {
@@ -132,10 +130,6 @@ pub fn max_pool2d_composed(x: &Tensor, cfg: MaxPool2dConfig) -> Result<Tensor> {
         Some(t) => Ok(t),
         None => candle_core::bail!("max_pool2d: empty kernel"),
     }
-}
-
-fn hp_w(t: &Tensor) -> Result<usize> {
-    t.dim(D::Minus1)
 }
 
 /// Global average pooling: `(B, C, H, W)` → `(B, C)`.
