@@ -4,6 +4,7 @@
 pub mod annotation;
 pub mod array;
 pub mod atomic;
+pub mod augment;
 pub mod dataset;
 pub mod frames;
 pub mod json;
