@@ -1,1 +1,3 @@
 //! Physics-based synthetic interferogram generator writing the Hephaestus layout (DESIGN.md §2.2).
+
+pub mod grid;
