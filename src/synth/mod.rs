@@ -1,3 +1,5 @@
 //! Physics-based synthetic interferogram generator writing the Hephaestus layout (DESIGN.md §2.2).
 
 pub mod grid;
+pub mod scene;
+pub mod captions;

@@ -1,0 +1,160 @@
+//! The built-in synthetic dataset: generated once into a cache folder and reused by every
+//! command that gets no `--data` (DESIGN §5), so `insar-mm train …` works on a fresh machine.
+//!
+//! Location: `$INSAR_MM_CACHE/synth-v<VERSION>-<seed>` when `INSAR_MM_CACHE` is set, else
+//! `$XDG_CACHE_HOME/insar-mm/…`, else `~/.cache/insar-mm/…`. The folder is a normal dataset
+//! directory (annotations, raw frames, `split.json`), written into a temporary sibling and
+//! renamed into place when complete, so a reader never sees half a dataset and an
+//! interrupted run leaves nothing behind that looks finished. Bump [`VERSION`] whenever the
+//! generator's output changes.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use super::captions::CaptionStyle;
+use super::generate::{generate_dataset, DatasetOptions, DatasetReport};
+use super::scene::SceneConfig;
+use crate::data::loader::{load_annotations, LoadOptions};
+use crate::data::split::frame_split;
+
+/// Version of the built-in dataset (part of the cache folder name).
+pub const VERSION: u32 = 1;
+
+/// Frames in the built-in dataset.
+pub const FRAMES: usize = 1000;
+
+/// Side of the built-in frames (pixels); 370 m pixels as Hephaestus.
+pub const SIDE: usize = 224;
+
+/// File marking a finished dataset (with the generation report).
+pub const MARKER: &str = "synth.json";
+
+/// The configuration of the built-in dataset.
+pub fn config() -> SceneConfig {
+    SceneConfig {
+        width: SIDE,
+        height: SIDE,
+        ..SceneConfig::default()
+    }
+}
+
+/// The cache root: `$INSAR_MM_CACHE`, `$XDG_CACHE_HOME/insar-mm` or `~/.cache/insar-mm`.
+pub fn cache_root() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("INSAR_MM_CACHE").filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(p));
+    }
+    if let Some(p) = std::env::var_os("XDG_CACHE_HOME").filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(p).join("insar-mm"));
+    }
+    match std::env::var_os("HOME").filter(|p| !p.is_empty()) {
+        Some(home) => Ok(PathBuf::from(home).join(".cache").join("insar-mm")),
+        None => bail!("no cache folder: set INSAR_MM_CACHE (or HOME) or pass --data"),
+    }
+}
+
+/// Folder of the built-in dataset for `seed` under `root`.
+pub fn dataset_dir(root: &Path, seed: u64) -> PathBuf {
+    root.join(format!("synth-v{VERSION}-{seed}"))
+}
+
+/// The built-in dataset for `seed`, generated first when missing. `tick` is called per frame
+/// while generating.
+pub fn ensure(seed: u64, tick: &(dyn Fn() + Sync)) -> Result<PathBuf> {
+    ensure_in(&cache_root()?, seed, FRAMES, tick).map(|(p, _)| p)
+}
+
+/// [`ensure`] with an explicit cache root and size; returns the folder and, when it was
+/// generated now, the report.
+pub fn ensure_in(
+    root: &Path,
+    seed: u64,
+    frames: usize,
+    tick: &(dyn Fn() + Sync),
+) -> Result<(PathBuf, Option<DatasetReport>)> {
+    let dir = dataset_dir(root, seed);
+    if dir.join(MARKER).is_file() {
+        return Ok((dir, None));
+    }
+    if dir.exists() {
+        bail!(
+            "{}: exists but is not a finished synthetic dataset (no {MARKER}); remove it",
+            dir.display()
+        );
+    }
+    std::fs::create_dir_all(root)
+        .with_context(|| format!("{}: cannot create the cache folder", root.display()))?;
+    let tmp = root.join(format!(
+        ".synth-v{VERSION}-{seed}.tmp-{}",
+        std::process::id()
+    ));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp)
+            .with_context(|| format!("{}: cannot remove a stale temporary", tmp.display()))?;
+    }
+    let result = (|| -> Result<DatasetReport> {
+        let options = DatasetOptions {
+            seed,
+            float_phase: false,
+            caption_style: CaptionStyle::default(),
+        };
+        let report = generate_dataset(&config(), frames, &tmp, &options, tick)?;
+        let set = load_annotations(&tmp.join(crate::data::dataset::ANNOTATIONS), LoadOptions::default())?;
+        frame_split(&set.annotations, seed, [0.8, 0.1, 0.1], &[])?
+            .write(&tmp.join(crate::data::dataset::SPLIT_FILE))?;
+        crate::data::atomic::write_atomic(
+            &tmp.join(MARKER),
+            serde_json::to_string_pretty(&serde_json::json!({
+                "version": VERSION,
+                "seed": seed,
+                "config": config(),
+                "report": report,
+            }))?
+            .as_bytes(),
+        )?;
+        Ok(report)
+    })();
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e.context(format!("generating the built-in dataset in {}", dir.display())));
+        }
+    };
+    if let Err(e) = std::fs::rename(&tmp, &dir) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        // Another process may have finished the same dataset first.
+        if !dir.join(MARKER).is_file() {
+            return Err(e).with_context(|| format!("{}: cannot move into place", dir.display()));
+        }
+    }
+    Ok((dir, Some(report)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generates_once_and_reuses() {
+        let root = tempfile::tempdir().unwrap();
+        let (dir, made) = ensure_in(root.path(), 3, 6, &|| {}).unwrap();
+        assert!(made.is_some());
+        assert!(dir.join(MARKER).is_file() && dir.join("split.json").is_file());
+        let ds = crate::data::dataset::DatasetDir::open(&dir, LoadOptions::default()).unwrap();
+        assert_eq!(ds.annotations.len(), 6);
+        let (again, made) = ensure_in(root.path(), 3, 6, &|| panic!("regenerated")).unwrap();
+        assert_eq!(again, dir);
+        assert!(made.is_none());
+        // No temporaries left behind.
+        let names: Vec<String> = std::fs::read_dir(root.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec![format!("synth-v{VERSION}-3")]);
+        // A folder without the marker is refused, not silently reused.
+        std::fs::create_dir_all(dataset_dir(root.path(), 4)).unwrap();
+        let err = ensure_in(root.path(), 4, 2, &|| {}).unwrap_err();
+        assert!(format!("{err:#}").contains("not a finished"), "{err:#}");
+    }
+}
