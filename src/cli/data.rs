@@ -13,6 +13,8 @@ use crate::data::loader::{load_annotations, AnnotationSet, LoadOptions};
 use crate::data::patches::{extract_patches, PatchOptions};
 use crate::data::split::{frame_split, temporal_split, Part, Split};
 use crate::data::stats::{format_counts, DatasetStats};
+use crate::synth::captions::CaptionStyle;
+use crate::synth::scene::{ClassProportions, SceneConfig, StyleChoice};
 
 #[derive(Debug, Subcommand)]
 pub enum DataCommand {
@@ -84,6 +86,98 @@ pub enum DataCommand {
         #[arg(long)]
         skip_bad: bool,
     },
+    /// Generate synthetic interferograms with annotations (Hephaestus layout).
+    Synth(SynthArgs),
+    /// Draw a contact sheet of dataset frames: image patch, mask outline, caption.
+    Gallery {
+        /// Dataset directories (annotations/ + raw frames); frames are taken from each in turn.
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// Output PNG.
+        #[arg(long)]
+        out: PathBuf,
+        /// Number of patches.
+        #[arg(long, default_value_t = 48)]
+        count: usize,
+        /// Patches per row.
+        #[arg(long, default_value_t = 8)]
+        columns: usize,
+        /// Patch side in pixels (a crop around the first polygon, else the frame centre).
+        #[arg(long, default_value_t = 224)]
+        patch: usize,
+    },
+}
+
+/// Arguments of `data synth`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SynthArgs {
+    /// Output dataset directory (`annotations/`, `<frameID>/interferograms/...`).
+    #[arg(long, required_unless_present = "bench")]
+    pub out: Option<PathBuf>,
+    /// Number of frames (ignored with --from-annotations: one per annotation).
+    #[arg(long, default_value_t = 100)]
+    pub frames: usize,
+    /// Frame size WIDTHxHEIGHT in pixels.
+    #[arg(long, default_value = "512x512", value_parser = parse_size)]
+    pub size: (usize, usize),
+    /// Ground pixel spacing in metres (Hephaestus previews: ≈ 370).
+    #[arg(long, default_value_t = 370.0)]
+    pub pixel_m: f64,
+    /// Colouring of the phase preview: licsar2020 (RdYlBu_r), gamma (rainbow × amplitude),
+    /// or mixed (by date: pairs ending after 2020-10-01 in the licsar2020 style).
+    #[arg(long, value_enum, default_value_t = StyleChoice::Mixed)]
+    pub style: StyleChoice,
+    /// Render one frame per real annotation (a directory, .tar.gz or .zip of annotation
+    /// JSON files) that matches its labels and flags, keeping its real caption.
+    #[arg(long)]
+    pub from_annotations: Option<PathBuf>,
+    /// Class weights, e.g. `none=0.5,mogi=0.12,dyke=0.09,sill=0.12,spheroid=0.06,earthquake=0.06,unidentified=0.05`
+    /// (classes not named keep these defaults).
+    #[arg(long, value_parser = ClassProportions::parse)]
+    pub classes: Option<ClassProportions>,
+    /// Probability that a deformation frame holds 2–4 sources (is_crowd).
+    #[arg(long, default_value_t = 0.18)]
+    pub crowd_rate: f64,
+    /// Scale of the atmospheric screens (0 = none).
+    #[arg(long, default_value_t = 1.0)]
+    pub atmosphere: f64,
+    /// Scale of the orbital ramps (0 = none).
+    #[arg(long, default_value_t = 1.0)]
+    pub orbital: f64,
+    /// Scale of decorrelation / phase noise (0 = perfectly coherent land).
+    #[arg(long, default_value_t = 1.0)]
+    pub decorrelation: f64,
+    /// Switch every nuisance signal off (clean deformation on coherent land).
+    #[arg(long)]
+    pub no_nuisance: bool,
+    /// Also write the float wrapped phase as `<p>_<s>.geo.diff.npy` (NaN no-data).
+    #[arg(long)]
+    pub float_phase: bool,
+    /// Captions without the typos and stray spaces of the real ones.
+    #[arg(long)]
+    pub clean_captions: bool,
+    /// Write into an output directory that already holds annotations.
+    #[arg(long)]
+    pub force: bool,
+    /// With --from-annotations: skip malformed annotation files instead of stopping.
+    #[arg(long)]
+    pub skip_bad: bool,
+    /// Measure throughput instead of writing: render --frames samples in memory (PNG
+    /// encoding included) and print samples/s.
+    #[arg(long)]
+    pub bench: bool,
+}
+
+fn parse_size(s: &str) -> Result<(usize, usize), String> {
+    let (w, h) = s
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("{s:?}: expected WIDTHxHEIGHT, e.g. 512x512"))?;
+    let w: usize = w.trim().parse().map_err(|e| format!("{s:?}: width: {e}"))?;
+    let h: usize = h.trim().parse().map_err(|e| format!("{s:?}: height: {e}"))?;
+    if !(16..=8192).contains(&w) || !(16..=8192).contains(&h) {
+        return Err(format!("{s:?}: width and height must lie in 16..=8192"));
+    }
+    Ok((w, h))
 }
 
 /// `--method` of `data split`.
@@ -151,7 +245,174 @@ pub fn run(cmd: DataCommand, global: &GlobalArgs) -> Result<()> {
             skip_bad,
             global,
         ),
+        DataCommand::Synth(args) => synth(&args, global),
+        DataCommand::Gallery {
+            dirs,
+            out,
+            count,
+            columns,
+            patch,
+        } => gallery(&dirs, &out, count, columns, patch),
     }
+}
+
+fn synth_config(args: &SynthArgs) -> Result<SceneConfig> {
+    let mut c = SceneConfig {
+        width: args.size.0,
+        height: args.size.1,
+        pixel_m: args.pixel_m,
+        style: args.style,
+        crowd_rate: args.crowd_rate,
+        ..SceneConfig::default()
+    };
+    if let Some(classes) = args.classes {
+        c.classes = classes;
+    }
+    if args.no_nuisance {
+        c.nuisance = crate::synth::scene::NuisanceStrengths::off();
+    } else {
+        c.nuisance.atmosphere = args.atmosphere;
+        c.nuisance.orbital = args.orbital;
+        c.nuisance.decorrelation = args.decorrelation;
+    }
+    c.check().map_err(|e| anyhow::anyhow!("invalid synth options: {e}"))?;
+    Ok(c)
+}
+
+fn synth(args: &SynthArgs, global: &GlobalArgs) -> Result<()> {
+    use crate::synth::generate::{generate_dataset, generate_from_annotations, DatasetOptions};
+    let config = synth_config(args)?;
+    let caption_style = if args.clean_captions {
+        CaptionStyle::clean()
+    } else {
+        CaptionStyle::default()
+    };
+    if args.bench {
+        return synth_bench(&config, args.frames, global.seed, caption_style);
+    }
+    let out = args.out.as_deref().context("--out is required")?;
+    let ann_dir = out.join(dataset::ANNOTATIONS);
+    if !args.force && ann_dir.is_dir() {
+        let has_json = std::fs::read_dir(&ann_dir)
+            .with_context(|| format!("{}: cannot list", ann_dir.display()))?
+            .filter_map(|e| e.ok())
+            .any(|e| e.path().extension().is_some_and(|x| x == "json"));
+        if has_json {
+            bail!(
+                "{}: already holds annotations; choose another --out or pass --force",
+                ann_dir.display()
+            );
+        }
+    }
+    let options = DatasetOptions {
+        seed: global.seed,
+        float_phase: args.float_phase,
+        caption_style,
+    };
+    let report = match &args.from_annotations {
+        Some(path) => {
+            let set = load(path, args.skip_bad)?;
+            let bar = super::progress::bar(set.len() as u64, "frames", global.show_progress());
+            let r = generate_from_annotations(&config, &set.annotations, out, &options, &|| bar.inc(1))?;
+            bar.finish_and_clear();
+            r
+        }
+        None => {
+            if args.frames == 0 {
+                bail!("--frames must be positive");
+            }
+            let bar = super::progress::bar(args.frames as u64, "frames", global.show_progress());
+            let r = generate_dataset(&config, args.frames, out, &options, &|| bar.inc(1))?;
+            bar.finish_and_clear();
+            r
+        }
+    };
+    println!(
+        "{} frames ({} with deformation) in {:.1} s ({:.1} frames/s) written to {}",
+        report.frames,
+        report.deformation,
+        report.seconds,
+        report.frames as f64 / report.seconds.max(1e-9),
+        out.display()
+    );
+    println!(
+        "activity types: {}; intensities: {}",
+        format_counts(&report.activity_types, ": "),
+        format_counts(&report.intensities, ": ")
+    );
+    if args.from_annotations.is_some() {
+        println!(
+            "matched the real labels in {} of {} frames and every flag in {}",
+            report.labels_matched, report.frames, report.flags_matched
+        );
+    }
+    Ok(())
+}
+
+fn synth_bench(config: &SceneConfig, frames: usize, seed: u64, style: CaptionStyle) -> Result<()> {
+    use crate::synth::generate::{render_scene, Overrides};
+    use rayon::prelude::*;
+    if frames == 0 {
+        bail!("--frames must be positive");
+    }
+    let start = Instant::now();
+    let bytes: usize = (0..frames)
+        .into_par_iter()
+        .map(|i| -> Result<usize> {
+            let r = render_scene(&config.scene(seed, i as u64), style, &Overrides::default())?;
+            let (a, b) = r.encode_pngs()?;
+            Ok(a.len() + b.len() + r.annotation.to_json_pretty().len())
+        })
+        .try_reduce(|| 0, |a, b| Ok(a + b))?;
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "{frames} samples of {}x{} at {} m/px in {secs:.2} s: {:.1} samples/s on {} thread(s) ({:.1} MB encoded)",
+        config.width,
+        config.height,
+        config.pixel_m,
+        frames as f64 / secs.max(1e-9),
+        rayon::current_num_threads(),
+        bytes as f64 / 1e6
+    );
+    Ok(())
+}
+
+fn gallery(dirs: &[PathBuf], out: &Path, count: usize, columns: usize, patch: usize) -> Result<()> {
+    if count == 0 || columns == 0 || patch < 32 {
+        bail!("--count and --columns must be positive and --patch at least 32");
+    }
+    let mut sets = Vec::new();
+    for d in dirs {
+        sets.push(DatasetDir::open(d, LoadOptions::default())?);
+    }
+    let mut picks = Vec::new();
+    let mut k = 0;
+    while picks.len() < count {
+        let mut any = false;
+        for ds in &sets {
+            if let Some(a) = ds.annotations.annotations.get(k) {
+                picks.push((ds, a));
+                any = true;
+                if picks.len() == count {
+                    break;
+                }
+            }
+        }
+        if !any {
+            break;
+        }
+        k += 1;
+    }
+    let mut tiles = Vec::with_capacity(picks.len());
+    for (ds, a) in picks {
+        let files = ds.files(a)?;
+        let png = crate::data::png::Png::read(&files.phase)?;
+        tiles.push(crate::synth::gallery::Tile::from_frame(&png, a, patch));
+    }
+    let sheet = crate::synth::gallery::contact_sheet(&tiles, columns)?;
+    sheet.write(out)?;
+    println!("{} patches drawn to {}", tiles.len(), out.display());
+    Ok(())
 }
 
 fn load(path: &Path, skip_bad: bool) -> Result<AnnotationSet> {
