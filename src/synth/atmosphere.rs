@@ -1,0 +1,587 @@
+//! Atmospheric phase screens (notes/synth-physics.md §4) and the FFT power-law field
+//! synthesis shared by the terrain, coherence and atmosphere generators.
+//!
+//! Units: every screen is returned as an *apparent LOS displacement* in metres, i.e. the
+//! same quantity as the deformation `d_LOS` (positive toward the satellite), so signals add
+//! before the phase conversion `φ = −(4π/λ)·d_LOS`. A path delay (range increase) is a
+//! negative apparent displacement.
+//!
+//! Spectral synthesis: complex white noise is shaped by `sqrt(P(f))` on a grid padded by
+//! the field's correlation length (outer scale) and cropped, so opposite edges are
+//! uncorrelated (no periodic wrap-around). The real and imaginary parts of one inverse FFT
+//! are two independent fields with the same spectrum; [`power_law_pair`] returns both.
+//! FFT plans are cached per thread ([`with_planner`]), so repeated calls at one size only
+//! pay for the transforms.
+
+use std::cell::RefCell;
+
+use rand::Rng;
+use rand_distr::{Distribution, Normal, StandardNormal};
+use rustfft::num_complex::Complex32;
+use rustfft::FftPlanner;
+
+use super::grid::{Field, Geometry};
+
+/// Sentinel-1 C-band wavelength (m), DESIGN §2.2.
+pub const WAVELENGTH_M: f64 = 0.055465763;
+/// LOS displacement of one fringe (2π of phase), λ/2.
+pub const FRINGE_M: f64 = WAVELENGTH_M / 2.0;
+
+thread_local! {
+    static PLANNER: RefCell<FftPlanner<f32>> = RefCell::new(FftPlanner::new());
+}
+
+/// Runs `f` with this thread's cached FFT planner (plans are reused across calls).
+pub fn with_planner<T>(f: impl FnOnce(&mut FftPlanner<f32>) -> T) -> T {
+    PLANNER.with(|p| f(&mut p.borrow_mut()))
+}
+
+/// Smallest `n' ≥ n` of the form 2^a·3^b·5^c (sizes rustfft transforms fastest).
+pub fn fast_len(n: usize) -> usize {
+    let mut m = n.max(1);
+    loop {
+        let mut k = m;
+        for p in [2, 3, 5] {
+            while k % p == 0 {
+                k /= p;
+            }
+        }
+        if k == 1 {
+            return m;
+        }
+        m += 1;
+    }
+}
+
+/// In-place 2-D FFT of a row-major `rows × cols` buffer (forward or inverse, unnormalised).
+pub fn fft2(buf: &mut [Complex32], rows: usize, cols: usize, inverse: bool) {
+    assert_eq!(buf.len(), rows * cols, "fft2: buffer is not rows × cols");
+    with_planner(|planner| {
+        let (row_fft, col_fft) = if inverse {
+            (
+                planner.plan_fft_inverse(cols),
+                planner.plan_fft_inverse(rows),
+            )
+        } else {
+            (
+                planner.plan_fft_forward(cols),
+                planner.plan_fft_forward(rows),
+            )
+        };
+        let scratch_len = row_fft
+            .get_inplace_scratch_len()
+            .max(col_fft.get_inplace_scratch_len());
+        let mut scratch = vec![Complex32::new(0.0, 0.0); scratch_len];
+        row_fft.process_with_scratch(buf, &mut scratch);
+        let mut t = vec![Complex32::new(0.0, 0.0); rows * cols];
+        transpose(buf, &mut t, rows, cols);
+        col_fft.process_with_scratch(&mut t, &mut scratch);
+        transpose(&t, buf, cols, rows);
+    });
+}
+
+/// `dst` (cols × rows) = transpose of `src` (rows × cols), in cache-friendly tiles.
+fn transpose(src: &[Complex32], dst: &mut [Complex32], rows: usize, cols: usize) {
+    const B: usize = 16;
+    for r0 in (0..rows).step_by(B) {
+        for c0 in (0..cols).step_by(B) {
+            for r in r0..(r0 + B).min(rows) {
+                for c in c0..(c0 + B).min(cols) {
+                    dst[c * rows + r] = src[r * cols + c];
+                }
+            }
+        }
+    }
+}
+
+/// An isotropic power spectrum `P(f)` of a random field, `f` in cycles per metre.
+///
+/// `P ∝ f^(−beta_long)` for wavelengths above `break_wavelength_m`, `∝ f^(−beta_short)`
+/// below (continuous at the break), and zero for wavelengths above `outer_scale_m` (and the
+/// mean). Slopes are 2-D spectral exponents (Hanssen 2001: 8/3 long, 11/3 short for the
+/// troposphere; fractal terrain 3–4).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Spectrum {
+    pub beta_long: f64,
+    pub beta_short: f64,
+    pub break_wavelength_m: f64,
+    pub outer_scale_m: f64,
+}
+
+impl Spectrum {
+    /// Tropospheric turbulence after Hanssen (2001) as in SyInterferoPy: −8/3 above 1.5 km
+    /// wavelength, −11/3 below, nothing above 50 km.
+    pub fn troposphere() -> Self {
+        Self {
+            beta_long: 8.0 / 3.0,
+            beta_short: 11.0 / 3.0,
+            break_wavelength_m: 1500.0,
+            outer_scale_m: 50_000.0,
+        }
+    }
+
+    /// A single power law `f^(−beta)` up to `outer_scale_m`.
+    pub fn power_law(beta: f64, outer_scale_m: f64) -> Self {
+        Self {
+            beta_long: beta,
+            beta_short: beta,
+            break_wavelength_m: 0.0,
+            outer_scale_m,
+        }
+    }
+
+    /// Amplitude filter `sqrt(P(f))` (arbitrary overall scale).
+    fn amplitude(&self, f: f64) -> f64 {
+        if f <= 0.0 || f < 1.0 / self.outer_scale_m {
+            return 0.0;
+        }
+        let fb = if self.break_wavelength_m > 0.0 {
+            1.0 / self.break_wavelength_m
+        } else {
+            f64::INFINITY
+        };
+        if f < fb {
+            f.powf(-self.beta_long / 2.0)
+        } else {
+            // Continuous at the break.
+            fb.powf(-self.beta_long / 2.0) * (f / fb).powf(-self.beta_short / 2.0)
+        }
+    }
+}
+
+/// Padded FFT grid `(rows, cols)` for a field on `geometry` with correlations up to
+/// `outer_scale_m`: each side grows by the outer scale in pixels (at most doubling).
+pub fn padded_size(geometry: Geometry, outer_scale_m: f64) -> (usize, usize) {
+    let extra = (outer_scale_m / geometry.pixel_m).ceil().max(0.0) as usize;
+    let pad = |n: usize| fast_len(n + extra.min(n).max(8));
+    (pad(geometry.height), pad(geometry.width))
+}
+
+/// Two independent zero-mean, unit-variance Gaussian random fields with spectrum `spectrum`
+/// (one FFT for both). The standard deviation over the frame is exactly 1 unless the
+/// field is constant (then it is all zeros).
+pub fn power_law_pair(
+    geometry: Geometry,
+    spectrum: &Spectrum,
+    rng: &mut impl Rng,
+) -> (Field, Field) {
+    let (rows, cols) = padded_size(geometry, spectrum.outer_scale_m);
+    let mut buf: Vec<Complex32> = (0..rows * cols)
+        .map(|_| Complex32::new(StandardNormal.sample(rng), StandardNormal.sample(rng)))
+        .collect();
+    // Filter in the frequency domain (white noise's FFT is white noise, so we shape it
+    // directly: one inverse transform).
+    let df_r = 1.0 / (rows as f64 * geometry.pixel_m);
+    let df_c = 1.0 / (cols as f64 * geometry.pixel_m);
+    let col_amp: Vec<f64> = (0..cols)
+        .map(|c| {
+            let k = if c <= cols / 2 {
+                c as f64
+            } else {
+                c as f64 - cols as f64
+            };
+            k * df_c
+        })
+        .collect();
+    for r in 0..rows {
+        let kr = if r <= rows / 2 {
+            r as f64
+        } else {
+            r as f64 - rows as f64
+        };
+        let fr = kr * df_r;
+        let row = &mut buf[r * cols..(r + 1) * cols];
+        for (v, fc) in row.iter_mut().zip(&col_amp) {
+            let f = (fr * fr + fc * fc).sqrt();
+            *v *= spectrum.amplitude(f) as f32;
+        }
+    }
+    fft2(&mut buf, rows, cols, true);
+    let mut a = Field::zeros(geometry);
+    let mut b = Field::zeros(geometry);
+    for r in 0..geometry.height {
+        for c in 0..geometry.width {
+            let v = buf[r * cols + c];
+            let i = geometry.index(r, c);
+            a.data[i] = v.re;
+            b.data[i] = v.im;
+        }
+    }
+    standardise(&mut a.data);
+    standardise(&mut b.data);
+    (a, b)
+}
+
+/// One zero-mean, unit-variance random field with spectrum `spectrum`.
+pub fn power_law_field(geometry: Geometry, spectrum: &Spectrum, rng: &mut impl Rng) -> Field {
+    power_law_pair(geometry, spectrum, rng).0
+}
+
+/// Shifts and scales `v` to zero mean and unit standard deviation (all zeros if constant).
+pub(crate) fn standardise(v: &mut [f32]) {
+    if v.is_empty() {
+        return;
+    }
+    let n = v.len() as f64;
+    let mean = v.iter().map(|&x| x as f64).sum::<f64>() / n;
+    let var = v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n;
+    let s = if var > 0.0 { 1.0 / var.sqrt() } else { 0.0 };
+    for x in v.iter_mut() {
+        *x = ((*x as f64 - mean) * s) as f32;
+    }
+}
+
+/// Turbulent tropospheric screen (apparent LOS displacement, m) with standard deviation
+/// `sigma_m` over the frame (S1 6–12-day pairs: 0.003–0.015 m, heavy cases up to 0.03).
+pub fn turbulent(geometry: Geometry, sigma_m: f64, rng: &mut impl Rng) -> Field {
+    turbulent_with(geometry, sigma_m, &Spectrum::troposphere(), rng)
+}
+
+/// [`turbulent`] with an explicit spectrum.
+pub fn turbulent_with(
+    geometry: Geometry,
+    sigma_m: f64,
+    spectrum: &Spectrum,
+    rng: &mut impl Rng,
+) -> Field {
+    let mut f = power_law_field(geometry, spectrum, rng);
+    for x in &mut f.data {
+        *x *= sigma_m as f32;
+    }
+    f
+}
+
+/// Draws a turbulence strength σ (m): log-uniform in 0.3–1.5 cm, with a 5 % chance of a
+/// heavy case up to 3 cm (notes §4.2).
+pub fn random_turbulence_sigma(rng: &mut impl Rng) -> f64 {
+    if rng.random::<f64>() < 0.05 {
+        rng.random_range(0.015..0.03)
+    } else {
+        (rng.random_range(0.003f64.ln()..0.015f64.ln())).exp()
+    }
+}
+
+/// Per-acquisition parameters of the stratified (topography-correlated) delay.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StratifiedParams {
+    /// Spread of each acquisition's zenith delay gradient about the climatological mean,
+    /// m of delay per km of height (the mean cancels in the difference). Default 0.006:
+    /// the differenced gradient then has σ ≈ 0.85 cm/km (notes §4.1: mostly < 1 cm/km,
+    /// up to 3 cm/km in humid cases).
+    pub spread_m_per_km: f64,
+    /// Range of the scale height H (km) of each acquisition's exponential profile.
+    pub scale_height_km: (f64, f64),
+    /// Incidence angle (degrees) for the zenith → slant conversion.
+    pub incidence_deg: f64,
+}
+
+impl Default for StratifiedParams {
+    fn default() -> Self {
+        Self {
+            spread_m_per_km: 0.006,
+            scale_height_km: (2.0, 8.0),
+            incidence_deg: 37.0,
+        }
+    }
+}
+
+/// A stratified screen and the parameters that made it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stratified {
+    /// Apparent LOS displacement (m), zero mean over the reference pixels.
+    pub field: Field,
+    /// Differenced zenith gradient at sea level `K1 − K2` (m of delay per km).
+    pub gradient_m_per_km: f64,
+}
+
+/// Topography-correlated stratified delay (notes §4.1). Each acquisition `i` has a zenith
+/// delay profile `K_i·H_i·(1 − e^{−h/H_i})` (≈ `K_i·h` low down, flattening with the scale
+/// height `H_i`), `K_i ~ N(0, spread)`; the interferogram holds the difference, converted to
+/// slant range (`/cos i`), as apparent LOS displacement (a delay increase is negative),
+/// and is referenced to its mean over `reference` pixels (all when `None`; pass the
+/// land mask so water does not bias the reference).
+pub fn stratified(
+    elevation_m: &Field,
+    reference: Option<&[bool]>,
+    params: &StratifiedParams,
+    rng: &mut impl Rng,
+) -> Stratified {
+    let spread = Normal::new(0.0, params.spread_m_per_km.max(0.0)).expect("finite spread");
+    let (h_lo, h_hi) = params.scale_height_km;
+    let draw = |rng: &mut dyn rand::RngCore| -> (f64, f64) {
+        let k: f64 = spread.sample(rng);
+        let h = if h_hi > h_lo {
+            rng.random_range(h_lo..h_hi)
+        } else {
+            h_lo
+        };
+        (k, h.max(0.1))
+    };
+    let (k1, h1) = draw(rng);
+    let (k2, h2) = draw(rng);
+    let slant = 1.0 / params.incidence_deg.to_radians().cos();
+    let mut field = Field::zeros(elevation_m.geometry);
+    for (out, &h) in field.data.iter_mut().zip(&elevation_m.data) {
+        let hk = (h as f64).max(0.0) / 1000.0;
+        let d1 = k1 * h1 * (1.0 - (-hk / h1).exp());
+        let d2 = k2 * h2 * (1.0 - (-hk / h2).exp());
+        *out = (-(d1 - d2) * slant) as f32;
+    }
+    reference_to_mean(&mut field.data, reference);
+    Stratified {
+        field,
+        gradient_m_per_km: k1 - k2,
+    }
+}
+
+/// Subtracts the mean over the reference pixels (all pixels when `None` or when no pixel
+/// is a reference).
+pub(crate) fn reference_to_mean(v: &mut [f32], reference: Option<&[bool]>) {
+    let (sum, n) = match reference {
+        Some(m) => v
+            .iter()
+            .zip(m)
+            .filter(|(_, &ok)| ok)
+            .fold((0.0f64, 0usize), |(s, n), (&x, _)| (s + x as f64, n + 1)),
+        None => (v.iter().map(|&x| x as f64).sum(), v.len()),
+    };
+    let (sum, n) = if n == 0 {
+        (v.iter().map(|&x| x as f64).sum(), v.len())
+    } else {
+        (sum, n)
+    };
+    if n == 0 {
+        return;
+    }
+    let mean = (sum / n as f64) as f32;
+    for x in v.iter_mut() {
+        *x -= mean;
+    }
+}
+
+/// Robust peak-to-peak (2nd to 98th percentile) of `v` over `valid` pixels, or 0 when
+/// fewer than 2 pixels are valid.
+pub fn robust_ptp(v: &[f32], valid: Option<&[bool]>) -> f64 {
+    let mut xs: Vec<f32> = match valid {
+        Some(m) => v
+            .iter()
+            .zip(m)
+            .filter(|(x, &ok)| ok && x.is_finite())
+            .map(|(&x, _)| x)
+            .collect(),
+        None => v.iter().copied().filter(|x| x.is_finite()).collect(),
+    };
+    if xs.len() < 2 {
+        return 0.0;
+    }
+    let n = xs.len();
+    let lo_i = ((n - 1) as f64 * 0.02).round() as usize;
+    let hi_i = ((n - 1) as f64 * 0.98).round() as usize;
+    let (_, &mut lo, _) = xs.select_nth_unstable_by(lo_i, f32::total_cmp);
+    let (_, &mut hi, _) = xs.select_nth_unstable_by(hi_i, f32::total_cmp);
+    (hi - lo) as f64
+}
+
+/// Fringes (robust peak-to-peak / (λ/2)) a screen shows over the valid pixels.
+pub fn visible_fringes(screen_m: &Field, valid: Option<&[bool]>) -> f64 {
+    robust_ptp(&screen_m.data, valid) / FRINGE_M
+}
+
+/// Fringes at which an atmospheric component counts as visible in the annotation.
+pub const ATMOSPHERE_VISIBLE_FRINGES: f64 = 0.5;
+
+/// The Hephaestus `atmospheric_fringes` level (0..3) of a pair of screens.
+///
+/// The real annotations encode *which* atmospheric effect is visible (from their captions,
+/// notes/hephaestus.md): 0 none, 1 vertical stratification, 2 turbulent mixing, 3 both.
+/// Rule: a component is visible when its robust peak-to-peak (2nd–98th percentile) over the
+/// valid pixels is at least [`ATMOSPHERE_VISIBLE_FRINGES`] fringe (λ/4 ≈ 13.9 mm of LOS);
+/// the level is `1·[stratified visible] + 2·[turbulent visible]`.
+pub fn atmospheric_fringes(
+    stratified_m: &Field,
+    turbulent_m: &Field,
+    valid: Option<&[bool]>,
+) -> u8 {
+    let s = visible_fringes(stratified_m, valid) >= ATMOSPHERE_VISIBLE_FRINGES;
+    let t = visible_fringes(turbulent_m, valid) >= ATMOSPHERE_VISIBLE_FRINGES;
+    u8::from(s) + 2 * u8::from(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    fn rng(seed: u64) -> ChaCha8Rng {
+        ChaCha8Rng::seed_from_u64(seed)
+    }
+
+    #[test]
+    fn fast_len_is_smooth_and_minimal() {
+        assert_eq!(fast_len(1), 1);
+        assert_eq!(fast_len(7), 8);
+        assert_eq!(fast_len(359), 360);
+        assert_eq!(fast_len(449), 450);
+        for n in 1..300 {
+            let m = fast_len(n);
+            assert!(m >= n);
+            assert!((n..m).all(|k| fast_len(k) == m));
+        }
+    }
+
+    #[test]
+    fn fft2_round_trip_and_delta() {
+        let (rows, cols) = (6, 10);
+        let mut r = rng(1);
+        let x: Vec<Complex32> = (0..rows * cols)
+            .map(|_| Complex32::new(r.random(), r.random()))
+            .collect();
+        let mut y = x.clone();
+        fft2(&mut y, rows, cols, false);
+        // DC term is the sum.
+        let sum: Complex32 = x.iter().sum();
+        assert!((y[0] - sum).norm() < 1e-4);
+        fft2(&mut y, rows, cols, true);
+        for (a, b) in x.iter().zip(&y) {
+            assert!((a - b / (rows * cols) as f32).norm() < 1e-5);
+        }
+        // A unit impulse at (1, 2) has spectrum exp(-2πi(k·1/rows + l·2/cols)).
+        let mut d = vec![Complex32::new(0.0, 0.0); rows * cols];
+        d[cols + 2] = Complex32::new(1.0, 0.0);
+        fft2(&mut d, rows, cols, false);
+        let (k, l) = (2usize, 3usize);
+        let ang =
+            -2.0 * std::f32::consts::PI * (k as f32 / rows as f32 + 2.0 * l as f32 / cols as f32);
+        assert!((d[k * cols + l] - Complex32::from_polar(1.0, ang)).norm() < 1e-5);
+    }
+
+    #[test]
+    fn screens_are_standardised_independent_and_deterministic() {
+        let g = Geometry::new(120, 90, 370.0);
+        let (a, b) = power_law_pair(g, &Spectrum::troposphere(), &mut rng(7));
+        let mean = |v: &[f32]| v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64;
+        assert!(mean(&a.data).abs() < 1e-5);
+        let var = a.data.iter().map(|&x| (x as f64).powi(2)).sum::<f64>() / a.data.len() as f64;
+        assert!((var - 1.0).abs() < 1e-4, "{var}");
+        let corr = a
+            .data
+            .iter()
+            .zip(&b.data)
+            .map(|(&x, &y)| x as f64 * y as f64)
+            .sum::<f64>()
+            / a.data.len() as f64;
+        assert!(
+            corr.abs() < 0.3,
+            "real and imaginary screens correlate: {corr}"
+        );
+        let (a2, _) = power_law_pair(g, &Spectrum::troposphere(), &mut rng(7));
+        assert_eq!(a, a2);
+        let (a3, _) = power_law_pair(g, &Spectrum::troposphere(), &mut rng(8));
+        assert_ne!(a, a3);
+    }
+
+    /// Neighbouring pixels are strongly correlated (red spectrum), and the two opposite
+    /// edges are not (padding removes the periodic wrap-around).
+    #[test]
+    fn screens_are_smooth_and_do_not_wrap_around() {
+        let g = Geometry::new(128, 128, 370.0);
+        let spec = Spectrum::power_law(11.0 / 3.0, 50_000.0);
+        let mut neighbour = 0.0;
+        let mut wrap = 0.0;
+        let n = 20;
+        for s in 0..n {
+            let f = power_law_field(g, &spec, &mut rng(100 + s));
+            let mut nb = 0.0;
+            let mut wr = 0.0;
+            for r in 0..g.height {
+                nb += (f.get(r, 0) * f.get(r, 1)) as f64;
+                wr += (f.get(r, 0) * f.get(r, g.width - 1)) as f64;
+            }
+            neighbour += nb / g.height as f64;
+            wrap += wr / g.height as f64;
+        }
+        neighbour /= n as f64;
+        wrap /= n as f64;
+        assert!(neighbour > 0.9, "adjacent columns correlate {neighbour}");
+        assert!(
+            wrap < 0.3,
+            "first and last columns correlate {wrap}: periodic wrap-around"
+        );
+    }
+
+    #[test]
+    fn turbulence_has_the_requested_sigma() {
+        let g = Geometry::new(64, 48, 370.0);
+        let t = turbulent(g, 0.01, &mut rng(3));
+        let var = t.data.iter().map(|&x| (x as f64).powi(2)).sum::<f64>() / t.data.len() as f64;
+        assert!((var.sqrt() - 0.01).abs() < 1e-6);
+        let mut r = rng(4);
+        for _ in 0..200 {
+            let s = random_turbulence_sigma(&mut r);
+            assert!((0.003..=0.03).contains(&s));
+        }
+    }
+
+    #[test]
+    fn stratified_follows_topography_and_is_referenced() {
+        let g = Geometry::new(40, 30, 370.0);
+        let mut elev = Field::zeros(g);
+        for (i, h) in elev.data.iter_mut().enumerate() {
+            *h = (i % 40) as f32 * 50.0; // 0..1950 m ramp
+        }
+        let p = StratifiedParams {
+            scale_height_km: (1e6, 1e6 + 1.0), // effectively linear
+            incidence_deg: 0.0,
+            ..Default::default()
+        };
+        let s = stratified(&elev, None, &p, &mut rng(5));
+        let mean = s.field.data.iter().map(|&x| x as f64).sum::<f64>() / s.field.data.len() as f64;
+        assert!(mean.abs() < 1e-6);
+        // Linear in height with slope −(K1 − K2) per km.
+        let slope = (s.field.get(0, 20) - s.field.get(0, 0)) as f64 / 1.0;
+        assert!(
+            (slope + s.gradient_m_per_km).abs() < 1e-4 * s.gradient_m_per_km.abs().max(1e-3),
+            "{slope} vs {}",
+            s.gradient_m_per_km
+        );
+        // Same elevation → same delay.
+        assert_eq!(s.field.get(3, 7), s.field.get(20, 7));
+        // The differenced gradient spreads like N(0, spread·√2).
+        let mut r = rng(6);
+        let ks: Vec<f64> = (0..2000)
+            .map(|_| {
+                stratified(&elev, None, &StratifiedParams::default(), &mut r).gradient_m_per_km
+            })
+            .collect();
+        let sd = (ks.iter().map(|k| k * k).sum::<f64>() / ks.len() as f64).sqrt();
+        assert!((sd - 0.006 * 2f64.sqrt()).abs() < 0.0006, "{sd}");
+    }
+
+    #[test]
+    fn atmospheric_level_encodes_which_component_is_visible() {
+        let g = Geometry::new(50, 50, 370.0);
+        let flat = Field::zeros(g);
+        let mut ramp = Field::zeros(g);
+        for (i, v) in ramp.data.iter_mut().enumerate() {
+            *v = (i % 50) as f32 / 49.0 * 0.03; // 3 cm ≈ 1.08 fringes
+        }
+        assert_eq!(atmospheric_fringes(&flat, &flat, None), 0);
+        assert_eq!(atmospheric_fringes(&ramp, &flat, None), 1);
+        assert_eq!(atmospheric_fringes(&flat, &ramp, None), 2);
+        assert_eq!(atmospheric_fringes(&ramp, &ramp, None), 3);
+        // Only the valid pixels count: restrict to one column → no spread.
+        let valid: Vec<bool> = (0..g.len()).map(|i| i % 50 == 3).collect();
+        assert_eq!(atmospheric_fringes(&ramp, &ramp, Some(&valid)), 0);
+        // Just below / above the threshold.
+        let scale = |f: &Field, k: f32| Field {
+            geometry: g,
+            data: f.data.iter().map(|x| x * k).collect(),
+        };
+        let r = robust_ptp(&ramp.data, None);
+        let below = scale(&ramp, (0.49 * FRINGE_M / r) as f32);
+        let above = scale(&ramp, (0.51 * FRINGE_M / r) as f32);
+        assert_eq!(atmospheric_fringes(&below, &flat, None), 0);
+        assert_eq!(atmospheric_fringes(&above, &flat, None), 1);
+    }
+}
