@@ -26,7 +26,7 @@ use rand::{Rng, RngCore};
 use rand_chacha::ChaCha8Rng;
 
 use super::atmosphere::{atmospheric_fringes, stratified, turbulent, StratifiedParams};
-use super::captions::{caption, cell_of, CaptionFacts, CaptionStyle, Cell, PatternFact};
+use super::captions::{caption, CaptionFacts, CaptionStyle, Cell, PatternFact};
 use super::coherence::{
     add_phase_noise, low_coherence, no_info, phase_noise, CoherenceParams, LOW_COHERENCE,
 };
@@ -56,7 +56,6 @@ use crate::data::raster::rasterize;
 
 /// Stream ids of the stages (fixed forever: changing one changes every sample).
 mod stage {
-    pub const TERRAIN: u64 = 0;
     pub const STRATIFIED: u64 = 1;
     pub const TURBULENT: u64 = 2;
     pub const ORBITAL: u64 = 3;
@@ -79,9 +78,40 @@ const LOOKS: f64 = 20.0;
 /// fringe needs ≥ 3–4 px to survive filtering (notes §9.2).
 const DENSE_FRINGE_RAD_PER_PX: f32 = 1.6;
 
-/// The terrain seed is a frame property: build the spec from it.
+/// The terrain seed is a frame property: build the spec from it (as the scene sampler does
+/// when it places sources under the volcano).
 pub fn terrain_spec(scene: &Scene) -> TerrainSpec {
     TerrainSpec::random(geometry(scene), &mut stream_rng(scene.frame.terrain_seed, 0))
+}
+
+/// The terrain of the scene's frame: a pure function of the frame's terrain seed and the
+/// geometry, so every pair of a frame shows the same volcano. Kept in a small per-thread
+/// cache (frames repeat across samples).
+pub fn frame_terrain(scene: &Scene) -> std::sync::Arc<Terrain> {
+    use std::cell::RefCell;
+    use std::sync::Arc;
+    type Key = (u64, usize, usize, u64);
+    thread_local! {
+        static CACHE: RefCell<Vec<(Key, Arc<Terrain>)>> = const { RefCell::new(Vec::new()) };
+    }
+    let key = (scene.frame.terrain_seed, scene.width, scene.height, scene.pixel_m.to_bits());
+    if let Some(t) = CACHE.with(|c| c.borrow().iter().find(|(k, _)| *k == key).map(|(_, t)| t.clone())) {
+        return t;
+    }
+    let spec = terrain_spec(scene);
+    let t = Arc::new(build_terrain(
+        geometry(scene),
+        &spec,
+        &mut stream_rng(scene.frame.terrain_seed, 1),
+    ));
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() >= 48 {
+            c.remove(0);
+        }
+        c.push((key, t.clone()));
+    });
+    t
 }
 
 fn geometry(scene: &Scene) -> Geometry {
@@ -486,8 +516,7 @@ pub fn render_scene(scene: &Scene, caption_style: CaptionStyle, overrides: &Over
     let los = los_vector(heading, incidence);
 
     // 1. Terrain (fixed per frame) and the valid (land, in-frame) pixels.
-    let spec = terrain_spec(scene);
-    let terrain: Terrain = build_terrain(g, &spec, &mut stage_rng(scene, stage::TERRAIN));
+    let terrain = frame_terrain(scene);
     let mut valid: Vec<bool> = terrain.water.iter().map(|&w| !w).collect();
     frame_edges(scene, g, &mut valid, &mut stage_rng(scene, stage::EDGES));
 

@@ -602,7 +602,8 @@ impl SceneConfig {
             StyleChoice::Mixed => RenderStyle::Gamma,
         };
 
-        let mut sources = self.draw_sources(&mut rng);
+        let anchor = self.volcano(&frame);
+        let mut sources = self.draw_sources(&mut rng, anchor);
         let nuisance = self.draw_nuisance(&mut rng, baseline);
         if nuisance.corrupted {
             // Hephaestus never labels deformation on a corrupted frame.
@@ -625,7 +626,21 @@ impl SceneConfig {
         }
     }
 
-    fn draw_sources(&self, rng: &mut ChaCha8Rng) -> Vec<SceneSource> {
+    /// The terrain of a frame (fixed by its terrain seed); the generator builds the same.
+    pub fn terrain_spec(&self, frame: &FrameInfo) -> super::terrain::TerrainSpec {
+        let g = super::grid::Geometry::new(self.width, self.height, self.pixel_m);
+        super::terrain::TerrainSpec::random(g, &mut stream_rng(frame.terrain_seed, 0))
+    }
+
+    /// Position and radius (m) of the frame's main volcano.
+    fn volcano(&self, frame: &FrameInfo) -> (f64, f64, f64) {
+        let spec = self.terrain_spec(frame);
+        spec.edifices
+            .first()
+            .map_or((0.0, 0.0, 5000.0), |e| (e.east, e.north, e.radius_m))
+    }
+
+    fn draw_sources(&self, rng: &mut ChaCha8Rng, volcano: (f64, f64, f64)) -> Vec<SceneSource> {
         let Some(first) = self.classes.draw(rng) else {
             return Vec::new();
         };
@@ -656,11 +671,23 @@ impl SceneConfig {
             // pattern has its own polygon.
             let min_sep = 0.35 * half_w.min(half_h);
             let mut pos = (0.0, 0.0);
-            for _try in 0..30 {
-                pos = (
-                    rng.random_range(-0.7..0.7) * half_w,
-                    rng.random_range(-0.7..0.7) * half_h,
-                );
+            for attempt in 0..30 {
+                // Volcanic sources sit under the volcano (within about its radius) most of
+                // the time; earthquakes and the rest anywhere in the central part.
+                let near = activity != ActivityType::Earthquake && attempt < 10 && rng.random_bool(0.75);
+                pos = if near {
+                    let r = volcano.2.clamp(2000.0, 15000.0) * rng.random::<f64>().sqrt();
+                    let t = rng.random_range(0.0..std::f64::consts::TAU);
+                    (
+                        (volcano.0 + r * t.cos()).clamp(-0.7 * half_w, 0.7 * half_w),
+                        (volcano.1 + r * t.sin()).clamp(-0.7 * half_h, 0.7 * half_h),
+                    )
+                } else {
+                    (
+                        rng.random_range(-0.7..0.7) * half_w,
+                        rng.random_range(-0.7..0.7) * half_h,
+                    )
+                };
                 let far = out.iter().all(|s| {
                     let (e, n) = s.params.position();
                     ((e - pos.0).powi(2) + (n - pos.1).powi(2)).sqrt() > min_sep
