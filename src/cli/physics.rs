@@ -99,24 +99,39 @@ pub struct Request {
     pub n: Vec<f64>,
 }
 
-/// Parses a request (errors name the field: `params: missing field `dv``).
+/// Parses a request (errors name the field: ``field `params`: missing field `dv` ``).
 pub fn parse_request(bytes: &[u8]) -> Result<Request, String> {
     let raw: RawRequest = crate::data::json::parse_json(bytes)?;
-    let tagged = serde_json::json!({ "source": raw.source, "params": raw.params });
-    let source: Source = serde_path_to_error::deserialize(tagged).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner().to_string();
-        if path == "." || path.is_empty() {
-            format!("field `source`: {inner}")
-        } else {
-            format!("field `{path}`: {inner}")
+    let params = raw.params;
+    let source = match raw.source.as_str() {
+        "mogi" => Source::Mogi(parse_params(params)?),
+        "okada" => Source::Okada(parse_params(params)?),
+        "penny" => Source::Penny(parse_params(params)?),
+        "spheroid" => Source::Spheroid(parse_params(params)?),
+        other => {
+            return Err(format!(
+                "field `source`: unknown source `{other}`, expected one of `mogi`, `okada`, \
+                 `penny`, `spheroid`"
+            ))
         }
-    })?;
+    };
     Ok(Request {
         source,
         poisson: raw.poisson,
         e: raw.points.e,
         n: raw.points.n,
+    })
+}
+
+fn parse_params<T: serde::de::DeserializeOwned>(params: serde_json::Value) -> Result<T, String> {
+    serde_path_to_error::deserialize(params).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        if path == "." || path.is_empty() {
+            format!("field `params`: {inner}")
+        } else {
+            format!("field `params.{path}`: {inner}")
+        }
     })
 }
 

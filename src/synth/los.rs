@@ -97,8 +97,8 @@ mod tests {
             -39f64.to_radians().sin() * 12f64.to_radians().sin(),
             39f64.to_radians().cos(),
         ];
-        for k in 0..3 {
-            assert!((l[k] - want[k]).abs() < 1e-15);
+        for (a, b) in l.iter().zip(want) {
+            assert!((a - b).abs() < 1e-15);
         }
         assert!((l[0] + 0.6156).abs() < 1e-4 && (l[1] + 0.1308).abs() < 1e-4);
         assert!((l[2] - 0.7771).abs() < 1e-4);

@@ -304,8 +304,8 @@ impl CrackSolution {
     /// (A, B) of eq. (24) (corrected) at ξ.
     fn a_b(&self, xi: f64) -> (f64, f64) {
         let (mut big_phi, mut big_psi) = (0.0, 0.0);
-        for j in 0..self.t.len() {
-            let x = xi * self.t[j];
+        for (j, &t) in self.t.iter().enumerate() {
+            let x = xi * t;
             let (s, c) = x.sin_cos();
             // sin(x)/x − cos(x), by its series where it cancels.
             let f = if x < 1e-3 {
@@ -360,10 +360,10 @@ impl Hankel {
     /// (Uz, Ur) at ρ.
     fn eval(&self, rho: f64) -> (f64, f64) {
         let (mut uz, mut ur) = (0.0, 0.0);
-        for i in 0..self.xi.len() {
-            let x = self.xi[i] * rho;
-            uz += self.wa[i] * libm::j0(x);
-            ur += self.wb[i] * libm::j1(x);
+        for ((xi, wa), wb) in self.xi.iter().zip(&self.wa).zip(&self.wb) {
+            let x = xi * rho;
+            uz += wa * libm::j0(x);
+            ur += wb * libm::j1(x);
         }
         (uz, ur)
     }

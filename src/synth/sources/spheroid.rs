@@ -319,8 +319,8 @@ mod tests {
             .model(0.25)
             .displacement(1234.0, 567.0);
         let base = model.displacement(1234.0, 567.0);
-        for k in 0..3 {
-            assert!((other[k] - base[k]).abs() < 1e-9 * peak);
+        for (o, b) in other.iter().zip(base) {
+            assert!((o - b).abs() < 1e-9 * peak);
         }
     }
 
