@@ -114,7 +114,8 @@ impl Default for MaskRule {
 /// Deformation mask (row-major, `width × height`): `|d_LOS| ≥ max(relative·max|d_LOS|,
 /// absolute)` on valid pixels (`valid = None`: all), then closed with a disk of
 /// `closing_radius` (pixels outside the frame count as set for the erosion, so the closing
-/// never eats into a mask that touches the frame edge).
+/// never eats into a mask that touches the frame edge). The closing may take in small
+/// invalid (decorrelated) gaps enclosed by the signal, as a hand-drawn polygon would.
 pub fn deformation_mask(
     d_los: &[f64],
     valid: Option<&[bool]>,
