@@ -6,6 +6,7 @@
 //! (exit code 1). Usage errors exit with code 2.
 
 pub mod data;
+pub mod physics;
 pub mod progress;
 
 use std::process::ExitCode;
@@ -58,12 +59,16 @@ pub enum Command {
     /// Hephaestus data: annotations, frames, patches, splits, statistics.
     #[command(subcommand)]
     Data(data::DataCommand),
+    /// Deformation sources and line of sight of the synthetic generator.
+    #[command(subcommand)]
+    Physics(physics::PhysicsCommand),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     let global = cli.global;
     match cli.command {
         Command::Data(cmd) => data::run(cmd, &global),
+        Command::Physics(cmd) => physics::run(cmd, &global),
     }
 }
 

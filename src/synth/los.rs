@@ -8,6 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::grid::Geometry;
 use super::sources::Displacement;
 
 /// Typical Sentinel-1 ascending heading (degrees clockwise from north).
@@ -16,6 +17,9 @@ pub const S1_HEADING_ASCENDING: f64 = -12.0;
 pub const S1_HEADING_DESCENDING: f64 = 192.0;
 /// Sentinel-1 IW incidence range across the three sub-swaths (degrees).
 pub const S1_INCIDENCE_RANGE: (f64, f64) = (29.0, 46.0);
+
+/// Incidence change across range of a Sentinel-1 IW swath: 29°→46° over ~250 km.
+pub const S1_INCIDENCE_DEG_PER_KM: f64 = 17.0 / 250.0;
 
 /// Orbit direction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -68,6 +72,38 @@ pub fn project(displacement: &Displacement, los: [f64; 3]) -> Vec<f64> {
         .collect()
 }
 
+/// Per-pixel LOS vectors of a frame whose incidence grows linearly across range:
+/// `incidence_centre_deg` at the frame centre, `deg_per_km` per km of ground range along the
+/// look direction (azimuth heading + 90°; [`S1_INCIDENCE_DEG_PER_KM`] for Sentinel-1).
+/// Row-major like [`Geometry::surface_points`].
+pub fn los_vectors_across_range(
+    geometry: &Geometry,
+    heading_deg: f64,
+    incidence_centre_deg: f64,
+    deg_per_km: f64,
+) -> Vec<[f64; 3]> {
+    let (sl, cl) = (heading_deg + 90.0).to_radians().sin_cos();
+    let (e, n) = geometry.surface_points();
+    e.iter()
+        .zip(&n)
+        .map(|(&e, &n)| {
+            let range_km = (e * sl + n * cl) / 1000.0;
+            los_vector(heading_deg, incidence_centre_deg + deg_per_km * range_km)
+        })
+        .collect()
+}
+
+/// LOS displacement with one LOS vector per point (see [`los_vectors_across_range`]).
+pub fn project_each(displacement: &Displacement, los: &[[f64; 3]]) -> Vec<f64> {
+    assert_eq!(displacement.len(), los.len(), "one LOS vector per point");
+    (0..los.len())
+        .map(|i| {
+            let l = los[i];
+            displacement.ue[i] * l[0] + displacement.un[i] * l[1] + displacement.uu[i] * l[2]
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,11 +133,39 @@ mod tests {
             -39f64.to_radians().sin() * 12f64.to_radians().sin(),
             39f64.to_radians().cos(),
         ];
-        for k in 0..3 {
-            assert!((l[k] - want[k]).abs() < 1e-15);
+        for (a, b) in l.iter().zip(want) {
+            assert!((a - b).abs() < 1e-15);
         }
         assert!((l[0] + 0.6156).abs() < 1e-4 && (l[1] + 0.1308).abs() < 1e-4);
         assert!((l[2] - 0.7771).abs() < 1e-4);
+    }
+
+    #[test]
+    fn incidence_grows_toward_far_range() {
+        let g = Geometry::new(64, 48, 1000.0);
+        // Ascending (heading −12°) looks east: far range is east.
+        let v = los_vectors_across_range(&g, -12.0, 38.0, S1_INCIDENCE_DEG_PER_KM);
+        let inc = |row: usize, col: usize| v[g.index(row, col)][2].acos().to_degrees();
+        assert!(inc(24, 63) > inc(24, 0));
+        let across = inc(24, 63) - inc(24, 0);
+        let want = S1_INCIDENCE_DEG_PER_KM * 63.0 * 12f64.to_radians().cos();
+        assert!((across - want).abs() < 0.05, "{across} vs {want}");
+        // Centre pixel ≈ the centre incidence; unit vectors throughout.
+        assert!((inc(24, 32) - 38.0).abs() < 0.1);
+        assert!(v
+            .iter()
+            .all(|l| (l.iter().map(|x| x * x).sum::<f64>() - 1.0).abs() < 1e-12));
+        // With a constant incidence, project_each equals project.
+        let d = Displacement {
+            ue: vec![0.01; g.len()],
+            un: vec![-0.02; g.len()],
+            uu: vec![0.03; g.len()],
+        };
+        let flat = los_vectors_across_range(&g, 192.0, 35.0, 0.0);
+        assert_eq!(
+            project_each(&d, &flat),
+            project(&d, los_vector(192.0, 35.0))
+        );
     }
 
     #[test]

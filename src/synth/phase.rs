@@ -114,7 +114,8 @@ impl Default for MaskRule {
 /// Deformation mask (row-major, `width × height`): `|d_LOS| ≥ max(relative·max|d_LOS|,
 /// absolute)` on valid pixels (`valid = None`: all), then closed with a disk of
 /// `closing_radius` (pixels outside the frame count as set for the erosion, so the closing
-/// never eats into a mask that touches the frame edge).
+/// never eats into a mask that touches the frame edge). The closing may take in small
+/// invalid (decorrelated) gaps enclosed by the signal, as a hand-drawn polygon would.
 pub fn deformation_mask(
     d_los: &[f64],
     valid: Option<&[bool]>,
@@ -302,7 +303,7 @@ fn trace_boundary(
             match first_move {
                 None => first_move = Some(d),
                 Some(f) if f == d => break,
-                Some(_) => {}
+                Some(_) => {} // a junction through the start pixel: keep tracing
             }
         }
         let next = (cur.0 + DIRS[d].0, cur.1 + DIRS[d].1);
@@ -310,10 +311,11 @@ fn trace_boundary(
         let prev = DIRS[(d + 7) % 8];
         back = dir_index(cur.0 + prev.0 - next.0, cur.1 + prev.1 - next.1);
         cur = next;
-        if cur == s && first_move.is_some() {
-            continue;
-        }
         contour.push(cur);
+    }
+    // The ring closes on the start pixel; keep it once.
+    if contour.len() > 1 && contour.last() == Some(&s) {
+        contour.pop();
     }
     contour
 }

@@ -220,9 +220,9 @@ fn okada85_trig(
         (x - length, p - width, 1.0),
     ] {
         let c = corner(snap(xi), snap(eta), q, sd, cd, a);
-        for m in 0..3 {
-            for k in 0..3 {
-                total[m][k] += sign * c[m][k];
+        for (t, cm) in total.iter_mut().zip(&c) {
+            for (tv, cv) in t.iter_mut().zip(cm) {
+                *tv += sign * cv;
             }
         }
     }
