@@ -32,15 +32,19 @@ impl Default for GoldsteinParams {
     }
 }
 
-/// Patch origins along an axis of length `n`: every `step`, plus a last patch flush with
-/// the end.
-fn origins(n: usize, window: usize, step: usize) -> Vec<usize> {
-    if n <= window {
-        return vec![0];
-    }
-    let mut v: Vec<usize> = (0..=n - window).step_by(step).collect();
-    if *v.last().expect("non-empty") != n - window {
-        v.push(n - window);
+/// Patch origins along an axis of length `n`: every `step` from `−step` (patches hang
+/// over the borders, zero-filled outside, so every pixel lies in the inner half of some
+/// patch and circular wrap-around in a patch never dominates at the image edges) until the
+/// inner half of a patch reaches the end.
+fn origins(n: usize, window: usize, step: usize) -> Vec<isize> {
+    let mut v = Vec::new();
+    let mut o = -(step as isize);
+    loop {
+        v.push(o);
+        if o + (3 * window / 4) as isize >= n as isize {
+            break;
+        }
+        o += step as isize;
     }
     v
 }
@@ -118,9 +122,20 @@ pub fn goldstein(
     for &r0 in &rows {
         for &c0 in &cols {
             let mut energy = 0.0f32;
+            // Columns of the patch inside the image.
+            let ca = (-c0).max(0) as usize;
+            let cb = (w as isize - c0).min(window as isize) as usize;
             for r in 0..window {
-                let src = &z[(r0 + r) * w + c0..(r0 + r) * w + c0 + window];
-                patch[r * window..(r + 1) * window].copy_from_slice(src);
+                let dst = &mut patch[r * window..(r + 1) * window];
+                dst.fill(Complex32::new(0.0, 0.0));
+                let rr = r0 + r as isize;
+                if rr < 0 || rr >= h as isize || ca >= cb {
+                    continue;
+                }
+                let base = rr as usize * w;
+                let src =
+                    &z[base + (c0 + ca as isize) as usize..base + (c0 + cb as isize) as usize];
+                dst[ca..cb].copy_from_slice(src);
                 energy += src.iter().map(|v| v.norm_sqr()).sum::<f32>();
             }
             if energy == 0.0 {
@@ -165,12 +180,18 @@ pub fn goldstein(
             fft2(&mut patch, &mut tmp, &mut scratch, true);
             let scale = 1.0 / n as f32;
             for r in 0..window {
+                let rr = r0 + r as isize;
+                if rr < 0 || rr >= h as isize || ca >= cb {
+                    continue;
+                }
                 let wr = tri[r] * scale;
-                let dst = &mut acc[(r0 + r) * w + c0..(r0 + r) * w + c0 + window];
+                let base = rr as usize * w;
+                let dst = &mut acc
+                    [base + (c0 + ca as isize) as usize..base + (c0 + cb as isize) as usize];
                 for ((d, v), wc) in dst
                     .iter_mut()
-                    .zip(&patch[r * window..(r + 1) * window])
-                    .zip(&tri)
+                    .zip(&patch[r * window + ca..r * window + cb])
+                    .zip(&tri[ca..cb])
                 {
                     *d += v * (wr * wc);
                 }
@@ -217,10 +238,17 @@ mod tests {
 
     #[test]
     fn origins_cover_the_axis() {
-        assert_eq!(origins(32, 32, 16), vec![0]);
-        assert_eq!(origins(64, 32, 16), vec![0, 16, 32]);
-        assert_eq!(origins(70, 32, 16), vec![0, 16, 32, 38]);
-        assert_eq!(origins(10, 32, 16), vec![0]);
+        assert_eq!(origins(32, 32, 16), vec![-16, 0, 16]);
+        assert_eq!(origins(64, 32, 16), vec![-16, 0, 16, 32, 48]);
+        assert_eq!(origins(70, 32, 16), vec![-16, 0, 16, 32, 48]);
+        assert_eq!(origins(8, 8, 4), vec![-4, 0, 4]);
+        // Every pixel sits in the inner half of some patch.
+        for n in [9usize, 32, 70, 224] {
+            let o = origins(n, 32, 16);
+            for p in 0..n as isize {
+                assert!(o.iter().any(|&s| p >= s + 8 && p < s + 24), "{n} {p}");
+            }
+        }
     }
 
     /// A clean fringe pattern (a single spectral peak) passes unchanged; noise shrinks.

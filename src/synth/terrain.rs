@@ -509,13 +509,14 @@ mod tests {
     #[test]
     fn coast_puts_the_sea_on_the_requested_side() {
         let g = Geometry::new(100, 100, 370.0);
-        let s = spec(
-            EdificeKind::Shield,
+        let mut s = spec(
+            EdificeKind::Strato,
             Setting::Coastal {
                 azimuth_deg: 90.0,
-                coast_m: 12_000.0,
+                coast_m: 5_000.0,
             },
         );
+        s.edifices[0].radius_m = 3_000.0;
         let t = build_terrain(g, &s, &mut rng(5));
         // Sea to the east beyond the coast, land to the west.
         assert!(t.water[g.index(50, 99)]);
