@@ -6,6 +6,7 @@
 //! (exit code 1). Usage errors exit with code 2.
 
 pub mod data;
+pub mod eval;
 pub mod progress;
 
 use std::process::ExitCode;
@@ -58,12 +59,16 @@ pub enum Command {
     /// Hephaestus data: annotations, frames, patches, splits, statistics.
     #[command(subcommand)]
     Data(data::DataCommand),
+    /// Evaluation metrics: captions (BLEU/ROUGE-L/CIDEr-D), FID/KID, retrieval, classification, segmentation.
+    #[command(subcommand)]
+    Eval(eval::EvalCommand),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     let global = cli.global;
     match cli.command {
         Command::Data(cmd) => data::run(cmd, &global),
+        Command::Eval(cmd) => eval::run(cmd, &global),
     }
 }
 
