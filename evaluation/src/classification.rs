@@ -150,7 +150,12 @@ pub fn auroc(scores: &[f64], truth: &[bool]) -> Option<f64> {
 }
 
 /// Computes the report. `names` (optional) must have one name per score column.
-pub fn evaluate(scores: &Matrix, labels: &Matrix, threshold: f64, names: Option<&[String]>) -> Result<ClassificationReport> {
+pub fn evaluate(
+    scores: &Matrix,
+    labels: &Matrix,
+    threshold: f64,
+    names: Option<&[String]>,
+) -> Result<ClassificationReport> {
     let (n, c) = (scores.rows, scores.cols);
     if n == 0 || c == 0 {
         return Err(EvalError::input(format!("scores are empty ({n}×{c})")));
@@ -168,7 +173,10 @@ pub fn evaluate(scores: &Matrix, labels: &Matrix, threshold: f64, names: Option<
     }
     let names: Vec<String> = match names {
         Some(v) if v.len() != c => {
-            return Err(EvalError::input(format!("{} names for {c} score columns", v.len())))
+            return Err(EvalError::input(format!(
+                "{} names for {c} score columns",
+                v.len()
+            )))
         }
         Some(v) => v.to_vec(),
         None => (0..c).map(|k| k.to_string()).collect(),
@@ -294,7 +302,8 @@ pub fn evaluate(scores: &Matrix, labels: &Matrix, threshold: f64, names: Option<
             f1: sf / n as f64,
         }
     });
-    let defined_mean = |v: Vec<f64>| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
+    let defined_mean =
+        |v: Vec<f64>| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
     let confusion = if multi {
         classes
             .iter()
@@ -303,8 +312,12 @@ pub fn evaluate(scores: &Matrix, labels: &Matrix, threshold: f64, names: Option<
     } else {
         let mut cm = vec![vec![0usize; c]; c];
         for i in 0..n {
-            let t = (0..c).position(|k| truth[i * c + k]).expect("one true class");
-            let p = (0..c).position(|k| pred[i * c + k]).expect("one predicted class");
+            let t = (0..c)
+                .position(|k| truth[i * c + k])
+                .expect("one true class");
+            let p = (0..c)
+                .position(|k| pred[i * c + k])
+                .expect("one predicted class");
             cm[t][p] += 1;
         }
         vec![cm]
@@ -345,16 +358,27 @@ mod tests {
     #[test]
     fn macro_f1_is_mean_of_per_class_f1() {
         // Single-label, 3 classes; class 2 never true.
-        let scores = Matrix::new(4, 3, vec![0.9, 0.1, 0.0, 0.2, 0.7, 0.1, 0.1, 0.2, 0.7, 0.6, 0.3, 0.1]).unwrap();
+        let scores = Matrix::new(
+            4,
+            3,
+            vec![0.9, 0.1, 0.0, 0.2, 0.7, 0.1, 0.1, 0.2, 0.7, 0.6, 0.3, 0.1],
+        )
+        .unwrap();
         let mut labels = Matrix::new(4, 1, vec![0.0, 1.0, 1.0, 0.0]).unwrap();
         labels.shape = vec![4];
         let r = evaluate(&scores, &labels, 0.5, None).unwrap();
         assert_eq!(r.task, "single-label");
-        assert_eq!(r.confusion[0], vec![vec![2, 0, 0], vec![0, 1, 1], vec![0, 0, 0]]);
+        assert_eq!(
+            r.confusion[0],
+            vec![vec![2, 0, 0], vec![0, 1, 1], vec![0, 0, 0]]
+        );
         let f = [1.0, f1(1.0, 0.5), 0.0];
         assert!((r.macro_avg.f1 - f.iter().sum::<f64>() / 3.0).abs() < 1e-15);
         assert_eq!(r.micro_avg.f1, r.accuracy);
         let bad = Matrix::new(4, 1, vec![0.0, 3.0, 1.0, 0.0]).unwrap();
-        assert!(evaluate(&scores, &bad, 0.5, None).unwrap_err().to_string().contains("class indices"));
+        assert!(evaluate(&scores, &bad, 0.5, None)
+            .unwrap_err()
+            .to_string()
+            .contains("class indices"));
     }
 }

@@ -80,9 +80,16 @@ pub fn parse(bytes: &[u8]) -> Result<Matrix> {
             if bytes.len() < 12 {
                 return Err(EvalError::input("truncated .npy header"));
             }
-            (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12)
+            (
+                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+                12,
+            )
         }
-        v => return Err(EvalError::input(format!("unsupported .npy format version {v}"))),
+        v => {
+            return Err(EvalError::input(format!(
+                "unsupported .npy format version {v}"
+            )))
+        }
     };
     let end = start + header_len;
     if bytes.len() < end {
@@ -103,7 +110,10 @@ pub fn parse(bytes: &[u8]) -> Result<Matrix> {
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<usize>().map_err(|_| EvalError::input(format!("bad .npy shape {shape_text}"))))
+        .map(|s| {
+            s.parse::<usize>()
+                .map_err(|_| EvalError::input(format!("bad .npy shape {shape_text}")))
+        })
         .collect::<Result<_>>()?;
     let (rows, cols) = match shape.as_slice() {
         [n] => (*n, 1),
@@ -171,7 +181,10 @@ fn parse_descr(descr: &str) -> Result<(char, char, usize)> {
     let kind = chars.next().unwrap_or('?');
     let size: usize = chars.as_str().parse().unwrap_or(0);
     let ok = matches!(endian, '<' | '>' | '|' | '=')
-        && matches!((kind, size), ('f', 4) | ('f', 8) | ('i', 1 | 2 | 4 | 8) | ('u', 1 | 2 | 4 | 8) | ('b', 1));
+        && matches!(
+            (kind, size),
+            ('f', 4) | ('f', 8) | ('i', 1 | 2 | 4 | 8) | ('u', 1 | 2 | 4 | 8) | ('b', 1)
+        );
     if !ok {
         return Err(EvalError::input(format!(
             "unsupported .npy dtype {descr:?} (expected float, integer or bool)"
@@ -221,10 +234,14 @@ pub fn to_bytes(shape: &[usize], values: &[f64], dtype: Dtype) -> Vec<u8> {
         [n] => format!("({n},)"),
         s => format!(
             "({})",
-            s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+            s.iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     };
-    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_text}, }}");
+    let mut header =
+        format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_text}, }}");
     // Pad so that the data starts on a multiple of 64 bytes, ending with a newline.
     let total = 10 + header.len() + 1;
     header.push_str(&" ".repeat((64 - total % 64) % 64));
@@ -311,7 +328,10 @@ mod tests {
         let values: Vec<f64> = (0..6).map(|v| v as f64 * 0.5 - 1.0).collect();
         for dtype in [Dtype::F32, Dtype::F64] {
             let bytes = to_bytes(&[2, 3], &values, dtype);
-            assert_eq!(bytes.len() % 64, (6 * if dtype == Dtype::F32 { 4 } else { 8 }) % 64);
+            assert_eq!(
+                bytes.len() % 64,
+                (6 * if dtype == Dtype::F32 { 4 } else { 8 }) % 64
+            );
             let m = parse(&bytes).unwrap();
             assert_eq!((m.rows, m.cols), (2, 3));
             assert_eq!(m.data, values);
@@ -319,12 +339,21 @@ mod tests {
         let one = parse(&to_bytes(&[4], &values[..4], Dtype::F64)).unwrap();
         assert_eq!((one.rows, one.cols), (4, 1));
         assert!(parse(b"").unwrap_err().to_string().contains("empty"));
-        assert!(parse(b"PK\x03\x04 not npy").unwrap_err().to_string().contains("magic"));
+        assert!(parse(b"PK\x03\x04 not npy")
+            .unwrap_err()
+            .to_string()
+            .contains("magic"));
         let mut truncated = to_bytes(&[2, 3], &values, Dtype::F64);
         truncated.truncate(truncated.len() - 3);
-        assert!(parse(&truncated).unwrap_err().to_string().contains("truncated"));
+        assert!(parse(&truncated)
+            .unwrap_err()
+            .to_string()
+            .contains("truncated"));
         let three = to_bytes(&[1, 2, 3], &values, Dtype::F64);
-        assert!(parse(&three).unwrap_err().to_string().contains("1-D or 2-D"));
+        assert!(parse(&three)
+            .unwrap_err()
+            .to_string()
+            .contains("1-D or 2-D"));
     }
 
     #[test]
@@ -333,7 +362,11 @@ mod tests {
         let path = dir.path().join("stats.npz");
         let mu = [1.0, 2.0];
         let sigma = [1.0, 0.5, 0.5, 2.0];
-        write_npz(&path, &[("mu", vec![2], &mu), ("sigma", vec![2, 2], &sigma)]).unwrap();
+        write_npz(
+            &path,
+            &[("mu", vec![2], &mu), ("sigma", vec![2, 2], &sigma)],
+        )
+        .unwrap();
         let got = read_npz(&path, &["mu", "sigma"]).unwrap();
         assert_eq!(got[0].data, mu);
         assert_eq!((got[1].rows, got[1].cols), (2, 2));

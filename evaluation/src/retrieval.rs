@@ -46,7 +46,9 @@ pub struct RetrievalScores {
 pub fn evaluate(similarity: &Matrix, relevant: &[Vec<usize>]) -> Result<RetrievalScores> {
     let (nq, ng) = (similarity.rows, similarity.cols);
     if nq == 0 || ng == 0 {
-        return Err(EvalError::input(format!("the similarity matrix is empty ({nq}×{ng})")));
+        return Err(EvalError::input(format!(
+            "the similarity matrix is empty ({nq}×{ng})"
+        )));
     }
     if relevant.len() != nq {
         return Err(EvalError::input(format!(
@@ -59,7 +61,9 @@ pub fn evaluate(similarity: &Matrix, relevant: &[Vec<usize>]) -> Result<Retrieva
     let mut aps = Vec::with_capacity(nq);
     for (q, rel) in relevant.iter().enumerate() {
         if rel.is_empty() {
-            return Err(EvalError::input(format!("query {q} has no relevant gallery item")));
+            return Err(EvalError::input(format!(
+                "query {q} has no relevant gallery item"
+            )));
         }
         let mut is_rel = vec![false; ng];
         for &g in rel {
@@ -69,7 +73,9 @@ pub fn evaluate(similarity: &Matrix, relevant: &[Vec<usize>]) -> Result<Retrieva
                 )));
             }
             if is_rel[g] {
-                return Err(EvalError::input(format!("query {q}: relevant index {g} listed twice")));
+                return Err(EvalError::input(format!(
+                    "query {q}: relevant index {g} listed twice"
+                )));
             }
             is_rel[g] = true;
         }
@@ -122,15 +128,17 @@ pub fn evaluate(similarity: &Matrix, relevant: &[Vec<usize>]) -> Result<Retrieva
 /// Parses the relevance JSON: a list, per query row, of gallery indices (a bare integer
 /// stands for a one-item list).
 pub fn parse_relevant(v: &serde_json::Value) -> Result<Vec<Vec<usize>>> {
-    let list = v
-        .as_array()
-        .ok_or_else(|| EvalError::input("expected a JSON list (per query row) of relevant gallery indices"))?;
+    let list = v.as_array().ok_or_else(|| {
+        EvalError::input("expected a JSON list (per query row) of relevant gallery indices")
+    })?;
     list.iter()
         .enumerate()
         .map(|(q, item)| {
             let idx = |x: &serde_json::Value| {
                 x.as_u64().map(|i| i as usize).ok_or_else(|| {
-                    EvalError::input(format!("query {q}: {x} is not a non-negative integer index"))
+                    EvalError::input(format!(
+                        "query {q}: {x} is not a non-negative integer index"
+                    ))
                 })
             };
             match item {
@@ -167,8 +175,17 @@ mod tests {
         // Even count: median of ranks 0 and 3 is 1.5 → floor + 1 = 2.
         let r2 = evaluate(&Matrix::new(2, 4, s.data[..8].to_vec()).unwrap(), &rel[..2]).unwrap();
         assert_eq!(r2.medr, 2.0);
-        assert!(evaluate(&s, &rel[..2]).unwrap_err().to_string().contains("3 query rows"));
-        assert!(evaluate(&s, &[vec![0], vec![4], vec![1]]).unwrap_err().to_string().contains("out of range"));
-        assert!(evaluate(&s, &[vec![0], vec![], vec![1]]).unwrap_err().to_string().contains("no relevant"));
+        assert!(evaluate(&s, &rel[..2])
+            .unwrap_err()
+            .to_string()
+            .contains("3 query rows"));
+        assert!(evaluate(&s, &[vec![0], vec![4], vec![1]])
+            .unwrap_err()
+            .to_string()
+            .contains("out of range"));
+        assert!(evaluate(&s, &[vec![0], vec![], vec![1]])
+            .unwrap_err()
+            .to_string()
+            .contains("no relevant"));
     }
 }

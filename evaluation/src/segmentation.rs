@@ -158,7 +158,10 @@ mod tests {
         assert_eq!(s.dice[1], Some(2.0 / 3.0));
         assert_eq!(s.aacc, 0.8);
         let e = cm.add(&[0], &[3]).unwrap_err().to_string();
-        assert!(e.contains("class 3") && e.contains("--num-classes 3"), "{e}");
+        assert!(
+            e.contains("class 3") && e.contains("--num-classes 3"),
+            "{e}"
+        );
         assert!(cm.add(&[7], &[0]).is_err());
         assert!(Confusion::new(2, None).unwrap().scores().is_err());
     }

@@ -261,7 +261,8 @@ enum FeatureInput {
 }
 
 fn is_npz(path: &Path) -> bool {
-    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npz"))
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("npz"))
 }
 
 fn load_features(path: &Path, flag: &str) -> Result<FeatureInput> {
@@ -288,8 +289,9 @@ fn fid_cmd(a: FidArgs) -> Result<()> {
     let stats_of = |input: &FeatureInput, path: &Path, flag: &str| -> Result<Stats> {
         match input {
             FeatureInput::Stats(s) => Ok(s.clone()),
-            FeatureInput::Features(m) => Stats::from_features(m)
-                .with_context(|| format!("{flag} {}", path.display())),
+            FeatureInput::Features(m) => {
+                Stats::from_features(m).with_context(|| format!("{flag} {}", path.display()))
+            }
         }
     };
     let mut notes = Vec::new();
@@ -368,7 +370,10 @@ fn fid_cmd(a: FidArgs) -> Result<()> {
             k.subsets, k.subset_size, k.seed
         );
     }
-    println!("(FID mode {:?}, method {})", fid_value.mode, fid_value.method);
+    println!(
+        "(FID mode {:?}, method {})",
+        fid_value.mode, fid_value.method
+    );
     for n in notes {
         println!("note: {n}");
     }
@@ -376,23 +381,33 @@ fn fid_cmd(a: FidArgs) -> Result<()> {
 }
 
 fn read_json(path: &Path, flag: &str) -> Result<Value> {
-    let bytes = std::fs::read(path).with_context(|| format!("{flag} {}: cannot read", path.display()))?;
+    let bytes =
+        std::fs::read(path).with_context(|| format!("{flag} {}: cannot read", path.display()))?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         bail!("{flag} {}: empty file", path.display());
     }
-    serde_json::from_slice(&bytes).with_context(|| format!("{flag} {}: invalid JSON", path.display()))
+    serde_json::from_slice(&bytes)
+        .with_context(|| format!("{flag} {}: invalid JSON", path.display()))
 }
 
 fn retrieval_cmd(similarity: &Path, relevant: &Path, as_json: bool) -> Result<()> {
     let s = npy::read(similarity).context("--similarity")?;
     let rel = retrieval::parse_relevant(&read_json(relevant, "--relevant")?)
         .with_context(|| format!("--relevant {}", relevant.display()))?;
-    let r = retrieval::evaluate(&s, &rel)
-        .with_context(|| format!("--similarity {} / --relevant {}", similarity.display(), relevant.display()))?;
+    let r = retrieval::evaluate(&s, &rel).with_context(|| {
+        format!(
+            "--similarity {} / --relevant {}",
+            similarity.display(),
+            relevant.display()
+        )
+    })?;
     if as_json {
         return print_json(&serde_json::to_value(&r)?);
     }
-    println!("{} queries × {} gallery items (ties ranked pessimistically)", r.queries, r.gallery);
+    println!(
+        "{} queries × {} gallery items (ties ranked pessimistically)",
+        r.queries, r.gallery
+    );
     println!("{:<6} {:>10}", "metric", "value");
     for (name, v) in [("R@1", r.r1), ("R@5", r.r5), ("R@10", r.r10)] {
         println!("{name:<6} {v:>10.4}");
@@ -407,11 +422,22 @@ fn opt(v: Option<f64>) -> String {
     v.map(|x| format!("{x:.4}")).unwrap_or_else(|| "-".into())
 }
 
-fn classification_cmd(scores: &Path, labels: &Path, threshold: f64, names: Option<Vec<String>>, as_json: bool) -> Result<()> {
+fn classification_cmd(
+    scores: &Path,
+    labels: &Path,
+    threshold: f64,
+    names: Option<Vec<String>>,
+    as_json: bool,
+) -> Result<()> {
     let s = npy::read(scores).context("--scores")?;
     let y = npy::read(labels).context("--labels")?;
-    let r = classification::evaluate(&s, &y, threshold, names.as_deref())
-        .with_context(|| format!("--scores {} / --labels {}", scores.display(), labels.display()))?;
+    let r = classification::evaluate(&s, &y, threshold, names.as_deref()).with_context(|| {
+        format!(
+            "--scores {} / --labels {}",
+            scores.display(),
+            labels.display()
+        )
+    })?;
     if as_json {
         return print_json(&serde_json::to_value(&r)?);
     }
@@ -419,7 +445,13 @@ fn classification_cmd(scores: &Path, labels: &Path, threshold: f64, names: Optio
         Some(t) => println!("{}: {} samples, threshold {t}", r.task, r.samples),
         None => println!("{}: {} samples, prediction = arg-max", r.task, r.samples),
     }
-    let width = r.classes.iter().map(|c| c.name.len()).max().unwrap_or(5).max(12);
+    let width = r
+        .classes
+        .iter()
+        .map(|c| c.name.len())
+        .max()
+        .unwrap_or(5)
+        .max(12);
     println!(
         "{:<width$} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8}",
         "class", "precision", "recall", "f1", "support", "AP", "AUROC"
@@ -427,23 +459,43 @@ fn classification_cmd(scores: &Path, labels: &Path, threshold: f64, names: Optio
     for c in &r.classes {
         println!(
             "{:<width$} {:>9.4} {:>9.4} {:>9.4} {:>8} {:>8} {:>8}",
-            c.name, c.precision, c.recall, c.f1, c.support, opt(c.ap), opt(c.auroc)
+            c.name,
+            c.precision,
+            c.recall,
+            c.f1,
+            c.support,
+            opt(c.ap),
+            opt(c.auroc)
         );
     }
-    let mut avgs = vec![("macro avg", r.macro_avg), ("micro avg", r.micro_avg), ("weighted avg", r.weighted_avg)];
+    let mut avgs = vec![
+        ("macro avg", r.macro_avg),
+        ("micro avg", r.micro_avg),
+        ("weighted avg", r.weighted_avg),
+    ];
     if let Some(s) = r.samples_avg {
         avgs.push(("samples avg", s));
     }
     for (name, a) in avgs {
-        println!("{name:<width$} {:>9.4} {:>9.4} {:>9.4}", a.precision, a.recall, a.f1);
+        println!(
+            "{name:<width$} {:>9.4} {:>9.4} {:>9.4}",
+            a.precision, a.recall, a.f1
+        );
     }
     println!("mAP {}  macro AUROC {}", opt(r.map), opt(r.macro_auroc));
-    let acc_name = if r.threshold.is_some() { "subset accuracy" } else { "accuracy" };
+    let acc_name = if r.threshold.is_some() {
+        "subset accuracy"
+    } else {
+        "accuracy"
+    };
     println!("{acc_name} {:.4}", r.accuracy);
     if r.threshold.is_none() {
         println!("confusion matrix (rows = true class, columns = predicted):");
         for row in &r.confusion[0] {
-            println!("  {}", row.iter().map(|v| format!("{v:>6}")).collect::<String>());
+            println!(
+                "  {}",
+                row.iter().map(|v| format!("{v:>6}")).collect::<String>()
+            );
         }
     }
     Ok(())
@@ -472,7 +524,9 @@ fn read_label_map(path: &Path) -> Result<(usize, usize, Vec<u32>)> {
 
 fn png_names(dir: &Path, flag: &str) -> Result<Vec<String>> {
     let mut names = Vec::new();
-    for entry in std::fs::read_dir(dir).with_context(|| format!("{flag} {}: cannot list", dir.display()))? {
+    for entry in
+        std::fs::read_dir(dir).with_context(|| format!("{flag} {}: cannot list", dir.display()))?
+    {
         let entry = entry.with_context(|| format!("{flag} {}: cannot list", dir.display()))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.to_ascii_lowercase().ends_with(".png") {
@@ -501,7 +555,10 @@ fn segmentation_cmd(
         bail!("--gt {}: no PNG label maps", gt.display());
     }
     let pred_names = png_names(pred, "--pred")?;
-    let missing: Vec<&String> = gt_names.iter().filter(|n| !pred_names.contains(n)).collect();
+    let missing: Vec<&String> = gt_names
+        .iter()
+        .filter(|n| !pred_names.contains(n))
+        .collect();
     if !missing.is_empty() {
         bail!(
             "--pred {}: {} ground-truth maps have no prediction with the same name (first: {})",
@@ -517,9 +574,14 @@ fn segmentation_cmd(
         let (pw, ph, pv) = read_label_map(&pp)?;
         let (gw, gh, gv) = read_label_map(&gp)?;
         if (pw, ph) != (gw, gh) {
-            bail!("{}: {pw}×{ph} but the ground truth {} is {gw}×{gh}", pp.display(), gp.display());
+            bail!(
+                "{}: {pw}×{ph} but the ground truth {} is {gw}×{gh}",
+                pp.display(),
+                gp.display()
+            );
         }
-        cm.add(&pv, &gv).with_context(|| format!("{} / {}", pp.display(), gp.display()))?;
+        cm.add(&pv, &gv)
+            .with_context(|| format!("{} / {}", pp.display(), gp.display()))?;
     }
     let s = cm.scores().context("segmentation")?;
     if as_json {
@@ -541,10 +603,22 @@ fn segmentation_cmd(
     }
     println!("{:<14} {:>8} {:>8} {:>8}", "class", "IoU", "Dice", "Acc");
     for c in 0..k {
-        let name = names.as_ref().map(|n| n[c].clone()).unwrap_or_else(|| c.to_string());
-        println!("{:<14} {:>8} {:>8} {:>8}", name, opt(s.iou[c]), opt(s.dice[c]), opt(s.acc[c]));
+        let name = names
+            .as_ref()
+            .map(|n| n[c].clone())
+            .unwrap_or_else(|| c.to_string());
+        println!(
+            "{:<14} {:>8} {:>8} {:>8}",
+            name,
+            opt(s.iou[c]),
+            opt(s.dice[c]),
+            opt(s.acc[c])
+        );
     }
-    println!("mIoU {:.4}  mDice {:.4}  mAcc {:.4}  aAcc {:.4}", s.miou, s.mdice, s.macc, s.aacc);
+    println!(
+        "mIoU {:.4}  mDice {:.4}  mAcc {:.4}  aAcc {:.4}",
+        s.miou, s.mdice, s.macc, s.aacc
+    );
     println!("(means skip classes absent from both prediction and truth, shown as -)");
     Ok(())
 }

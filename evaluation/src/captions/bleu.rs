@@ -109,8 +109,16 @@ mod tests {
     fn constants_of_the_reference() {
         let refs = vec!["a b c d e".to_string()];
         let same = BleuCounts::new("a b c d e", &refs).scores();
-        for v in same {
-            assert!(v < 1.0 && v > 0.9999999998, "{v}");
+        // p_n = (5-n+1)/(5-n+1 + 1e-9), and the brevity penalty applies because
+        // (5 + 1e-15)/(5 + 1e-9) < 1: never exactly 1.
+        let bp = (1.0f64 - (5.0 + 1e-9) / (5.0 + 1e-15)).exp();
+        assert!(bp < 1.0);
+        let mut b = 1.0f64;
+        for (k, v) in same.iter().enumerate() {
+            let guess = (5 - k) as f64;
+            b *= (guess + 1e-15) / (guess + 1e-9);
+            assert_eq!(*v, b.powf(1.0 / (k as f64 + 1.0)) * bp);
+            assert!(*v < 1.0 && *v > 0.999999999, "{v}");
         }
         // Empty candidate: brevity penalty underflows to exactly 0.
         assert_eq!(BleuCounts::new("", &refs).scores(), [0.0; 4]);

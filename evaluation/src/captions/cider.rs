@@ -19,11 +19,34 @@ fn counts<'a>(words: &[&'a str]) -> Grams<'a> {
     out
 }
 
+/// tf-idf vectors per order, their norms, and the length (number of bigrams).
+fn vec_of<'a>(g: &Grams<'a>, df: &HashMap<&[&str], f64>, log_n: f64) -> (Grams<'a>, [f64; 4], f64) {
+    let mut vec: Grams<'a> = Default::default();
+    let mut norm = [0.0; 4];
+    let mut length = 0.0;
+    for n in 0..4 {
+        for (gram, &tf) in &g[n] {
+            let d = df.get(gram.as_slice()).copied().unwrap_or(0.0).max(1.0);
+            let w = tf * (log_n - d.ln());
+            norm[n] += w * w;
+            vec[n].insert(gram.clone(), w);
+            if n == 1 {
+                length += tf;
+            }
+        }
+        norm[n] = norm[n].sqrt();
+    }
+    (vec, norm, length)
+}
+
 /// Per-image CIDEr-D for tokenized candidates and references (one entry per image of the
 /// evaluated set: the document frequencies come from these references only).
 pub fn cider_d(candidates: &[String], references: &[Vec<String>]) -> Vec<f64> {
     assert_eq!(candidates.len(), references.len());
-    let words_c: Vec<Vec<&str>> = candidates.iter().map(|c| c.split_whitespace().collect()).collect();
+    let words_c: Vec<Vec<&str>> = candidates
+        .iter()
+        .map(|c| c.split_whitespace().collect())
+        .collect();
     let words_r: Vec<Vec<Vec<&str>>> = references
         .iter()
         .map(|rs| rs.iter().map(|r| r.split_whitespace().collect()).collect())
@@ -49,30 +72,12 @@ pub fn cider_d(candidates: &[String], references: &[Vec<String>]) -> Vec<f64> {
         }
     }
     let log_n = (references.len() as f64).ln();
-    let vec_of = |g: &Grams| -> ([HashMap<Vec<&str>, f64>; 4], [f64; 4], f64) {
-        let mut vec: [HashMap<Vec<&str>, f64>; 4] = Default::default();
-        let mut norm = [0.0; 4];
-        let mut length = 0.0;
-        for n in 0..4 {
-            for (gram, &tf) in &g[n] {
-                let d = df.get(gram.as_slice()).copied().unwrap_or(0.0).max(1.0);
-                let w = tf * (log_n - d.ln());
-                norm[n] += w * w;
-                vec[n].insert(gram.clone(), w);
-                if n == 1 {
-                    length += tf;
-                }
-            }
-            norm[n] = norm[n].sqrt();
-        }
-        (vec, norm, length)
-    };
     let mut scores = Vec::with_capacity(candidates.len());
     for (c, rs) in cand.iter().zip(&refs) {
-        let (vc, nc, lc) = vec_of(c);
+        let (vc, nc, lc) = vec_of(c, &df, log_n);
         let mut score = [0.0f64; 4];
         for r in rs {
-            let (vr, nr, lr) = vec_of(r);
+            let (vr, nr, lr) = vec_of(r, &df, log_n);
             let delta = lc - lr;
             for n in 0..4 {
                 let mut val = 0.0;

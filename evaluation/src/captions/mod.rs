@@ -121,7 +121,10 @@ impl CaptionScores {
         if let Some(per) = &self.per_image {
             let mut map = serde_json::Map::new();
             for (id, s) in per {
-                map.insert(id.to_string(), serde_json::to_value(s).expect("scores serialise"));
+                map.insert(
+                    id.to_string(),
+                    serde_json::to_value(s).expect("scores serialise"),
+                );
             }
             v["per_image"] = Value::Object(map);
         }
@@ -156,20 +159,29 @@ impl CaptionSet {
         let images = refs
             .get("images")
             .and_then(Value::as_array)
-            .ok_or_else(|| EvalError::input("references: no \"images\" list (COCO annotation format expected)"))?;
+            .ok_or_else(|| {
+                EvalError::input("references: no \"images\" list (COCO annotation format expected)")
+            })?;
         let anns = refs
             .get("annotations")
             .and_then(Value::as_array)
-            .ok_or_else(|| EvalError::input("references: no \"annotations\" list (COCO annotation format expected)"))?;
+            .ok_or_else(|| {
+                EvalError::input(
+                    "references: no \"annotations\" list (COCO annotation format expected)",
+                )
+            })?;
         let mut order: Vec<ImageId> = Vec::with_capacity(images.len());
         let mut caps: HashMap<ImageId, Vec<String>> = HashMap::with_capacity(images.len());
         for (k, img) in images.iter().enumerate() {
-            let id = img
-                .get("id")
-                .and_then(ImageId::from_json)
-                .ok_or_else(|| EvalError::input(format!("references: images[{k}] has no integer or string \"id\"")))?;
+            let id = img.get("id").and_then(ImageId::from_json).ok_or_else(|| {
+                EvalError::input(format!(
+                    "references: images[{k}] has no integer or string \"id\""
+                ))
+            })?;
             if caps.insert(id.clone(), Vec::new()).is_some() {
-                return Err(EvalError::input(format!("references: duplicate image id {id} in \"images\"")));
+                return Err(EvalError::input(format!(
+                    "references: duplicate image id {id} in \"images\""
+                )));
             }
             order.push(id);
         }
@@ -177,20 +189,25 @@ impl CaptionSet {
             let id = ann
                 .get("image_id")
                 .and_then(ImageId::from_json)
-                .ok_or_else(|| EvalError::input(format!("references: annotations[{k}] has no \"image_id\"")))?;
-            let cap = ann
-                .get("caption")
-                .and_then(Value::as_str)
-                .ok_or_else(|| EvalError::input(format!("references: annotations[{k}] has no string \"caption\"")))?;
+                .ok_or_else(|| {
+                    EvalError::input(format!("references: annotations[{k}] has no \"image_id\""))
+                })?;
+            let cap = ann.get("caption").and_then(Value::as_str).ok_or_else(|| {
+                EvalError::input(format!(
+                    "references: annotations[{k}] has no string \"caption\""
+                ))
+            })?;
             caps.get_mut(&id)
                 .ok_or_else(|| {
                     EvalError::input(format!("references: annotations[{k}] refers to image id {id}, which is not in \"images\""))
                 })?
                 .push(cap.to_string());
         }
-        let list = results
-            .as_array()
-            .ok_or_else(|| EvalError::input("results: expected a list of {\"image_id\", \"caption\"} (COCO result format)"))?;
+        let list = results.as_array().ok_or_else(|| {
+            EvalError::input(
+                "results: expected a list of {\"image_id\", \"caption\"} (COCO result format)",
+            )
+        })?;
         if list.is_empty() {
             return Err(EvalError::input("results: the list is empty"));
         }
@@ -199,20 +216,33 @@ impl CaptionSet {
             let id = r
                 .get("image_id")
                 .and_then(ImageId::from_json)
-                .ok_or_else(|| EvalError::input(format!("results: entry {k} has no integer or string \"image_id\"")))?;
-            let cap = r
-                .get("caption")
-                .and_then(Value::as_str)
-                .ok_or_else(|| EvalError::input(format!("results: entry {k} (image {id}) has no string \"caption\"")))?;
+                .ok_or_else(|| {
+                    EvalError::input(format!(
+                        "results: entry {k} has no integer or string \"image_id\""
+                    ))
+                })?;
+            let cap = r.get("caption").and_then(Value::as_str).ok_or_else(|| {
+                EvalError::input(format!(
+                    "results: entry {k} (image {id}) has no string \"caption\""
+                ))
+            })?;
             match caps.get(&id) {
-                None => return Err(EvalError::input(format!("results: image id {id} is not in the references"))),
+                None => {
+                    return Err(EvalError::input(format!(
+                        "results: image id {id} is not in the references"
+                    )))
+                }
                 Some(v) if v.is_empty() => {
-                    return Err(EvalError::input(format!("references: image id {id} has no reference caption")))
+                    return Err(EvalError::input(format!(
+                        "references: image id {id} has no reference caption"
+                    )))
                 }
                 Some(_) => {}
             }
             if cand.insert(id.clone(), cap.to_string()).is_some() {
-                return Err(EvalError::input(format!("results: duplicate image id {id} (one caption per image)")));
+                return Err(EvalError::input(format!(
+                    "results: duplicate image id {id} (one caption per image)"
+                )));
             }
         }
         let mut set = CaptionSet::default();
@@ -234,13 +264,23 @@ impl CaptionSet {
         if self.ids.is_empty() {
             return Err(EvalError::input("no image to evaluate"));
         }
-        let cands: Vec<String> = self.candidates.par_iter().map(|c| tokenizer::tokenize(c)).collect();
+        let cands: Vec<String> = self
+            .candidates
+            .par_iter()
+            .map(|c| tokenizer::tokenize(c))
+            .collect();
         let refs: Vec<Vec<String>> = self
             .references
             .par_iter()
             .map(|rs| rs.iter().map(|r| tokenizer::tokenize(r)).collect())
             .collect();
-        Ok(score_tokenized(&self.ids, &cands, &refs, per_image, self.images_without_result))
+        Ok(score_tokenized(
+            &self.ids,
+            &cands,
+            &refs,
+            per_image,
+            self.images_without_result,
+        ))
     }
 }
 

@@ -132,7 +132,11 @@ fn tokenize_chunk(chunk: &str, out: &mut Vec<String>) {
             }
             let mut word: String = chars[start..i].iter().collect();
             // A final period: abbreviations keep it.
-            if i < n && chars[i] == '.' && !(i + 1 < n && chars[i + 1] == '.') && is_abbreviation(&word) {
+            if i < n
+                && chars[i] == '.'
+                && !(i + 1 < n && chars[i + 1] == '.')
+                && is_abbreviation(&word)
+            {
                 word.push('.');
                 i += 1;
             }
@@ -208,10 +212,13 @@ fn is_abbreviation(word: &str) -> bool {
     }
     // `e.g`, `u.s`, `i.e`, `u.s.a`: single letters separated by periods.
     if chars.len() >= 3
-        && chars
-            .iter()
-            .enumerate()
-            .all(|(k, &c)| if k % 2 == 0 { c.is_alphabetic() } else { c == '.' })
+        && chars.iter().enumerate().all(|(k, &c)| {
+            if k % 2 == 0 {
+                c.is_alphabetic()
+            } else {
+                c == '.'
+            }
+        })
         && chars.len() % 2 == 1
     {
         return true;
@@ -300,7 +307,10 @@ mod tests {
     #[test]
     fn behaviour_observed_with_the_real_jar() {
         let cases = [
-            ("Can't stop, won't stop; don't.", "ca n't stop wo n't stop do n't"),
+            (
+                "Can't stop, won't stop; don't.",
+                "ca n't stop wo n't stop do n't",
+            ),
             (
                 "It's the volcano's flank (east) [a] {b}.",
                 "it 's the volcano 's flank -lrb- east -rrb- -lsb- a -rsb- -lcb- b -rcb-",
@@ -310,24 +320,48 @@ mod tests {
                 "wave-like low-coherence 2019-2020 5-10 1,000 3.5 .5 mm/yr",
                 "wave-like low-coherence 2019-2020 5-10 1,000 3.5 .5 mm/yr",
             ),
-            ("e.g. u.s. etc. mr. approx. Mr. Dr. St. vs. i.e.", "e.g. u.s. etc. mr. approx mr. dr. st. vs. i.e."),
+            (
+                "e.g. u.s. etc. mr. approx. Mr. Dr. St. vs. i.e.",
+                "e.g. u.s. etc. mr. approx mr. dr. st. vs. i.e.",
+            ),
             ("ends with etc.", "ends with etc."),
-            ("12% $5 x=y a+b >gt @home #tag & <tag> a<b", "12 % $ 5 x = y a + b > gt @home #tag & <tag> a < b"),
+            (
+                "12% $5 x=y a+b >gt @home #tag & <tag> a<b",
+                "12 % $ 5 x = y a + b > gt @home #tag & <tag> a < b",
+            ),
             ("wow!!! what?? hmm?! ok...", "wow !!! what ?? hmm ?! ok"),
-            ("it\u{2019}s \u{201c}quoted\u{201d} a\u{2014}b a\u{2013}b", "it 's quoted a b a b"),
+            (
+                "it\u{2019}s \u{201c}quoted\u{201d} a\u{2014}b a\u{2013}b",
+                "it 's quoted a b a b",
+            ),
             ("5 1/2 inches", "5\u{a0}1/2 inches"),
-            ("colour cannot gonna gotta wanna", "colour can not gon na got ta wan na"),
+            (
+                "colour cannot gonna gotta wanna",
+                "colour can not gon na got ta wan na",
+            ),
             ("volcanoes' flank", "volcanoes flank"),
-            ("a,b a;b a:b 10:30 a/b a-b a--b -5 -word word- a.b ab.cd", "a b a b a b 10:30 a/b a-b a b -5 word word a.b ab.cd"),
+            (
+                "a,b a;b a:b 10:30 a/b a-b a--b -5 -word word- a.b ab.cd",
+                "a b a b a b 10:30 a/b a-b a b -5 word word a.b ab.cd",
+            ),
             ("...", ""),
             ("", ""),
             ("  tab\there  ", "tab here"),
-            ("The InSAR shows 2 fringes.Next sentence", "the insar shows 2 fringes.next sentence"),
+            (
+                "The InSAR shows 2 fringes.Next sentence",
+                "the insar shows 2 fringes.next sentence",
+            ),
             ("It is 3.5km wide...and more", "it is 3.5 km wide and more"),
-            ("C'mon I'd we'll they're I'm you've", "c'mon i 'd we 'll they 're i 'm you 've"),
+            (
+                "C'mon I'd we'll they're I'm you've",
+                "c'mon i 'd we 'll they 're i 'm you 've",
+            ),
             ("a*b a_b a~b a^b a|b", "a * b a_b a ~ b a ^ b a | b"),
             ("a's b'S CAN'T", "a 's b 's ca n't"),
-            ("3km 2nd 10th s1 abc123 1e5 3.5.6 3x 5cm/yr 10-km", "3km 2nd 10th s1 abc123 1e5 3.5.6 3x 5cm/yr 10-km"),
+            (
+                "3km 2nd 10th s1 abc123 1e5 3.5.6 3x 5cm/yr 10-km",
+                "3km 2nd 10th s1 abc123 1e5 3.5.6 3x 5cm/yr 10-km",
+            ),
             ("'s 're 'hi", "'s 're hi"),
             ("?!? !? .?", "?!? !?"),
             ("1. 2) a) (i)", "1 2 -rrb- a -rrb- -lrb- i -rrb-"),
