@@ -72,9 +72,9 @@ impl BleuCounts {
     pub fn scores(&self) -> [f64; 4] {
         let mut out = [0.0; 4];
         let mut b = 1.0f64;
-        for k in 0..4 {
+        for (k, o) in out.iter_mut().enumerate() {
             b *= (self.correct[k] + TINY) / (self.guess[k] + SMALL);
-            out[k] = b.powf(1.0 / (k as f64 + 1.0));
+            *o = b.powf(1.0 / (k as f64 + 1.0));
         }
         let ratio = (self.testlen + TINY) / (self.reflen + SMALL);
         if ratio < 1.0 {
