@@ -371,7 +371,8 @@ pub struct Kid {
     pub seed: u64,
 }
 
-/// Σ k(xᵢ, yⱼ) over all pairs (minus the diagonal if `same`), in row blocks.
+/// Σ k(xᵢ, yⱼ) over all pairs, in row blocks. With `same` (y is x), the diagonal is
+/// excluded and only the upper triangle is computed (k is symmetric).
 fn kernel_sum(x: MatRef<f64>, y: MatRef<f64>, same: bool) -> f64 {
     let d = x.ncols() as f64;
     let block = 512;
@@ -381,16 +382,19 @@ fn kernel_sum(x: MatRef<f64>, y: MatRef<f64>, same: bool) -> f64 {
     while start < x.nrows() {
         let rows = block.min(x.nrows() - start);
         let xb = x.subrows(start, rows);
-        let mut g = Mat::<f64>::zeros(rows, y.nrows());
-        matmul(g.as_mut(), Accum::Replace, xb, y.transpose(), 1.0 / d, par);
+        // With `same`, columns before `start` are covered by earlier blocks' mirror terms.
+        let first = if same { start } else { 0 };
+        let yb = y.subrows(first, y.nrows() - first);
+        let mut g = Mat::<f64>::zeros(rows, yb.nrows());
+        matmul(g.as_mut(), Accum::Replace, xb, yb.transpose(), 1.0 / d, par);
         for i in 0..rows {
-            for j in 0..y.nrows() {
-                if same && start + i == j {
-                    continue;
-                }
+            let mut row = 0.0;
+            let j0 = if same { i + 1 } else { 0 };
+            for j in j0..yb.nrows() {
                 let k = g[(i, j)] + 1.0;
-                total += k * k * k;
+                row += k * k * k;
             }
+            total += if same { 2.0 * row } else { row };
         }
         start += rows;
     }
