@@ -1,6 +1,6 @@
 //! BLEU-1..4 as pycocoevalcap's `bleu_scorer.py` computes it (option `closest`).
 
-use std::collections::HashMap;
+use super::ngrams::{counts, Vocab};
 
 const TINY: f64 = 1e-15;
 const SMALL: f64 = 1e-9;
@@ -22,26 +22,36 @@ impl BleuCounts {
     /// Counts for one tokenized candidate against its tokenized references
     /// (words: Python `str.split()`, any whitespace).
     pub fn new(candidate: &str, references: &[String]) -> Self {
-        let mut max_ref: HashMap<Vec<&str>, usize> = HashMap::new();
+        let mut vocab = Vocab::default();
+        let c = vocab.words(candidate);
+        let r: Vec<Vec<u32>> = references.iter().map(|r| vocab.words(r)).collect();
+        Self::from_ids(&c, &r)
+    }
+
+    /// Counts from interned words.
+    pub fn from_ids(candidate: &[u32], references: &[Vec<u32>]) -> Self {
+        let mut max_ref = counts(&[]);
         let mut reflens = Vec::with_capacity(references.len());
         for r in references {
-            let words: Vec<&str> = r.split_whitespace().collect();
-            reflens.push(words.len());
-            for (gram, count) in ngram_counts(&words) {
-                let e = max_ref.entry(gram).or_insert(0);
-                *e = (*e).max(count);
+            reflens.push(r.len());
+            for (n, order) in counts(r).into_iter().enumerate() {
+                for (gram, count) in order {
+                    let e = max_ref[n].entry(gram).or_insert(0.0);
+                    *e = e.max(count);
+                }
             }
         }
-        let words: Vec<&str> = candidate.split_whitespace().collect();
-        let testlen = words.len();
+        let testlen = candidate.len();
         let mut guess = [0.0; 4];
         let mut correct = [0.0; 4];
         for (k, g) in guess.iter_mut().enumerate() {
             *g = testlen.saturating_sub(k) as f64;
         }
-        for (gram, count) in ngram_counts(&words) {
-            let m = max_ref.get(&gram).copied().unwrap_or(0);
-            correct[gram.len() - 1] += count.min(m) as f64;
+        for (n, order) in counts(candidate).into_iter().enumerate() {
+            for (gram, count) in order {
+                let m = max_ref[n].get(&gram).copied().unwrap_or(0.0);
+                correct[n] += count.min(m);
+            }
         }
         // Closest reference length; on a tie the shorter one (tuple ordering).
         let reflen = reflens
@@ -85,20 +95,6 @@ impl BleuCounts {
         }
         out
     }
-}
-
-/// n-gram counts for n = 1..4 (the key's length is n).
-fn ngram_counts<'a>(words: &[&'a str]) -> HashMap<Vec<&'a str>, usize> {
-    let mut counts = HashMap::new();
-    for n in 1..=4 {
-        if words.len() < n {
-            break;
-        }
-        for w in words.windows(n) {
-            *counts.entry(w.to_vec()).or_insert(0) += 1;
-        }
-    }
-    counts
 }
 
 #[cfg(test)]

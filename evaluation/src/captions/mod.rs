@@ -8,6 +8,7 @@
 
 pub mod bleu;
 pub mod cider;
+pub mod ngrams;
 pub mod rouge;
 pub mod tokenizer;
 
