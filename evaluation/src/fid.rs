@@ -23,6 +23,7 @@
 use std::path::Path;
 
 use faer::linalg::matmul::matmul;
+use faer::linalg::matmul::triangular::{self, BlockStructure};
 use faer::{Accum, Mat, MatRef, Par, Side};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -117,20 +118,23 @@ impl Stats {
         check_features(x, "features")?;
         let (xc, mu) = centred(x);
         let d = x.cols;
+        // Only the lower triangle (half the work of a full product), mirrored.
         let mut cov = Mat::<f64>::zeros(d, d);
-        matmul(
+        triangular::matmul(
             cov.as_mut(),
+            BlockStructure::TriangularLower,
             Accum::Replace,
             xc.transpose(),
+            BlockStructure::Rectangular,
             xc.as_ref(),
+            BlockStructure::Rectangular,
             1.0 / (x.rows as f64 - 1.0),
             parallelism(),
         );
         let mut sigma = vec![0.0; d * d];
         for i in 0..d {
             for j in 0..d {
-                // Exactly symmetric.
-                sigma[i * d + j] = if j >= i { cov[(i, j)] } else { cov[(j, i)] };
+                sigma[i * d + j] = if i >= j { cov[(i, j)] } else { cov[(j, i)] };
             }
         }
         Ok(Stats {
