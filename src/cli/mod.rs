@@ -7,6 +7,7 @@
 
 pub mod data;
 pub mod physics;
+pub mod eval;
 pub mod progress;
 
 use std::process::ExitCode;
@@ -62,6 +63,9 @@ pub enum Command {
     /// Deformation sources and line of sight of the synthetic generator.
     #[command(subcommand)]
     Physics(physics::PhysicsCommand),
+    /// Evaluation metrics: captions (BLEU/ROUGE-L/CIDEr-D), FID/KID, retrieval, classification, segmentation.
+    #[command(subcommand)]
+    Eval(eval::EvalCommand),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -69,6 +73,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Data(cmd) => data::run(cmd, &global),
         Command::Physics(cmd) => physics::run(cmd, &global),
+        Command::Eval(cmd) => eval::run(cmd, &global),
     }
 }
 

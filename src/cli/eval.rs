@@ -1,0 +1,624 @@
+//! `insar-mm eval ...`: metrics on files (captions, features, similarities, scores, masks).
+//!
+//! Every command prints a readable table, or JSON with `--json`. The metrics live in the
+//! `insar-mm-eval` crate; this module only reads files and formats results. Model-driven
+//! evaluations (`eval classify|segment|caption --model ...`) are further variants of
+//! [`EvalCommand`].
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Subcommand, ValueEnum};
+use insar_mm_eval::captions::CaptionSet;
+use insar_mm_eval::classification;
+use insar_mm_eval::fid::{self, FidMode, Stats};
+use insar_mm_eval::npy::{self, Matrix};
+use insar_mm_eval::retrieval;
+use insar_mm_eval::segmentation::Confusion;
+use serde_json::{json, Value};
+
+use super::GlobalArgs;
+
+#[derive(Debug, Subcommand)]
+pub enum EvalCommand {
+    /// BLEU-1..4, ROUGE-L and CIDEr-D exactly as pycocoevalcap 1.2 (PTB tokenization
+    /// re-implemented; METEOR and SPICE are not computed).
+    Captions {
+        /// References in COCO annotation format: {"images": [{"id"}], "annotations":
+        /// [{"image_id", "caption"}]}.
+        #[arg(long)]
+        refs: PathBuf,
+        /// Results in COCO result format: [{"image_id", "caption"}], one per image.
+        #[arg(long)]
+        results: PathBuf,
+        /// Also report the scores of every image (keyed by image id).
+        #[arg(long)]
+        per_image: bool,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// FID and KID between two feature matrices (NumPy .npy, f32 or f64, rows = samples).
+    Fid {
+        /// Real features (.npy), or saved statistics (.npz with `mu`, `sigma`; FID only).
+        #[arg(long)]
+        real: PathBuf,
+        /// Generated features (.npy), or saved statistics (.npz; FID only).
+        #[arg(long)]
+        fake: PathBuf,
+        /// `exact`: exact trace of the matrix square root; `pytorch-fid`: also its
+        /// ε = 1e-6 retry on singular products.
+        #[arg(long, value_enum, default_value_t = FidModeArg::Exact)]
+        mode: FidModeArg,
+        /// Number of random KID subsets (drawn from --seed).
+        #[arg(long, default_value_t = 100)]
+        kid_subsets: usize,
+        /// Samples per KID subset (torch-fidelity's default 1000); lowered to the smaller
+        /// set size with a note when a set is smaller.
+        #[arg(long, default_value_t = 1000)]
+        kid_subset_size: usize,
+        /// Skip KID (FID only).
+        #[arg(long)]
+        no_kid: bool,
+        /// Save the real set's statistics (mu, sigma) as .npz for reuse.
+        #[arg(long)]
+        save_real_stats: Option<PathBuf>,
+        /// Save the generated set's statistics as .npz.
+        #[arg(long)]
+        save_fake_stats: Option<PathBuf>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// R@1/5/10, median and mean rank, mAP from a query × gallery similarity matrix.
+    Retrieval {
+        /// Similarities (.npy, queries × gallery; larger = more similar).
+        #[arg(long)]
+        similarity: PathBuf,
+        /// JSON list, per query row, of the relevant gallery column indices.
+        #[arg(long)]
+        relevant: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Per-class precision/recall/F1/support, averages, AP, AUROC and confusion matrix.
+    Classification {
+        /// Scores (.npy, samples × classes; probabilities for multi-label).
+        #[arg(long)]
+        scores: PathBuf,
+        /// Labels (.npy): samples × classes of 0/1 (multi-label) or one class index per
+        /// sample (single-label, prediction = arg-max).
+        #[arg(long)]
+        labels: PathBuf,
+        /// Multi-label decision threshold on the scores.
+        #[arg(long, default_value_t = 0.5)]
+        threshold: f64,
+        /// Class names, comma-separated (one per score column).
+        #[arg(long, value_delimiter = ',')]
+        names: Option<Vec<String>>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// IoU, Dice, accuracies from one confusion matrix over all label maps (PNG).
+    Segmentation {
+        /// Folder of predicted label maps (gray PNG, value = class id).
+        #[arg(long)]
+        pred: PathBuf,
+        /// Folder of ground-truth label maps with the same file names.
+        #[arg(long)]
+        gt: PathBuf,
+        /// Number of classes K (labels 0..K-1).
+        #[arg(long)]
+        num_classes: usize,
+        /// Ground-truth value excluded from the metrics.
+        #[arg(long, default_value_t = 255)]
+        ignore_index: u32,
+        /// Class names, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        names: Option<Vec<String>>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum FidModeArg {
+    Exact,
+    PytorchFid,
+}
+
+pub fn run(cmd: EvalCommand, global: &GlobalArgs) -> Result<()> {
+    match cmd {
+        EvalCommand::Captions {
+            refs,
+            results,
+            per_image,
+            json,
+        } => captions(&refs, &results, per_image, json),
+        EvalCommand::Fid {
+            real,
+            fake,
+            mode,
+            kid_subsets,
+            kid_subset_size,
+            no_kid,
+            save_real_stats,
+            save_fake_stats,
+            json,
+        } => fid_cmd(FidArgs {
+            real,
+            fake,
+            mode: match mode {
+                FidModeArg::Exact => FidMode::Exact,
+                FidModeArg::PytorchFid => FidMode::PytorchFid,
+            },
+            kid_subsets,
+            kid_subset_size,
+            no_kid,
+            save_real_stats,
+            save_fake_stats,
+            json,
+            seed: global.seed,
+        }),
+        EvalCommand::Retrieval {
+            similarity,
+            relevant,
+            json,
+        } => retrieval_cmd(&similarity, &relevant, json),
+        EvalCommand::Classification {
+            scores,
+            labels,
+            threshold,
+            names,
+            json,
+        } => classification_cmd(&scores, &labels, threshold, names, json),
+        EvalCommand::Segmentation {
+            pred,
+            gt,
+            num_classes,
+            ignore_index,
+            names,
+            json,
+        } => segmentation_cmd(&pred, &gt, num_classes, ignore_index, names, json),
+    }
+}
+
+fn print_json(v: &Value) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn captions(refs: &Path, results: &Path, per_image: bool, as_json: bool) -> Result<()> {
+    let set = CaptionSet::load(refs, results)?;
+    let scores = set.evaluate(per_image)?;
+    if as_json {
+        let mut v = scores.to_json();
+        v["tokenizer"] = json!("PTB (pycocoevalcap 1.2 behaviour, re-implemented)");
+        return print_json(&v);
+    }
+    println!(
+        "{} images evaluated (PTB tokenization as pycocoevalcap 1.2; METEOR and SPICE not computed)",
+        scores.images
+    );
+    if scores.images_without_result > 0 {
+        println!(
+            "note: {} reference images have no result and were not evaluated",
+            scores.images_without_result
+        );
+    }
+    println!("{:<8} {:>10}", "metric", "score");
+    for (name, v) in [
+        ("Bleu_1", scores.bleu1),
+        ("Bleu_2", scores.bleu2),
+        ("Bleu_3", scores.bleu3),
+        ("Bleu_4", scores.bleu4),
+        ("ROUGE_L", scores.rouge_l),
+        ("CIDEr", scores.cider),
+    ] {
+        println!("{name:<8} {v:>10.6}");
+    }
+    if let Some(per) = &scores.per_image {
+        println!();
+        println!(
+            "{:<12} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+            "image_id", "Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "ROUGE_L", "CIDEr"
+        );
+        for (id, s) in per {
+            println!(
+                "{:<12} {:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>8.4}",
+                id.to_string(),
+                s.bleu1,
+                s.bleu2,
+                s.bleu3,
+                s.bleu4,
+                s.rouge_l,
+                s.cider
+            );
+        }
+    }
+    Ok(())
+}
+
+struct FidArgs {
+    real: PathBuf,
+    fake: PathBuf,
+    mode: FidMode,
+    kid_subsets: usize,
+    kid_subset_size: usize,
+    no_kid: bool,
+    save_real_stats: Option<PathBuf>,
+    save_fake_stats: Option<PathBuf>,
+    json: bool,
+    seed: u64,
+}
+
+enum FeatureInput {
+    Features(Matrix),
+    Stats(Stats),
+}
+
+fn is_npz(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("npz"))
+}
+
+fn load_features(path: &Path, flag: &str) -> Result<FeatureInput> {
+    if is_npz(path) {
+        let stats = Stats::load(path).with_context(|| format!("{flag}: cannot load statistics"))?;
+        return Ok(FeatureInput::Stats(stats));
+    }
+    let m = npy::read(path).with_context(|| format!("{flag}: cannot read features"))?;
+    if m.shape.len() != 2 {
+        bail!(
+            "{flag} {}: features must be a 2-D array (samples × dimensions), got shape {:?}",
+            path.display(),
+            m.shape
+        );
+    }
+    m.check_finite("features")
+        .with_context(|| format!("{flag} {}", path.display()))?;
+    Ok(FeatureInput::Features(m))
+}
+
+fn fid_cmd(a: FidArgs) -> Result<()> {
+    let real = load_features(&a.real, "--real")?;
+    let fake = load_features(&a.fake, "--fake")?;
+    let stats_of = |input: &FeatureInput, path: &Path, flag: &str| -> Result<Stats> {
+        match input {
+            FeatureInput::Stats(s) => Ok(s.clone()),
+            FeatureInput::Features(m) => {
+                Stats::from_features(m).with_context(|| format!("{flag} {}", path.display()))
+            }
+        }
+    };
+    let mut notes = Vec::new();
+    let fid_value = match (&real, &fake) {
+        (FeatureInput::Features(r), FeatureInput::Features(f)) => fid::fid(r, f, a.mode)?,
+        _ => {
+            let s1 = stats_of(&real, &a.real, "--real")?;
+            let s2 = stats_of(&fake, &a.fake, "--fake")?;
+            fid::fid_from_stats(&s1, &s2, a.mode).context("--real/--fake statistics")?
+        }
+    };
+    for (save, input, path, flag) in [
+        (&a.save_real_stats, &real, &a.real, "--real"),
+        (&a.save_fake_stats, &fake, &a.fake, "--fake"),
+    ] {
+        if let Some(out) = save {
+            stats_of(input, path, flag)?
+                .save(out)
+                .with_context(|| format!("cannot save statistics to {}", out.display()))?;
+        }
+    }
+    let kid = match (&real, &fake) {
+        (FeatureInput::Features(r), FeatureInput::Features(f)) if !a.no_kid => {
+            let mut size = a.kid_subset_size;
+            let smallest = r.rows.min(f.rows);
+            if smallest < size {
+                notes.push(format!(
+                    "KID subset size lowered from {size} to {smallest} (the smaller set)"
+                ));
+                size = smallest;
+            }
+            Some(fid::kid(r, f, a.kid_subsets, size, a.seed)?)
+        }
+        _ => {
+            if !a.no_kid {
+                notes.push("KID needs features, not statistics: skipped".to_string());
+            }
+            None
+        }
+    };
+    if fid_value.eps_retry {
+        notes.push(format!(
+            "pytorch-fid eps retry applied (each set has a constant feature the other lacks); without it FID = {:.6}",
+            fid_value.without_retry.unwrap_or(f64::NAN)
+        ));
+    }
+    if a.json {
+        let mut v = json!({
+            "fid": fid_value.fid,
+            "mode": fid_value.mode,
+            "method": fid_value.method,
+            "eps_retry": fid_value.eps_retry,
+            "notes": notes,
+        });
+        if let Some(w) = fid_value.without_retry {
+            v["fid_without_retry"] = json!(w);
+        }
+        if let Some(k) = &kid {
+            v["kid_mean"] = json!(k.mean);
+            v["kid_std"] = json!(k.std);
+            v["kid_full"] = json!(k.full);
+            v["kid_subsets"] = json!(k.subsets);
+            v["kid_subset_size"] = json!(k.subset_size);
+            v["seed"] = json!(k.seed);
+        }
+        return print_json(&v);
+    }
+    println!("{:<10} {:>16}", "metric", "value");
+    println!("{:<10} {:>16.6}", "fid", fid_value.fid);
+    if let Some(k) = &kid {
+        println!("{:<10} {:>16.8}", "kid_mean", k.mean);
+        println!("{:<10} {:>16.8}", "kid_std", k.std);
+        println!("{:<10} {:>16.8}", "kid_full", k.full);
+        println!(
+            "(KID: {} subsets of {} from seed {}; raw scale, papers often print ×100 or ×1000)",
+            k.subsets, k.subset_size, k.seed
+        );
+    }
+    println!(
+        "(FID mode {:?}, method {})",
+        fid_value.mode, fid_value.method
+    );
+    for n in notes {
+        println!("note: {n}");
+    }
+    Ok(())
+}
+
+fn read_json(path: &Path, flag: &str) -> Result<Value> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("{flag} {}: cannot read", path.display()))?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        bail!("{flag} {}: empty file", path.display());
+    }
+    serde_json::from_slice(&bytes)
+        .with_context(|| format!("{flag} {}: invalid JSON", path.display()))
+}
+
+fn retrieval_cmd(similarity: &Path, relevant: &Path, as_json: bool) -> Result<()> {
+    let s = npy::read(similarity).context("--similarity")?;
+    let rel = retrieval::parse_relevant(&read_json(relevant, "--relevant")?)
+        .with_context(|| format!("--relevant {}", relevant.display()))?;
+    let r = retrieval::evaluate(&s, &rel).with_context(|| {
+        format!(
+            "--similarity {} / --relevant {}",
+            similarity.display(),
+            relevant.display()
+        )
+    })?;
+    if as_json {
+        return print_json(&serde_json::to_value(&r)?);
+    }
+    println!(
+        "{} queries × {} gallery items (ties ranked pessimistically)",
+        r.queries, r.gallery
+    );
+    println!("{:<6} {:>10}", "metric", "value");
+    for (name, v) in [("R@1", r.r1), ("R@5", r.r5), ("R@10", r.r10)] {
+        println!("{name:<6} {v:>10.4}");
+    }
+    println!("{:<6} {:>10}", "medr", r.medr);
+    println!("{:<6} {:>10.3}", "meanr", r.meanr);
+    println!("{:<6} {:>10.4}", "mAP", r.map);
+    Ok(())
+}
+
+fn opt(v: Option<f64>) -> String {
+    v.map(|x| format!("{x:.4}")).unwrap_or_else(|| "-".into())
+}
+
+fn classification_cmd(
+    scores: &Path,
+    labels: &Path,
+    threshold: f64,
+    names: Option<Vec<String>>,
+    as_json: bool,
+) -> Result<()> {
+    let s = npy::read(scores).context("--scores")?;
+    let y = npy::read(labels).context("--labels")?;
+    let r = classification::evaluate(&s, &y, threshold, names.as_deref()).with_context(|| {
+        format!(
+            "--scores {} / --labels {}",
+            scores.display(),
+            labels.display()
+        )
+    })?;
+    if as_json {
+        return print_json(&serde_json::to_value(&r)?);
+    }
+    match r.threshold {
+        Some(t) => println!("{}: {} samples, threshold {t}", r.task, r.samples),
+        None => println!("{}: {} samples, prediction = arg-max", r.task, r.samples),
+    }
+    let width = r
+        .classes
+        .iter()
+        .map(|c| c.name.len())
+        .max()
+        .unwrap_or(5)
+        .max(12);
+    println!(
+        "{:<width$} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8}",
+        "class", "precision", "recall", "f1", "support", "AP", "AUROC"
+    );
+    for c in &r.classes {
+        println!(
+            "{:<width$} {:>9.4} {:>9.4} {:>9.4} {:>8} {:>8} {:>8}",
+            c.name,
+            c.precision,
+            c.recall,
+            c.f1,
+            c.support,
+            opt(c.ap),
+            opt(c.auroc)
+        );
+    }
+    let mut avgs = vec![
+        ("macro avg", r.macro_avg),
+        ("micro avg", r.micro_avg),
+        ("weighted avg", r.weighted_avg),
+    ];
+    if let Some(s) = r.samples_avg {
+        avgs.push(("samples avg", s));
+    }
+    for (name, a) in avgs {
+        println!(
+            "{name:<width$} {:>9.4} {:>9.4} {:>9.4}",
+            a.precision, a.recall, a.f1
+        );
+    }
+    println!("mAP {}  macro AUROC {}", opt(r.map), opt(r.macro_auroc));
+    let acc_name = if r.threshold.is_some() {
+        "subset accuracy"
+    } else {
+        "accuracy"
+    };
+    println!("{acc_name} {:.4}", r.accuracy);
+    if r.threshold.is_none() {
+        println!("confusion matrix (rows = true class, columns = predicted):");
+        for row in &r.confusion[0] {
+            println!(
+                "  {}",
+                row.iter().map(|v| format!("{v:>6}")).collect::<String>()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Reads a label map: a single-channel 8- or 16-bit PNG whose values are class ids.
+fn read_label_map(path: &Path) -> Result<(usize, usize, Vec<u32>)> {
+    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    if bytes.is_empty() {
+        bail!("{}: empty file", path.display());
+    }
+    let img = image::load_from_memory_with_format(&bytes, image::ImageFormat::Png)
+        .with_context(|| format!("{}: not a readable PNG", path.display()))?;
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let values = match img {
+        image::DynamicImage::ImageLuma8(b) => b.into_raw().into_iter().map(u32::from).collect(),
+        image::DynamicImage::ImageLuma16(b) => b.into_raw().into_iter().map(u32::from).collect(),
+        other => bail!(
+            "{}: a label map must be a single-channel gray PNG (8 or 16 bit), got {:?}",
+            path.display(),
+            other.color()
+        ),
+    };
+    Ok((w, h, values))
+}
+
+fn png_names(dir: &Path, flag: &str) -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in
+        std::fs::read_dir(dir).with_context(|| format!("{flag} {}: cannot list", dir.display()))?
+    {
+        let entry = entry.with_context(|| format!("{flag} {}: cannot list", dir.display()))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.to_ascii_lowercase().ends_with(".png") {
+            names.push(name);
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+fn segmentation_cmd(
+    pred: &Path,
+    gt: &Path,
+    k: usize,
+    ignore: u32,
+    names: Option<Vec<String>>,
+    as_json: bool,
+) -> Result<()> {
+    if let Some(n) = &names {
+        if n.len() != k {
+            bail!("--names: {} names for --num-classes {k}", n.len());
+        }
+    }
+    let gt_names = png_names(gt, "--gt")?;
+    if gt_names.is_empty() {
+        bail!("--gt {}: no PNG label maps", gt.display());
+    }
+    let pred_names = png_names(pred, "--pred")?;
+    let missing: Vec<&String> = gt_names
+        .iter()
+        .filter(|n| !pred_names.contains(n))
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "--pred {}: {} ground-truth maps have no prediction with the same name (first: {})",
+            pred.display(),
+            missing.len(),
+            missing[0]
+        );
+    }
+    let extra = pred_names.iter().filter(|n| !gt_names.contains(n)).count();
+    let mut cm = Confusion::new(k, Some(ignore))?;
+    for name in &gt_names {
+        let (pp, gp) = (pred.join(name), gt.join(name));
+        let (pw, ph, pv) = read_label_map(&pp)?;
+        let (gw, gh, gv) = read_label_map(&gp)?;
+        if (pw, ph) != (gw, gh) {
+            bail!(
+                "{}: {pw}×{ph} but the ground truth {} is {gw}×{gh}",
+                pp.display(),
+                gp.display()
+            );
+        }
+        cm.add(&pv, &gv)
+            .with_context(|| format!("{} / {}", pp.display(), gp.display()))?;
+    }
+    let s = cm.scores().context("segmentation")?;
+    if as_json {
+        let mut v = serde_json::to_value(&s)?;
+        v["images"] = json!(gt_names.len());
+        v["ignore_index"] = json!(ignore);
+        if let Some(n) = &names {
+            v["names"] = json!(n);
+        }
+        return print_json(&v);
+    }
+    println!(
+        "{} label maps, {} valid pixels (ignore index {ignore}), one confusion matrix over the dataset",
+        gt_names.len(),
+        s.pixels
+    );
+    if extra > 0 {
+        println!("note: {extra} predictions have no ground truth and were not used");
+    }
+    println!("{:<14} {:>8} {:>8} {:>8}", "class", "IoU", "Dice", "Acc");
+    for c in 0..k {
+        let name = names
+            .as_ref()
+            .map(|n| n[c].clone())
+            .unwrap_or_else(|| c.to_string());
+        println!(
+            "{:<14} {:>8} {:>8} {:>8}",
+            name,
+            opt(s.iou[c]),
+            opt(s.dice[c]),
+            opt(s.acc[c])
+        );
+    }
+    println!(
+        "mIoU {:.4}  mDice {:.4}  mAcc {:.4}  aAcc {:.4}",
+        s.miou, s.mdice, s.macc, s.aacc
+    );
+    println!("(means skip classes absent from both prediction and truth, shown as -)");
+    Ok(())
+}
