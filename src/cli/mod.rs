@@ -5,8 +5,11 @@
 //! errors with context naming the file or argument; `main` prints them on one line
 //! (exit code 1). Usage errors exit with code 2.
 
+pub mod bench;
 pub mod data;
+pub mod embed;
 pub mod progress;
+pub mod train;
 
 use std::process::ExitCode;
 
@@ -58,12 +61,23 @@ pub enum Command {
     /// Hephaestus data: annotations, frames, patches, splits, statistics.
     #[command(subcommand)]
     Data(data::DataCommand),
+    /// Train models: contrastive pretraining of the shared encoder.
+    #[command(subcommand)]
+    Train(train::TrainCommand),
+    /// Pooled encoder features of every sample of a dataset, as a .npy matrix.
+    Embed(embed::EmbedArgs),
+    /// Throughput benchmarks (not tests).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     let global = cli.global;
     match cli.command {
         Command::Data(cmd) => data::run(cmd, &global),
+        Command::Train(cmd) => train::run(cmd, &global),
+        Command::Embed(args) => embed::run(args, &global),
+        Command::Bench(cmd) => bench::run(cmd, &global),
     }
 }
 
