@@ -59,7 +59,9 @@ fn read_npy(path: &Path) -> (String, Vec<f32>) {
     let bytes = std::fs::read(path).unwrap();
     assert_eq!(&bytes[..6], b"\x93NUMPY");
     let hlen = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
-    let header = std::str::from_utf8(&bytes[10..10 + hlen]).unwrap().to_string();
+    let header = std::str::from_utf8(&bytes[10..10 + hlen])
+        .unwrap()
+        .to_string();
     let values = bytes[10 + hlen..]
         .chunks(4)
         .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
@@ -79,7 +81,9 @@ fn patch_folder(root: &Path, n: usize) {
                 (((r * (0.3 + 0.1 * i as f32)).sin() * 0.5 + 0.5) * 240.0) as u8
             })
             .collect();
-        let coh: Vec<u8> = (0..w * h).map(|k| (100 + (k * 7 + i * 13) % 150) as u8).collect();
+        let coh: Vec<u8> = (0..w * h)
+            .map(|k| (100 + (k * 7 + i * 13) % 150) as u8)
+            .collect();
         write_png(
             &root.join(format!("labeled/0/{name}.png")),
             w,
@@ -141,7 +145,10 @@ fn pretrain_resume_and_embed() {
     let state = json(&run.join("state.json"));
     assert_eq!(state["step"], 6);
     assert_eq!(state["finished"], true);
-    assert_eq!(safetensors_metadata(&run.join("model.safetensors"))["step"], "6");
+    assert_eq!(
+        safetensors_metadata(&run.join("model.safetensors"))["step"],
+        "6"
+    );
     let cfg = json(&run.join("config.json"));
     assert_eq!(cfg["data"]["image_size"], 24);
     assert_eq!(cfg["preset"], "tiny");
@@ -150,39 +157,90 @@ fn pretrain_resume_and_embed() {
     // A second start into the same run is refused; --resume extends it.
     let err = fails(&args, 1);
     assert!(err.contains("--resume"), "{err}");
-    ok(&["-q", "train", "pretrain", "--resume", s(&run), "--steps", "8"]);
+    ok(&[
+        "-q",
+        "train",
+        "pretrain",
+        "--resume",
+        s(&run),
+        "--steps",
+        "8",
+    ]);
     let state = json(&run.join("state.json"));
-    assert_eq!((state["step"].as_u64(), state["finished"].as_bool()), (Some(8), Some(true)));
+    assert_eq!(
+        (state["step"].as_u64(), state["finished"].as_bool()),
+        (Some(8), Some(true))
+    );
     let lines = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
     let steps: Vec<u64> = lines
         .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["step"].as_u64().unwrap())
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["step"]
+                .as_u64()
+                .unwrap()
+        })
         .collect();
-    assert_eq!(steps, [6, 8], "log lines at the last step of each invocation");
+    assert_eq!(
+        steps,
+        [6, 8],
+        "log lines at the last step of each invocation"
+    );
 
     // Embed a patch folder with the run's encoder (tiny: 128-d pooled features).
     let patches = dir.path().join("patches");
     patch_folder(&patches, 5);
     let feats = dir.path().join("out/feats.npy");
     ok(&[
-        "-q", "embed", "--model", s(&run), "--data", s(&patches), "--out", s(&feats),
-        "--batch-size", "2",
+        "-q",
+        "embed",
+        "--model",
+        s(&run),
+        "--data",
+        s(&patches),
+        "--out",
+        s(&feats),
+        "--batch-size",
+        "2",
     ]);
     let (header, values) = read_npy(&feats);
-    assert!(header.contains("'descr': '<f4'") && header.contains("'shape': (5, 128)"), "{header}");
+    assert!(
+        header.contains("'descr': '<f4'") && header.contains("'shape': (5, 128)"),
+        "{header}"
+    );
     assert_eq!(values.len(), 5 * 128);
     assert!(values.iter().all(|v| v.is_finite()));
-    assert!(values.iter().all(|&v| v >= 0.0), "pooled ReLU features are ≥ 0");
-    assert_ne!(values[..128], values[128..256], "different patches, different features");
+    assert!(
+        values.iter().all(|&v| v >= 0.0),
+        "pooled ReLU features are ≥ 0"
+    );
+    assert_ne!(
+        values[..128],
+        values[128..256],
+        "different patches, different features"
+    );
     let ids = std::fs::read_to_string(dir.path().join("out/feats.ids.txt")).unwrap();
-    assert_eq!(ids.lines().collect::<Vec<_>>(), ["100", "101", "102", "103", "104"]);
+    assert_eq!(
+        ids.lines().collect::<Vec<_>>(),
+        ["100", "101", "102", "103", "104"]
+    );
     // Same model, same data → same features (batching does not matter in eval mode).
     let again = dir.path().join("again.npy");
     ok(&[
-        "-q", "embed", "--model", s(&run), "--data", s(&patches), "--out", s(&again),
+        "-q",
+        "embed",
+        "--model",
+        s(&run),
+        "--data",
+        s(&patches),
+        "--out",
+        s(&again),
     ]);
     let (_, values2) = read_npy(&again);
-    let diff = values.iter().zip(&values2).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let diff = values
+        .iter()
+        .zip(&values2)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
     assert!(diff < 1e-4, "{diff}");
 
     // Pretraining on the patch folder works too (5 patches, 1 held out, batch 4).
@@ -190,8 +248,21 @@ fn pretrain_resume_and_embed() {
     let tiny_cfg = dir.path().join("tiny.toml");
     std::fs::write(&tiny_cfg, "preset = \"tiny\"\n[data]\nval_samples = 1\n").unwrap();
     ok(&[
-        "-q", "train", "pretrain", "--config", s(&tiny_cfg), "--data", s(&patches),
-        "--image-size", "24", "--batch-size", "4", "--epochs", "2", "--out", s(&run2),
+        "-q",
+        "train",
+        "pretrain",
+        "--config",
+        s(&tiny_cfg),
+        "--data",
+        s(&patches),
+        "--image-size",
+        "24",
+        "--batch-size",
+        "4",
+        "--epochs",
+        "2",
+        "--out",
+        s(&run2),
     ]);
     assert_eq!(json(&run2.join("state.json"))["step"], 2);
 }
@@ -228,7 +299,10 @@ fn ctrl_c_saves_a_checkpoint_and_the_run_resumes() {
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains("interrupted at step") && stderr.contains("--resume"), "{stderr}");
+    assert!(
+        stderr.contains("interrupted at step") && stderr.contains("--resume"),
+        "{stderr}"
+    );
     let state = json(&run.join("state.json"));
     let step = state["step"].as_u64().unwrap();
     assert!(step >= 10 && state["finished"] == false, "{state}");
@@ -242,8 +316,19 @@ fn ctrl_c_saves_a_checkpoint_and_the_run_resumes() {
     );
     // Resume and finish two more steps.
     let total = (step + 2).to_string();
-    ok(&["-q", "train", "pretrain", "--resume", s(&run), "--steps", &total]);
-    assert_eq!(json(&run.join("state.json"))["step"].as_u64(), Some(step + 2));
+    ok(&[
+        "-q",
+        "train",
+        "pretrain",
+        "--resume",
+        s(&run),
+        "--steps",
+        &total,
+    ]);
+    assert_eq!(
+        json(&run.join("state.json"))["step"].as_u64(),
+        Some(step + 2)
+    );
 }
 
 #[test]
@@ -251,43 +336,102 @@ fn usage_and_input_errors() {
     let dir = tempfile::tempdir().unwrap();
     let err = fails(&["train", "pretrain", "--steps", "5", "--epochs", "2"], 2);
     assert!(err.contains("--epochs") || err.contains("--steps"), "{err}");
-    let err = fails(&["train", "pretrain", "--resume", "x", "--batch-size", "3"], 2);
+    let err = fails(
+        &["train", "pretrain", "--resume", "x", "--batch-size", "3"],
+        2,
+    );
     assert!(err.contains("--batch-size"), "{err}");
     let out = dir.path().join("r");
-    let err = fails(&["train", "pretrain", "--preset", "huge", "--steps", "1", "--out", s(&out)], 1);
+    let err = fails(
+        &[
+            "train",
+            "pretrain",
+            "--preset",
+            "huge",
+            "--steps",
+            "1",
+            "--out",
+            s(&out),
+        ],
+        1,
+    );
     assert!(err.contains("tiny, small, base, large"), "{err}");
     let missing = dir.path().join("nothing");
     let err = fails(&["train", "pretrain", "--resume", s(&missing)], 1);
     assert!(err.contains("config.json"), "{err}");
-    let err = fails(&["train", "pretrain", "--preset", "tiny", "--out", s(&out)], 1);
+    let err = fails(
+        &["train", "pretrain", "--preset", "tiny", "--out", s(&out)],
+        1,
+    );
     assert!(err.contains("--steps N or --epochs N"), "{err}");
     let err = fails(
-        &["train", "pretrain", "--data", s(&missing), "--steps", "1", "--out", s(&out)],
+        &[
+            "train",
+            "pretrain",
+            "--data",
+            s(&missing),
+            "--steps",
+            "1",
+            "--out",
+            s(&out),
+        ],
         1,
     );
     assert!(err.contains("nothing"), "{err}");
     let bad_cfg = dir.path().join("bad.toml");
     std::fs::write(&bad_cfg, "[optim]\nkind = \"adamw\"\nlr = -1.0\n").unwrap();
     let err = fails(
-        &["train", "pretrain", "--config", s(&bad_cfg), "--steps", "1", "--out", s(&out)],
+        &[
+            "train",
+            "pretrain",
+            "--config",
+            s(&bad_cfg),
+            "--steps",
+            "1",
+            "--out",
+            s(&out),
+        ],
         1,
     );
     assert!(err.contains("optim.lr"), "{err}");
     let feats = dir.path().join("f.npy");
     let err = fails(
-        &["embed", "--model", s(&missing), "--data", s(&missing), "--out", s(&feats)],
+        &[
+            "embed",
+            "--model",
+            s(&missing),
+            "--data",
+            s(&missing),
+            "--out",
+            s(&feats),
+        ],
         1,
     );
     assert!(err.contains("config.json"), "{err}");
-    let err = fails(&["bench", "train", "--arch", "resnet101", "--steps", "1"], 1);
+    let err = fails(
+        &["bench", "train", "--arch", "resnet101", "--steps", "1"],
+        1,
+    );
     assert!(err.contains("--arch"), "{err}");
 }
 
 #[test]
 fn bench_train_reports_throughput() {
     let out = ok(&[
-        "-q", "bench", "train", "--arch", "tiny", "--image-size", "32", "--batch-size", "4",
-        "--steps", "2", "--warmup", "1", "--json",
+        "-q",
+        "bench",
+        "train",
+        "--arch",
+        "tiny",
+        "--image-size",
+        "32",
+        "--batch-size",
+        "4",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--json",
     ]);
     let report: Value = serde_json::from_str(out.trim()).unwrap();
     let ips = report["images_per_s"].as_f64().unwrap();

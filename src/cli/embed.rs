@@ -75,7 +75,11 @@ pub fn run(args: EmbedArgs, global: &GlobalArgs) -> Result<()> {
     let run = RunDir::new(&args.model);
     let cfg: PretrainConfig = run.read_config()?;
     let (varmap, model) = build_model(&cfg, &device)?;
-    let weights = run.path(if args.best { BEST_MODEL_FILE } else { MODEL_FILE });
+    let weights = run.path(if args.best {
+        BEST_MODEL_FILE
+    } else {
+        MODEL_FILE
+    });
     load_model(&weights, &varmap).with_context(|| format!("--model {}", args.model.display()))?;
     let size = args.image_size.unwrap_or(cfg.data.image_size);
     let source = open_data(&args.data, cfg.data.input_format)?;
@@ -107,10 +111,7 @@ pub fn run(args: EmbedArgs, global: &GlobalArgs) -> Result<()> {
         let refs: Vec<&crate::data::array::Image> = images.iter().collect();
         let x = crate::data::array::batch_tensor(&refs, &device)?;
         let pooled = model.encoder().forward_t(&x, false)?.pooled;
-        let rows: Vec<f32> = pooled
-            .to_dtype(DType::F32)?
-            .flatten_all()?
-            .to_vec1()?;
+        let rows: Vec<f32> = pooled.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
         feats.extend_from_slice(&rows);
         pb.inc(chunk.len() as u64);
     }
@@ -136,7 +137,10 @@ mod tests {
         let hlen = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
         assert_eq!((10 + hlen) % 64, 0);
         let header = std::str::from_utf8(&bytes[10..10 + hlen]).unwrap();
-        assert!(header.contains("'shape': (2, 3)") && header.ends_with('\n'), "{header}");
+        assert!(
+            header.contains("'shape': (2, 3)") && header.ends_with('\n'),
+            "{header}"
+        );
         let data = &bytes[10 + hlen..];
         assert_eq!(data.len(), 24);
         assert_eq!(f32::from_le_bytes(data[20..24].try_into().unwrap()), 6.5);

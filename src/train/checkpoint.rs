@@ -160,7 +160,8 @@ impl RunDir {
                 self.root.display()
             )
         })?;
-        crate::data::json::parse_json(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+        crate::data::json::parse_json(&bytes)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
     }
 
     pub fn read_state(&self) -> Result<TrainState> {
@@ -172,7 +173,8 @@ impl RunDir {
                 self.root.display()
             )
         })?;
-        crate::data::json::parse_json(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+        crate::data::json::parse_json(&bytes)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
     }
 }
 
@@ -343,7 +345,10 @@ mod tests {
         vb2.get_with_hints(1, "b.scale", candle_nn::Init::Const(0.0))
             .unwrap();
         let err = format!("{:#}", load_model(&path, &other).unwrap_err());
-        assert!(err.contains("b.scale") && err.contains("m.safetensors"), "{err}");
+        assert!(
+            err.contains("b.scale") && err.contains("m.safetensors"),
+            "{err}"
+        );
         // A model with a different shape.
         let third = VarMap::new();
         let vb3 = candle_nn::VarBuilder::from_varmap(&third, candle_core::DType::F32, &dev);

@@ -409,9 +409,14 @@ mod tests {
             if name.starts_with("pretrain-") && name.ends_with(".toml") {
                 let cfg: PretrainConfig = resolve_layers(None, Some(&path)).unwrap();
                 cfg.validate().unwrap_or_else(|e| panic!("{name}: {e:#}"));
-                let preset = name.trim_start_matches("pretrain-").trim_end_matches(".toml");
+                let preset = name
+                    .trim_start_matches("pretrain-")
+                    .trim_end_matches(".toml");
                 assert_eq!(cfg.preset.as_deref(), Some(preset), "{name}");
-                assert!(cfg.train.steps.is_some() || cfg.train.epochs.is_some(), "{name}");
+                assert!(
+                    cfg.train.steps.is_some() || cfg.train.epochs.is_some(),
+                    "{name}"
+                );
                 n += 1;
             }
         }
@@ -438,12 +443,21 @@ mod tests {
         assert_eq!(cfg.data.image_size, 64);
 
         std::fs::write(&file, "[model]\nwidht = 3\n").unwrap();
-        let err = format!("{:#}", resolve_layers::<PretrainConfig>(None, Some(&file)).unwrap_err());
+        let err = format!(
+            "{:#}",
+            resolve_layers::<PretrainConfig>(None, Some(&file)).unwrap_err()
+        );
         assert!(err.contains("c.toml") && err.contains("widht"), "{err}");
         std::fs::write(&file, "[data]\nbatch_size = \"many\"\n").unwrap();
-        let err = format!("{:#}", resolve_layers::<PretrainConfig>(None, Some(&file)).unwrap_err());
+        let err = format!(
+            "{:#}",
+            resolve_layers::<PretrainConfig>(None, Some(&file)).unwrap_err()
+        );
         assert!(err.contains("data.batch_size"), "{err}");
-        let err = format!("{:#}", resolve_layers::<PretrainConfig>(Some("huge"), None).unwrap_err());
+        let err = format!(
+            "{:#}",
+            resolve_layers::<PretrainConfig>(Some("huge"), None).unwrap_err()
+        );
         assert!(err.contains("tiny, small, base, large"), "{err}");
     }
 
@@ -461,6 +475,10 @@ mod tests {
         t.epochs = None;
         assert_eq!(t.loop_config(100, 8).unwrap().total_steps, 5);
         t.steps = None;
-        assert!(t.loop_config(100, 8).unwrap_err().to_string().contains("--steps"));
+        assert!(t
+            .loop_config(100, 8)
+            .unwrap_err()
+            .to_string()
+            .contains("--steps"));
     }
 }

@@ -302,7 +302,10 @@ impl Trainer {
         state.total_steps = cfg.total_steps;
         state.finished = state.step == cfg.total_steps;
         let rng = state.rng.restore().with_context(|| {
-            format!("{}: bad RNG state", run.path(super::checkpoint::STATE_FILE).display())
+            format!(
+                "{}: bad RNG state",
+                run.path(super::checkpoint::STATE_FILE).display()
+            )
         })?;
         let log = MetricsLog::resume(&run.path(METRICS_FILE), state.step)?;
         let base_lr = optimizer.config().lr();
@@ -490,10 +493,9 @@ impl Trainer {
             }
         }
         pb.finish();
-        if let Err(e) = write_loss_plot(
-            &self.run.path(METRICS_FILE),
-            &self.run.path(LOSS_PLOT_FILE),
-        ) {
+        if let Err(e) =
+            write_loss_plot(&self.run.path(METRICS_FILE), &self.run.path(LOSS_PLOT_FILE))
+        {
             log::warn!("no loss curve: {e:#}");
         }
         Ok(Outcome::Finished {

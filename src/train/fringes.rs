@@ -32,9 +32,7 @@ impl FringeSource {
 
     fn smooth_field(&self, rng: &mut ChaCha8Rng, sigma: f64) -> Vec<f32> {
         let n = self.size * self.size;
-        let noise: Vec<f32> = (0..n)
-            .map(|_| StandardNormal.sample(&mut *rng))
-            .collect();
+        let noise: Vec<f32> = (0..n).map(|_| StandardNormal.sample(&mut *rng)).collect();
         let im = Image::from_vec(1, self.size, self.size, noise).expect("sizes match");
         let mut v = gaussian_blur(&im, sigma).data;
         let (mean, var) = mean_var(&v);
@@ -83,7 +81,8 @@ impl FringeSource {
         let gray: Vec<f32> = phase
             .iter()
             .map(|&p| {
-                let w = p - std::f32::consts::TAU * ((p + std::f32::consts::PI) / std::f32::consts::TAU).floor();
+                let w = p - std::f32::consts::TAU
+                    * ((p + std::f32::consts::PI) / std::f32::consts::TAU).floor();
                 (w + std::f32::consts::PI) / std::f32::consts::TAU
             })
             .collect();
@@ -128,11 +127,17 @@ mod tests {
         let a = src.get(4).unwrap().image;
         assert_eq!(a.data, src.get(4).unwrap().image.data);
         assert_ne!(a.data, src.get(5).unwrap().image.data);
-        assert_ne!(a.data, FringeSource::new(4, 10, 32).get(4).unwrap().image.data);
+        assert_ne!(
+            a.data,
+            FringeSource::new(4, 10, 32).get(4).unwrap().image.data
+        );
         assert_eq!((a.channels, a.height, a.width), (2, 32, 32));
         assert!(a.data.iter().all(|v| (0.0..=1.0).contains(v)));
         // Wrapped phase covers the whole range (fringes), coherence stays in [0.2, 1].
-        let (lo, hi) = a.plane(0).iter().fold((1f32, 0f32), |(l, h), &v| (l.min(v), h.max(v)));
+        let (lo, hi) = a
+            .plane(0)
+            .iter()
+            .fold((1f32, 0f32), |(l, h), &v| (l.min(v), h.max(v)));
         assert!(lo < 0.1 && hi > 0.9, "{lo} {hi}");
         assert!(a.plane(1).iter().all(|&c| (0.2..=1.0).contains(&c)));
         assert!(src.get(10).is_err());

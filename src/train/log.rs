@@ -73,8 +73,8 @@ impl MetricsLog {
 /// Every record of a `metrics.jsonl`; a torn (unparseable) last line is ignored, a bad line
 /// elsewhere is an error naming the file and line.
 pub fn read_metrics(path: &Path) -> Result<Vec<Value>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     let mut out = Vec::with_capacity(lines.len());
     for (i, line) in lines.iter().enumerate() {
@@ -151,7 +151,7 @@ pub fn render_loss_curve(records: &[Value], width: u32, height: u32) -> Result<V
             .draw()
             .map_err(plot_err)?;
         chart
-            .draw_series(LineSeries::new(train, &BLUE))
+            .draw_series(LineSeries::new(train, BLUE.stroke_width(2)))
             .map_err(plot_err)?
             .label("train")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLUE));
@@ -208,11 +208,16 @@ mod tests {
         let path = dir.path().join("metrics.jsonl");
         let mut log = MetricsLog::create(&path).unwrap();
         for step in 1..=5 {
-            log.append(&rec(json!({"split": "train", "step": step, "loss": 1.0 / step as f64})))
-                .unwrap();
+            log.append(&rec(
+                json!({"split": "train", "step": step, "loss": 1.0 / step as f64}),
+            ))
+            .unwrap();
         }
         // A torn last line (the process died mid-write).
-        let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
         f.write_all(b"{\"split\": \"tr").unwrap();
         assert_eq!(read_metrics(&path).unwrap().len(), 5);
         MetricsLog::resume(&path, 3).unwrap();

@@ -17,7 +17,9 @@ pub mod pretrain;
 pub mod schedule;
 
 pub use checkpoint::{Checkpoint, RunDir, TrainState};
-pub use driver::{Batch, BestMetric, LoopConfig, MetricMode, Outcome, StepOutput, TrainTask, Trainer};
+pub use driver::{
+    Batch, BestMetric, LoopConfig, MetricMode, Outcome, StepOutput, TrainTask, Trainer,
+};
 pub use optim::{trainable_params, Grads, OptimConfig, Optimizer, Param};
 pub use schedule::ScheduleConfig;
 

@@ -385,11 +385,7 @@ impl Optimizer {
                     ..
                 } => {
                     let wd = if p.decay { weight_decay } else { 0.0 };
-                    let d = if wd > 0.0 {
-                        (&g + (theta * wd)?)?
-                    } else {
-                        g
-                    };
+                    let d = if wd > 0.0 { (&g + (theta * wd)?)? } else { g };
                     let d = if momentum > 0.0 {
                         let buf = ((&state[0] * momentum)? + &d)?;
                         let d = if nesterov {
@@ -531,8 +527,7 @@ mod tests {
     use candle_core::Device;
 
     fn var(values: &[f32], shape: &[usize]) -> Var {
-        Var::from_tensor(&Tensor::from_vec(values.to_vec(), shape, &Device::Cpu).unwrap())
-            .unwrap()
+        Var::from_tensor(&Tensor::from_vec(values.to_vec(), shape, &Device::Cpu).unwrap()).unwrap()
     }
 
     fn values(v: &Var) -> Vec<f32> {
@@ -544,7 +539,10 @@ mod tests {
             gs.iter()
                 .zip(params)
                 .map(|(g, p)| {
-                    Some(Tensor::from_vec(g.to_vec(), p.var.as_tensor().dims(), &Device::Cpu).unwrap())
+                    Some(
+                        Tensor::from_vec(g.to_vec(), p.var.as_tensor().dims(), &Device::Cpu)
+                            .unwrap(),
+                    )
                 })
                 .collect(),
         )
@@ -657,7 +655,10 @@ mod tests {
             }
             let got = values(&w);
             for (a, e) in got.iter().zip(theta) {
-                assert!((*a as f64 - e).abs() < 1e-6, "{nesterov}: {got:?} vs {theta:?}");
+                assert!(
+                    (*a as f64 - e).abs() < 1e-6,
+                    "{nesterov}: {got:?} vs {theta:?}"
+                );
             }
         }
     }
@@ -752,7 +753,8 @@ mod tests {
         .unwrap();
         let err = format!(
             "{:#}",
-            lone.load(&dir.path().join("adamw.safetensors")).unwrap_err()
+            lone.load(&dir.path().join("adamw.safetensors"))
+                .unwrap_err()
         );
         assert!(err.contains("no tensor z.exp_avg"), "{err}");
     }
@@ -775,7 +777,10 @@ mod tests {
         // Below the threshold nothing changes.
         let mut h = Grads(vec![t(&[0.3, 0.4])]);
         assert!((h.clip_global_norm(1.0).unwrap() - 0.5).abs() < 1e-6);
-        assert_eq!(h.0[0].as_ref().unwrap().to_vec1::<f32>().unwrap(), [0.3, 0.4]);
+        assert_eq!(
+            h.0[0].as_ref().unwrap().to_vec1::<f32>().unwrap(),
+            [0.3, 0.4]
+        );
         // A NaN gradient gives a NaN norm (the loop stops on it) and is not "clipped".
         let mut n = Grads(vec![t(&[f32::NAN, 1.0])]);
         assert!(n.clip_global_norm(1.0).unwrap().is_nan());
@@ -792,7 +797,11 @@ mod tests {
             eps: 1e-8,
             weight_decay: 0.0,
         };
-        assert!(bad.validate().unwrap_err().to_string().contains("optim.beta1"));
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("optim.beta1"));
         let cfg: OptimConfig = toml::from_str("kind = \"sgd\"\nlr = 0.3").unwrap();
         assert_eq!(cfg.lr(), 0.3);
         assert!(toml::from_str::<OptimConfig>("kind = \"sgd\"\nbeta1 = 0.3").is_err());

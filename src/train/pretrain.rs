@@ -165,7 +165,10 @@ impl<'a> PretrainTask<'a> {
         let views = self.augmenter.two_views_batch(&refs, seed)?;
         let a: Vec<&Image> = views.iter().map(|v| &v.0).collect();
         let b: Vec<&Image> = views.iter().map(|v| &v.1).collect();
-        Ok((batch_tensor(&a, &self.device)?, batch_tensor(&b, &self.device)?))
+        Ok((
+            batch_tensor(&a, &self.device)?,
+            batch_tensor(&b, &self.device)?,
+        ))
     }
 }
 

@@ -162,7 +162,11 @@ mod tests {
             step_size: 0,
             gamma: 0.1,
         };
-        assert!(bad.validate().unwrap_err().to_string().contains("step_size"));
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("step_size"));
         let bad = ScheduleConfig::Cosine {
             warmup_steps: 0,
             min_lr_ratio: 2.0,
