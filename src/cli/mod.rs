@@ -5,10 +5,13 @@
 //! errors with context naming the file or argument; `main` prints them on one line
 //! (exit code 1). Usage errors exit with code 2.
 
+pub mod bench;
 pub mod data;
 pub mod physics;
 pub mod eval;
+pub mod embed;
 pub mod progress;
+pub mod train;
 
 use std::process::ExitCode;
 
@@ -66,6 +69,14 @@ pub enum Command {
     /// Evaluation metrics: captions (BLEU/ROUGE-L/CIDEr-D), FID/KID, retrieval, classification, segmentation.
     #[command(subcommand)]
     Eval(eval::EvalCommand),
+    /// Train models: contrastive pretraining of the shared encoder.
+    #[command(subcommand)]
+    Train(train::TrainCommand),
+    /// Pooled encoder features of every sample of a dataset, as a .npy matrix.
+    Embed(embed::EmbedArgs),
+    /// Throughput benchmarks (not tests).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -74,6 +85,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Data(cmd) => data::run(cmd, &global),
         Command::Physics(cmd) => physics::run(cmd, &global),
         Command::Eval(cmd) => eval::run(cmd, &global),
+        Command::Train(cmd) => train::run(cmd, &global),
+        Command::Embed(args) => embed::run(args, &global),
+        Command::Bench(cmd) => bench::run(cmd, &global),
     }
 }
 

@@ -1,0 +1,188 @@
+//! `insar-mm train ...`: training commands. Every command shares [`CommonTrainArgs`] and runs
+//! on the loop in `crate::train`.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+
+use super::GlobalArgs;
+use crate::train::checkpoint::RunDir;
+use crate::train::config::{resolve_layers, PretrainConfig, TrainSection};
+use crate::train::pretrain::{self, open_data, synthetic_source, RunOptions};
+use crate::train::Outcome;
+
+#[derive(Debug, Subcommand)]
+pub enum TrainCommand {
+    /// Contrastive (SimCLR) pretraining of the shared encoder on unlabeled interferograms.
+    Pretrain(PretrainArgs),
+}
+
+/// Options shared by every `train` command.
+#[derive(Debug, Clone, Args)]
+pub struct CommonTrainArgs {
+    /// Dataset directory (annotations + frames, or with patches/) or a patch folder.
+    /// Default: the built-in synthetic stream.
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// TOML config (e.g. configs/pretrain-tiny.toml); the options below override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Model preset (tiny, small, base, large) or a preset .toml file [default: the
+    /// config's `preset`, else tiny].
+    #[arg(long, value_name = "NAME")]
+    pub preset: Option<String>,
+    /// Length of the run in epochs over the training samples.
+    #[arg(long, value_name = "N", conflicts_with = "steps")]
+    pub epochs: Option<u64>,
+    /// Length of the run in optimizer steps.
+    #[arg(long, value_name = "N")]
+    pub steps: Option<u64>,
+    /// Images per micro-batch.
+    #[arg(long, value_name = "B")]
+    pub batch_size: Option<usize>,
+    /// Side of the square model input in pixels.
+    #[arg(long, value_name = "S")]
+    pub image_size: Option<usize>,
+    /// Base learning rate (before warmup and decay).
+    #[arg(long, value_name = "LR")]
+    pub lr: Option<f64>,
+    /// Micro-batches per optimizer step (gradient accumulation).
+    #[arg(long, value_name = "K")]
+    pub accumulate: Option<usize>,
+    /// Checkpoint every N steps (0: only at the end).
+    #[arg(long, value_name = "N")]
+    pub checkpoint_every: Option<u64>,
+    /// Run directory [default: runs/<command>-<preset>].
+    #[arg(long, value_name = "RUN")]
+    pub out: Option<PathBuf>,
+    /// Continue the run in RUN from its last checkpoint, with its saved config (only
+    /// --steps/--epochs may change, to extend it).
+    #[arg(long, value_name = "RUN", conflicts_with_all = ["data", "config", "preset", "batch_size", "image_size", "lr", "accumulate", "out"])]
+    pub resume: Option<PathBuf>,
+}
+
+impl CommonTrainArgs {
+    /// Applies the run-length and loop overrides to `[train]`.
+    pub fn apply_train_overrides(&self, train: &mut TrainSection) {
+        if let Some(s) = self.steps {
+            train.steps = Some(s);
+            train.epochs = None;
+        }
+        if let Some(e) = self.epochs {
+            train.epochs = Some(e);
+            train.steps = None;
+        }
+        if let Some(k) = self.accumulate {
+            train.accumulate = k;
+        }
+        if let Some(n) = self.checkpoint_every {
+            train.checkpoint_every = n;
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct PretrainArgs {
+    #[command(flatten)]
+    pub common: CommonTrainArgs,
+}
+
+pub fn run(cmd: TrainCommand, global: &GlobalArgs) -> Result<()> {
+    match cmd {
+        TrainCommand::Pretrain(args) => run_pretrain(&args.common, global),
+    }
+}
+
+/// A flag set by the first Ctrl-C (the loop then checkpoints and returns); a second Ctrl-C
+/// exits at once.
+pub fn interrupt_flag() -> Result<Arc<AtomicBool>> {
+    static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+    if let Some(f) = FLAG.get() {
+        return Ok(f.clone());
+    }
+    let flag = Arc::new(AtomicBool::new(false));
+    let handler_flag = flag.clone();
+    ctrlc::set_handler(move || {
+        if handler_flag.swap(true, Ordering::SeqCst) {
+            eprintln!("\ninterrupted twice: exiting without a final checkpoint");
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupt: saving a checkpoint after this step (Ctrl-C again to quit now)");
+    })
+    .context("cannot install the Ctrl-C handler")?;
+    Ok(FLAG.get_or_init(|| flag).clone())
+}
+
+fn run_pretrain(args: &CommonTrainArgs, global: &GlobalArgs) -> Result<()> {
+    let device = crate::device::open(global.device)?;
+    let (cfg, run, resume) = match &args.resume {
+        Some(dir) => {
+            let run = RunDir::new(dir);
+            let mut cfg: PretrainConfig = run.read_config()?;
+            let before = cfg.train.clone();
+            args.apply_train_overrides(&mut cfg.train);
+            if cfg.train != before {
+                run.write_config(&cfg)?;
+            }
+            (cfg, run, true)
+        }
+        None => {
+            let mut cfg: PretrainConfig =
+                resolve_layers(args.preset.as_deref(), args.config.as_deref())?;
+            cfg.seed = global.seed;
+            if let Some(b) = args.batch_size {
+                cfg.data.batch_size = b;
+            }
+            if let Some(s) = args.image_size {
+                cfg.data.image_size = s;
+            }
+            if let Some(lr) = args.lr {
+                cfg.optim.set_lr(lr);
+            }
+            args.apply_train_overrides(&mut cfg.train);
+            cfg.data.dir = args.data.clone();
+            cfg.validate()?;
+            let out = args.out.clone().unwrap_or_else(|| {
+                PathBuf::from("runs").join(format!(
+                    "pretrain-{}",
+                    cfg.preset.as_deref().unwrap_or("custom")
+                ))
+            });
+            (cfg, RunDir::new(out), false)
+        }
+    };
+    let source = match &cfg.data.dir {
+        Some(dir) => open_data(dir, cfg.data.input_format)?,
+        None => synthetic_source(&cfg),
+    };
+    let root = run.root.clone();
+    log::info!(
+        "{} SimCLR: {} encoder, {}² inputs, batch {}, {} samples, run {}",
+        if resume { "resuming" } else { "starting" },
+        cfg.model.arch,
+        cfg.data.image_size,
+        cfg.data.batch_size,
+        source.len(),
+        root.display()
+    );
+    let options = RunOptions {
+        progress: global.show_progress(),
+        stop: Some(interrupt_flag()?),
+    };
+    match pretrain::pretrain(&cfg, &*source, run, resume, &device, options)? {
+        Outcome::Finished { step } => {
+            log::info!("finished at step {step}; run in {}", root.display());
+        }
+        Outcome::Interrupted { step } => {
+            eprintln!(
+                "interrupted at step {step}; checkpoint saved in {} (continue with `insar-mm train pretrain --resume {}`)",
+                root.display(),
+                root.display()
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,447 @@
+//! End-to-end tests of `insar-mm train pretrain`, `embed` and `bench train`: the binary on the
+//! built-in synthetic stream and on a small generated patch folder.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use insar_mm::data::png::{write_png, PngColor};
+use serde_json::Value;
+
+fn insar_mm(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_insar-mm"))
+        .args(args)
+        .env("RAYON_NUM_THREADS", "1")
+        .env("CANDLE_NUM_THREADS", "1")
+        .output()
+        .expect("run insar-mm")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = insar_mm(args);
+    assert!(
+        out.status.success(),
+        "insar-mm {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn fails(args: &[&str], code: i32) -> String {
+    let out = insar_mm(args);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "insar-mm {args:?}: stderr {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn json(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// Safetensors metadata of a file (header only).
+fn safetensors_metadata(path: &Path) -> Value {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    header["__metadata__"].clone()
+}
+
+/// Header and float32 values of a `.npy` file.
+fn read_npy(path: &Path) -> (String, Vec<f32>) {
+    let bytes = std::fs::read(path).unwrap();
+    assert_eq!(&bytes[..6], b"\x93NUMPY");
+    let hlen = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    let header = std::str::from_utf8(&bytes[10..10 + hlen])
+        .unwrap()
+        .to_string();
+    let values = bytes[10 + hlen..]
+        .chunks(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    (header, values)
+}
+
+/// A patch folder of `n` 40×40 patches (phase preview + coherence) with labels.
+fn patch_folder(root: &Path, n: usize) {
+    for i in 0..n {
+        let name = format!("{}", 100 + i);
+        let (w, h) = (40usize, 40usize);
+        let phase: Vec<u8> = (0..w * h)
+            .map(|k| {
+                let (x, y) = ((k % w) as f32, (k / w) as f32);
+                let r = ((x - 20.0).powi(2) + (y - 20.0).powi(2)).sqrt();
+                (((r * (0.3 + 0.1 * i as f32)).sin() * 0.5 + 0.5) * 240.0) as u8
+            })
+            .collect();
+        let coh: Vec<u8> = (0..w * h)
+            .map(|k| (100 + (k * 7 + i * 13) % 150) as u8)
+            .collect();
+        write_png(
+            &root.join(format!("labeled/0/{name}.png")),
+            w,
+            h,
+            PngColor::Gray,
+            &phase,
+        )
+        .unwrap();
+        write_png(
+            &root.join(format!("coherence/0/{name}.png")),
+            w,
+            h,
+            PngColor::Gray,
+            &coh,
+        )
+        .unwrap();
+        let label = serde_json::json!({
+            "Deformation": [0], "Intensity": 0, "Phase": 0, "frameID": format!("f{}", i % 3),
+            "primary_date": "20200101", "secondary_date": "20200113", "uniqueID": 100 + i
+        });
+        std::fs::create_dir_all(root.join("cls_labels")).unwrap();
+        std::fs::write(
+            root.join(format!("cls_labels/{name}.json")),
+            label.to_string(),
+        )
+        .unwrap();
+    }
+}
+
+const SMALL: [&str; 8] = [
+    "--preset",
+    "tiny",
+    "--image-size",
+    "24",
+    "--batch-size",
+    "8",
+    "--checkpoint-every",
+    "3",
+];
+
+#[test]
+fn pretrain_resume_and_embed() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let mut args = vec!["-q", "train", "pretrain"];
+    args.extend(SMALL);
+    args.extend(["--steps", "6", "--out", s(&run)]);
+    ok(&args);
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "optimizer.safetensors",
+        "state.json",
+        "metrics.jsonl",
+        "loss.png",
+    ] {
+        assert!(run.join(f).is_file(), "missing {f}");
+    }
+    let state = json(&run.join("state.json"));
+    assert_eq!(state["step"], 6);
+    assert_eq!(state["finished"], true);
+    assert_eq!(
+        safetensors_metadata(&run.join("model.safetensors"))["step"],
+        "6"
+    );
+    let cfg = json(&run.join("config.json"));
+    assert_eq!(cfg["data"]["image_size"], 24);
+    assert_eq!(cfg["preset"], "tiny");
+    assert_eq!(cfg["seed"], 42);
+
+    // A second start into the same run is refused; --resume extends it.
+    let err = fails(&args, 1);
+    assert!(err.contains("--resume"), "{err}");
+    ok(&[
+        "-q",
+        "train",
+        "pretrain",
+        "--resume",
+        s(&run),
+        "--steps",
+        "8",
+    ]);
+    let state = json(&run.join("state.json"));
+    assert_eq!(
+        (state["step"].as_u64(), state["finished"].as_bool()),
+        (Some(8), Some(true))
+    );
+    let lines = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let steps: Vec<u64> = lines
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["step"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [6, 8],
+        "log lines at the last step of each invocation"
+    );
+
+    // Embed a patch folder with the run's encoder (tiny: 128-d pooled features).
+    let patches = dir.path().join("patches");
+    patch_folder(&patches, 5);
+    let feats = dir.path().join("out/feats.npy");
+    ok(&[
+        "-q",
+        "embed",
+        "--model",
+        s(&run),
+        "--data",
+        s(&patches),
+        "--out",
+        s(&feats),
+        "--batch-size",
+        "2",
+    ]);
+    let (header, values) = read_npy(&feats);
+    assert!(
+        header.contains("'descr': '<f4'") && header.contains("'shape': (5, 128)"),
+        "{header}"
+    );
+    assert_eq!(values.len(), 5 * 128);
+    assert!(values.iter().all(|v| v.is_finite()));
+    assert!(
+        values.iter().all(|&v| v >= 0.0),
+        "pooled ReLU features are ≥ 0"
+    );
+    assert_ne!(
+        values[..128],
+        values[128..256],
+        "different patches, different features"
+    );
+    let ids = std::fs::read_to_string(dir.path().join("out/feats.ids.txt")).unwrap();
+    assert_eq!(
+        ids.lines().collect::<Vec<_>>(),
+        ["100", "101", "102", "103", "104"]
+    );
+    // Same model, same data → same features (batching does not matter in eval mode).
+    let again = dir.path().join("again.npy");
+    ok(&[
+        "-q",
+        "embed",
+        "--model",
+        s(&run),
+        "--data",
+        s(&patches),
+        "--out",
+        s(&again),
+    ]);
+    let (_, values2) = read_npy(&again);
+    let diff = values
+        .iter()
+        .zip(&values2)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(diff < 1e-4, "{diff}");
+
+    // Pretraining on the patch folder works too (5 patches, 1 held out, batch 4).
+    let run2 = dir.path().join("run2");
+    let tiny_cfg = dir.path().join("tiny.toml");
+    std::fs::write(&tiny_cfg, "preset = \"tiny\"\n[data]\nval_samples = 1\n").unwrap();
+    ok(&[
+        "-q",
+        "train",
+        "pretrain",
+        "--config",
+        s(&tiny_cfg),
+        "--data",
+        s(&patches),
+        "--image-size",
+        "24",
+        "--batch-size",
+        "4",
+        "--epochs",
+        "2",
+        "--out",
+        s(&run2),
+    ]);
+    assert_eq!(json(&run2.join("state.json"))["step"], 2);
+}
+
+#[test]
+fn ctrl_c_saves_a_checkpoint_and_the_run_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let mut args: Vec<&str> = vec!["-q", "train", "pretrain"];
+    args.extend(SMALL);
+    args.extend(["--steps", "100000", "--out", s(&run)]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_insar-mm"))
+        .args(&args)
+        .env("RAYON_NUM_THREADS", "1")
+        .env("CANDLE_NUM_THREADS", "1")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the first log line (step 10), then interrupt.
+    let metrics = run.join("metrics.jsonl");
+    let start = Instant::now();
+    loop {
+        if std::fs::metadata(&metrics).is_ok_and(|m| m.len() > 0) {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "no progress");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("interrupted at step") && stderr.contains("--resume"),
+        "{stderr}"
+    );
+    let state = json(&run.join("state.json"));
+    let step = state["step"].as_u64().unwrap();
+    assert!(step >= 10 && state["finished"] == false, "{state}");
+    assert_eq!(
+        safetensors_metadata(&run.join("model.safetensors"))["step"],
+        step.to_string()
+    );
+    assert_eq!(
+        safetensors_metadata(&run.join("optimizer.safetensors"))["steps"],
+        step.to_string()
+    );
+    // Resume and finish two more steps.
+    let total = (step + 2).to_string();
+    ok(&[
+        "-q",
+        "train",
+        "pretrain",
+        "--resume",
+        s(&run),
+        "--steps",
+        &total,
+    ]);
+    assert_eq!(
+        json(&run.join("state.json"))["step"].as_u64(),
+        Some(step + 2)
+    );
+}
+
+#[test]
+fn usage_and_input_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = fails(&["train", "pretrain", "--steps", "5", "--epochs", "2"], 2);
+    assert!(err.contains("--epochs") || err.contains("--steps"), "{err}");
+    let err = fails(
+        &["train", "pretrain", "--resume", "x", "--batch-size", "3"],
+        2,
+    );
+    assert!(err.contains("--batch-size"), "{err}");
+    let out = dir.path().join("r");
+    let err = fails(
+        &[
+            "train",
+            "pretrain",
+            "--preset",
+            "huge",
+            "--steps",
+            "1",
+            "--out",
+            s(&out),
+        ],
+        1,
+    );
+    assert!(err.contains("tiny, small, base, large"), "{err}");
+    let missing = dir.path().join("nothing");
+    let err = fails(&["train", "pretrain", "--resume", s(&missing)], 1);
+    assert!(err.contains("config.json"), "{err}");
+    let err = fails(
+        &["train", "pretrain", "--preset", "tiny", "--out", s(&out)],
+        1,
+    );
+    assert!(err.contains("--steps N or --epochs N"), "{err}");
+    let err = fails(
+        &[
+            "train",
+            "pretrain",
+            "--data",
+            s(&missing),
+            "--steps",
+            "1",
+            "--out",
+            s(&out),
+        ],
+        1,
+    );
+    assert!(err.contains("nothing"), "{err}");
+    let bad_cfg = dir.path().join("bad.toml");
+    std::fs::write(&bad_cfg, "[optim]\nkind = \"adamw\"\nlr = -1.0\n").unwrap();
+    let err = fails(
+        &[
+            "train",
+            "pretrain",
+            "--config",
+            s(&bad_cfg),
+            "--steps",
+            "1",
+            "--out",
+            s(&out),
+        ],
+        1,
+    );
+    assert!(err.contains("optim.lr"), "{err}");
+    let feats = dir.path().join("f.npy");
+    let err = fails(
+        &[
+            "embed",
+            "--model",
+            s(&missing),
+            "--data",
+            s(&missing),
+            "--out",
+            s(&feats),
+        ],
+        1,
+    );
+    assert!(err.contains("config.json"), "{err}");
+    let err = fails(
+        &["bench", "train", "--arch", "resnet101", "--steps", "1"],
+        1,
+    );
+    assert!(err.contains("--arch"), "{err}");
+}
+
+#[test]
+fn bench_train_reports_throughput() {
+    let out = ok(&[
+        "-q",
+        "bench",
+        "train",
+        "--arch",
+        "tiny",
+        "--image-size",
+        "32",
+        "--batch-size",
+        "4",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--json",
+    ]);
+    let report: Value = serde_json::from_str(out.trim()).unwrap();
+    let ips = report["images_per_s"].as_f64().unwrap();
+    assert!(ips.is_finite() && ips > 0.0, "{report}");
+    let parts = report["forward_ms"].as_f64().unwrap()
+        + report["backward_ms"].as_f64().unwrap()
+        + report["optimizer_ms"].as_f64().unwrap();
+    assert!(parts > 0.0);
+    assert_eq!(report["batch_size"], 4);
+    // ~0.3 M parameters in the tiny encoder plus a 128 × 10 head.
+    let params = report["parameters"].as_u64().unwrap();
+    assert!((200_000..500_000).contains(&params), "{params}");
+}
