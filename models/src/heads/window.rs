@@ -81,10 +81,11 @@ impl WindowPlan {
 /// Blending weight of each pixel of a `window × window` tile, row-major: the product of two
 /// 1-D tents `min(i + ½, window − i − ½)` normalised to a maximum of 1 (never 0).
 pub fn blend_weights(window: usize) -> Vec<f32> {
-    let half = window as f32 / 2.0;
-    let tent: Vec<f32> = (0..window)
-        .map(|i| (i as f32 + 0.5).min(window as f32 - i as f32 - 0.5) / half)
+    let raw: Vec<f32> = (0..window)
+        .map(|i| (i as f32 + 0.5).min(window as f32 - i as f32 - 0.5))
         .collect();
+    let peak = raw.iter().copied().fold(f32::MIN_POSITIVE, f32::max);
+    let tent: Vec<f32> = raw.iter().map(|v| v / peak).collect();
     tent.iter()
         .flat_map(|a| tent.iter().map(move |b| a * b))
         .collect()
