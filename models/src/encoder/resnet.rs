@@ -234,7 +234,12 @@ impl ResNet {
     /// pass stops there and costs nothing for them. The remaining stages run in mode `train`.
     /// `frozen = 0` is `forward_t`; `frozen = 5` is a fully frozen encoder (linear probe),
     /// whose outputs carry no graph at all.
-    pub fn forward_frozen_t(&self, x: &Tensor, frozen: usize, train: bool) -> Result<EncoderOutput> {
+    pub fn forward_frozen_t(
+        &self,
+        x: &Tensor,
+        frozen: usize,
+        train: bool,
+    ) -> Result<EncoderOutput> {
         if frozen == 0 {
             return self.forward_t(x, train);
         }

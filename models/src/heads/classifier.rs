@@ -94,8 +94,7 @@ impl ClassifierConfig {
             }
         }
         if let ClassifierLoss::Focal { gamma, alpha } = self.loss {
-            if gamma.is_nan() || gamma < 0.0 || alpha.is_some_and(|a| !(0.0..=1.0).contains(&a))
-            {
+            if gamma.is_nan() || gamma < 0.0 || alpha.is_some_and(|a| !(0.0..=1.0).contains(&a)) {
                 return Err(format!(
                     "focal loss needs gamma ≥ 0 and alpha in [0, 1], got {gamma}, {alpha:?}"
                 ));
@@ -195,7 +194,11 @@ impl Classifier {
 pub fn threshold_predictions(probs: &Tensor, threshold: f64) -> Result<Vec<Vec<u8>>> {
     let p: Vec<Vec<f32>> = probs.to_dtype(DType::F32)?.to_vec2()?;
     Ok(p.into_iter()
-        .map(|row| row.into_iter().map(|v| u8::from(v as f64 >= threshold)).collect())
+        .map(|row| {
+            row.into_iter()
+                .map(|v| u8::from(v as f64 >= threshold))
+                .collect()
+        })
         .collect())
 }
 
@@ -241,7 +244,8 @@ mod tests {
         );
         // Defaults: linear probe, BCE, 10 labels.
         let enc = serde_json::to_string(&EncoderConfig::tiny()).unwrap();
-        let min: ClassifierConfig = serde_json::from_str(&format!(r#"{{"encoder":{enc}}}"#)).unwrap();
+        let min: ClassifierConfig =
+            serde_json::from_str(&format!(r#"{{"encoder":{enc}}}"#)).unwrap();
         assert_eq!(min, ClassifierConfig::new(EncoderConfig::tiny()));
         let mut bad = ClassifierConfig::new(EncoderConfig::tiny());
         bad.pos_weight = Some(vec![1.0; 3]);
@@ -339,9 +343,13 @@ mod tests {
                 .to_scalar::<f32>()
         };
         let initial = loss_at(&model)?;
-        train_steps(&varmap, |n| model.is_trainable(n), 3e-3, 60, || {
-            model.loss(&model.forward_t(&data.images, true)?, &data.labels)
-        })?;
+        train_steps(
+            &varmap,
+            |n| model.is_trainable(n),
+            3e-3,
+            60,
+            || model.loss(&model.forward_t(&data.images, true)?, &data.labels),
+        )?;
         let final_loss = loss_at(&model)?;
         let pred = threshold_predictions(&model.predict(&data.images)?, 0.5)?;
         let truth = threshold_predictions(&data.labels, 0.5)?;
@@ -360,9 +368,13 @@ mod tests {
         let first = model
             .loss(&model.forward_t(&data.images, true)?, &data.labels)?
             .to_scalar::<f32>()?;
-        train_steps(&varmap, |_| true, 1e-2, 10, || {
-            model.loss(&model.forward_t(&data.images, true)?, &data.labels)
-        })?;
+        train_steps(
+            &varmap,
+            |_| true,
+            1e-2,
+            10,
+            || model.loss(&model.forward_t(&data.images, true)?, &data.labels),
+        )?;
         let after = snapshot(&varmap)?;
         let last = model
             .loss(&model.forward_t(&data.images, true)?, &data.labels)?

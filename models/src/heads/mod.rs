@@ -212,8 +212,14 @@ mod tests {
         let m = EncoderMode::Finetune {
             unfreeze_from: Stage::Layer2,
         };
-        assert!(is_trainable("classifier.layers.0.weight", EncoderMode::Linear));
-        assert!(!is_trainable("encoder.layer4.0.conv1.weight", EncoderMode::Linear));
+        assert!(is_trainable(
+            "classifier.layers.0.weight",
+            EncoderMode::Linear
+        ));
+        assert!(!is_trainable(
+            "encoder.layer4.0.conv1.weight",
+            EncoderMode::Linear
+        ));
         assert!(!is_trainable("encoder.bn1.weight", m));
         assert!(!is_trainable("encoder.layer1.0.bn2.bias", m));
         assert!(is_trainable("encoder.layer2.0.downsample.0.weight", m));
@@ -268,7 +274,10 @@ mod tests {
         let data = varmap.data().lock().unwrap();
         for (name, var) in data.iter() {
             if !is_running_statistic(name) && !is_trainable(&prefixed(name), mode) {
-                assert!(grads.get(var.as_tensor()).is_none(), "{name} got a gradient");
+                assert!(
+                    grads.get(var.as_tensor()).is_none(),
+                    "{name} got a gradient"
+                );
             }
         }
         drop(data);

@@ -20,7 +20,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{is_trainable, EncoderMode};
 use crate::encoder::{EncoderConfig, ResNet};
-use crate::nn::{conv2d, group_norm, torch_default_init, upsample_nearest2d, KAIMING_NORMAL_FAN_OUT};
+use crate::nn::{
+    conv2d, group_norm, torch_default_init, upsample_nearest2d, KAIMING_NORMAL_FAN_OUT,
+};
 
 /// Background + Mogi, Dyke, Sill, Spheroid, Earthquake, Unidentified.
 pub const NUM_CLASSES: usize = 7;
@@ -142,7 +144,15 @@ impl ConvBlock {
             ..Default::default()
         };
         Ok(Self {
-            conv: conv2d(in_c, out_c, 3, cfg, false, KAIMING_NORMAL_FAN_OUT, vb.pp("conv"))?,
+            conv: conv2d(
+                in_c,
+                out_c,
+                3,
+                cfg,
+                false,
+                KAIMING_NORMAL_FAN_OUT,
+                vb.pp("conv"),
+            )?,
             norm: group_norm(groups, out_c, 1e-5, vb.pp("norm"))?,
         })
     }
@@ -168,7 +178,15 @@ fn plain_conv(in_c: usize, out_c: usize, k: usize, vb: VarBuilder) -> Result<Con
         padding: k / 2,
         ..Default::default()
     };
-    conv2d(in_c, out_c, k, cfg, true, torch_default_init(in_c * k * k), vb)
+    conv2d(
+        in_c,
+        out_c,
+        k,
+        cfg,
+        true,
+        torch_default_init(in_c * k * k),
+        vb,
+    )
 }
 
 impl Segmenter {
@@ -310,10 +328,15 @@ pub fn segmentation_loss(
         None => nll.mean_all()?,
         Some(cw) => {
             if cw.len() != c {
-                candle_core::bail!("segmentation loss: {} class weights for {c} classes", cw.len())
+                candle_core::bail!(
+                    "segmentation loss: {} class weights for {c} classes",
+                    cw.len()
+                )
             }
             let cw = Tensor::from_slice(cw, c, logits.device())?.to_dtype(logits.dtype())?;
-            let wt = cw.index_select(&idx.flatten_all()?, 0)?.reshape((b, 1, h, w))?;
+            let wt = cw
+                .index_select(&idx.flatten_all()?, 0)?
+                .reshape((b, 1, h, w))?;
             let denom = wt.sum_all()?;
             (nll * &wt)?.sum_all()?.broadcast_div(&denom)?
         }
@@ -336,7 +359,8 @@ pub fn dice_loss(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
         .unsqueeze(1)?
         .broadcast_eq(&classes)?
         .to_dtype(logits.dtype())?;
-    let sum_over = |t: &Tensor| -> Result<Tensor> { t.transpose(0, 1)?.flatten_from(1)?.sum(D::Minus1) };
+    let sum_over =
+        |t: &Tensor| -> Result<Tensor> { t.transpose(0, 1)?.flatten_from(1)?.sum(D::Minus1) };
     let inter = sum_over(&(&p * &onehot)?)?;
     let denom = (sum_over(&p)? + sum_over(&onehot)?)?;
     let dice = ((inter * 2.0)? + 1.0)?.div(&(denom + 1.0)?)?;
@@ -458,9 +482,10 @@ mod tests {
     fn loss_reference_values_and_gradients() -> Result<()> {
         let dev = Device::Cpu;
         // One image, 2×1 pixels, 3 classes.
-        let logits = Var::from_tensor(
-            &Tensor::new(&[[[[2.0f64], [0.0]], [[1.0], [0.0]], [[0.0], [3.0]]]], &dev)?,
-        )?;
+        let logits = Var::from_tensor(&Tensor::new(
+            &[[[[2.0f64], [0.0]], [[1.0], [0.0]], [[0.0], [3.0]]]],
+            &dev,
+        )?)?;
         let targets = Tensor::new(&[[[0u32], [2]]], &dev)?;
         let lse = |v: [f64; 3]| v.iter().map(|x| x.exp()).sum::<f64>().ln();
         let nll0 = lse([2.0, 1.0, 0.0]) - 2.0;
@@ -515,7 +540,8 @@ mod tests {
             let x = seeded_randn((2, 2, h, w), 1, &Device::Cpu)?.to_dtype(DType::F32)?;
             assert_eq!(model.forward_t(&x, false)?.dims(), &[2, NUM_CLASSES, h, w]);
         }
-        let p = model.predict(&seeded_randn((1, 2, 32, 32), 1, &Device::Cpu)?.to_dtype(DType::F32)?)?;
+        let p =
+            model.predict(&seeded_randn((1, 2, 32, 32), 1, &Device::Cpu)?.to_dtype(DType::F32)?)?;
         let s = p.sum(1)?.flatten_all()?.to_vec1::<f32>()?;
         assert!(s.iter().all(|v| (v - 1.0).abs() < 1e-5));
         let mut bad = SegmenterConfig::new(EncoderConfig::tiny());
@@ -571,8 +597,16 @@ mod tests {
     fn ious(pred: &[u32], truth: &[u32], classes: usize) -> Vec<Option<f64>> {
         (0..classes as u32)
             .map(|c| {
-                let inter = pred.iter().zip(truth).filter(|(p, t)| **p == c && **t == c).count();
-                let union = pred.iter().zip(truth).filter(|(p, t)| **p == c || **t == c).count();
+                let inter = pred
+                    .iter()
+                    .zip(truth)
+                    .filter(|(p, t)| **p == c && **t == c)
+                    .count();
+                let union = pred
+                    .iter()
+                    .zip(truth)
+                    .filter(|(p, t)| **p == c || **t == c)
+                    .count();
                 (union > 0).then(|| inter as f64 / union as f64)
             })
             .collect()
@@ -590,20 +624,28 @@ mod tests {
         };
         cfg.dice_weight = 0.5;
         let (varmap, model) = build(&cfg, 13);
-        train_steps(&varmap, |n| model.is_trainable(n), 5e-3, 80, || {
-            model.loss(&model.forward_t(&data.images, true)?, &data.masks)
-        })?;
+        train_steps(
+            &varmap,
+            |n| model.is_trainable(n),
+            5e-3,
+            80,
+            || model.loss(&model.forward_t(&data.images, true)?, &data.masks),
+        )?;
         let pred: Vec<u32> = model
             .predict(&data.images)?
             .argmax(1)?
             .flatten_all()?
             .to_vec1()?;
         let truth: Vec<u32> = data.masks.flatten_all()?.to_vec1()?;
-        let acc = pred.iter().zip(&truth).filter(|(p, t)| p == t).count() as f64 / truth.len() as f64;
+        let acc =
+            pred.iter().zip(&truth).filter(|(p, t)| p == t).count() as f64 / truth.len() as f64;
         let per_class = ious(&pred, &truth, NUM_CLASSES);
         let present: Vec<f64> = per_class.iter().flatten().copied().collect();
         let miou = present.iter().sum::<f64>() / present.len() as f64;
-        assert!(acc > 0.97 && miou > 0.85, "accuracy {acc}, IoU {per_class:?}");
+        assert!(
+            acc > 0.97 && miou > 0.85,
+            "accuracy {acc}, IoU {per_class:?}"
+        );
         Ok(())
     }
 
@@ -614,9 +656,13 @@ mod tests {
         cfg.mode = EncoderMode::Linear;
         let (varmap, model) = build(&cfg, 7);
         let before = snapshot(&varmap)?;
-        train_steps(&varmap, |_| true, 1e-2, 3, || {
-            model.loss(&model.forward_t(&data.images, true)?, &data.masks)
-        })?;
+        train_steps(
+            &varmap,
+            |_| true,
+            1e-2,
+            3,
+            || model.loss(&model.forward_t(&data.images, true)?, &data.masks),
+        )?;
         let after = snapshot(&varmap)?;
         let mut decoder_moved = false;
         for (name, v) in &before {

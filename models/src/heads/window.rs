@@ -256,9 +256,13 @@ mod tests {
             }
             assert!(covered.iter().all(|c| *c));
         }
-        assert!(window_starts(100, 224, 0).unwrap_err().contains("smaller than"));
+        assert!(window_starts(100, 224, 0)
+            .unwrap_err()
+            .contains("smaller than"));
         assert!(window_starts(300, 224, 224).is_err());
-        assert!(WindowPlan::new(300, 100, 224, 0).unwrap_err().contains("300×100"));
+        assert!(WindowPlan::new(300, 100, 224, 0)
+            .unwrap_err()
+            .contains("300×100"));
     }
 
     #[test]
@@ -304,7 +308,10 @@ mod tests {
         let out = b.finish();
         assert_eq!(out[0], 0.0);
         assert_eq!(out[5], 1.0);
-        assert!(out[2] > 0.0 && out[2] < 0.5 && out[3] > 0.5 && out[3] < 1.0, "{out:?}");
+        assert!(
+            out[2] > 0.0 && out[2] < 0.5 && out[3] > 0.5 && out[3] < 1.0,
+            "{out:?}"
+        );
     }
 
     #[test]
@@ -325,12 +332,15 @@ mod tests {
         let d = (whole - &tiled)?.abs()?.max_all()?.to_scalar::<f32>()?;
         assert!(d < 1e-4, "{d}");
         // Windowed scores: one row per window, in plan order.
-        let (scores, tiles) =
-            predict_frame_windows(&frame, 8, 3, 3, |x| x.mean_keepdim(3)?.mean_keepdim(2)?.flatten_from(1))?;
+        let (scores, tiles) = predict_frame_windows(&frame, 8, 3, 3, |x| {
+            x.mean_keepdim(3)?.mean_keepdim(2)?.flatten_from(1)
+        })?;
         assert_eq!(tiles.len(), WindowPlan::new(23, 31, 8, 3).unwrap().len());
         assert_eq!(scores.dims(), &[tiles.len(), 2]);
         // Too small a frame: a clear error.
-        let err = predict_frame_map(&frame, 24, 0, 1, model).unwrap_err().to_string();
+        let err = predict_frame_map(&frame, 24, 0, 1, model)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("smaller than the 24-pixel window"), "{err}");
         // A model returning the wrong size is caught.
         assert!(predict_frame_map(&frame, 8, 0, 2, |x| x.narrow(2, 0, 4)).is_err());
