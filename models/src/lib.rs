@@ -5,4 +5,5 @@
 //! here has a test that one backward pass reaches every trainable variable.
 
 pub mod encoder;
+pub mod heads;
 pub mod nn;

@@ -224,6 +224,62 @@ impl ResNet {
     }
 }
 
+impl ResNet {
+    /// Number of freezable stages: the stem (`conv1`, `bn1`) and `layer1..layer4`.
+    pub const STAGES: usize = 5;
+
+    /// [`ResNet::forward_t`] with the first `frozen` of the [`ResNet::STAGES`] stages (stem,
+    /// `layer1`, …, `layer4`) frozen: they run with BatchNorm in evaluation mode (running
+    /// statistics, which they do not update) and their output is detached, so the backward
+    /// pass stops there and costs nothing for them. The remaining stages run in mode `train`.
+    /// `frozen = 0` is `forward_t`; `frozen = 5` is a fully frozen encoder (linear probe),
+    /// whose outputs carry no graph at all.
+    pub fn forward_frozen_t(
+        &self,
+        x: &Tensor,
+        frozen: usize,
+        train: bool,
+    ) -> Result<EncoderOutput> {
+        if frozen == 0 {
+            return self.forward_t(x, train);
+        }
+        if frozen > Self::STAGES {
+            candle_core::bail!("encoder: cannot freeze {frozen} of {} stages", Self::STAGES)
+        }
+        let dims = x.dims();
+        if dims.len() != 4 || dims[1] != self.cfg.in_channels {
+            candle_core::bail!(
+                "encoder expects (batch, {}, height, width) input, got {:?}",
+                self.cfg.in_channels,
+                x.shape()
+            )
+        }
+        // The stem is frozen here (frozen ≥ 1): evaluation mode, plain convolution.
+        let h = self.bn1.forward_t(&self.conv1.forward(x)?, false)?.relu()?;
+        let h = match self.stem_pool {
+            StemPool::Kernel => max_pool2d(&h, MaxPool2dConfig::RESNET_STEM)?,
+            StemPool::ShiftedViews => max_pool2d_composed(&h, MaxPool2dConfig::RESNET_STEM)?,
+        };
+        let mut h = h.detach();
+        let mut features = Vec::with_capacity(4);
+        for (s, stage) in self.stages.iter().enumerate() {
+            let stage_frozen = s + 1 < frozen;
+            for block in stage {
+                h = block.forward_t(&h, train && !stage_frozen)?;
+            }
+            if stage_frozen {
+                h = h.detach();
+            }
+            features.push(h.clone());
+        }
+        let pooled = global_avg_pool(&h)?;
+        let features: [Tensor; 4] = features
+            .try_into()
+            .map_err(|_| candle_core::Error::Msg("encoder: expected four stages".into()))?;
+        Ok(EncoderOutput { pooled, features })
+    }
+}
+
 impl ModuleT for ResNet {
     /// The pooled vector only.
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {

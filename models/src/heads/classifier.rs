@@ -1,0 +1,394 @@
+//! Multi-label classification head: the encoder's pooled vector → an MLP (one layer = linear
+//! probe) → 10 logits `[Deformation, Mogi, Dyke, Sill, Spheroid, Earthquake, Unidentified,
+//! Low, Medium, High]` (DESIGN §2.1), trained with the numerically stable BCE-with-logits
+//! (optionally per-class positive weights) or the sigmoid focal loss.
+//!
+//! Variables: `encoder.*`, `classifier.layers.{i}.{weight,bias}`.
+
+use candle_core::{DType, ModuleT, Result, Tensor};
+use candle_nn::VarBuilder;
+use serde::{Deserialize, Serialize};
+
+use super::{is_trainable, EncoderMode};
+use crate::encoder::{EncoderConfig, ResNet};
+use crate::nn::{bce_with_logits, mlp, sigmoid_focal_loss, Activation, Mlp, MlpConfig};
+
+/// Length of the Hephaestus multi-label vector.
+pub const NUM_LABELS: usize = 10;
+
+/// Training loss of the classifier.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum ClassifierLoss {
+    /// Mean binary cross-entropy with logits over batch × labels.
+    #[default]
+    Bce,
+    /// Sigmoid focal loss (Lin et al. 2017): `γ` (2 in the paper) and optional `α`.
+    Focal {
+        #[serde(default = "default_gamma")]
+        gamma: f64,
+        #[serde(default)]
+        alpha: Option<f64>,
+    },
+}
+
+fn default_gamma() -> f64 {
+    2.0
+}
+
+/// Architecture and loss of a [`Classifier`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassifierConfig {
+    pub encoder: EncoderConfig,
+    /// Hidden widths of the head MLP; empty (the default) is a single linear layer.
+    #[serde(default)]
+    pub hidden: Vec<usize>,
+    #[serde(default = "default_num_labels")]
+    pub num_labels: usize,
+    #[serde(default = "default_mode")]
+    pub mode: EncoderMode,
+    #[serde(default)]
+    pub loss: ClassifierLoss,
+    /// Per-label weight of the positive term of the BCE (PyTorch's `pos_weight`), e.g.
+    /// negatives/positives per label for rare labels. Ignored by the focal loss.
+    #[serde(default)]
+    pub pos_weight: Option<Vec<f64>>,
+}
+
+fn default_num_labels() -> usize {
+    NUM_LABELS
+}
+
+fn default_mode() -> EncoderMode {
+    EncoderMode::Linear
+}
+
+impl ClassifierConfig {
+    /// A linear probe on `encoder` with the BCE loss.
+    pub fn new(encoder: EncoderConfig) -> Self {
+        Self {
+            encoder,
+            hidden: Vec::new(),
+            num_labels: NUM_LABELS,
+            mode: EncoderMode::Linear,
+            loss: ClassifierLoss::Bce,
+            pos_weight: None,
+        }
+    }
+
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        self.encoder.validate()?;
+        if self.num_labels == 0 || self.hidden.contains(&0) {
+            return Err(format!(
+                "classifier widths must be positive: labels {}, hidden {:?}",
+                self.num_labels, self.hidden
+            ));
+        }
+        if let Some(w) = &self.pos_weight {
+            if w.len() != self.num_labels || w.iter().any(|v| !v.is_finite() || *v < 0.0) {
+                return Err(format!(
+                    "pos_weight needs {} finite non-negative values, got {w:?}",
+                    self.num_labels
+                ));
+            }
+        }
+        if let ClassifierLoss::Focal { gamma, alpha } = self.loss {
+            if gamma.is_nan() || gamma < 0.0 || alpha.is_some_and(|a| !(0.0..=1.0).contains(&a)) {
+                return Err(format!(
+                    "focal loss needs gamma ≥ 0 and alpha in [0, 1], got {gamma}, {alpha:?}"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Encoder + multi-label head.
+#[derive(Debug, Clone)]
+pub struct Classifier {
+    encoder: ResNet,
+    head: Mlp,
+    cfg: ClassifierConfig,
+}
+
+impl Classifier {
+    /// Builds the model on `vb` (root of the `VarMap`): `encoder.*` and `classifier.*`.
+    pub fn new(cfg: &ClassifierConfig, vb: VarBuilder) -> Result<Self> {
+        cfg.validate().map_err(candle_core::Error::Msg)?;
+        let encoder = ResNet::new(&cfg.encoder, vb.pp("encoder"))?;
+        let mut dims = vec![cfg.encoder.out_dim()];
+        dims.extend_from_slice(&cfg.hidden);
+        dims.push(cfg.num_labels);
+        let head = mlp(
+            &MlpConfig {
+                dims,
+                activation: Activation::Relu,
+                batch_norm: false,
+            },
+            vb.pp("classifier"),
+        )?;
+        Ok(Self {
+            encoder,
+            head,
+            cfg: cfg.clone(),
+        })
+    }
+
+    pub fn config(&self) -> &ClassifierConfig {
+        &self.cfg
+    }
+
+    pub fn encoder(&self) -> &ResNet {
+        &self.encoder
+    }
+
+    /// Changes which encoder stages train (e.g. a linear probe, then fine-tuning).
+    pub fn set_mode(&mut self, mode: EncoderMode) {
+        self.cfg.mode = mode;
+    }
+
+    /// Whether the variable `name` of this model's `VarMap` is trained in the current mode.
+    pub fn is_trainable(&self, name: &str) -> bool {
+        is_trainable(name, self.cfg.mode)
+    }
+
+    /// Logits `(B, num_labels)` for images `(B, in_channels, H, W)`. Frozen stages run in
+    /// evaluation mode whatever `train` says.
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let enc = self.cfg.mode.encode(&self.encoder, x, train)?;
+        self.head.forward_t(&enc.pooled, train)
+    }
+
+    /// Sigmoid probabilities `(B, num_labels)` in evaluation mode.
+    pub fn predict(&self, x: &Tensor) -> Result<Tensor> {
+        candle_nn::ops::sigmoid(&self.forward_t(x, false)?.detach())
+    }
+
+    /// The configured loss of `logits` against `targets` (same shape, values in [0, 1]).
+    pub fn loss(&self, logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+        let (_, n) = logits.dims2()?;
+        if n != self.cfg.num_labels {
+            candle_core::bail!(
+                "classifier loss: {n} logits per sample for {} labels",
+                self.cfg.num_labels
+            )
+        }
+        match self.cfg.loss {
+            ClassifierLoss::Bce => match &self.cfg.pos_weight {
+                None => bce_with_logits(logits, targets, None),
+                Some(w) => {
+                    let w = Tensor::from_slice(w, w.len(), logits.device())?
+                        .to_dtype(logits.dtype())?;
+                    bce_with_logits(logits, targets, Some(&w))
+                }
+            },
+            ClassifierLoss::Focal { gamma, alpha } => {
+                sigmoid_focal_loss(logits, targets, gamma, alpha)
+            }
+        }
+    }
+}
+
+/// Thresholds probabilities `(B, L)` at `threshold` into 0/1 rows.
+pub fn threshold_predictions(probs: &Tensor, threshold: f64) -> Result<Vec<Vec<u8>>> {
+    let p: Vec<Vec<f32>> = probs.to_dtype(DType::F32)?.to_vec2()?;
+    Ok(p.into_iter()
+        .map(|row| {
+            row.into_iter()
+                .map(|v| u8::from(v as f64 >= threshold))
+                .collect()
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::heads::testing::{blob_dataset, snapshot, train_steps};
+    use crate::heads::Stage;
+    use crate::nn::check::{gradient_gaps, is_running_statistic, seeded_randn};
+    use crate::nn::seeded_var_builder;
+    use candle_core::Device;
+    use candle_nn::VarMap;
+
+    fn build(cfg: &ClassifierConfig, seed: u64) -> (VarMap, Classifier) {
+        let varmap = VarMap::new();
+        let vb = seeded_var_builder(&varmap, seed, DType::F32, &Device::Cpu);
+        let model = Classifier::new(cfg, vb).unwrap();
+        (varmap, model)
+    }
+
+    fn input(b: usize, s: usize, seed: u64) -> Tensor {
+        seeded_randn((b, 2, s, s), seed, &Device::Cpu)
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap()
+    }
+
+    #[test]
+    fn config_serde_and_validation() {
+        let mut cfg = ClassifierConfig::new(EncoderConfig::tiny());
+        cfg.loss = ClassifierLoss::Focal {
+            gamma: 2.0,
+            alpha: Some(0.25),
+        };
+        cfg.hidden = vec![64];
+        cfg.mode = EncoderMode::Finetune {
+            unfreeze_from: Stage::Layer3,
+        };
+        let json = serde_json::to_string(&cfg).unwrap();
+        assert_eq!(
+            serde_json::from_str::<ClassifierConfig>(&json).unwrap(),
+            cfg
+        );
+        // Defaults: linear probe, BCE, 10 labels.
+        let enc = serde_json::to_string(&EncoderConfig::tiny()).unwrap();
+        let min: ClassifierConfig =
+            serde_json::from_str(&format!(r#"{{"encoder":{enc}}}"#)).unwrap();
+        assert_eq!(min, ClassifierConfig::new(EncoderConfig::tiny()));
+        let mut bad = ClassifierConfig::new(EncoderConfig::tiny());
+        bad.pos_weight = Some(vec![1.0; 3]);
+        assert!(bad.validate().unwrap_err().contains("pos_weight"));
+        bad.pos_weight = None;
+        bad.loss = ClassifierLoss::Focal {
+            gamma: -1.0,
+            alpha: None,
+        };
+        assert!(bad.validate().is_err());
+        let varmap = VarMap::new();
+        let vb = seeded_var_builder(&varmap, 0, DType::F32, &Device::Cpu);
+        assert!(Classifier::new(&bad, vb).is_err());
+    }
+
+    #[test]
+    fn shapes_names_and_wrong_input() -> Result<()> {
+        let mut cfg = ClassifierConfig::new(EncoderConfig::tiny());
+        cfg.hidden = vec![32];
+        let (varmap, model) = build(&cfg, 1);
+        let logits = model.forward_t(&input(3, 32, 2), false)?;
+        assert_eq!(logits.dims(), &[3, NUM_LABELS]);
+        let p = model.predict(&input(3, 32, 2))?;
+        let p: Vec<Vec<f32>> = p.to_vec2()?;
+        assert!(p.iter().flatten().all(|v| (0.0..=1.0).contains(v)));
+        let names: Vec<String> = varmap.data().lock().unwrap().keys().cloned().collect();
+        for n in [
+            "encoder.conv1.weight",
+            "classifier.layers.0.weight",
+            "classifier.layers.1.bias",
+        ] {
+            assert!(names.iter().any(|k| k == n), "{n} missing");
+        }
+        // Three channels for a two-channel encoder: a clear error, not a panic.
+        let bad = seeded_randn((1, 3, 32, 32), 0, &Device::Cpu)?.to_dtype(DType::F32)?;
+        let err = model.forward_t(&bad, false).unwrap_err().to_string();
+        assert!(err.contains("(batch, 2, height, width)"), "{err}");
+        let targets = Tensor::zeros((3, 4), DType::F32, &Device::Cpu)?;
+        assert!(model.loss(&logits, &targets).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn every_trainable_variable_gets_a_gradient() -> Result<()> {
+        let targets = Tensor::from_vec(
+            (0..2 * NUM_LABELS)
+                .map(|i| (i % 3 == 0) as u8 as f32)
+                .collect::<Vec<_>>(),
+            (2, NUM_LABELS),
+            &Device::Cpu,
+        )?;
+        for (mode, loss, hidden) in [
+            (EncoderMode::default(), ClassifierLoss::Bce, vec![16]),
+            (
+                EncoderMode::Finetune {
+                    unfreeze_from: Stage::Layer2,
+                },
+                ClassifierLoss::Focal {
+                    gamma: 2.0,
+                    alpha: Some(0.25),
+                },
+                vec![],
+            ),
+            (EncoderMode::Linear, ClassifierLoss::Bce, vec![]),
+        ] {
+            let mut cfg = ClassifierConfig::new(EncoderConfig::tiny());
+            cfg.mode = mode;
+            cfg.loss = loss;
+            cfg.hidden = hidden;
+            cfg.pos_weight = Some((0..NUM_LABELS).map(|i| 1.0 + i as f64).collect());
+            let (varmap, model) = build(&cfg, 3);
+            let logits = model.forward_t(&input(2, 32, 4), true)?;
+            let grads = model.loss(&logits, &targets)?.backward()?;
+            let gaps = gradient_gaps(&varmap, &grads, |n| model.is_trainable(n))?;
+            assert!(gaps.is_empty(), "{mode:?}: no gradient for {gaps:?}");
+            // Frozen variables get none at all (no wasted backward work).
+            for (name, var) in varmap.data().lock().unwrap().iter() {
+                if !model.is_trainable(name) && !is_running_statistic(name) {
+                    assert!(grads.get(var.as_tensor()).is_none(), "{mode:?}: {name}");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Fine-tuning fits a small synthetic multi-label set perfectly.
+    #[test]
+    fn finetuning_overfits_a_tiny_set() -> Result<()> {
+        let data = blob_dataset(16, 32, 7)?;
+        let mut cfg = ClassifierConfig::new(EncoderConfig::tiny());
+        cfg.mode = EncoderMode::default();
+        let (varmap, model) = build(&cfg, 11);
+        let loss_at = |m: &Classifier| -> Result<f32> {
+            m.loss(&m.forward_t(&data.images, false)?, &data.labels)?
+                .to_scalar::<f32>()
+        };
+        let initial = loss_at(&model)?;
+        train_steps(
+            &varmap,
+            |n| model.is_trainable(n),
+            3e-3,
+            60,
+            || model.loss(&model.forward_t(&data.images, true)?, &data.labels),
+        )?;
+        let final_loss = loss_at(&model)?;
+        let pred = threshold_predictions(&model.predict(&data.images)?, 0.5)?;
+        let truth = threshold_predictions(&data.labels, 0.5)?;
+        assert_eq!(pred, truth, "loss {initial} → {final_loss}");
+        assert!(final_loss < 0.1 * initial, "loss {initial} → {final_loss}");
+        Ok(())
+    }
+
+    /// A linear probe trains the head only: every encoder variable, running statistics
+    /// included, is bit-identical afterwards, even when the optimizer is handed all of them.
+    #[test]
+    fn linear_probe_leaves_the_encoder_unchanged() -> Result<()> {
+        let data = blob_dataset(8, 32, 3)?;
+        let (varmap, model) = build(&ClassifierConfig::new(EncoderConfig::tiny()), 5);
+        let before = snapshot(&varmap)?;
+        let first = model
+            .loss(&model.forward_t(&data.images, true)?, &data.labels)?
+            .to_scalar::<f32>()?;
+        train_steps(
+            &varmap,
+            |_| true,
+            1e-2,
+            10,
+            || model.loss(&model.forward_t(&data.images, true)?, &data.labels),
+        )?;
+        let after = snapshot(&varmap)?;
+        let last = model
+            .loss(&model.forward_t(&data.images, true)?, &data.labels)?
+            .to_scalar::<f32>()?;
+        let mut head_moved = false;
+        for (name, v) in &before {
+            if name.starts_with("encoder.") {
+                assert_eq!(v, &after[name], "{name} changed");
+            } else {
+                head_moved |= v != &after[name];
+            }
+        }
+        assert!(head_moved, "the head did not train");
+        assert!(last < first, "loss {first} → {last}");
+        Ok(())
+    }
+}
