@@ -274,7 +274,7 @@ fn ctrl_c_saves_a_checkpoint_and_the_run_resumes() {
     let mut args: Vec<&str> = vec!["-q", "train", "pretrain"];
     args.extend(SMALL);
     args.extend(["--steps", "100000", "--out", s(&run)]);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_insar-mm"))
+    let child = Command::new(env!("CARGO_BIN_EXE_insar-mm"))
         .args(&args)
         .env("RAYON_NUM_THREADS", "1")
         .env("CANDLE_NUM_THREADS", "1")
