@@ -7,9 +7,9 @@
 
 pub mod bench;
 pub mod data;
-pub mod physics;
-pub mod eval;
 pub mod embed;
+pub mod eval;
+pub mod physics;
 pub mod progress;
 pub mod train;
 

@@ -156,7 +156,7 @@ fn run_pretrain(args: &CommonTrainArgs, global: &GlobalArgs) -> Result<()> {
     };
     let source = match &cfg.data.dir {
         Some(dir) => open_data(dir, cfg.data.input_format)?,
-        None => synthetic_source(&cfg),
+        None => synthetic_source(&cfg)?,
     };
     let root = run.root.clone();
     log::info!(

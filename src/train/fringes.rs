@@ -1,5 +1,5 @@
-//! A small seeded source of interferogram-like images for tests and for `train pretrain`
-//! without `--data` until the physics generator's in-memory stream (`synth`) replaces it.
+//! A small seeded source of interferogram-like images for the training-loop tests: cheaper
+//! than the physics generator's stream (`synth::stream`), which `train pretrain` uses.
 //!
 //! Sample `i` is a pure function of `(seed, i)`: a wrapped phase field made of one or two
 //! Mogi-like radial deformation patterns (random centre, depth and 1–6 fringes), a planar

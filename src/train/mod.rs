@@ -10,7 +10,8 @@
 pub mod checkpoint;
 pub mod config;
 pub mod driver;
-pub mod fringes;
+#[cfg(test)]
+mod fringes;
 pub mod log;
 pub mod optim;
 pub mod pretrain;

@@ -20,7 +20,6 @@ use rayon::prelude::*;
 use super::checkpoint::RunDir;
 use super::config::PretrainConfig;
 use super::driver::{Batch, Outcome, StepOutput, TrainTask, Trainer};
-use super::fringes::FringeSource;
 use super::optim::{trainable_params, Optimizer};
 use crate::data::array::{batch_tensor, Image};
 use crate::data::augment::{sample_rng, Augmenter};
@@ -31,6 +30,8 @@ use crate::data::patches::PatchDataset;
 use crate::data::resample::resize_bilinear;
 use crate::data::sample::SampleSource;
 use crate::data::sampler::shuffled_order;
+use crate::synth::builtin;
+use crate::synth::stream::SyntheticStream;
 
 /// Opens `--data DIR`: a patch folder (`labeled/` inside), or a dataset directory (its
 /// `patches/` when present, else its full frames).
@@ -52,13 +53,13 @@ pub fn open_data(dir: &Path, format: InputFormat) -> Result<Box<dyn SampleSource
     Ok(Box::new(frames))
 }
 
-/// The built-in synthetic stream used without `--data`.
-pub fn synthetic_source(cfg: &PretrainConfig) -> Box<dyn SampleSource> {
-    Box::new(FringeSource::new(
-        cfg.seed,
-        cfg.data.synthetic_samples,
-        cfg.data.image_size,
-    ))
+/// The built-in synthetic stream used without `--data`: the physics generator's scenes
+/// (`synth::builtin::config`), rendered in memory and resized to the training size.
+pub fn synthetic_source(cfg: &PretrainConfig) -> Result<Box<dyn SampleSource>> {
+    let size = cfg.data.image_size;
+    let stream = SyntheticStream::new(builtin::config(), cfg.seed, cfg.data.synthetic_samples)?
+        .with_size(size, size);
+    Ok(Box::new(stream))
 }
 
 /// The SimCLR model of `cfg` on a fresh `VarMap`, initialised from `cfg.seed`.
