@@ -153,7 +153,11 @@ impl CaptionTokenizer {
             .context("training the caption tokenizer")?;
         let ids: Vec<u32> = SPECIAL_TOKENS
             .iter()
-            .map(|t| tokenizer.token_to_id(t).expect("special tokens are in the vocabulary"))
+            .map(|t| {
+                tokenizer
+                    .token_to_id(t)
+                    .expect("special tokens are in the vocabulary")
+            })
             .collect();
         if ids != [0, 1, 2, 3] {
             bail!("tokenizer training put the special tokens at ids {ids:?}, expected [0, 1, 2, 3]")
@@ -338,8 +342,9 @@ mod tests {
         let a = tok.encode("No deformation activity can be detected.", None)?;
         let b = tok.encode("  no   DEFORMATION activity\tcan be detected. \n", None)?;
         assert_eq!(a, b);
-        // Frequent training words are single tokens: a short caption is short.
-        assert_eq!(a.len(), 2 + 6, "{a:?}");
+        // Frequent training words are single tokens (the full stop is its own): a short
+        // caption is short.
+        assert_eq!(a.len(), 2 + 6 + 1, "{a:?}");
         // Unseen characters and typos still round trip (byte level, no [UNK]).
         let odd = "atmoshperic deforamtion ünïcödé 42 °C";
         let ids = tok.encode(odd, None)?;
@@ -388,7 +393,8 @@ mod tests {
     #[test]
     fn batches_pad_and_empty_captions_fail() -> Result<()> {
         let tok = CaptionTokenizer::train(&corpus(), &TokenizerConfig::default())?;
-        let (ids, t) = tok.encode_batch(&["no deformation", "a mogi source of high intensity"], 64)?;
+        let (ids, t) =
+            tok.encode_batch(&["no deformation", "a mogi source of high intensity"], 64)?;
         let long = tok.encode("a mogi source of high intensity", None)?;
         assert_eq!(t, long.len());
         assert_eq!(&ids[t..], &long[..]);
@@ -396,7 +402,10 @@ mod tests {
         assert_eq!(&ids[..short.len()], &short[..]);
         assert!(ids[short.len()..t].iter().all(|&i| i == 0));
         let err = format!("{:#}", tok.encode_batch(&["fine", " \t "], 64).unwrap_err());
-        assert!(err.contains("caption 1") && err.contains("empty caption"), "{err}");
+        assert!(
+            err.contains("caption 1") && err.contains("empty caption"),
+            "{err}"
+        );
         Ok(())
     }
 
@@ -420,7 +429,10 @@ mod tests {
                 }))
             })
             .collect::<Result<_>>()?;
-        write_atomic(&dir.join("cases.json"), serde_json::to_string(&cases)?.as_bytes())
+        write_atomic(
+            &dir.join("cases.json"),
+            serde_json::to_string(&cases)?.as_bytes(),
+        )
     }
 
     #[test]

@@ -205,7 +205,10 @@ impl CaptionDecoder {
         let emb = vb.get_with_hints(
             (cfg.vocab_size, d),
             "embed_tokens.weight",
-            Init::Randn { mean: 0.0, stdev: std },
+            Init::Randn {
+                mean: 0.0,
+                stdev: std,
+            },
         )?;
         let embed_positions = match cfg.positions {
             PositionKind::Learned => Some(vb.get_with_hints(
@@ -228,7 +231,10 @@ impl CaptionDecoder {
             vb.get_with_hints(
                 (cfg.vocab_size, d),
                 "lm_head.weight",
-                Init::Randn { mean: 0.0, stdev: std },
+                Init::Randn {
+                    mean: 0.0,
+                    stdev: std,
+                },
             )?
         };
         Ok(Self {

@@ -85,8 +85,9 @@ mod tests {
         }
         // Known value: uniform logits give log V whatever ε.
         let flat = Tensor::zeros((2, 4), DType::F64, &Device::Cpu)?;
-        let got = label_smoothed_cross_entropy(&flat, &Tensor::new(&[1u32, 2], &Device::Cpu)?, 0, 0.1)?
-            .to_scalar::<f64>()?;
+        let got =
+            label_smoothed_cross_entropy(&flat, &Tensor::new(&[1u32, 2], &Device::Cpu)?, 0, 0.1)?
+                .to_scalar::<f64>()?;
         assert!((got - 4f64.ln()).abs() < 1e-12);
         // Changing a padded row's logits changes nothing.
         let mut rows2 = rows.clone();
@@ -120,7 +121,10 @@ mod tests {
         assert!(label_smoothed_cross_entropy(&x, &out_of_range, 0, 0.1).is_err());
         let short = Tensor::new(&[1u32], &Device::Cpu)?;
         assert!(label_smoothed_cross_entropy(&x, &short, 0, 0.1).is_err());
-        assert!(label_smoothed_cross_entropy(&x, &Tensor::new(&[1u32, 2], &Device::Cpu)?, 0, 1.0).is_err());
+        assert!(
+            label_smoothed_cross_entropy(&x, &Tensor::new(&[1u32, 2], &Device::Cpu)?, 0, 1.0)
+                .is_err()
+        );
         Ok(())
     }
 }

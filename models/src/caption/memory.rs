@@ -124,3 +124,34 @@ impl VisualMemory {
         self.norm.forward(&tokens)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+
+    #[test]
+    fn position_2d_encodes_row_then_column() -> Result<()> {
+        let (h, w, d) = (2, 3, 8);
+        let pe = position_2d(h, w, d, DType::F64, &Device::Cpu)?.to_vec2::<f64>()?;
+        let rows =
+            sinusoidal_position_embedding(h, d / 2, DType::F64, &Device::Cpu)?.to_vec2::<f64>()?;
+        let cols =
+            sinusoidal_position_embedding(w, d / 2, DType::F64, &Device::Cpu)?.to_vec2::<f64>()?;
+        for y in 0..h {
+            for x in 0..w {
+                let want: Vec<f64> = rows[y].iter().chain(&cols[x]).copied().collect();
+                assert_eq!(pe[y * w + x], want, "({y}, {x})");
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn config_errors() {
+        for levels in [vec![], vec![4], vec![2, 2]] {
+            assert!(MemoryConfig { levels }.validate().is_err());
+        }
+        MemoryConfig { levels: vec![0, 3] }.validate().unwrap();
+    }
+}

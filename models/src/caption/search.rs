@@ -7,7 +7,7 @@
 //! Scores: `log_prob` is the sum of the token log-probabilities, `[EOS]` included; `score`
 //! is `log_prob / len^α` with `len` the number of generated tokens (`[EOS]` included) and
 //! `α` the length penalty (0: raw log-probability, favouring short captions; 1: mean per
-//! token). Ties go to the lower token id, then the earlier hypothesis, so beam width 1 is
+//! token). `[PAD]` and `[BOS]` are never generated. Ties go to the lower token id, then the earlier hypothesis, so beam width 1 is
 //! exactly greedy decoding.
 //!
 //! Beam search (per image, batched across images): each step expands every live hypothesis
@@ -106,10 +106,17 @@ fn step(
     let idx = Tensor::from_vec(rows.to_vec(), n, device)?;
     let mem = memory.index_select(&idx, 0)?;
     let ids = Tensor::from_vec(flat, (n, t), device)?;
-    decoder
+    let mut rows: Vec<Vec<f32>> = decoder
         .next_token_log_probs(&mem, &ids)?
         .to_dtype(DType::F32)?
-        .to_vec2()
+        .to_vec2()?;
+    // A caption never contains [PAD] or a second [BOS].
+    let pad = decoder.config().pad_id as usize;
+    for row in &mut rows {
+        row[pad] = f32::NEG_INFINITY;
+        row[bos as usize] = f32::NEG_INFINITY;
+    }
+    Ok(rows)
 }
 
 /// Index and value of the largest entry, the lowest index among ties.
@@ -217,7 +224,8 @@ pub fn beam_search(
                 if tok == eos {
                     if rank < k {
                         let tokens = beam.live[h].0.clone();
-                        beam.finished.push(Hypothesis::new(tokens, total, true, alpha));
+                        beam.finished
+                            .push(Hypothesis::new(tokens, total, true, alpha));
                     }
                 } else {
                     let mut tokens = beam.live[h].0.clone();
@@ -242,8 +250,7 @@ pub fn beam_search(
                     beam.finished.push(Hypothesis::new(tokens, l, false, alpha));
                 }
             }
-            beam.finished
-                .sort_by(|a, b| b.score.total_cmp(&a.score));
+            beam.finished.sort_by(|a, b| b.score.total_cmp(&a.score));
             beam.finished.truncate(k);
             beam.finished
         })
