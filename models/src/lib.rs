@@ -4,6 +4,7 @@
 //! Candle 0.11 silently drops gradients in several ops (DESIGN.md §6): every trainable model
 //! here has a test that one backward pass reaches every trainable variable.
 
+pub mod caption;
 pub mod encoder;
 pub mod heads;
 pub mod nn;

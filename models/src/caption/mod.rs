@@ -1,0 +1,225 @@
+//! Image captioning: a ResNet encoder, its C4/C5 feature maps turned into a sequence of
+//! visual tokens ([`VisualMemory`]), and a pre-LN transformer decoder ([`CaptionDecoder`])
+//! with causal self-attention and cross-attention to those tokens; label-smoothed
+//! cross-entropy ([`label_smoothed_cross_entropy`]); batched greedy decoding and beam search
+//! ([`search`]).
+//!
+//! Everything is built from ops with a backward (`crate::nn`: composed LayerNorm, softmax and
+//! attention; DESIGN §6), and tested to give every trainable variable a gradient.
+//!
+//! # Variable names
+//!
+//! ```text
+//! encoder.*                                     the ResNet (see crate::encoder)
+//! memory.proj.{i}.{weight,bias}                 1×1 projection of feature level i to d_model
+//! memory.level_embed                            (levels, d_model), only with ≥ 2 levels
+//! memory.norm.{weight,bias}                     LayerNorm of the visual tokens
+//! decoder.embed_tokens.weight                   (vocab, d_model); also the output projection when tied
+//! decoder.embed_positions.weight                (max_len, d_model), learned positions only
+//! decoder.layers.{j}.self_attn_layer_norm.*     pre-LN before causal self-attention
+//! decoder.layers.{j}.self_attn.{q,k,v,out}_proj.*
+//! decoder.layers.{j}.encoder_attn_layer_norm.*  pre-LN before cross-attention
+//! decoder.layers.{j}.encoder_attn.{q,k,v,out}_proj.*
+//! decoder.layers.{j}.final_layer_norm.*         pre-LN before the feed-forward block
+//! decoder.layers.{j}.fc1.*, fc2.*               feed-forward d → ff_dim → d (GELU)
+//! decoder.layer_norm.*                          final LayerNorm
+//! decoder.lm_head.weight                        (vocab, d_model), untied output only
+//! ```
+
+pub mod decoder;
+pub mod loss;
+pub mod memory;
+pub mod search;
+
+use candle_core::{DType, Result, Tensor};
+use candle_nn::VarBuilder;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::encoder::{EncoderConfig, ResNet};
+
+pub use decoder::{CaptionDecoder, DecoderConfig, PositionKind};
+pub use loss::label_smoothed_cross_entropy;
+pub use memory::{MemoryConfig, VisualMemory};
+pub use search::{beam_search, greedy, Hypothesis, SearchConfig};
+
+/// Architecture of a [`CaptionModel`]. Presets: [`CaptionConfig::preset`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaptionConfig {
+    pub encoder: EncoderConfig,
+    pub memory: MemoryConfig,
+    pub decoder: DecoderConfig,
+}
+
+impl CaptionConfig {
+    /// Names accepted by [`CaptionConfig::preset`].
+    pub const PRESETS: [&'static str; 3] = ["tiny", "small", "base"];
+
+    /// `tiny`: tiny ResNet, d 128, 2 layers (CPU tests and the default CPU run); `small`:
+    /// tiny ResNet, d 256, 3 layers; `base`: ResNet-18, d 512, 6 layers, 8 heads (GPU).
+    pub fn preset(name: &str, vocab_size: usize) -> std::result::Result<Self, String> {
+        let (encoder, d, layers, heads) = match name {
+            "tiny" => (EncoderConfig::tiny(), 128, 2, 4),
+            "small" => (EncoderConfig::tiny(), 256, 3, 4),
+            "base" => (EncoderConfig::resnet18(), 512, 6, 8),
+            other => {
+                return Err(format!(
+                    "unknown caption preset {other:?} (expected one of {})",
+                    Self::PRESETS.join(", ")
+                ))
+            }
+        };
+        Ok(Self {
+            encoder,
+            memory: MemoryConfig::default(),
+            decoder: DecoderConfig {
+                vocab_size,
+                d_model: d,
+                num_layers: layers,
+                num_heads: heads,
+                ff_dim: 4 * d,
+                ..DecoderConfig::default()
+            },
+        })
+    }
+
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        self.encoder.validate()?;
+        self.memory.validate()?;
+        self.decoder.validate()
+    }
+}
+
+/// How the encoder runs inside [`CaptionModel::encode`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EncoderMode {
+    /// Trained with the decoder: BatchNorm uses (and updates) batch statistics.
+    Train,
+    /// Frozen (pretrained encoder, `--freeze-encoder`): running statistics and no gradient.
+    Frozen,
+    /// Inference: running statistics.
+    Eval,
+}
+
+/// Encoder + visual memory + decoder.
+#[derive(Debug, Clone)]
+pub struct CaptionModel {
+    encoder: ResNet,
+    memory: VisualMemory,
+    decoder: CaptionDecoder,
+    cfg: CaptionConfig,
+}
+
+impl CaptionModel {
+    /// Builds the model on `vb` (`encoder.`, `memory.`, `decoder.` prefixes).
+    pub fn new(cfg: &CaptionConfig, vb: VarBuilder) -> Result<Self> {
+        cfg.validate().map_err(candle_core::Error::Msg)?;
+        let encoder = ResNet::new(&cfg.encoder, vb.pp("encoder"))?;
+        let channels = cfg.encoder.feature_channels();
+        let memory = VisualMemory::new(
+            &cfg.memory,
+            &channels,
+            cfg.decoder.d_model,
+            cfg.decoder.layer_norm_eps,
+            vb.pp("memory"),
+        )?;
+        let decoder = CaptionDecoder::new(&cfg.decoder, vb.pp("decoder"))?;
+        Ok(Self {
+            encoder,
+            memory,
+            decoder,
+            cfg: cfg.clone(),
+        })
+    }
+
+    pub fn config(&self) -> &CaptionConfig {
+        &self.cfg
+    }
+
+    pub fn encoder(&self) -> &ResNet {
+        &self.encoder
+    }
+
+    pub fn decoder(&self) -> &CaptionDecoder {
+        &self.decoder
+    }
+
+    /// The visual tokens `(B, M, d_model)` of images `(B, in_channels, H, W)`.
+    pub fn encode(&self, images: &Tensor, mode: EncoderMode) -> Result<Tensor> {
+        let out = self
+            .encoder
+            .forward_t(images, matches!(mode, EncoderMode::Train))?;
+        let features: [Tensor; 4] = if mode == EncoderMode::Frozen {
+            out.features
+                .iter()
+                .map(|f| f.detach())
+                .collect::<Vec<_>>()
+                .try_into()
+                .map_err(|_| candle_core::Error::Msg("four feature levels".into()))?
+        } else {
+            out.features
+        };
+        self.memory.forward(&features)
+    }
+
+    /// Teacher-forced logits `(B, T, vocab)` for `input_ids` `(B, T)` (`[BOS]` first, right
+    /// padded). `dropout`: the RNG of the decoder's dropout masks (`None` = evaluation).
+    pub fn forward(
+        &self,
+        images: &Tensor,
+        input_ids: &Tensor,
+        mode: EncoderMode,
+        dropout: Option<&mut ChaCha8Rng>,
+    ) -> Result<Tensor> {
+        let memory = self.encode(images, mode)?;
+        self.decoder.forward(&memory, input_ids, dropout)
+    }
+
+    /// Label-smoothed cross-entropy of `sequences` `(B, T+1)` (`[BOS] … [EOS] [PAD]…`):
+    /// positions `0..T` predict positions `1..=T`; padding targets are ignored.
+    pub fn loss(
+        &self,
+        images: &Tensor,
+        sequences: &Tensor,
+        label_smoothing: f64,
+        mode: EncoderMode,
+        dropout: Option<&mut ChaCha8Rng>,
+    ) -> Result<Tensor> {
+        let (_, t1) = sequences.dims2()?;
+        if t1 < 2 {
+            candle_core::bail!("caption sequences need at least [BOS] and one target token")
+        }
+        let input = sequences.narrow(1, 0, t1 - 1)?;
+        let target = sequences.narrow(1, 1, t1 - 1)?;
+        let logits = self.forward(images, &input, mode, dropout)?;
+        let v = logits.dim(2)?;
+        label_smoothed_cross_entropy(
+            &logits.reshape(((), v))?,
+            &target.flatten_all()?,
+            self.cfg.decoder.pad_id,
+            label_smoothing,
+        )
+    }
+
+    /// Beam search (greedy for width 1) for every image; hypotheses best first.
+    pub fn generate(&self, images: &Tensor, cfg: &SearchConfig) -> Result<Vec<Vec<Hypothesis>>> {
+        let memory = self.encode(images, EncoderMode::Eval)?.detach();
+        if cfg.beam_width == 1 {
+            Ok(greedy(&self.decoder, &memory, cfg)?
+                .into_iter()
+                .map(|h| vec![h])
+                .collect())
+        } else {
+            beam_search(&self.decoder, &memory, cfg)
+        }
+    }
+
+    /// Dtype of the model's parameters.
+    pub fn dtype(&self) -> DType {
+        self.decoder.dtype()
+    }
+}
+
+#[cfg(test)]
+mod tests;
