@@ -391,4 +391,42 @@ mod tests {
         assert!(last < first, "loss {first} → {last}");
         Ok(())
     }
+
+    /// The documented naming contract: a SimCLR model's `encoder.*` variables cover the
+    /// classifier's encoder exactly and, copied by name, give the same encoder.
+    #[test]
+    fn simclr_encoder_weights_load_by_name() -> Result<()> {
+        use crate::encoder::{SimClr, SimClrConfig};
+        let sim_vm = VarMap::new();
+        let sim = SimClr::new(
+            &SimClrConfig::new(EncoderConfig::tiny()),
+            seeded_var_builder(&sim_vm, 1, DType::F32, &Device::Cpu),
+        )?;
+        let (vm, model) = build(&ClassifierConfig::new(EncoderConfig::tiny()), 2);
+        let x = input(2, 32, 3);
+        let before = model.encoder().forward_t(&x, false)?.pooled;
+        let mut target = vm.clone();
+        let mut copied = 0;
+        for (name, var) in sim_vm.data().lock().unwrap().iter() {
+            if name.starts_with("encoder.") {
+                target.set_one(name, var.as_tensor())?;
+                copied += 1;
+            }
+        }
+        let ours = vm
+            .data()
+            .lock()
+            .unwrap()
+            .keys()
+            .filter(|k| k.starts_with("encoder."))
+            .count();
+        assert_eq!(copied, ours);
+        let a = model.encoder().forward_t(&x, false)?.pooled;
+        let b = sim.encoder().forward_t(&x, false)?.pooled;
+        let d = (&a - &b)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert_eq!(d, 0.0);
+        let moved = (&a - &before)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(moved > 0.0, "the copy changed nothing");
+        Ok(())
+    }
 }

@@ -1,7 +1,7 @@
 //! Task heads on the shared encoder: the 10-label classifier ([`Classifier`]) and the
 //! 7-class segmentation decoder ([`Segmenter`], an FPN over C2–C5), plus what both share:
 //! how much of the encoder trains ([`EncoderMode`]) and which variables an optimizer gets
-//! ([`is_trainable`]).
+//! ([`is_trainable`]), and sliding-window inference over whole frames ([`window`]).
 //!
 //! # Variable names
 //!
