@@ -245,3 +245,35 @@ fn los_prints_the_unit_vector() {
     );
     assert!(msg.contains("--incidence"), "{msg}");
 }
+
+#[test]
+fn request_from_standard_input() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let run = |body: &[u8]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_insar-mm"))
+            .args(["physics", "displacement", "--request", "-"])
+            .env("RAYON_NUM_THREADS", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the insar-mm binary runs");
+        child.stdin.take().unwrap().write_all(body).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = run(
+        br#"{"source":"mogi","params":{"e":0,"n":0,"depth":-5,"dv":1},"points":{"e":[0],"n":[0]}}"#,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("standard input") && err.contains("params.depth"),
+        "{err}"
+    );
+    let out = run(br#"{"source":"mogi","params":{"e":0,"n":0,"depth":1000,"dv":1e6},"points":{"e":[0],"n":[0]}}"#);
+    assert!(out.status.success());
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let want = 0.75e6 / (std::f64::consts::PI * 1e6);
+    assert!((floats(&v, "uu")[0] - want).abs() < 1e-12);
+}

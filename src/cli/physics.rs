@@ -164,7 +164,11 @@ fn read_request(path: &Path) -> Result<Vec<u8>> {
 
 fn displacement(request: &Path, out: Option<&Path>) -> Result<()> {
     let bytes = read_request(request)?;
-    let name = request.display();
+    let name = if request.as_os_str() == "-" {
+        "standard input".to_string()
+    } else {
+        request.display().to_string()
+    };
     let req = parse_request(&bytes).map_err(|e| anyhow!("{name}: invalid request: {e}"))?;
     let result = evaluate(&req).map_err(|e| anyhow!("{name}: {e}"))?;
     let json = serde_json::to_string(&result)?;
