@@ -14,6 +14,7 @@
 //! pay for the transforms.
 
 use std::cell::RefCell;
+use std::rc::Rc;
 
 use rand::Rng;
 use rand_distr::{Distribution, Normal, StandardNormal};
@@ -157,6 +158,61 @@ pub fn padded_size(geometry: Geometry, outer_scale_m: f64) -> (usize, usize) {
     (pad(geometry.height), pad(geometry.width))
 }
 
+type FilterKey = (usize, usize, u64, [u64; 4]);
+
+thread_local! {
+    static FILTERS: RefCell<Vec<(FilterKey, Rc<Vec<f32>>)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The amplitude filter `sqrt(P(|f|))` on a `rows × cols` FFT grid of `pixel_m` spacing,
+/// cached per thread (the last 8 grids/spectra).
+fn spectral_filter(rows: usize, cols: usize, pixel_m: f64, spectrum: &Spectrum) -> Rc<Vec<f32>> {
+    let key: FilterKey = (
+        rows,
+        cols,
+        pixel_m.to_bits(),
+        [
+            spectrum.beta_long.to_bits(),
+            spectrum.beta_short.to_bits(),
+            spectrum.break_wavelength_m.to_bits(),
+            spectrum.outer_scale_m.to_bits(),
+        ],
+    );
+    if let Some(f) = FILTERS.with(|c| {
+        c.borrow()
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, f)| f.clone())
+    }) {
+        return f;
+    }
+    let freq = |k: usize, n: usize| -> f64 {
+        let k = if k <= n / 2 {
+            k as f64
+        } else {
+            k as f64 - n as f64
+        };
+        k / (n as f64 * pixel_m)
+    };
+    let col_f: Vec<f64> = (0..cols).map(|c| freq(c, cols)).collect();
+    let mut filter = Vec::with_capacity(rows * cols);
+    for r in 0..rows {
+        let fr = freq(r, rows);
+        for fc in &col_f {
+            filter.push(spectrum.amplitude((fr * fr + fc * fc).sqrt()) as f32);
+        }
+    }
+    let filter = Rc::new(filter);
+    FILTERS.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() >= 8 {
+            c.remove(0);
+        }
+        c.push((key, filter.clone()));
+    });
+    filter
+}
+
 /// Two independent zero-mean, unit-variance Gaussian random fields with spectrum `spectrum`
 /// (one FFT for both). The standard deviation over the frame is exactly 1 unless the
 /// field is constant (then it is all zeros).
@@ -170,31 +226,10 @@ pub fn power_law_pair(
         .map(|_| Complex32::new(StandardNormal.sample(rng), StandardNormal.sample(rng)))
         .collect();
     // Filter in the frequency domain (white noise's FFT is white noise, so we shape it
-    // directly: one inverse transform).
-    let df_r = 1.0 / (rows as f64 * geometry.pixel_m);
-    let df_c = 1.0 / (cols as f64 * geometry.pixel_m);
-    let col_amp: Vec<f64> = (0..cols)
-        .map(|c| {
-            let k = if c <= cols / 2 {
-                c as f64
-            } else {
-                c as f64 - cols as f64
-            };
-            k * df_c
-        })
-        .collect();
-    for r in 0..rows {
-        let kr = if r <= rows / 2 {
-            r as f64
-        } else {
-            r as f64 - rows as f64
-        };
-        let fr = kr * df_r;
-        let row = &mut buf[r * cols..(r + 1) * cols];
-        for (v, fc) in row.iter_mut().zip(&col_amp) {
-            let f = (fr * fr + fc * fc).sqrt();
-            *v *= spectrum.amplitude(f) as f32;
-        }
+    // directly: one inverse transform). The filter is cached per thread.
+    let filter = spectral_filter(rows, cols, geometry.pixel_m, spectrum);
+    for (v, a) in buf.iter_mut().zip(filter.iter()) {
+        *v *= *a;
     }
     fft2(&mut buf, rows, cols, true);
     let mut a = Field::zeros(geometry);

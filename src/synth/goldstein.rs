@@ -165,9 +165,18 @@ pub fn goldstein(
                 }
             }
             let mut sumsq = 0.0f32;
-            for s in smooth.iter_mut() {
-                *s = s.powf(params.alpha);
-                sumsq += *s * *s;
+            if params.alpha == 1.0 {
+                sumsq = smooth.iter().map(|s| s * s).sum();
+            } else if params.alpha == 0.5 {
+                for s in smooth.iter_mut() {
+                    *s = s.sqrt();
+                    sumsq += *s * *s;
+                }
+            } else {
+                for s in smooth.iter_mut() {
+                    *s = s.powf(params.alpha);
+                    sumsq += *s * *s;
+                }
             }
             let norm = if sumsq > 0.0 {
                 (n as f32 / sumsq).sqrt()

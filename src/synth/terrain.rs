@@ -108,6 +108,17 @@ impl Edifice {
         self.height_m * (-(r / self.radius_m).powf(self.exponent)).exp()
     }
 
+    /// Distance (m) beyond which the edifice adds less than 1 cm (its profile is cut
+    /// there, which keeps terrain synthesis cheap for small parasitic cones).
+    pub fn reach_m(&self) -> f64 {
+        let core = self.radius_m
+            * (self.height_m.max(0.01) / 0.01)
+                .ln()
+                .max(0.0)
+                .powf(1.0 / self.exponent);
+        core.max(4.0 * self.crater_radius_m)
+    }
+
     /// Height (m above base) at (`e`, `n`).
     pub fn height_at(&self, e: f64, n: f64) -> f64 {
         let r = self.distance(e, n);
@@ -265,6 +276,11 @@ pub fn build_terrain(geometry: Geometry, spec: &TerrainSpec, rng: &mut impl Rng)
         Setting::Coastal { azimuth_deg, .. } => azimuth_deg.to_radians().sin_cos(),
         _ => (0.0, 1.0),
     };
+    let reach2: Vec<f64> = spec
+        .edifices
+        .iter()
+        .map(|ed| ed.reach_m().powi(2))
+        .collect();
     for row in 0..geometry.height {
         let n = geometry.north(row);
         for col in 0..geometry.width {
@@ -277,8 +293,11 @@ pub fn build_terrain(geometry: Geometry, spec: &TerrainSpec, rng: &mut impl Rng)
                 Setting::Island { depth_m } => -depth_m,
             };
             let mut h = base;
-            for ed in &spec.edifices {
-                h += ed.height_at(e, n);
+            for (ed, reach2) in spec.edifices.iter().zip(&reach2) {
+                let (de, dn) = (e - ed.east, n - ed.north);
+                if de * de + dn * dn < *reach2 {
+                    h += ed.height_at(e, n);
+                }
             }
             elevation.data[geometry.index(row, col)] += h as f32;
         }
@@ -467,6 +486,26 @@ mod tests {
             last = a;
         }
         assert!(last < 1.0);
+    }
+
+    #[test]
+    fn edifices_vanish_beyond_their_reach() {
+        let mut r = rng(11);
+        for kind in [
+            EdificeKind::Strato,
+            EdificeKind::Shield,
+            EdificeKind::Caldera,
+        ] {
+            for _ in 0..20 {
+                let ed = Edifice::random(kind, 500.0, -300.0, &mut r);
+                let reach = ed.reach_m();
+                for az in 0..8 {
+                    let a = az as f64 * std::f64::consts::FRAC_PI_4;
+                    let h = ed.height_at(500.0 + reach * a.sin(), -300.0 + reach * a.cos());
+                    assert!(h.abs() <= 0.0101, "{kind:?} {h} at {reach}");
+                }
+            }
+        }
     }
 
     #[test]
