@@ -428,19 +428,26 @@ fn segmentation_from_png_label_maps() {
         "3",
         "--json",
     ]);
-    // Confusion over both images: truth 0 → [6, 1], truth 1 → [1, 3].
+    // Confusion over both images (the ignored pixel excluded): truth 0 → [5, 1],
+    // truth 1 → [1, 4].
     assert_eq!(
         v["confusion"],
-        serde_json::json!([[6, 1, 0], [1, 3, 0], [0, 0, 0]])
+        serde_json::json!([[5, 1, 0], [1, 4, 0], [0, 0, 0]])
     );
-    close(&v["IoU"][0], &serde_json::json!(6.0 / 8.0), 1e-15, "IoU0");
-    close(&v["IoU"][1], &serde_json::json!(3.0 / 5.0), 1e-15, "IoU1");
+    close(&v["IoU"][0], &serde_json::json!(5.0 / 7.0), 1e-15, "IoU0");
+    close(&v["IoU"][1], &serde_json::json!(4.0 / 6.0), 1e-15, "IoU1");
     assert!(v["IoU"][2].is_null());
     close(
         &v["mIoU"],
-        &serde_json::json!((0.75 + 0.6) / 2.0),
+        &serde_json::json!((5.0 / 7.0 + 4.0 / 6.0) / 2.0),
         1e-15,
         "mIoU",
+    );
+    close(
+        &v["Dice"][1],
+        &serde_json::json!(8.0 / 10.0),
+        1e-15,
+        "Dice1",
     );
     close(&v["aAcc"], &serde_json::json!(9.0 / 11.0), 1e-15, "aAcc");
     assert!(ok_text(&[

@@ -602,7 +602,7 @@ fn segmentation_cmd(
         println!("note: {extra} predictions have no ground truth and were not used");
     }
     println!("{:<14} {:>8} {:>8} {:>8}", "class", "IoU", "Dice", "Acc");
-    for c in 0..k {
+    for (c, ((iou, dice), acc)) in s.iou.iter().zip(&s.dice).zip(&s.acc).enumerate() {
         let name = names
             .as_ref()
             .map(|n| n[c].clone())
@@ -610,9 +610,9 @@ fn segmentation_cmd(
         println!(
             "{:<14} {:>8} {:>8} {:>8}",
             name,
-            opt(s.iou[c]),
-            opt(s.dice[c]),
-            opt(s.acc[c])
+            opt(*iou),
+            opt(*dice),
+            opt(*acc)
         );
     }
     println!(
