@@ -15,7 +15,9 @@ use insar_mm::data::sample::SampleSource;
 use insar_mm::synth::captions::CaptionStyle;
 use insar_mm::synth::generate::{los_field, render_scene, Overrides};
 use insar_mm::synth::los::los_vector;
-use insar_mm::synth::phase::{deformation_mask, fringes_and_intensity, intensity_for_fringes, MaskRule};
+use insar_mm::synth::phase::{
+    deformation_mask, fringes_and_intensity, intensity_for_fringes, MaskRule,
+};
 use insar_mm::synth::scene::SceneConfig;
 use insar_mm::synth::stream::SyntheticStream;
 
@@ -49,7 +51,10 @@ fn tree(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
             if p.is_dir() {
                 stack.push(p);
             } else {
-                out.insert(p.strip_prefix(root).unwrap().to_path_buf(), std::fs::read(&p).unwrap());
+                out.insert(
+                    p.strip_prefix(root).unwrap().to_path_buf(),
+                    std::fs::read(&p).unwrap(),
+                );
             }
         }
     }
@@ -59,7 +64,11 @@ fn tree(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 #[test]
 fn same_seed_gives_identical_bytes_on_one_and_two_threads() {
     let tmp = tempfile::tempdir().unwrap();
-    let (a, b, c) = (tmp.path().join("a"), tmp.path().join("b"), tmp.path().join("c"));
+    let (a, b, c) = (
+        tmp.path().join("a"),
+        tmp.path().join("b"),
+        tmp.path().join("c"),
+    );
     let args = |out: &Path, seed: &'static str| {
         vec![
             "data".to_string(),
@@ -92,13 +101,24 @@ fn same_seed_gives_identical_bytes_on_one_and_two_threads() {
     // Every annotation loads with the strict loader; the dataset checks clean.
     let set = load_annotations(&a.join("annotations"), LoadOptions { skip_bad: false }).unwrap();
     assert_eq!(set.len(), 16);
-    assert!(set.annotations.iter().all(|x| x.inconsistencies().is_empty()));
-    ok(&insar_mm(&["data", "check", a.to_str().unwrap(), "-q"], "1"));
+    assert!(set
+        .annotations
+        .iter()
+        .all(|x| x.inconsistencies().is_empty()));
+    ok(&insar_mm(
+        &["data", "check", a.to_str().unwrap(), "-q"],
+        "1",
+    ));
     // The .npy float phase lies in (−π, π] or is NaN (no data).
-    let npy = ta.keys().find(|p| p.extension().is_some_and(|e| e == "npy")).unwrap();
+    let npy = ta
+        .keys()
+        .find(|p| p.extension().is_some_and(|e| e == "npy"))
+        .unwrap();
     let (h, w, data) = insar_mm::synth::render::read_phase_npy(&a.join(npy)).unwrap();
     assert_eq!((h, w), (80, 96));
-    assert!(data.iter().all(|v| v.is_nan() || (-std::f32::consts::PI..=std::f32::consts::PI + 1e-6).contains(v)));
+    assert!(data
+        .iter()
+        .all(|v| v.is_nan() || (-std::f32::consts::PI..=std::f32::consts::PI + 1e-6).contains(v)));
 
     // Refuses to overwrite without --force.
     let v = args(&a, "7");
@@ -110,7 +130,19 @@ fn same_seed_gives_identical_bytes_on_one_and_two_threads() {
     // The gallery draws a contact sheet of the frames.
     let sheet = tmp.path().join("sheet.png");
     ok(&insar_mm(
-        &["data", "gallery", a.to_str().unwrap(), "--out", sheet.to_str().unwrap(), "--count", "6", "--columns", "3", "--patch", "64"],
+        &[
+            "data",
+            "gallery",
+            a.to_str().unwrap(),
+            "--out",
+            sheet.to_str().unwrap(),
+            "--count",
+            "6",
+            "--columns",
+            "3",
+            "--patch",
+            "64",
+        ],
         "1",
     ));
     let png = Png::read(&sheet).unwrap();
@@ -132,7 +164,8 @@ fn labels_intensities_and_masks_agree_with_the_physics() {
         let r = render_scene(&scene, CaptionStyle::default(), &Overrides::default()).unwrap();
         let a = &r.annotation;
         // The annotation round-trips through the strict parser.
-        let back = insar_mm::data::annotation::parse_annotation(a.to_json_pretty().as_bytes()).unwrap();
+        let back =
+            insar_mm::data::annotation::parse_annotation(a.to_json_pretty().as_bytes()).unwrap();
         assert_eq!(&back, a);
         assert!(a.inconsistencies().is_empty(), "{:?}", a.inconsistencies());
         assert_eq!(a.deformations().len(), r.patterns.len());
@@ -155,15 +188,38 @@ fn labels_intensities_and_masks_agree_with_the_physics() {
                 counts[p.intensity.label_index().unwrap() - 7] += 1;
             }
             // Independent recomputation at full resolution from the scaled source.
-            let d_los = los_field(&p.source, insar_mm::synth::grid::Geometry::new(64, 64, 370.0), los, 1);
-            let m = deformation_mask(&d_los, Some(&r_valid_land(&r)), 64, 64, &MaskRule::default());
+            let d_los = los_field(
+                &p.source,
+                insar_mm::synth::grid::Geometry::new(64, 64, 370.0),
+                los,
+                1,
+            );
+            let m = deformation_mask(
+                &d_los,
+                Some(&r_valid_land(&r)),
+                64,
+                64,
+                &MaskRule::default(),
+            );
             let (n, _) = fringes_and_intensity(&d_los, &m);
-            assert!((n - p.fringes).abs() <= 0.1 * p.fringes + 0.05, "fringes {n} vs {}", p.fringes);
+            assert!(
+                (n - p.fringes).abs() <= 0.1 * p.fringes + 0.05,
+                "fringes {n} vs {}",
+                p.fringes
+            );
             // The polygon covers the measured mask.
             let poly = insar_mm::data::raster::rasterize(64, 64, [(1u8, d.polygon.unwrap())]);
-            let inside = p.mask.iter().zip(&poly.data).filter(|(&m, &q)| m && q != 0).count();
+            let inside = p
+                .mask
+                .iter()
+                .zip(&poly.data)
+                .filter(|(&m, &q)| m && q != 0)
+                .count();
             let total = p.mask.iter().filter(|&&m| m).count();
-            assert!(inside as f64 >= 0.9 * total as f64, "polygon covers {inside} of {total} mask pixels");
+            assert!(
+                inside as f64 >= 0.9 * total as f64,
+                "polygon covers {inside} of {total} mask pixels"
+            );
         }
         assert_eq!(a.label_vector(), want, "uniqueID {}", a.unique_id);
         counts[3] += usize::from(!r.patterns.is_empty());
@@ -180,11 +236,22 @@ fn r_valid_land(r: &insar_mm::synth::generate::Rendered) -> Vec<bool> {
 
 #[test]
 fn from_annotations_reproduces_labels_and_keeps_real_captions() {
-    let sample = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hephaestus-sample/annotations");
+    let sample = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/hephaestus-sample/annotations");
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("from");
     let stdout = ok(&insar_mm(
-        &["data", "synth", "--out", out.to_str().unwrap(), "--from-annotations", sample.to_str().unwrap(), "--size", "128x128", "-q"],
+        &[
+            "data",
+            "synth",
+            "--out",
+            out.to_str().unwrap(),
+            "--from-annotations",
+            sample.to_str().unwrap(),
+            "--size",
+            "128x128",
+            "-q",
+        ],
         "2",
     ));
     let real = load_annotations(&sample, LoadOptions::default()).unwrap();
@@ -194,10 +261,17 @@ fn from_annotations_reproduces_labels_and_keeps_real_captions() {
     for r in &real.annotations {
         let m = made.get(r.unique_id).unwrap();
         assert_eq!(m.caption, r.caption, "the real caption is kept");
-        assert_eq!((&m.frame_id, m.primary_date, m.secondary_date), (&r.frame_id, r.primary_date, r.secondary_date));
+        assert_eq!(
+            (&m.frame_id, m.primary_date, m.secondary_date),
+            (&r.frame_id, r.primary_date, r.secondary_date)
+        );
         matched += usize::from(insar_mm::synth::generate::labels_match(r, m));
     }
-    assert!(matched as f64 >= 0.9 * real.len() as f64, "{matched} of {}: {stdout}", real.len());
+    assert!(
+        matched as f64 >= 0.9 * real.len() as f64,
+        "{matched} of {}: {stdout}",
+        real.len()
+    );
     // The frames are loadable model input.
     let ds = DatasetDir::open(&out, LoadOptions::default()).unwrap();
     for a in ds.annotations.annotations.iter().take(3) {
@@ -221,10 +295,16 @@ fn stream_matches_what_the_loader_reads_from_disk() {
         r.write(tmp.path(), false).unwrap();
     }
     let ds = DatasetDir::open(tmp.path(), LoadOptions::default()).unwrap();
-    let frames = ds.frame_samples(InputFormat::PhaseCoherence, None, None).unwrap();
+    let frames = ds
+        .frame_samples(InputFormat::PhaseCoherence, None, None)
+        .unwrap();
     for i in 0..5 {
         let s = stream.get(i).unwrap();
-        let pos = frames.items.iter().position(|(a, _)| a.unique_id.to_string() == s.id).unwrap();
+        let pos = frames
+            .items
+            .iter()
+            .position(|(a, _)| a.unique_id.to_string() == s.id)
+            .unwrap();
         let d = frames.get(pos).unwrap();
         assert_eq!(s.image, d.image);
         assert_eq!(s.mask.as_ref().unwrap().data, d.mask.as_ref().unwrap().data);
@@ -232,7 +312,15 @@ fn stream_matches_what_the_loader_reads_from_disk() {
         assert_eq!(s.caption, d.caption);
     }
     assert!(stream.get(5).is_err());
-    assert!(SyntheticStream::new(SceneConfig { pixel_m: -1.0, ..config }, 0, 1).is_err());
+    assert!(SyntheticStream::new(
+        SceneConfig {
+            pixel_m: -1.0,
+            ..config
+        },
+        0,
+        1
+    )
+    .is_err());
 }
 
 #[test]
@@ -241,11 +329,38 @@ fn bad_options_are_usage_errors_naming_the_option() {
     let o = tmp.path().join("x");
     let o = o.to_str().unwrap();
     for (args, code, needle) in [
-        (vec!["data", "synth", "--out", o, "--size", "10x10"], 2, "16..=8192"),
-        (vec!["data", "synth", "--out", o, "--size", "big"], 2, "WIDTHxHEIGHT"),
-        (vec!["data", "synth", "--out", o, "--classes", "volcano=1"], 2, "unknown class"),
-        (vec!["data", "synth", "--out", o, "--pixel-m", "0"], 1, "pixel size"),
-        (vec!["data", "synth", "--out", o, "--from-annotations", "/nonexistent/annotations"], 1, "/nonexistent/annotations"),
+        (
+            vec!["data", "synth", "--out", o, "--size", "10x10"],
+            2,
+            "16..=8192",
+        ),
+        (
+            vec!["data", "synth", "--out", o, "--size", "big"],
+            2,
+            "WIDTHxHEIGHT",
+        ),
+        (
+            vec!["data", "synth", "--out", o, "--classes", "volcano=1"],
+            2,
+            "unknown class",
+        ),
+        (
+            vec!["data", "synth", "--out", o, "--pixel-m", "0"],
+            1,
+            "pixel size",
+        ),
+        (
+            vec![
+                "data",
+                "synth",
+                "--out",
+                o,
+                "--from-annotations",
+                "/nonexistent/annotations",
+            ],
+            1,
+            "/nonexistent/annotations",
+        ),
         (vec!["data", "synth"], 2, "--out"),
     ] {
         let out = insar_mm(&args, "1");

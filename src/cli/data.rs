@@ -173,7 +173,10 @@ fn parse_size(s: &str) -> Result<(usize, usize), String> {
         .split_once(['x', 'X'])
         .ok_or_else(|| format!("{s:?}: expected WIDTHxHEIGHT, e.g. 512x512"))?;
     let w: usize = w.trim().parse().map_err(|e| format!("{s:?}: width: {e}"))?;
-    let h: usize = h.trim().parse().map_err(|e| format!("{s:?}: height: {e}"))?;
+    let h: usize = h
+        .trim()
+        .parse()
+        .map_err(|e| format!("{s:?}: height: {e}"))?;
     if !(16..=8192).contains(&w) || !(16..=8192).contains(&h) {
         return Err(format!("{s:?}: width and height must lie in 16..=8192"));
     }
@@ -275,7 +278,8 @@ fn synth_config(args: &SynthArgs) -> Result<SceneConfig> {
         c.nuisance.orbital = args.orbital;
         c.nuisance.decorrelation = args.decorrelation;
     }
-    c.check().map_err(|e| anyhow::anyhow!("invalid synth options: {e}"))?;
+    c.check()
+        .map_err(|e| anyhow::anyhow!("invalid synth options: {e}"))?;
     Ok(c)
 }
 
@@ -313,7 +317,9 @@ fn synth(args: &SynthArgs, global: &GlobalArgs) -> Result<()> {
         Some(path) => {
             let set = load(path, args.skip_bad)?;
             let bar = super::progress::bar(set.len() as u64, "frames", global.show_progress());
-            let r = generate_from_annotations(&config, &set.annotations, out, &options, &|| bar.inc(1))?;
+            let r = generate_from_annotations(&config, &set.annotations, out, &options, &|| {
+                bar.inc(1)
+            })?;
             bar.finish_and_clear();
             r
         }

@@ -99,7 +99,10 @@ pub fn ensure_in(
             caption_style: CaptionStyle::default(),
         };
         let report = generate_dataset(&config(), frames, &tmp, &options, tick)?;
-        let set = load_annotations(&tmp.join(crate::data::dataset::ANNOTATIONS), LoadOptions::default())?;
+        let set = load_annotations(
+            &tmp.join(crate::data::dataset::ANNOTATIONS),
+            LoadOptions::default(),
+        )?;
         frame_split(&set.annotations, seed, [0.8, 0.1, 0.1], &[])?
             .write(&tmp.join(crate::data::dataset::SPLIT_FILE))?;
         crate::data::atomic::write_atomic(
@@ -118,7 +121,10 @@ pub fn ensure_in(
         Ok(r) => r,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&tmp);
-            return Err(e.context(format!("generating the built-in dataset in {}", dir.display())));
+            return Err(e.context(format!(
+                "generating the built-in dataset in {}",
+                dir.display()
+            )));
         }
     };
     if let Err(e) = std::fs::rename(&tmp, &dir) {

@@ -200,14 +200,21 @@ fn intensity_word(i: Intensity) -> &'static str {
 fn location_of_cell(cell: Cell, rng: &mut impl Rng) -> String {
     let name = cell_name(cell);
     match cell {
-        (1, 1) => ["on the central side", "close to the center", "on the central side of the region"]
-            .choose(rng)
-            .map(|s| s.to_string())
-            .unwrap_or_default(),
-        (2, 1) => ["at the bottom of the image", "on the bottom side of the region"]
-            .choose(rng)
-            .map(|s| s.to_string())
-            .unwrap_or_default(),
+        (1, 1) => [
+            "on the central side",
+            "close to the center",
+            "on the central side of the region",
+        ]
+        .choose(rng)
+        .map(|s| s.to_string())
+        .unwrap_or_default(),
+        (2, 1) => [
+            "at the bottom of the image",
+            "on the bottom side of the region",
+        ]
+        .choose(rng)
+        .map(|s| s.to_string())
+        .unwrap_or_default(),
         _ => match rng.random_range(0..4) {
             0 => format!("on the {name} side"),
             1 => format!("in {name} side of the region"),
@@ -271,19 +278,28 @@ fn multi_pattern_sentences(patterns: &[&PatternFact], rng: &mut impl Rng) -> Vec
         .iter()
         .all(|p| p.activity == patterns[0].activity && p.intensity == patterns[0].intensity);
     if same && patterns[0].activity != ActivityType::Earthquake && rng.random_bool(0.6) {
-        let loc = area.map(|a| format!(" on the {a} side of the region")).unwrap_or_default();
+        let loc = area
+            .map(|a| format!(" on the {a} side of the region"))
+            .unwrap_or_default();
         out.push(format!(
             "{} {}-type deformation patterns of {} intensity {}{loc}.",
             number_word(n),
             type_word(patterns[0].activity),
             intensity_word(patterns[0].intensity),
-            if rng.random_bool(0.75) { "can be detected" } else { "are detected" },
+            if rng.random_bool(0.75) {
+                "can be detected"
+            } else {
+                "are detected"
+            },
         ));
         return out;
     }
     let count = match (&area, rng.random_bool(0.5)) {
         (Some(a), true) if a != "wider area" => {
-            format!("{} deformation patterns can be detected on the {a} side.", number_word(n))
+            format!(
+                "{} deformation patterns can be detected on the {a} side.",
+                number_word(n)
+            )
         }
         _ => format!("{} deformation patterns can be detected.", number_word(n)),
     };
@@ -374,7 +390,9 @@ fn stratification_sentence(facts: &CaptionFacts, also: bool, rng: &mut impl Rng)
             format!("Vertical stratification effect {verb} on the {loc} side of the region.")
         }
         _ => [
-            format!("Vertical stratification effect {verb} on the high altitude areas of the region."),
+            format!(
+                "Vertical stratification effect {verb} on the high altitude areas of the region."
+            ),
             format!("Vertical stratification {verb} in high altitude areas of the region."),
         ]
         .choose(rng)
@@ -386,7 +404,9 @@ fn stratification_sentence(facts: &CaptionFacts, also: bool, rng: &mut impl Rng)
 fn quality_sentences(facts: &CaptionFacts) -> Vec<&'static str> {
     let mut out = Vec::new();
     match facts.processing_error {
-        3 => out.push("The image has a processing error related to swath merging. Missing information."),
+        3 => out.push(
+            "The image has a processing error related to swath merging. Missing information.",
+        ),
         2 => out.push(" The image has a processing error during the debursting step."),
         _ => {}
     }
@@ -481,7 +501,10 @@ fn deformation(facts: &CaptionFacts, rng: &mut impl Rng) -> Vec<String> {
             if quakes.len() == 1 {
                 s.push(single_pattern_sentence(quakes[0], rng));
             } else {
-                let cells: Vec<Cell> = quakes.iter().map(|p| cell_of(p.centroid.0, p.centroid.1)).collect();
+                let cells: Vec<Cell> = quakes
+                    .iter()
+                    .map(|p| cell_of(p.centroid.0, p.centroid.1))
+                    .collect();
                 let loc = cells_phrase(&cells, rng).unwrap_or_else(|| "central".into());
                 s.push(format!(
                     "{} earthquake deformation patterns can be detected on the {loc} side of the region.",
@@ -528,7 +551,8 @@ pub fn caption(facts: &CaptionFacts, style: CaptionStyle, rng: &mut impl Rng) ->
             text = text.replacen(w, t, 1);
         }
     }
-    let ends_with_flag = facts.processing_error == 3 || facts.orbital || facts.glacier || facts.artifacts;
+    let ends_with_flag =
+        facts.processing_error == 3 || facts.orbital || facts.glacier || facts.artifacts;
     // Non-deformation templates end with ". " unless a quality sentence closes them.
     let trailing = if is_def {
         rng.random_bool(style.trailing_space_rate)
@@ -584,7 +608,10 @@ mod tests {
             atmospheric: 3,
             ..Default::default()
         };
-        assert_eq!(caption(&f, CaptionStyle::default(), &mut rng), "The image is corrupted.");
+        assert_eq!(
+            caption(&f, CaptionStyle::default(), &mut rng),
+            "The image is corrupted."
+        );
     }
 
     #[test]
@@ -601,9 +628,15 @@ mod tests {
                 ..Default::default()
             };
             let c = caption(&f, CaptionStyle::clean(), &mut rng);
-            assert!(c.starts_with("A sill-type deformation pattern of medium intensity"), "{c}");
+            assert!(
+                c.starts_with("A sill-type deformation pattern of medium intensity"),
+                "{c}"
+            );
             assert!(c.contains("bottom-right"), "{c}");
-            assert!(c.ends_with("The atmospheric impact is low.") || c.ends_with("very low."), "{c}");
+            assert!(
+                c.ends_with("The atmospheric impact is low.") || c.ends_with("very low."),
+                "{c}"
+            );
             assert!(!c.contains("  ") && !c.ends_with(' '), "{c}");
         }
     }
@@ -619,18 +652,39 @@ mod tests {
                 atmospheric: 3,
                 turbulence_cells: vec![(2, 0)],
                 patterns: vec![
-                    PatternFact { activity: ActivityType::Dyke, intensity: Intensity::High, centroid: (0.2, 0.5) },
-                    PatternFact { activity: ActivityType::Mogi, intensity: Intensity::Low, centroid: (0.8, 0.5) },
-                    PatternFact { activity: ActivityType::Earthquake, intensity: Intensity::None, centroid: (0.5, 0.1) },
+                    PatternFact {
+                        activity: ActivityType::Dyke,
+                        intensity: Intensity::High,
+                        centroid: (0.2, 0.5),
+                    },
+                    PatternFact {
+                        activity: ActivityType::Mogi,
+                        intensity: Intensity::Low,
+                        centroid: (0.8, 0.5),
+                    },
+                    PatternFact {
+                        activity: ActivityType::Earthquake,
+                        intensity: Intensity::None,
+                        centroid: (0.5, 0.1),
+                    },
                 ],
                 ..Default::default()
             };
             let c = caption(&f, CaptionStyle::clean(), &mut rng);
             assert!(c.starts_with("Noise"), "{c}");
             assert!(c.contains("Two deformation patterns"), "{c}");
-            assert!(c.contains("dyke-type of high intensity") && c.contains("mogi-type of low intensity"), "{c}");
-            assert!(c.contains("caused by an earthquake can also be detected on the top side"), "{c}");
-            assert!(c.find("Noise").unwrap() < c.find("Turbulent").or(c.find("wave-like")).unwrap());
+            assert!(
+                c.contains("dyke-type of high intensity")
+                    && c.contains("mogi-type of low intensity"),
+                "{c}"
+            );
+            assert!(
+                c.contains("caused by an earthquake can also be detected on the top side"),
+                "{c}"
+            );
+            assert!(
+                c.find("Noise").unwrap() < c.find("Turbulent").or(c.find("wave-like")).unwrap()
+            );
             variety.insert(c);
         }
         assert!(variety.len() > 20, "{}", variety.len());
@@ -643,8 +697,14 @@ mod tests {
         assert_eq!(cell_of(1.0, 0.5), (1, 2));
         let all: Vec<Cell> = (0..3).flat_map(|r| (0..3).map(move |c| (r, c))).collect();
         assert_eq!(cells_phrase(&all, &mut rng).unwrap(), "wider area");
-        assert_eq!(cells_phrase(&[(0, 0), (1, 0), (2, 0)], &mut rng).unwrap(), "left");
-        assert_eq!(cells_phrase(&[(0, 2), (2, 1)], &mut rng).unwrap(), "top-right and bottom");
+        assert_eq!(
+            cells_phrase(&[(0, 0), (1, 0), (2, 0)], &mut rng).unwrap(),
+            "left"
+        );
+        assert_eq!(
+            cells_phrase(&[(0, 2), (2, 1)], &mut rng).unwrap(),
+            "top-right and bottom"
+        );
         assert_eq!(cells_phrase(&[], &mut rng), None);
     }
 
@@ -653,10 +713,17 @@ mod tests {
         let f = CaptionFacts {
             atmospheric: 2,
             turbulence_cells: vec![(1, 1)],
-            patterns: vec![PatternFact { activity: ActivityType::Mogi, intensity: Intensity::High, centroid: (0.5, 0.5) }],
+            patterns: vec![PatternFact {
+                activity: ActivityType::Mogi,
+                intensity: Intensity::High,
+                centroid: (0.5, 0.5),
+            }],
             ..Default::default()
         };
-        let noisy = CaptionStyle { typo_rate: 1.0, trailing_space_rate: 1.0 };
+        let noisy = CaptionStyle {
+            typo_rate: 1.0,
+            trailing_space_rate: 1.0,
+        };
         let mut typos = 0;
         for seed in 0..50 {
             let c = caption(&f, noisy, &mut stream_rng(seed, 2));

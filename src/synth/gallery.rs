@@ -29,7 +29,12 @@ impl Canvas {
         Self {
             width,
             height,
-            rgb: fill.iter().copied().cycle().take(width * height * 3).collect(),
+            rgb: fill
+                .iter()
+                .copied()
+                .cycle()
+                .take(width * height * 3)
+                .collect(),
         }
     }
 
@@ -137,7 +142,12 @@ fn draw_text(canvas: &mut Canvas, font: &FontRef, s: &str, x0: f32, top: f32, c:
         if let Some(o) = font.outline_glyph(glyph) {
             let b = o.px_bounds();
             o.draw(|gx, gy, cov| {
-                canvas.put(b.min.x as i64 + i64::from(gx), b.min.y as i64 + i64::from(gy), c, cov);
+                canvas.put(
+                    b.min.x as i64 + i64::from(gx),
+                    b.min.y as i64 + i64::from(gy),
+                    c,
+                    cov,
+                );
             });
         }
         x += sf.h_advance(id);
@@ -166,7 +176,9 @@ impl Tile {
             .first()
             .map(|p| {
                 let n = p.num_vertices().max(1) as f64;
-                let (sx, sy) = p.vertices().fold((0.0, 0.0), |(s, t), (x, y)| (s + x, t + y));
+                let (sx, sy) = p
+                    .vertices()
+                    .fold((0.0, 0.0), |(s, t), (x, y)| (s + x, t + y));
                 (sx / n, sy / n)
             })
             .unwrap_or((w as f64 / 2.0, h as f64 / 2.0));
@@ -207,9 +219,17 @@ impl Tile {
         let title = format!(
             "#{} {} | atm {}{}",
             a.unique_id,
-            if types.is_empty() { "none".to_string() } else { types.join(", ") },
+            if types.is_empty() {
+                "none".to_string()
+            } else {
+                types.join(", ")
+            },
             a.atmospheric_fringes,
-            if a.low_coherence > 0 { " | low coh" } else { "" }
+            if a.low_coherence > 0 {
+                " | low coh"
+            } else {
+                ""
+            }
         );
         Self {
             image,
@@ -241,10 +261,20 @@ pub fn contact_sheet(tiles: &[Tile], columns: usize) -> Result<Canvas> {
         BACKGROUND,
     );
     for (k, (tile, text)) in tiles.iter().zip(&wrapped).enumerate() {
-        let (left, top) = (MARGIN + (k % columns) * cell_w, MARGIN + (k / columns) * cell_h);
+        let (left, top) = (
+            MARGIN + (k % columns) * cell_w,
+            MARGIN + (k / columns) * cell_h,
+        );
         sheet.blit(&tile.image, left, top);
         let mut y = (top + th + 2) as f32;
-        draw_text(&mut sheet, &font, &tile.title, left as f32, y, [150, 20, 20]);
+        draw_text(
+            &mut sheet,
+            &font,
+            &tile.title,
+            left as f32,
+            y,
+            [150, 20, 20],
+        );
         for line in text {
             y += LINE_PX as f32;
             draw_text(&mut sheet, &font, line, left as f32, y, [20, 20, 20]);

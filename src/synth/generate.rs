@@ -81,7 +81,10 @@ const DENSE_FRINGE_RAD_PER_PX: f32 = 1.6;
 /// The terrain seed is a frame property: build the spec from it (as the scene sampler does
 /// when it places sources under the volcano).
 pub fn terrain_spec(scene: &Scene) -> TerrainSpec {
-    TerrainSpec::random(geometry(scene), &mut stream_rng(scene.frame.terrain_seed, 0))
+    TerrainSpec::random(
+        geometry(scene),
+        &mut stream_rng(scene.frame.terrain_seed, 0),
+    )
 }
 
 /// The terrain of the scene's frame: a pure function of the frame's terrain seed and the
@@ -94,8 +97,18 @@ pub fn frame_terrain(scene: &Scene) -> std::sync::Arc<Terrain> {
     thread_local! {
         static CACHE: RefCell<Vec<(Key, Arc<Terrain>)>> = const { RefCell::new(Vec::new()) };
     }
-    let key = (scene.frame.terrain_seed, scene.width, scene.height, scene.pixel_m.to_bits());
-    if let Some(t) = CACHE.with(|c| c.borrow().iter().find(|(k, _)| *k == key).map(|(_, t)| t.clone())) {
+    let key = (
+        scene.frame.terrain_seed,
+        scene.width,
+        scene.height,
+        scene.pixel_m.to_bits(),
+    );
+    if let Some(t) = CACHE.with(|c| {
+        c.borrow()
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, t)| t.clone())
+    }) {
         return t;
     }
     let spec = terrain_spec(scene);
@@ -216,7 +229,10 @@ pub fn los_field(source: &Source, g: Geometry, los: [f64; 3], stride: usize) -> 
         if nodes.len() < 2 {
             return (0, 0.0);
         }
-        let k = nodes.partition_point(|&v| v <= x).saturating_sub(1).min(nodes.len() - 2);
+        let k = nodes
+            .partition_point(|&v| v <= x)
+            .saturating_sub(1)
+            .min(nodes.len() - 2);
         let t = (x as f64 - nodes[k] as f64) / (nodes[k + 1] - nodes[k]) as f64;
         (k, t)
     };
@@ -312,10 +328,14 @@ impl Rendered {
     /// with `float_phase`, also `<p>_<s>.geo.diff.npy` (wrapped phase, NaN no-data).
     pub fn write(&self, root: &Path, float_phase: bool) -> Result<()> {
         let a = &self.annotation;
-        let files = InterferogramFiles::canonical(root, &a.frame_id, a.primary_date, a.secondary_date);
+        let files =
+            InterferogramFiles::canonical(root, &a.frame_id, a.primary_date, a.secondary_date);
         let (diff, cc) = self.encode_pngs()?;
         crate::data::atomic::write_atomic(&files.phase, &diff)?;
-        let cc_path = files.coherence.as_ref().context("canonical names include coherence")?;
+        let cc_path = files
+            .coherence
+            .as_ref()
+            .context("canonical names include coherence")?;
         crate::data::atomic::write_atomic(cc_path, &cc)?;
         if float_phase {
             let npy = files.phase.with_extension("npy");
@@ -399,7 +419,10 @@ fn pattern_polygon(mask: &[bool], g: Geometry) -> Option<Polygon> {
     if covered as f64 >= 0.9 * total as f64 {
         return Some(best.clone());
     }
-    let points: Vec<(f64, f64)> = polys.iter().flat_map(|p| p.vertices().collect::<Vec<_>>()).collect();
+    let points: Vec<(f64, f64)> = polys
+        .iter()
+        .flat_map(|p| p.vertices().collect::<Vec<_>>())
+        .collect();
     let hull = convex_hull(&points);
     (hull.len() >= 3).then(|| Polygon::from_vertices(&hull))
 }
@@ -454,7 +477,11 @@ fn cell_shares(flag: impl Fn(usize) -> bool, valid: &[bool], g: Geometry) -> [[f
     let mut out = [[0.0; 3]; 3];
     for r in 0..3 {
         for c in 0..3 {
-            out[r][c] = if all[r][c] > 0 { hit[r][c] as f64 / all[r][c] as f64 } else { 0.0 };
+            out[r][c] = if all[r][c] > 0 {
+                hit[r][c] as f64 / all[r][c] as f64
+            } else {
+                0.0
+            };
         }
     }
     out
@@ -508,7 +535,11 @@ fn strongest_cells(v: &[[f64; 3]; 3]) -> Vec<Cell> {
 }
 
 /// Renders `scene` into an interferogram and its annotation.
-pub fn render_scene(scene: &Scene, caption_style: CaptionStyle, overrides: &Overrides) -> Result<Rendered> {
+pub fn render_scene(
+    scene: &Scene,
+    caption_style: CaptionStyle,
+    overrides: &Overrides,
+) -> Result<Rendered> {
     let g = geometry(scene);
     let n = scene.nuisance.clone();
     let days = scene.baseline_days() as f64;
@@ -527,7 +558,8 @@ pub fn render_scene(scene: &Scene, caption_style: CaptionStyle, overrides: &Over
     for src in &scene.sources {
         let unit_source = physics_source(&src.params);
         let unit = los_field(&unit_source, g, los, stride);
-        let Some((k, d, mask, fringes, intensity)) = scale_and_measure(src, &unit, &valid, g) else {
+        let Some((k, d, mask, fringes, intensity)) = scale_and_measure(src, &unit, &valid, g)
+        else {
             continue;
         };
         let Some(polygon) = pattern_polygon(&mask, g) else {
@@ -576,9 +608,15 @@ pub fn render_scene(scene: &Scene, caption_style: CaptionStyle, overrides: &Over
         Field::zeros(g)
     };
     let orbital = orbital_fringes(&ramp, Some(&valid));
-    let glacier = n
-        .glacier
-        .then(|| glacier_motion(&terrain, heading, incidence, days, &mut stage_rng(scene, stage::GLACIER)));
+    let glacier = n.glacier.then(|| {
+        glacier_motion(
+            &terrain,
+            heading,
+            incidence,
+            days,
+            &mut stage_rng(scene, stage::GLACIER),
+        )
+    });
     let glacier_flag = glacier.as_ref().map_or(0, glacier_fringes);
 
     let mut total = vec![0.0f32; g.len()];
@@ -659,7 +697,11 @@ pub fn render_scene(scene: &Scene, caption_style: CaptionStyle, overrides: &Over
     }
     let mut corrupted = 0;
     if n.corrupted {
-        corrupt_frame(&mut wrapped, &mut valid, &mut stage_rng(scene, stage::ARTIFACTS));
+        corrupt_frame(
+            &mut wrapped,
+            &mut valid,
+            &mut stage_rng(scene, stage::ARTIFACTS),
+        );
         corrupted = 1;
     }
     let low_coh = low_coherence(&gamma, &valid);
@@ -669,7 +711,13 @@ pub fn render_scene(scene: &Scene, caption_style: CaptionStyle, overrides: &Over
     let diff_rgba = match scene.style {
         RenderStyle::Licsar2020 => render_licsar2020(&wrapped, &valid)?,
         RenderStyle::Gamma => {
-            let amp = amplitude(&terrain, heading, incidence, 80.0, &mut stage_rng(scene, stage::AMPLITUDE));
+            let amp = amplitude(
+                &terrain,
+                heading,
+                incidence,
+                80.0,
+                &mut stage_rng(scene, stage::AMPLITUDE),
+            );
             render_gamma(
                 &wrapped,
                 &valid,
@@ -690,8 +738,13 @@ pub fn render_scene(scene: &Scene, caption_style: CaptionStyle, overrides: &Over
     let cc_gray_alpha = render_coherence(&coherence, &valid)?;
 
     // Annotation.
-    let volcanic: Vec<&Pattern> = patterns.iter().filter(|p| p.activity != ActivityType::Earthquake).collect();
-    let quake = patterns.iter().any(|p| p.activity == ActivityType::Earthquake);
+    let volcanic: Vec<&Pattern> = patterns
+        .iter()
+        .filter(|p| p.activity != ActivityType::Earthquake)
+        .collect();
+    let quake = patterns
+        .iter()
+        .any(|p| p.activity == ActivityType::Earthquake);
     let mut label = Vec::new();
     if !volcanic.is_empty() {
         label.push(Label::Deformation);
@@ -713,7 +766,13 @@ pub fn render_scene(scene: &Scene, caption_style: CaptionStyle, overrides: &Over
     };
     let intensity_level: Vec<Intensity> = patterns
         .iter()
-        .map(|p| if p.activity == ActivityType::Earthquake { Intensity::None } else { p.intensity })
+        .map(|p| {
+            if p.activity == ActivityType::Earthquake {
+                Intensity::None
+            } else {
+                p.intensity
+            }
+        })
         .collect();
     let noise_share = cell_shares(|i| gamma.data[i] < LOW_COHERENCE, &valid, g);
     let noise_in_deformation = defo_pixels > 0 && dense_in_defo as f64 >= 0.05 * defo_pixels as f64;
@@ -752,7 +811,8 @@ pub fn render_scene(scene: &Scene, caption_style: CaptionStyle, overrides: &Over
             // Harder to see → less sure: weak patterns under strong atmosphere, noisy or
             // erroneous frames each cost 0.1 (Hephaestus: 0.8 for most, down to 0.5).
             let weak = patterns.iter().any(|p| p.fringes < 2.0) && atmospheric >= 2;
-            let cost = u8::from(weak) + u8::from(low_coh) + u8::from(processing_error != 0 || orbital);
+            let cost =
+                u8::from(weak) + u8::from(low_coh) + u8::from(processing_error != 0 || orbital);
             (0.8 - 0.1 * f64::from(cost)).max(0.5)
         }
     });
@@ -803,8 +863,10 @@ fn dense_fringes(defo_m: &[f64], g: Geometry) -> Vec<f32> {
             let i = g.index(row, col);
             let (c0, c1) = (col.saturating_sub(1), (col + 1).min(g.width - 1));
             let (r0, r1) = (row.saturating_sub(1), (row + 1).min(g.height - 1));
-            let gx = (defo_m[g.index(row, c1)] - defo_m[g.index(row, c0)]) as f32 / (c1 - c0) as f32;
-            let gy = (defo_m[g.index(r1, col)] - defo_m[g.index(r0, col)]) as f32 / (r1 - r0) as f32;
+            let gx =
+                (defo_m[g.index(row, c1)] - defo_m[g.index(row, c0)]) as f32 / (c1 - c0) as f32;
+            let gy =
+                (defo_m[g.index(r1, col)] - defo_m[g.index(r0, col)]) as f32 / (r1 - r0) as f32;
             let grad = k * gx.hypot(gy);
             if grad > DENSE_FRINGE_RAD_PER_PX {
                 out[i] = (grad / DENSE_FRINGE_RAD_PER_PX - 1.0) * 2.0;
@@ -829,7 +891,10 @@ fn centroid(mask: &[bool], g: Geometry) -> (f64, f64) {
     if n == 0 {
         return (0.5, 0.5);
     }
-    (sx / n as f64 / g.width as f64, sy / n as f64 / g.height as f64)
+    (
+        sx / n as f64 / g.width as f64,
+        sy / n as f64 / g.height as f64,
+    )
 }
 
 /// LiCSAR frames are parallelograms tilted by the heading: 40 % of the crops show a straight
@@ -989,7 +1054,8 @@ pub fn generate_from_annotations(
             };
             let mut best: Option<(u32, Rendered)> = None;
             for attempt in 0..MATCH_ATTEMPTS {
-                let scene = super::scene::scene_for_annotation(config, options.seed, i as u64, attempt, a);
+                let scene =
+                    super::scene::scene_for_annotation(config, options.seed, i as u64, attempt, a);
                 let r = render_scene(&scene, options.caption_style, &overrides)
                     .with_context(|| format!("rendering uniqueID {}", a.unique_id))?;
                 let lab = labels_match(a, &r.annotation);
@@ -1003,8 +1069,9 @@ pub fn generate_from_annotations(
                 }
             }
             let (score, r) = best.expect("at least one attempt");
-            r.write(out, options.float_phase)
-                .with_context(|| format!("writing uniqueID {} to {}", a.unique_id, out.display()))?;
+            r.write(out, options.float_phase).with_context(|| {
+                format!("writing uniqueID {} to {}", a.unique_id, out.display())
+            })?;
             tick();
             Ok((r.annotation, score >= 2, score % 2 == 1))
         })

@@ -532,7 +532,10 @@ impl SceneConfig {
             ));
         }
         if !(self.pixel_m.is_finite() && (10.0..=5000.0).contains(&self.pixel_m)) {
-            return Err(format!("pixel size {} m is outside 10..=5000", self.pixel_m));
+            return Err(format!(
+                "pixel size {} m is outside 10..=5000",
+                self.pixel_m
+            ));
         }
         if !(0.0..=1.0).contains(&self.crowd_rate) {
             return Err(format!("crowd rate {} is outside [0, 1]", self.crowd_rate));
@@ -674,7 +677,8 @@ impl SceneConfig {
             for attempt in 0..30 {
                 // Volcanic sources sit under the volcano (within about its radius) most of
                 // the time; earthquakes and the rest anywhere in the central part.
-                let near = activity != ActivityType::Earthquake && attempt < 10 && rng.random_bool(0.75);
+                let near =
+                    activity != ActivityType::Earthquake && attempt < 10 && rng.random_bool(0.75);
                 pos = if near {
                     let r = volcano.2.clamp(2000.0, 15000.0) * rng.random::<f64>().sqrt();
                     let t = rng.random_range(0.0..std::f64::consts::TAU);
@@ -795,12 +799,19 @@ impl SceneConfig {
                 let (dip, rake) = if u < 0.4 {
                     (
                         rng.random_range(60.0..90.0),
-                        if rng.random_bool(0.5) { 0.0 } else { 180.0 } + rng.random_range(-15.0..15.0),
+                        if rng.random_bool(0.5) { 0.0 } else { 180.0 }
+                            + rng.random_range(-15.0..15.0),
                     )
                 } else if u < 0.7 {
-                    (rng.random_range(40.0..60.0), -90.0 + rng.random_range(-20.0..20.0))
+                    (
+                        rng.random_range(40.0..60.0),
+                        -90.0 + rng.random_range(-20.0..20.0),
+                    )
                 } else {
-                    (rng.random_range(20.0..40.0), 90.0 + rng.random_range(-20.0..20.0))
+                    (
+                        rng.random_range(20.0..40.0),
+                        90.0 + rng.random_range(-20.0..20.0),
+                    )
                 };
                 let length: f64 = rng.random_range(5000.0..30000.0);
                 let width = (length * rng.random_range(0.4..0.8)).min(20000.0);
@@ -841,14 +852,16 @@ impl SceneConfig {
         // Stratified: per-acquisition spread around 0.6 cm/km, varying from pair to pair
         // (the differenced gradient is mostly below 1 cm/km, up to 3 cm/km).
         let strat = 0.006 * rng.random_range(0.4..1.6) * s.atmosphere;
-        // Turbulent σ 0.3–1.5 cm (log-uniform), 5 % heavy cases to 3 cm, 10 % calm pairs.
+        // Turbulent σ 0.25–1 cm (log-uniform), 5 % heavy cases to 2 cm, 15 % calm pairs:
+        // after looking at the gallery, the note's 0.3–1.5 cm gave too many frames with
+        // several turbulent fringes per patch (the checklist: 0.5–2 fringes over tens of km).
         let u = rng.random::<f64>();
-        let turb = if u < 0.1 {
-            rng.random_range(0.0005..0.003)
+        let turb = if u < 0.15 {
+            rng.random_range(0.0005..0.0025)
         } else if u < 0.95 {
-            rng.random_range(0.003f64.ln()..0.015f64.ln()).exp()
+            rng.random_range(0.0025f64.ln()..0.01f64.ln()).exp()
         } else {
-            rng.random_range(0.015..0.03)
+            rng.random_range(0.01..0.02)
         } * s.atmosphere;
         let decorrelation = s.decorrelation * (1.0 + (baseline as f64 / 60.0).min(3.0)) / 2.0;
         let processing_error = if rng.random_bool(s.processing_error_rate) {
@@ -929,7 +942,9 @@ pub fn scene_for_annotation(
             .polygon
             .map(|p| {
                 let n = p.num_vertices().max(1) as f64;
-                let (sx, sy) = p.vertices().fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
+                let (sx, sy) = p
+                    .vertices()
+                    .fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
                 (sx / n, sy / n)
             })
             .unwrap_or((w / 2.0, h / 2.0));
@@ -939,7 +954,10 @@ pub fn scene_for_annotation(
             (cx / REAL_FRAME_PX.0, cy / REAL_FRAME_PX.1)
         };
         let (fx, fy) = (fx.clamp(0.15, 0.85), fy.clamp(0.15, 0.85));
-        let pos = ((fx - 0.5) * w * config.pixel_m, (0.5 - fy) * h * config.pixel_m);
+        let pos = (
+            (fx - 0.5) * w * config.pixel_m,
+            (0.5 - fy) * h * config.pixel_m,
+        );
         let mut src = config.draw_source(&mut rng, d.activity, pos);
         if d.activity != ActivityType::Earthquake {
             let target = match d.intensity {
@@ -1049,7 +1067,11 @@ mod tests {
                 assert_eq!(prev, s.frame);
             }
         }
-        assert!(seen.len() <= c.frame_pool && seen.len() > 20, "{}", seen.len());
+        assert!(
+            seen.len() <= c.frame_pool && seen.len() > 20,
+            "{}",
+            seen.len()
+        );
     }
 
     #[test]
@@ -1089,7 +1111,10 @@ mod tests {
             .filter(|&i| !c.scene(5, i).sources.is_empty())
             .count();
         assert!((1300..1700).contains(&pos), "{pos}");
-        c.classes = ClassProportions::parse("none=0,mogi=0,dyke=1,sill=0,spheroid=0,earthquake=0,unidentified=0").unwrap();
+        c.classes = ClassProportions::parse(
+            "none=0,mogi=0,dyke=1,sill=0,spheroid=0,earthquake=0,unidentified=0",
+        )
+        .unwrap();
         c.crowd_rate = 0.0;
         for i in 0..100 {
             let s = c.scene(5, i);
@@ -1098,7 +1123,10 @@ mod tests {
         }
         assert!(ClassProportions::parse("volcano=1").is_err());
         assert!(ClassProportions::parse("mogi=-1").is_err());
-        assert!(ClassProportions::parse("none=0,mogi=0,dyke=0,sill=0,spheroid=0,earthquake=0,unidentified=0").is_err());
+        assert!(ClassProportions::parse(
+            "none=0,mogi=0,dyke=0,sill=0,spheroid=0,earthquake=0,unidentified=0"
+        )
+        .is_err());
     }
 
     #[test]

@@ -64,12 +64,19 @@ impl SyntheticStream {
 
 /// Converts a rendered frame into a [`Sample`] through the PNG encoding, exactly as the
 /// raw-frame loader would read the written files.
-pub fn sample_of(r: &Rendered, format: InputFormat, size: Option<(usize, usize)>) -> Result<Sample> {
+pub fn sample_of(
+    r: &Rendered,
+    format: InputFormat,
+    size: Option<(usize, usize)>,
+) -> Result<Sample> {
     let (diff, cc) = r.encode_pngs()?;
     let input = input_from_pngs(&Png::decode(&diff)?, Some(&Png::decode(&cc)?), format)?;
     let mask = r.annotation_mask();
     let (image, mask) = match size {
-        Some((h, w)) => (resize_bilinear(&input.image, h, w)?, resize_nearest(&mask, h, w)?),
+        Some((h, w)) => (
+            resize_bilinear(&input.image, h, w)?,
+            resize_nearest(&mask, h, w)?,
+        ),
         None => (input.image, mask),
     };
     let a = &r.annotation;
