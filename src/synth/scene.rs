@@ -1156,7 +1156,8 @@ mod tests {
                 }
             }
         }
-        assert!((380..620).contains(&crowds), "{crowds}");
+        // Half the frames deform (default classes), half of those are crowds.
+        assert!((190..330).contains(&crowds), "{crowds}");
     }
 
     #[test]
