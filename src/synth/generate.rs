@@ -599,7 +599,9 @@ pub fn render_scene(
         Ramp::random(
             g,
             &RampParams {
-                max_gradient: d.max_gradient * n.orbital_scale,
+                // Half the note's residual range: on 512-px (190 km) frames the full
+                // range flagged orbital fringes in a quarter of the gallery (real: 0.7 %).
+                max_gradient: 0.5 * d.max_gradient * n.orbital_scale,
                 strong_gradient: d.strong_gradient * n.orbital_scale,
                 ..d
             },
