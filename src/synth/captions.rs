@@ -682,9 +682,7 @@ mod tests {
                 c.contains("caused by an earthquake can also be detected on the top side"),
                 "{c}"
             );
-            assert!(
-                c.find("Nois").unwrap() < c.find("Turbulent").or(c.find("wave-like")).unwrap()
-            );
+            assert!(c.find("Nois").unwrap() < c.find("Turbulent").or(c.find("wave-like")).unwrap());
             variety.insert(c);
         }
         assert!(variety.len() > 20, "{}", variety.len());
