@@ -852,14 +852,16 @@ impl SceneConfig {
         // Stratified: per-acquisition spread around 0.6 cm/km, varying from pair to pair
         // (the differenced gradient is mostly below 1 cm/km, up to 3 cm/km).
         let strat = 0.006 * rng.random_range(0.4..1.6) * s.atmosphere;
-        // Turbulent σ 0.3–1.5 cm (log-uniform), 5 % heavy cases to 3 cm, 10 % calm pairs.
+        // Turbulent σ 0.25–1 cm (log-uniform), 5 % heavy cases to 2 cm, 15 % calm pairs:
+        // after looking at the gallery, the note's 0.3–1.5 cm gave too many frames with
+        // several turbulent fringes per patch (the checklist: 0.5–2 fringes over tens of km).
         let u = rng.random::<f64>();
-        let turb = if u < 0.1 {
-            rng.random_range(0.0005..0.003)
+        let turb = if u < 0.15 {
+            rng.random_range(0.0005..0.0025)
         } else if u < 0.95 {
-            rng.random_range(0.003f64.ln()..0.015f64.ln()).exp()
+            rng.random_range(0.0025f64.ln()..0.01f64.ln()).exp()
         } else {
-            rng.random_range(0.015..0.03)
+            rng.random_range(0.01..0.02)
         } * s.atmosphere;
         let decorrelation = s.decorrelation * (1.0 + (baseline as f64 / 60.0).min(3.0)) / 2.0;
         let processing_error = if rng.random_bool(s.processing_error_rate) {
@@ -1154,7 +1156,8 @@ mod tests {
                 }
             }
         }
-        assert!((380..620).contains(&crowds), "{crowds}");
+        // Half the frames deform (default classes), half of those are crowds.
+        assert!((190..330).contains(&crowds), "{crowds}");
     }
 
     #[test]
