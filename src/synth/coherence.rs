@@ -376,6 +376,6 @@ mod tests {
         assert!(no_info(&c, &valid));
         c.data[79] = 0.5;
         assert!(!no_info(&c, &valid));
-        assert!(!low_coherence(&c, &vec![false; 100]));
+        assert!(!low_coherence(&c, &[false; 100]));
     }
 }

@@ -184,10 +184,8 @@ mod tests {
             assert!(d <= 0.5 * bin + 1e-5, "{phi} → {back}");
         }
         // All 16 colours are distinct.
-        for i in 0..16 {
-            for j in 0..i {
-                assert_ne!(GAMMA_RAINBOW[i], GAMMA_RAINBOW[j]);
-            }
+        for (i, a) in GAMMA_RAINBOW.iter().enumerate() {
+            assert!(GAMMA_RAINBOW[..i].iter().all(|b| b != a));
         }
     }
 }

@@ -43,9 +43,9 @@ impl Canvas {
             return;
         }
         let i = 3 * (y as usize * self.width + x as usize);
-        for k in 0..3 {
-            let old = f32::from(self.rgb[i + k]);
-            self.rgb[i + k] = (old + (f32::from(c[k]) - old) * alpha.clamp(0.0, 1.0)).round() as u8;
+        for (dst, &src) in self.rgb[i..i + 3].iter_mut().zip(&c) {
+            let old = f32::from(*dst);
+            *dst = (old + (f32::from(src) - old) * alpha.clamp(0.0, 1.0)).round() as u8;
         }
     }
 

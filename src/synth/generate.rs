@@ -359,6 +359,9 @@ fn stage_rng(scene: &Scene, k: u64) -> ChaCha8Rng {
     stream_rng(scene.field_seed, k)
 }
 
+/// A scaled source as measured: (scale, d_LOS in m, deformation mask, fringe count, intensity).
+type Measured = (f64, Vec<f64>, Vec<bool>, f64, Intensity);
+
 /// Scales a unit-strength LOS field to the target fringe count, then measures it. Returns
 /// `None` when the pattern cannot be made visible on valid pixels.
 fn scale_and_measure(
@@ -366,7 +369,7 @@ fn scale_and_measure(
     unit: &[f64],
     valid: &[bool],
     g: Geometry,
-) -> Option<(f64, Vec<f64>, Vec<bool>, f64, Intensity)> {
+) -> Option<Measured> {
     let shape_rule = MaskRule {
         relative: 0.2,
         absolute_m: 0.0,
