@@ -71,7 +71,16 @@ fn train_then_caption_end_to_end_and_bad_input() {
     let data = tmp.path().join("data");
     let run = tmp.path().join("run");
     ok(&[
-        "data", "synth", "--out", s(&data), "--frames", "14", "--size", "64x64", "--seed", "5",
+        "data",
+        "synth",
+        "--out",
+        s(&data),
+        "--frames",
+        "14",
+        "--size",
+        "64x64",
+        "--seed",
+        "5",
         "-q",
     ]);
     let printed = ok(&[
@@ -161,16 +170,43 @@ fn train_then_caption_end_to_end_and_bad_input() {
     let lone_png = lone.join("x.geo.diff.png");
     std::fs::copy(&pngs[0], &lone_png).unwrap();
     let err = fails(&["caption", "--model", s(&run), s(&lone_png)]);
-    assert!(err.contains("x.geo.diff.png") && err.contains("coherence"), "{err}");
+    assert!(
+        err.contains("x.geo.diff.png") && err.contains("coherence"),
+        "{err}"
+    );
     // An image too small for the model.
     let small = tmp.path().join("small");
     std::fs::create_dir_all(&small).unwrap();
-    write_png(&small.join("s.geo.diff.png"), 8, 8, PngColor::Gray, &[100; 64]).unwrap();
-    write_png(&small.join("s.geo.cc.png"), 8, 8, PngColor::Gray, &[200; 64]).unwrap();
+    write_png(
+        &small.join("s.geo.diff.png"),
+        8,
+        8,
+        PngColor::Gray,
+        &[100; 64],
+    )
+    .unwrap();
+    write_png(
+        &small.join("s.geo.cc.png"),
+        8,
+        8,
+        PngColor::Gray,
+        &[200; 64],
+    )
+    .unwrap();
     let err = fails(&["caption", "--model", s(&run), s(&small)]);
-    assert!(err.contains("s.geo.diff.png") && err.contains("too small"), "{err}");
+    assert!(
+        err.contains("s.geo.diff.png") && err.contains("too small"),
+        "{err}"
+    );
     // Phase and coherence of different sizes.
-    write_png(&small.join("s.geo.cc.png"), 16, 16, PngColor::Gray, &[200; 256]).unwrap();
+    write_png(
+        &small.join("s.geo.cc.png"),
+        16,
+        16,
+        PngColor::Gray,
+        &[200; 256],
+    )
+    .unwrap();
     let err = fails(&["caption", "--model", s(&run), s(&small)]);
     assert!(err.contains("s.geo.diff.png"), "{err}");
     // Not a PNG.
@@ -207,6 +243,14 @@ fn train_then_caption_end_to_end_and_bad_input() {
     let err = fails(&["caption", "--model", s(&empty), s(&pngs[0])]);
     assert!(err.contains(s(&empty)), "{err}");
     // Training on a folder that is not a dataset.
-    let err = fails(&["train", "caption", "--data", s(&empty), "--steps", "1", "-q"]);
+    let err = fails(&[
+        "train",
+        "caption",
+        "--data",
+        s(&empty),
+        "--steps",
+        "1",
+        "-q",
+    ]);
     assert!(err.contains(s(&empty)), "{err}");
 }

@@ -262,12 +262,8 @@ fn run_caption(args: &CaptionArgs, global: &GlobalArgs) -> Result<()> {
             d
         }
     };
-    let data = caption::load_caption_data(
-        &dir,
-        cfg.data.input_format,
-        cfg.data.image_size,
-        cfg.seed,
-    )?;
+    let data =
+        caption::load_caption_data(&dir, cfg.data.input_format, cfg.data.image_size, cfg.seed)?;
     let root = run.root.clone();
     log::info!(
         "{} captioning: preset {}, {}² inputs, batch {}, {} train / {} val / {} test images from {}, run {}",

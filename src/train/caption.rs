@@ -157,7 +157,10 @@ impl CaptionTrainConfig {
             "data.image_size = {} is too small (at least 16)",
             self.data.image_size
         );
-        ensure!(self.data.batch_size >= 1, "data.batch_size must be at least 1");
+        ensure!(
+            self.data.batch_size >= 1,
+            "data.batch_size must be at least 1"
+        );
         ensure!(
             self.data.max_len >= 3,
             "data.max_len = {} must leave room for [BOS], a token and [EOS]",
@@ -307,7 +310,11 @@ pub fn caption_images(
 }
 
 /// Corpus scores (pycocoevalcap rules) of `candidates` against one reference each.
-pub fn score_captions(ids: &[String], candidates: &[String], references: &[String]) -> CaptionScores {
+pub fn score_captions(
+    ids: &[String],
+    candidates: &[String],
+    references: &[String],
+) -> CaptionScores {
     let ids: Vec<ImageId> = ids.iter().map(|i| ImageId::Str(i.clone())).collect();
     let cands: Vec<String> = candidates.iter().map(|c| tokenize(c)).collect();
     let refs: Vec<Vec<String>> = references.iter().map(|r| vec![tokenize(r)]).collect();
@@ -485,7 +492,13 @@ pub fn train_caption(
     let mut task = CaptionTask::new(cfg, model, tokenizer.clone(), data.train, data.val, device)?;
     let loop_cfg = cfg.train.loop_config(task.len(), task.batch_size())?;
     let trainer = if resume {
-        Trainer::resume(run.clone(), varmap.clone(), optimizer, cfg.schedule.clone(), loop_cfg)?
+        Trainer::resume(
+            run.clone(),
+            varmap.clone(),
+            optimizer,
+            cfg.schedule.clone(),
+            loop_cfg,
+        )?
     } else {
         let t = Trainer::start(
             run.clone(),
@@ -534,4 +547,73 @@ pub fn train_caption(
         outcome,
         test: Some(scores),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_file_merges_over_defaults_and_rejects_unknown_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "preset = \"small\"\n[data]\nbatch_size = 8\n").unwrap();
+        let cfg = CaptionTrainConfig::from_file(&path).unwrap();
+        let def = CaptionTrainConfig::default();
+        assert_eq!(cfg.preset, "small");
+        assert_eq!(cfg.data.batch_size, 8);
+        assert_eq!(cfg.data.image_size, def.data.image_size);
+        assert_eq!(cfg.train, def.train);
+        assert_eq!(cfg.optim, def.optim);
+        // The shipped config equals the built-in defaults.
+        let shipped = CaptionTrainConfig::from_file(Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/configs/caption-tiny.toml"
+        )))
+        .unwrap();
+        assert_eq!(shipped, def);
+        std::fs::write(&path, "[data]\nbatch_sise = 8\n").unwrap();
+        let err = format!("{:#}", CaptionTrainConfig::from_file(&path).unwrap_err());
+        assert!(
+            err.contains("batch_sise") && err.contains("c.toml"),
+            "{err}"
+        );
+        let bad = CaptionTrainConfig {
+            preset: "huge".into(),
+            ..def.clone()
+        };
+        assert!(format!("{:#}", bad.validate().unwrap_err()).contains("huge"));
+    }
+
+    #[test]
+    fn architecture_follows_tokenizer_and_input_format() {
+        let mut cfg = CaptionTrainConfig::default();
+        cfg.data.input_format = InputFormat::Phase;
+        cfg.data.max_len = 40;
+        let m = cfg.architecture(300).unwrap();
+        assert_eq!(m.decoder.vocab_size, 300);
+        assert_eq!(m.decoder.max_len, 40);
+        assert_eq!(m.encoder.in_channels, 1);
+        assert!(is_optimised("decoder.layers.0.fc1.weight", true));
+        assert!(!is_optimised("encoder.stem.conv.weight", true));
+        assert!(is_optimised("encoder.stem.conv.weight", false));
+    }
+
+    #[test]
+    fn scores_are_perfect_for_identical_captions_and_lower_otherwise() {
+        let ids: Vec<String> = (0..3).map(|i| i.to_string()).collect();
+        let refs: Vec<String> = vec![
+            "a mogi source of high intensity can be detected in the centre.".into(),
+            "no deformation activity can be detected.".into(),
+            "turbulent mixing effect can be detected around the area.".into(),
+        ];
+        let same = score_captions(&ids, &refs, &refs);
+        assert!((same.bleu4 - 1.0).abs() < 1e-9, "{same:?}");
+        let other: Vec<String> = vec![refs[1].clone(), refs[2].clone(), refs[0].clone()];
+        let worse = score_captions(&ids, &other, &refs);
+        assert!(
+            worse.bleu4 < same.bleu4 && worse.cider < same.cider,
+            "{worse:?}"
+        );
+    }
 }
