@@ -6,6 +6,7 @@
 //! (exit code 1). Usage errors exit with code 2.
 
 pub mod bench;
+pub mod caption;
 pub mod data;
 pub mod embed;
 pub mod eval;
@@ -74,6 +75,8 @@ pub enum Command {
     Train(train::TrainCommand),
     /// Pooled encoder features of every sample of a dataset, as a .npy matrix.
     Embed(embed::EmbedArgs),
+    /// Caption interferogram PNGs with a trained caption run.
+    Caption(caption::CaptionArgs),
     /// Throughput benchmarks (not tests).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -87,6 +90,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(cmd) => eval::run(cmd, &global),
         Command::Train(cmd) => train::run(cmd, &global),
         Command::Embed(args) => embed::run(args, &global),
+        Command::Caption(args) => caption::run(args, &global),
         Command::Bench(cmd) => bench::run(cmd, &global),
     }
 }

@@ -7,6 +7,7 @@
 //! [`driver::Trainer`] together with an [`optim::Optimizer`] over the model's trainable
 //! variables; see [`pretrain::PretrainTask`] for a complete example.
 
+pub mod caption;
 pub mod checkpoint;
 pub mod config;
 pub mod driver;

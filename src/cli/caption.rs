@@ -1,0 +1,185 @@
+//! `insar-mm caption --model RUN IMAGE_OR_DIR...`: captions interferogram PNGs with a trained
+//! caption run (`insar-mm train caption`).
+//!
+//! An image is a wrapped-phase preview PNG (`*.geo.diff.png` or `InSAR.png`); its coherence
+//! (`*.geo.cc.png` / `Coherence.png` next to it) is read when the model takes a coherence
+//! channel. A directory is searched recursively for phase previews. Images are resized to
+//! the model's input size as in training.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, ensure, Context, Result};
+use clap::Args;
+use insar_mm_models::caption::{CaptionModel, SearchConfig};
+use insar_mm_models::nn::seeded_var_builder;
+
+use super::GlobalArgs;
+use crate::data::array::{batch_tensor, Image};
+use crate::data::frames::{load_input, InterferogramFiles};
+use crate::data::resample::resize_bilinear;
+use crate::train::caption::{load_run_tokenizer, run_weights, CaptionTrainConfig};
+use crate::train::checkpoint::{load_model, RunDir};
+
+#[derive(Debug, Args)]
+pub struct CaptionArgs {
+    /// Caption run directory (`insar-mm train caption --out RUN`).
+    #[arg(long, value_name = "RUN")]
+    pub model: PathBuf,
+    /// Phase preview PNGs (`*.geo.diff.png`, `InSAR.png`) or folders holding them.
+    #[arg(value_name = "IMAGE_OR_DIR", required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// Beam width (1 = greedy).
+    #[arg(long, default_value_t = 3)]
+    pub beam: usize,
+    /// Length-normalisation exponent of beam search.
+    #[arg(long, default_value_t = 1.0)]
+    pub length_penalty: f64,
+    /// Print a JSON array of `{image, caption, score}` instead of `path<TAB>caption` lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+const PHASE_SUFFIX: &str = ".geo.diff.png";
+const COHERENCE_SUFFIX: &str = ".geo.cc.png";
+
+fn is_phase_png(path: &Path) -> bool {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    name.ends_with(PHASE_SUFFIX) || name == "InSAR.png"
+}
+
+/// The phase + coherence files of a phase preview PNG.
+pub fn files_of(phase: &Path) -> InterferogramFiles {
+    let name = phase.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let coherence = if let Some(stem) = name.strip_suffix(PHASE_SUFFIX) {
+        Some(phase.with_file_name(format!("{stem}{COHERENCE_SUFFIX}")))
+    } else if name == "InSAR.png" {
+        Some(phase.with_file_name("Coherence.png"))
+    } else {
+        None
+    };
+    InterferogramFiles {
+        phase: phase.to_path_buf(),
+        coherence: coherence.filter(|c| c.is_file()),
+    }
+}
+
+fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("{}: cannot list", dir.display()))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<std::io::Result<_>>()
+        .with_context(|| format!("{}: cannot list", dir.display()))?;
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            collect(&p, out)?;
+        } else if is_phase_png(&p) {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// The phase PNGs named by `inputs` (files as given, folders searched recursively).
+pub fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in inputs {
+        if p.is_dir() {
+            let before = out.len();
+            collect(p, &mut out)?;
+            ensure!(
+                out.len() > before,
+                "{}: no interferogram (*{PHASE_SUFFIX} or InSAR.png) in this folder",
+                p.display()
+            );
+        } else if p.is_file() {
+            out.push(p.clone());
+        } else {
+            bail!("{}: no such image or folder", p.display());
+        }
+    }
+    Ok(out)
+}
+
+pub fn run(args: CaptionArgs, global: &GlobalArgs) -> Result<()> {
+    ensure!(args.beam >= 1, "--beam must be at least 1");
+    let device = crate::device::open(global.device)?;
+    let run = RunDir::new(&args.model);
+    let cfg: CaptionTrainConfig = run
+        .read_config()
+        .with_context(|| format!("--model {}", args.model.display()))?;
+    let arch = cfg.model()?.clone();
+    let tokenizer = load_run_tokenizer(&run, &arch)?;
+    let varmap = candle_nn::VarMap::new();
+    let model = CaptionModel::new(
+        &arch,
+        seeded_var_builder(&varmap, cfg.seed, candle_core::DType::F32, &device),
+    )?;
+    let weights = run_weights(&run)?;
+    load_model(&weights, &varmap)?;
+    let format = cfg.data.input_format;
+    let size = cfg.data.image_size;
+    let channels = arch.encoder.in_channels;
+    let paths = expand_inputs(&args.inputs)?;
+    let mut images: Vec<Image> = Vec::with_capacity(paths.len());
+    for p in &paths {
+        let files = files_of(p);
+        if format.needs_coherence() && files.coherence.is_none() {
+            bail!(
+                "{}: the model takes {channels} channels ({}) but no coherence image was found next to it \
+                 (expected *{COHERENCE_SUFFIX} or Coherence.png)",
+                p.display(),
+                format.channel_names().join(", ")
+            );
+        }
+        let input = load_input(&files, format).with_context(|| format!("{}", p.display()))?;
+        let im = input.image;
+        ensure!(
+            im.channels == channels,
+            "{}: {} channels but the model takes {channels}",
+            p.display(),
+            im.channels
+        );
+        ensure!(
+            im.height >= 16 && im.width >= 16,
+            "{}: {}×{} pixels is too small for the model (at least 16×16)",
+            p.display(),
+            im.height,
+            im.width
+        );
+        images.push(if (im.height, im.width) == (size, size) {
+            im
+        } else {
+            resize_bilinear(&im, size, size)?
+        });
+    }
+    let search = SearchConfig {
+        beam_width: args.beam,
+        max_new_tokens: cfg.data.max_len - 1,
+        length_penalty: args.length_penalty,
+    };
+    let mut results = Vec::with_capacity(paths.len());
+    let refs: Vec<&Image> = images.iter().collect();
+    let mut k = 0;
+    for chunk in refs.chunks(16) {
+        let x = batch_tensor(chunk, &device)?;
+        for hyps in model.generate(&x, &search)? {
+            let best = hyps.first().context("decoding returned no hypothesis")?;
+            let caption = tokenizer.decode(&best.tokens)?;
+            results.push((paths[k].clone(), caption, best.score));
+            k += 1;
+        }
+    }
+    if args.json {
+        let v: Vec<serde_json::Value> = results
+            .iter()
+            .map(|(p, c, s)| serde_json::json!({"image": p.display().to_string(), "caption": c, "score": s}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        for (p, c, _) in &results {
+            println!("{}\t{c}", p.display());
+        }
+    }
+    Ok(())
+}
