@@ -59,11 +59,16 @@ pub struct Grads(pub Vec<Option<Tensor>>);
 
 impl Grads {
     /// Picks the gradient of every parameter out of a backward pass's `GradStore`.
+    ///
+    /// The gradients are detached: Candle's backward leaves the gradient of a *variable*
+    /// attached to the forward graph (it only detaches inner nodes), so optimizer state built
+    /// from it would chain every step's activations together and memory would grow without
+    /// bound (several GB per minute of training).
     pub fn from_store(params: &[Param], store: &GradStore) -> Self {
         Grads(
             params
                 .iter()
-                .map(|p| store.get(p.var.as_tensor()).cloned())
+                .map(|p| store.get(p.var.as_tensor()).map(Tensor::detach))
                 .collect(),
         )
     }
@@ -352,8 +357,11 @@ impl Optimizer {
         let t = self.steps as i32;
         for ((p, state), g) in self.params.iter().zip(&mut self.state).zip(&grads.0) {
             let Some(g) = g else { continue };
-            let theta = p.var.as_tensor();
-            let g = g.to_dtype(theta.dtype())?;
+            // Detached: SGD weight decay (`g + θ·wd`) would otherwise put the variable into the
+            // momentum buffer's graph and chain every step together.
+            let theta = &p.var.as_detached_tensor();
+            // Detached again for gradients built by hand: the state must never hold a graph.
+            let g = g.to_dtype(theta.dtype())?.detach();
             match self.cfg {
                 OptimConfig::Adamw {
                     beta1,
@@ -659,6 +667,49 @@ mod tests {
                     (*a as f64 - e).abs() < 1e-6,
                     "{nesterov}: {got:?} vs {theta:?}"
                 );
+            }
+        }
+    }
+
+    /// Regression: variable gradients from Candle's backward carry the forward graph; the
+    /// optimizer state must not, or every step's activations stay alive (memory leak).
+    #[test]
+    fn optimizer_state_holds_no_graph() {
+        for cfg in [
+            OptimConfig::default(),
+            OptimConfig::Sgd {
+                lr: 0.05,
+                momentum: 0.9,
+                nesterov: true,
+                weight_decay: 0.01,
+            },
+        ] {
+            let w = var(&[1.0, -2.0, 0.5], &[3]);
+            let params = vec![Param {
+                name: "w".into(),
+                var: w.clone(),
+                decay: true,
+            }];
+            let mut opt = Optimizer::new(cfg, params).unwrap();
+            // An activation that depends on another variable, as in any deep network.
+            let upstream = var(&[0.3, 0.7, -1.1], &[3]);
+            for _ in 0..3 {
+                let x = upstream.as_tensor().exp().unwrap();
+                let y = (w.as_tensor() * &x)
+                    .unwrap()
+                    .sqr()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap();
+                let store = y.backward().unwrap();
+                let raw = store.get(w.as_tensor()).unwrap();
+                assert!(raw.track_op(), "Candle now detaches variable gradients");
+                let grads = opt.grads(&store);
+                assert!(grads.0.iter().flatten().all(|g| !g.track_op()));
+                opt.step(&grads).unwrap();
+                for (name, t) in opt.state_tensors() {
+                    assert!(!t.track_op(), "{name} holds a graph");
+                }
             }
         }
     }
