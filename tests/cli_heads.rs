@@ -38,7 +38,10 @@ fn fails(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!err.contains("panicked") && !err.contains("internal error"), "{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("internal error"),
+        "{err}"
+    );
     err
 }
 
@@ -109,7 +112,16 @@ fn train_predict_eval_classify_and_segment_end_to_end() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     ok(&[
-        "data", "synth", "--out", s(&data), "--frames", "14", "--size", "64x64", "--seed", "5",
+        "data",
+        "synth",
+        "--out",
+        s(&data),
+        "--frames",
+        "14",
+        "--size",
+        "64x64",
+        "--seed",
+        "5",
         "-q",
     ]);
     let mut pngs = Vec::new();
@@ -129,7 +141,10 @@ fn train_predict_eval_classify_and_segment_end_to_end() {
         assert!(crun.join(f).is_file(), "{f} missing; printed {printed}");
     }
     assert!(printed.contains("deformation-vs-none F1"), "{printed}");
-    assert!(printed.contains("Deformation") && printed.contains("macro avg"), "{printed}");
+    assert!(
+        printed.contains("Deformation") && printed.contains("macro avg"),
+        "{printed}"
+    );
     let cfg = json(&crun.join("config.json"));
     assert_eq!(cfg["task"], "classify");
     assert_eq!(cfg["mode"], "finetune");
@@ -144,17 +159,38 @@ fn train_predict_eval_classify_and_segment_end_to_end() {
     let metrics = std::fs::read_to_string(crun.join("metrics.jsonl")).unwrap();
     assert!(metrics.contains("val_macro_f1"), "{metrics}");
     // Resume to 6 steps: the run continues from its checkpoint.
-    ok(&["train", "classify", "--resume", s(&crun), "--steps", "6", "-q"]);
+    ok(&[
+        "train",
+        "classify",
+        "--resume",
+        s(&crun),
+        "--steps",
+        "6",
+        "-q",
+    ]);
     let state = json(&crun.join("state.json"));
     assert_eq!(state["step"], 6);
     // Resume refuses to change the encoder (usage error).
     let out = insar_mm(&[
-        "train", "classify", "--resume", s(&crun), "--encoder", s(&crun),
+        "train",
+        "classify",
+        "--resume",
+        s(&crun),
+        "--encoder",
+        s(&crun),
     ]);
     assert_eq!(out.status.code(), Some(2));
 
     // --- predict classify: one PNG (one window), then sliding windows with maps.
-    let one = ok(&["predict", "classify", "--model", s(&crun), s(&pngs[0]), "--json", "-q"]);
+    let one = ok(&[
+        "predict",
+        "classify",
+        "--model",
+        s(&crun),
+        s(&pngs[0]),
+        "--json",
+        "-q",
+    ]);
     let v: Value = serde_json::from_str(&one).unwrap();
     let arr = v.as_array().unwrap();
     assert_eq!(arr.len(), 1);
@@ -162,16 +198,31 @@ fn train_predict_eval_classify_and_segment_end_to_end() {
     assert_eq!(arr[0]["windows"], 1);
     let sc = arr[0]["scores"].as_object().unwrap();
     assert_eq!(sc.len(), 10);
-    assert!(sc.values().all(|x| (0.0..=1.0).contains(&x.as_f64().unwrap())));
+    assert!(sc
+        .values()
+        .all(|x| (0.0..=1.0).contains(&x.as_f64().unwrap())));
     let pred_dir = tmp.path().join("pred-c");
     let all = ok(&[
-        "predict", "classify", "--model", s(&crun), s(&data), "--window", "32", "--overlap",
-        "8", "--out", s(&pred_dir), "-q",
+        "predict",
+        "classify",
+        "--model",
+        s(&crun),
+        s(&data),
+        "--window",
+        "32",
+        "--overlap",
+        "8",
+        "--out",
+        s(&pred_dir),
+        "-q",
     ]);
     assert_eq!(all.lines().count(), 14, "{all}");
     let preds = json(&pred_dir.join("predictions.json"));
     assert_eq!(preds.as_array().unwrap().len(), 14);
-    assert_eq!(preds[0]["windows"], 9, "64² in 32² windows stepping 24 px: 3 × 3");
+    assert_eq!(
+        preds[0]["windows"], 9,
+        "64² in 32² windows stepping 24 px: 3 × 3"
+    );
     let heat = PathBuf::from(preds[0]["deformation_map"].as_str().unwrap());
     let (w, h, _) = gray_png(&heat);
     assert_eq!((w, h), (64, 64));
@@ -180,7 +231,15 @@ fn train_predict_eval_classify_and_segment_end_to_end() {
     // Deterministic.
     assert_eq!(
         one,
-        ok(&["predict", "classify", "--model", s(&crun), s(&pngs[0]), "--json", "-q"])
+        ok(&[
+            "predict",
+            "classify",
+            "--model",
+            s(&crun),
+            s(&pngs[0]),
+            "--json",
+            "-q"
+        ])
     );
 
     // --- segment from the classifier's encoder, frozen (linear): the encoder is unchanged.
@@ -188,7 +247,10 @@ fn train_predict_eval_classify_and_segment_end_to_end() {
     let mut args = train_args("segment", s(&data), s(&srun), "3");
     args.extend(["--encoder", s(&crun), "--mode", "linear"]);
     let printed = ok(&args);
-    assert!(printed.contains("mIoU") && printed.contains("Mogi"), "{printed}");
+    assert!(
+        printed.contains("mIoU") && printed.contains("Mogi"),
+        "{printed}"
+    );
     let cfg = json(&srun.join("config.json"));
     assert_eq!(cfg["task"], "segment");
     assert_eq!(cfg["mode"], "linear");
@@ -196,7 +258,10 @@ fn train_predict_eval_classify_and_segment_end_to_end() {
     let src = encoder_tensors(&crun.join("best.safetensors"));
     let dst = encoder_tensors(&srun.join("model.safetensors"));
     assert!(!src.is_empty());
-    assert_eq!(src, dst, "a linear-mode encoder must equal the one it was loaded from");
+    assert_eq!(
+        src, dst,
+        "a linear-mode encoder must equal the one it was loaded from"
+    );
     let scores = json(&srun.join("test_scores.json"));
     assert_eq!(scores["IoU"].as_array().unwrap().len(), 7);
     assert_eq!(scores["names"][0], "background");
@@ -204,8 +269,17 @@ fn train_predict_eval_classify_and_segment_end_to_end() {
     // --- predict segment: mask, probability map and overlay at frame resolution.
     let pred_dir = tmp.path().join("pred-s");
     ok(&[
-        "predict", "segment", "--model", s(&srun), s(&pngs[1]), s(&pngs[2]), "--window", "48",
-        "--out", s(&pred_dir), "-q",
+        "predict",
+        "segment",
+        "--model",
+        s(&srun),
+        s(&pngs[1]),
+        s(&pngs[2]),
+        "--window",
+        "48",
+        "--out",
+        s(&pred_dir),
+        "-q",
     ]);
     let preds = json(&pred_dir.join("predictions.json"));
     assert_eq!(preds.as_array().unwrap().len(), 2);
@@ -228,8 +302,17 @@ fn train_predict_eval_classify_and_segment_end_to_end() {
     // --- eval writes JSON reports.
     let report = tmp.path().join("eval-c.json");
     let printed = ok(&[
-        "eval", "classify", "--model", s(&crun), "--data", s(&data), "--split", "test", "--out",
-        s(&report), "-q",
+        "eval",
+        "classify",
+        "--model",
+        s(&crun),
+        "--data",
+        s(&data),
+        "--split",
+        "test",
+        "--out",
+        s(&report),
+        "-q",
     ]);
     assert!(printed.contains("macro-F1"), "{printed}");
     let r = json(&report);
@@ -241,7 +324,15 @@ fn train_predict_eval_classify_and_segment_end_to_end() {
     assert_eq!(r["samples"], own["samples"]);
     let report = tmp.path().join("eval-s.json");
     ok(&[
-        "eval", "segment", "--model", s(&srun), "--split", "val", "--out", s(&report), "-q",
+        "eval",
+        "segment",
+        "--model",
+        s(&srun),
+        "--split",
+        "val",
+        "--out",
+        s(&report),
+        "-q",
     ]);
     let r = json(&report);
     assert_eq!(r["split"], "val");
@@ -251,7 +342,10 @@ fn train_predict_eval_classify_and_segment_end_to_end() {
     // --- bad input.
     // A model of the other task.
     let err = fails(&["predict", "classify", "--model", s(&srun), s(&pngs[0])]);
-    assert!(err.contains("`segment` run") && err.contains("classify"), "{err}");
+    assert!(
+        err.contains("`segment` run") && err.contains("classify"),
+        "{err}"
+    );
     let err = fails(&["eval", "segment", "--model", s(&crun)]);
     assert!(err.contains("`classify` run"), "{err}");
     // Not a run at all.
@@ -259,7 +353,13 @@ fn train_predict_eval_classify_and_segment_end_to_end() {
     assert!(err.contains("config.json"), "{err}");
     // An image smaller than the window.
     let err = fails(&[
-        "predict", "segment", "--model", s(&srun), s(&pngs[0]), "--window", "128",
+        "predict",
+        "segment",
+        "--model",
+        s(&srun),
+        s(&pngs[0]),
+        "--window",
+        "128",
     ]);
     assert!(
         err.contains("smaller than the 128-pixel window") && err.contains(".geo.diff.png"),
@@ -277,8 +377,16 @@ fn train_predict_eval_classify_and_segment_end_to_end() {
     );
     // A pretrained encoder of a run without one.
     let err = fails(&[
-        "train", "segment", "--data", s(&data), "--out", s(&tmp.path().join("x")), "--steps",
-        "1", "--encoder", s(&lone),
+        "train",
+        "segment",
+        "--data",
+        s(&data),
+        "--out",
+        s(&tmp.path().join("x")),
+        "--steps",
+        "1",
+        "--encoder",
+        s(&lone),
     ]);
     assert!(err.contains("--encoder") && err.contains("lone"), "{err}");
     // An existing run is not overwritten.

@@ -672,10 +672,18 @@ fn model_eval_part(
         (Some(d), _) | (None, Some(d)) => d.clone(),
         (None, None) => builtin_dir(seed, global.show_progress())?,
     };
-    let ds = crate::data::dataset::DatasetDir::open(&dir, crate::data::loader::LoadOptions::default())
-        .with_context(|| format!("--data {}", dir.display()))?;
+    let ds =
+        crate::data::dataset::DatasetDir::open(&dir, crate::data::loader::LoadOptions::default())
+            .with_context(|| format!("--data {}", dir.display()))?;
     let split = dataset_split(&ds, &dir, seed)?;
-    let part = load_part(&ds, &dir, &split, a.split, data.input_format, data.image_size)?;
+    let part = load_part(
+        &ds,
+        &dir,
+        &split,
+        a.split,
+        data.input_format,
+        data.image_size,
+    )?;
     if part.is_empty() {
         bail!(
             "--data {}: the {} split has no interferogram with images",

@@ -188,7 +188,11 @@ pub fn read_input(path: &Path, format: InputFormat, channels: usize) -> Result<F
 }
 
 /// Window and overlap for a run's `[data]` and the command-line overrides.
-pub fn window_of(data: &HeadData, window: Option<usize>, overlap: Option<usize>) -> Result<(usize, usize)> {
+pub fn window_of(
+    data: &HeadData,
+    window: Option<usize>,
+    overlap: Option<usize>,
+) -> Result<(usize, usize)> {
     let w = window.unwrap_or(data.source_size.unwrap_or(data.image_size));
     ensure!(w >= 16, "--window {w} is too small (at least 16 pixels)");
     let o = overlap.unwrap_or(w / 4);
@@ -257,10 +261,7 @@ pub const CLASS_COLORS: [[u8; 3]; NUM_MASK_CLASSES] = [
 ];
 
 /// The phase channel as gray RGB with `color(pixel)` blended in at `alpha(pixel)`.
-fn overlay(
-    input: &FrameInput,
-    color: impl Fn(usize) -> ([u8; 3], f32),
-) -> Vec<u8> {
+fn overlay(input: &FrameInput, color: impl Fn(usize) -> ([u8; 3], f32)) -> Vec<u8> {
     let phase = input.image.plane(0);
     let mut out = Vec::with_capacity(phase.len() * 3);
     for (p, &g) in phase.iter().enumerate() {
@@ -329,10 +330,11 @@ fn classify(args: PredictArgs, global: &GlobalArgs) -> Result<()> {
         let input = read_input(path, cfg.data.input_format, arch.encoder.in_channels)?;
         check_fits(path, &input, window)?;
         let frame = input.image.to_tensor(&device)?;
-        let (scores, tiles) = predict_frame_windows(&frame, window, overlap, args.batch_size, |x| {
-            at_model_size(x, size, |m| model.predict(m))
-        })
-        .with_context(|| format!("{}", path.display()))?;
+        let (scores, tiles) =
+            predict_frame_windows(&frame, window, overlap, args.batch_size, |x| {
+                at_model_size(x, size, |m| model.predict(m))
+            })
+            .with_context(|| format!("{}", path.display()))?;
         let per_window: Vec<Vec<f32>> = scores.to_vec2()?;
         let frame_scores: Vec<f32> = (0..LABEL_NAMES.len())
             .map(|k| per_window.iter().map(|r| r[k]).fold(f32::MIN, f32::max))
@@ -367,7 +369,10 @@ fn classify(args: PredictArgs, global: &GlobalArgs) -> Result<()> {
             let map = predict_frame_map(&frame, window, overlap, args.batch_size, |x| {
                 let (b, _, h, w) = x.dims4()?;
                 let s = at_model_size(x, size, |m| model.predict(m))?;
-                s.narrow(1, 0, 1)?.reshape((b, 1, 1, 1))?.broadcast_as((b, 1, h, w))?.contiguous()
+                s.narrow(1, 0, 1)?
+                    .reshape((b, 1, 1, 1))?
+                    .broadcast_as((b, 1, h, w))?
+                    .contiguous()
             })?;
             let heat: Vec<f32> = map.flatten_all()?.to_vec1()?;
             let (h, w) = (input.image.height, input.image.width);
@@ -509,7 +514,10 @@ mod tests {
     #[test]
     fn names_are_unique_and_inputs_filtered() {
         let mut n = Names(BTreeSet::new());
-        assert_eq!(n.unique(Path::new("a/20200101_20200113.geo.diff.png")), "20200101_20200113");
+        assert_eq!(
+            n.unique(Path::new("a/20200101_20200113.geo.diff.png")),
+            "20200101_20200113"
+        );
         assert_eq!(n.unique(Path::new("x/InSAR.png")), "InSAR");
         assert_eq!(n.unique(Path::new("y/InSAR.png")), "InSAR_2");
         assert!(is_patch_png(Path::new("p/labeled/0/12_1.png")));

@@ -39,8 +39,8 @@ use serde_json::json;
 use super::checkpoint::{load_model, RunDir};
 use super::driver::{Batch, BestMetric, MetricMode, Outcome, StepOutput, TrainTask, Trainer};
 use super::heads::{
-    config_from_file, encoder_run, expect_task, load_encoder, resolve_source, run_weights, EpochOrder, HeadData,
-    HeadSource, LabeledData, LabeledPart, TEST_SCORES_FILE,
+    config_from_file, encoder_run, expect_task, load_encoder, resolve_source, run_weights,
+    EpochOrder, HeadData, HeadSource, LabeledData, LabeledPart, TEST_SCORES_FILE,
 };
 use super::optim::{trainable_params, OptimConfig, Optimizer};
 use super::pretrain::RunOptions;
@@ -128,7 +128,7 @@ impl Default for ClassifyConfig {
             threshold: 0.5,
             val_samples: 0,
             data: HeadData {
-                image_size: 96,
+                image_size: 64,
                 batch_size: 32,
                 balanced: false,
                 ..HeadData::default()
@@ -147,7 +147,7 @@ impl Default for ClassifyConfig {
                 min_lr_ratio: 0.01,
             },
             train: super::config::TrainSection {
-                epochs: Some(20),
+                epochs: Some(12),
                 checkpoint_every: 100,
                 log_every: 10,
                 validate_every: 50,
@@ -248,10 +248,7 @@ pub fn build_model(
     device: &Device,
 ) -> Result<(VarMap, Classifier)> {
     let varmap = VarMap::new();
-    let model = Classifier::new(
-        arch,
-        seeded_var_builder(&varmap, seed, DType::F32, device),
-    )?;
+    let model = Classifier::new(arch, seeded_var_builder(&varmap, seed, DType::F32, device))?;
     Ok((varmap, model))
 }
 
@@ -312,7 +309,10 @@ pub fn score_part(
 
 /// `test_scores.json` / `eval classify` JSON: the report plus the deformation-vs-none
 /// scores (the Deformation label) up front.
-pub fn report_json(r: &ClassificationReport, extra: serde_json::Value) -> Result<serde_json::Value> {
+pub fn report_json(
+    r: &ClassificationReport,
+    extra: serde_json::Value,
+) -> Result<serde_json::Value> {
     let mut v = serde_json::to_value(r)?;
     let d = &r.classes[0];
     v["deformation_vs_none"] = json!({
@@ -536,10 +536,7 @@ pub fn run(opts: ClassifyRun) -> Result<ClassifyOutcome> {
     let (varmap, model) = build_model(&arch, cfg.seed, &device)?;
     if let Some(er) = &pretrained {
         let n = load_encoder(er, &varmap)?;
-        log::info!(
-            "encoder: {n} tensors from {}",
-            er.weights.display()
-        );
+        log::info!("encoder: {n} tensors from {}", er.weights.display());
     }
     let params = trainable_params(&varmap, |n| model.is_trainable(n));
     let optimizer = Optimizer::new(cfg.optim.clone(), params)?;
@@ -626,7 +623,7 @@ pub struct LoadedClassifier {
 /// Loads the classification run `root` (best weights, else the last); errors when it is a
 /// run of another task.
 pub fn load_run(root: &Path, device: &Device) -> Result<LoadedClassifier> {
-    let config = ClassifyConfig::read(root).with_context(|| format!("--model {}", root.display()))?;
+    let config = ClassifyConfig::read(root)?;
     let arch = config.model()?.clone();
     let (varmap, model) = build_model(&arch, config.seed, device)?;
     let weights = run_weights(&RunDir::new(root))?;
@@ -675,10 +672,16 @@ mod tests {
             "/configs/classify-tiny.toml"
         )))
         .unwrap();
-        assert_eq!(shipped, def, "configs/classify-tiny.toml = the built-in defaults");
+        assert_eq!(
+            shipped, def,
+            "configs/classify-tiny.toml = the built-in defaults"
+        );
         std::fs::write(&path, "[data]\nbatch_sise = 8\n").unwrap();
         let err = format!("{:#}", ClassifyConfig::from_file(&path).unwrap_err());
-        assert!(err.contains("batch_sise") && err.contains("c.toml"), "{err}");
+        assert!(
+            err.contains("batch_sise") && err.contains("c.toml"),
+            "{err}"
+        );
         for (bad, key) in [
             (
                 ClassifyConfig {

@@ -74,10 +74,7 @@ impl HeadData {
             "data.image_size = {} is too small (at least 32: the encoder downsamples 32×)",
             self.image_size
         );
-        ensure!(
-            self.batch_size >= 1,
-            "data.batch_size must be at least 1"
-        );
+        ensure!(self.batch_size >= 1, "data.batch_size must be at least 1");
         Ok(())
     }
 }
@@ -579,7 +576,10 @@ mod tests {
         let eb: Vec<usize> = (0..100).map(|i| b.map(2, i)).collect();
         assert_eq!(ea, eb);
         let rare = ea.iter().filter(|&&i| i < 10).count();
-        assert!((30..=70).contains(&rare), "{rare} of 100 draws are positives");
+        assert!(
+            (30..=70).contains(&rare),
+            "{rare} of 100 draws are positives"
+        );
         let e3: Vec<usize> = (0..100).map(|i| a.map(3, i)).collect();
         assert_ne!(ea, e3, "every epoch draws anew");
         let mut plain = EpochOrder::new(&labels, false, 7).unwrap();
@@ -593,7 +593,10 @@ mod tests {
         assert_eq!(run_task(dir.path()).unwrap().as_deref(), Some("segment"));
         assert!(expect_task(dir.path(), "segment").is_ok());
         let err = format!("{:#}", expect_task(dir.path(), "classify").unwrap_err());
-        assert!(err.contains("`segment` run") && err.contains("classify"), "{err}");
+        assert!(
+            err.contains("`segment` run") && err.contains("classify"),
+            "{err}"
+        );
         std::fs::write(dir.path().join(CONFIG_FILE), r#"{"preset": "tiny"}"#).unwrap();
         let err = format!("{:#}", expect_task(dir.path(), "classify").unwrap_err());
         assert!(err.contains("no task"), "{err}");

@@ -12,9 +12,9 @@ pub mod checkpoint;
 pub mod classify;
 pub mod config;
 pub mod driver;
-pub mod heads;
 #[cfg(test)]
 mod fringes;
+pub mod heads;
 pub mod log;
 pub mod optim;
 pub mod pretrain;

@@ -91,7 +91,7 @@ impl Default for SegmentConfig {
             class_weights: None,
             val_samples: 0,
             data: HeadData {
-                image_size: 96,
+                image_size: 64,
                 batch_size: 16,
                 balanced: false,
                 ..HeadData::default()
@@ -110,7 +110,7 @@ impl Default for SegmentConfig {
                 min_lr_ratio: 0.01,
             },
             train: super::config::TrainSection {
-                epochs: Some(10),
+                epochs: Some(6),
                 checkpoint_every: 100,
                 log_every: 10,
                 validate_every: 100,
@@ -283,14 +283,21 @@ impl SegmentReport {
             "{:<14} {:>8} {:>8} {:>8} {:>12}",
             "class", "IoU", "Dice", "Acc", "gt pixels"
         );
-        for c in 0..s.iou.len() {
+        for (c, (((iou, dice), acc), support)) in s
+            .iou
+            .iter()
+            .zip(&s.dice)
+            .zip(&s.acc)
+            .zip(&self.support)
+            .enumerate()
+        {
             println!(
                 "{:<14} {:>8} {:>8} {:>8} {:>12}",
                 MASK_CLASS_NAMES.get(c).copied().unwrap_or("?"),
-                opt(s.iou[c]),
-                opt(s.dice[c]),
-                opt(s.acc[c]),
-                self.support[c]
+                opt(*iou),
+                opt(*dice),
+                opt(*acc),
+                support
             );
         }
         println!(
@@ -377,9 +384,11 @@ impl SegmentTask {
             .enumerate()
             .map(|(k, &i)| {
                 let mut rng = sample_rng(seed, k as u64);
-                let (im, m) =
-                    self.augmenter
-                        .apply(&self.train.images[i], self.train.masks[i].as_ref(), &mut rng)?;
+                let (im, m) = self.augmenter.apply(
+                    &self.train.images[i],
+                    self.train.masks[i].as_ref(),
+                    &mut rng,
+                )?;
                 Ok((im, m.context("augmentation lost the mask")?))
             })
             .collect::<Result<_>>()?;
@@ -608,8 +617,7 @@ pub struct LoadedSegmenter {
 /// Loads the segmentation run `root` (best weights, else the last); errors when it is a run
 /// of another task.
 pub fn load_run(root: &Path, device: &Device) -> Result<LoadedSegmenter> {
-    let config =
-        SegmentConfig::read(root).with_context(|| format!("--model {}", root.display()))?;
+    let config = SegmentConfig::read(root)?;
     let arch = config.model()?.clone();
     let (varmap, model) = build_model(&arch, config.seed, device)?;
     let weights = run_weights(&RunDir::new(root))?;
@@ -633,7 +641,10 @@ mod tests {
             "/configs/segment-tiny.toml"
         )))
         .unwrap();
-        assert_eq!(shipped, def, "configs/segment-tiny.toml = the built-in defaults");
+        assert_eq!(
+            shipped, def,
+            "configs/segment-tiny.toml = the built-in defaults"
+        );
         def.validate().unwrap();
         let bad = SegmentConfig {
             class_weights: Some(vec![1.0; 3]),
@@ -669,12 +680,8 @@ mod tests {
         let v = r.to_json(json!({"split": "val"})).unwrap();
         assert_eq!(v["names"][1], "Mogi");
         assert_eq!(v["mIoU_deformation_present"], 0.5);
-        let probs = Tensor::from_vec(
-            vec![0.9f32, 0.1, 0.2, 0.8],
-            (1, 2, 1, 2),
-            &Device::Cpu,
-        )
-        .unwrap();
+        let probs =
+            Tensor::from_vec(vec![0.9f32, 0.1, 0.2, 0.8], (1, 2, 1, 2), &Device::Cpu).unwrap();
         assert_eq!(argmax_classes(&probs).unwrap(), vec![vec![0, 1]]);
     }
 }
