@@ -122,6 +122,12 @@ pub enum EvalCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Scores a `train classify` run on a split of a dataset: per-label P/R/F1/support, AP,
+    /// AUROC, averages and the deformation-vs-none scores (insar-mm-eval).
+    Classify(ModelEvalArgs),
+    /// Scores a `train segment` run on a split of a dataset: per-class IoU/Dice/Acc, mIoU,
+    /// mIoU over the deformation classes present (insar-mm-eval).
+    Segment(ModelEvalArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -132,6 +138,8 @@ pub enum FidModeArg {
 
 pub fn run(cmd: EvalCommand, global: &GlobalArgs) -> Result<()> {
     match cmd {
+        EvalCommand::Classify(a) => eval_classify(a, global),
+        EvalCommand::Segment(a) => eval_segment(a, global),
         EvalCommand::Captions {
             refs,
             results,
@@ -422,25 +430,8 @@ fn opt(v: Option<f64>) -> String {
     v.map(|x| format!("{x:.4}")).unwrap_or_else(|| "-".into())
 }
 
-fn classification_cmd(
-    scores: &Path,
-    labels: &Path,
-    threshold: f64,
-    names: Option<Vec<String>>,
-    as_json: bool,
-) -> Result<()> {
-    let s = npy::read(scores).context("--scores")?;
-    let y = npy::read(labels).context("--labels")?;
-    let r = classification::evaluate(&s, &y, threshold, names.as_deref()).with_context(|| {
-        format!(
-            "--scores {} / --labels {}",
-            scores.display(),
-            labels.display()
-        )
-    })?;
-    if as_json {
-        return print_json(&serde_json::to_value(&r)?);
-    }
+/// Prints a classification report as a table (per class, averages, mAP, accuracy).
+pub fn print_classification_report(r: &classification::ClassificationReport) {
     match r.threshold {
         Some(t) => println!("{}: {} samples, threshold {t}", r.task, r.samples),
         None => println!("{}: {} samples, prediction = arg-max", r.task, r.samples),
@@ -498,6 +489,28 @@ fn classification_cmd(
             );
         }
     }
+}
+
+fn classification_cmd(
+    scores: &Path,
+    labels: &Path,
+    threshold: f64,
+    names: Option<Vec<String>>,
+    as_json: bool,
+) -> Result<()> {
+    let s = npy::read(scores).context("--scores")?;
+    let y = npy::read(labels).context("--labels")?;
+    let r = classification::evaluate(&s, &y, threshold, names.as_deref()).with_context(|| {
+        format!(
+            "--scores {} / --labels {}",
+            scores.display(),
+            labels.display()
+        )
+    })?;
+    if as_json {
+        return print_json(&serde_json::to_value(&r)?);
+    }
+    print_classification_report(&r);
     Ok(())
 }
 
@@ -620,5 +633,134 @@ fn segmentation_cmd(
         s.miou, s.mdice, s.macc, s.aacc
     );
     println!("(means skip classes absent from both prediction and truth, shown as -)");
+    Ok(())
+}
+
+/// `eval classify|segment`.
+#[derive(Debug, clap::Args)]
+pub struct ModelEvalArgs {
+    /// Run directory of `insar-mm train classify|segment`.
+    #[arg(long, value_name = "RUN")]
+    pub model: PathBuf,
+    /// Dataset directory [default: the run's data.dir, else the built-in synthetic dataset
+    /// of the run's seed].
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// The part of the dataset's split to score.
+    #[arg(long, value_enum, default_value_t = crate::data::split::Part::Test)]
+    pub split: crate::data::split::Part,
+    /// Write the JSON report here.
+    #[arg(long, value_name = "REPORT.json")]
+    pub out: Option<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Images per forward pass.
+    #[arg(long, value_name = "B", default_value_t = 32)]
+    pub batch_size: usize,
+}
+
+/// The `--split` part of the run's (or `--data`'s) dataset at the run's input size.
+fn model_eval_part(
+    a: &ModelEvalArgs,
+    data: &crate::train::heads::HeadData,
+    seed: u64,
+    global: &GlobalArgs,
+) -> Result<(crate::train::heads::LabeledPart, PathBuf)> {
+    use crate::train::heads::{builtin_dir, dataset_split, load_part};
+    let dir = match (&a.data, &data.dir) {
+        (Some(d), _) | (None, Some(d)) => d.clone(),
+        (None, None) => builtin_dir(seed, global.show_progress())?,
+    };
+    let ds =
+        crate::data::dataset::DatasetDir::open(&dir, crate::data::loader::LoadOptions::default())
+            .with_context(|| format!("--data {}", dir.display()))?;
+    let split = dataset_split(&ds, &dir, seed)?;
+    let part = load_part(
+        &ds,
+        &dir,
+        &split,
+        a.split,
+        data.input_format,
+        data.image_size,
+    )?;
+    if part.is_empty() {
+        bail!(
+            "--data {}: the {} split has no interferogram with images",
+            dir.display(),
+            a.split
+        );
+    }
+    Ok((part, dir))
+}
+
+fn write_report(a: &ModelEvalArgs, v: &Value) -> Result<()> {
+    if let Some(out) = &a.out {
+        crate::data::atomic::write_atomic(out, serde_json::to_string_pretty(v)?.as_bytes())
+            .with_context(|| format!("--out {}", out.display()))?;
+    }
+    Ok(())
+}
+
+fn eval_classify(a: ModelEvalArgs, global: &GlobalArgs) -> Result<()> {
+    use crate::train::classify::{load_run, report_json, score_part};
+    anyhow::ensure!(a.batch_size >= 1, "--batch-size must be at least 1");
+    let device = crate::device::open(global.device)?;
+    let loaded = load_run(&a.model, &device)?;
+    let cfg = &loaded.config;
+    let (part, dir) = model_eval_part(&a, &cfg.data, cfg.seed, global)?;
+    let r = score_part(&loaded.model, &part, cfg.threshold, a.batch_size, &device)?;
+    let v = report_json(
+        &r,
+        json!({
+            "model": a.model.display().to_string(),
+            "weights": loaded.weights.display().to_string(),
+            "data": dir.display().to_string(),
+            "split": a.split.as_str(),
+        }),
+    )?;
+    write_report(&a, &v)?;
+    if a.json {
+        return print_json(&v);
+    }
+    println!(
+        "{} split of {} ({} samples): deformation-vs-none F1 {:.4}, macro-F1 {:.4}",
+        a.split,
+        dir.display(),
+        r.samples,
+        r.classes[0].f1,
+        r.macro_avg.f1
+    );
+    print_classification_report(&r);
+    Ok(())
+}
+
+fn eval_segment(a: ModelEvalArgs, global: &GlobalArgs) -> Result<()> {
+    use crate::train::segment::{load_run, score_part};
+    anyhow::ensure!(a.batch_size >= 1, "--batch-size must be at least 1");
+    let device = crate::device::open(global.device)?;
+    let loaded = load_run(&a.model, &device)?;
+    let cfg = &loaded.config;
+    let (part, dir) = model_eval_part(&a, &cfg.data, cfg.seed, global)?;
+    let r = score_part(&loaded.model, &part, a.batch_size, &device)?;
+    let v = r.to_json(json!({
+        "model": a.model.display().to_string(),
+        "weights": loaded.weights.display().to_string(),
+        "data": dir.display().to_string(),
+        "split": a.split.as_str(),
+        "resolution": cfg.data.image_size,
+    }))?;
+    write_report(&a, &v)?;
+    if a.json {
+        return print_json(&v);
+    }
+    println!(
+        "{} split of {} ({} images at {}²):",
+        a.split,
+        dir.display(),
+        r.images,
+        cfg.data.image_size
+    );
+    r.print();
     Ok(())
 }

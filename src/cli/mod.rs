@@ -11,6 +11,7 @@ pub mod data;
 pub mod embed;
 pub mod eval;
 pub mod physics;
+pub mod predict;
 pub mod progress;
 pub mod train;
 
@@ -77,6 +78,10 @@ pub enum Command {
     Embed(embed::EmbedArgs),
     /// Caption interferogram PNGs with a trained caption run.
     Caption(caption::CaptionArgs),
+    /// Apply a classify or segment run to PNGs: patches, folders, whole frames (sliding
+    /// window with blending).
+    #[command(subcommand)]
+    Predict(predict::PredictCommand),
     /// Throughput benchmarks (not tests).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -91,6 +96,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(cmd) => train::run(cmd, &global),
         Command::Embed(args) => embed::run(args, &global),
         Command::Caption(args) => caption::run(args, &global),
+        Command::Predict(cmd) => predict::run(cmd, &global),
         Command::Bench(cmd) => bench::run(cmd, &global),
     }
 }

@@ -21,6 +21,12 @@ pub enum TrainCommand {
     /// Image captioning: tokenizer + encoder–decoder trained on image–caption pairs, scored
     /// (BLEU-1..4, ROUGE-L, CIDEr-D) on the test split at the end.
     Caption(CaptionArgs),
+    /// Multi-label classification (10 Hephaestus labels): encoder + linear/MLP head, BCE or
+    /// focal loss, val macro-F1 for the best checkpoint, test-split report at the end.
+    Classify(HeadArgs),
+    /// Segmentation (background + 6 activity types): encoder + FPN decoder, cross-entropy
+    /// (+ Dice), val mIoU for the best checkpoint, test-split per-class IoU at the end.
+    Segment(HeadArgs),
 }
 
 /// Options shared by every `train` command.
@@ -103,10 +109,35 @@ pub struct CaptionArgs {
     pub freeze_encoder: bool,
 }
 
+/// `train classify` / `train segment`.
+#[derive(Debug, Args)]
+pub struct HeadArgs {
+    #[command(flatten)]
+    pub common: CommonTrainArgs,
+    /// Start from the encoder of this run (`train pretrain`, or a classify/segment run);
+    /// its architecture replaces the preset.
+    #[arg(long, value_name = "RUN", conflicts_with = "resume")]
+    pub encoder: Option<PathBuf>,
+    /// How much of the encoder trains: linear (frozen encoder, a linear probe), finetune
+    /// (everything) or finetune:<stage> (stem, layer1..layer4 onwards) [default: the
+    /// config's `mode`, else finetune].
+    #[arg(long, value_name = "MODE", value_parser = parse_mode, conflicts_with = "resume")]
+    pub mode: Option<insar_mm_models::heads::EncoderMode>,
+    /// Class-balanced oversampling of the training set (overrides data.balanced).
+    #[arg(long, value_name = "BOOL", conflicts_with = "resume")]
+    pub balanced: Option<bool>,
+}
+
+fn parse_mode(s: &str) -> std::result::Result<insar_mm_models::heads::EncoderMode, String> {
+    insar_mm_models::heads::EncoderMode::parse(s)
+}
+
 pub fn run(cmd: TrainCommand, global: &GlobalArgs) -> Result<()> {
     match cmd {
         TrainCommand::Pretrain(args) => run_pretrain(&args.common, global),
         TrainCommand::Caption(args) => run_caption(&args, global),
+        TrainCommand::Classify(args) => run_classify(&args, global),
+        TrainCommand::Segment(args) => run_segment(&args, global),
     }
 }
 
@@ -302,6 +333,190 @@ fn run_caption(args: &CaptionArgs, global: &GlobalArgs) -> Result<()> {
         println!("  BLEU-4  {:.4}", s.bleu4);
         println!("  ROUGE-L {:.4}", s.rouge_l);
         println!("  CIDEr-D {:.4}", s.cider);
+    }
+    Ok(())
+}
+
+/// Applies the shared overrides of `train classify|segment` to a head `[data]` section and
+/// the optimizer; returns the run directory.
+fn head_overrides(
+    common: &CommonTrainArgs,
+    balanced: Option<bool>,
+    data: &mut crate::train::heads::HeadData,
+    optim: &mut crate::train::optim::OptimConfig,
+    train: &mut TrainSection,
+) {
+    if let Some(b) = common.batch_size {
+        data.batch_size = b;
+    }
+    if let Some(s) = common.image_size {
+        data.image_size = s;
+    }
+    if let Some(b) = balanced {
+        data.balanced = b;
+    }
+    if let Some(lr) = common.lr {
+        optim.set_lr(lr);
+    }
+    common.apply_train_overrides(train);
+}
+
+fn head_source(data: &Option<PathBuf>) -> crate::train::heads::HeadSource {
+    match data {
+        Some(d) => crate::train::heads::HeadSource::Dir(d.clone()),
+        None => crate::train::heads::HeadSource::Builtin,
+    }
+}
+
+fn report_outcome(outcome: &Outcome, root: &std::path::Path, command: &str) {
+    match outcome {
+        Outcome::Finished { step } => {
+            log::info!("finished at step {step}; run in {}", root.display());
+        }
+        Outcome::Interrupted { step } => {
+            eprintln!(
+                "interrupted at step {step}; checkpoint saved in {} (continue with `insar-mm train {command} --resume {}`)",
+                root.display(),
+                root.display()
+            );
+        }
+    }
+}
+
+fn run_classify(args: &HeadArgs, global: &GlobalArgs) -> Result<()> {
+    use crate::train::classify::{self, ClassifyConfig, ClassifyRun};
+    let common = &args.common;
+    let device = crate::device::open(global.device)?;
+    let (cfg, out, resume) = match &common.resume {
+        Some(dir) => {
+            let run = RunDir::new(dir);
+            let mut cfg = ClassifyConfig::read(dir)?;
+            let before = cfg.train.clone();
+            common.apply_train_overrides(&mut cfg.train);
+            if cfg.train != before {
+                run.write_config(&cfg)?;
+            }
+            (cfg, dir.clone(), true)
+        }
+        None => {
+            let mut cfg = match &common.config {
+                Some(path) => ClassifyConfig::from_file(path)?,
+                None => ClassifyConfig::default(),
+            };
+            cfg.seed = global.seed;
+            if let Some(p) = &common.preset {
+                cfg.preset = p.clone();
+            }
+            head_overrides(
+                common,
+                args.balanced,
+                &mut cfg.data,
+                &mut cfg.optim,
+                &mut cfg.train,
+            );
+            if common.data.is_some() {
+                cfg.data.dir = common.data.clone();
+            }
+            let out = common
+                .out
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("runs").join(format!("classify-{}", cfg.preset)));
+            (cfg, out, false)
+        }
+    };
+    let data = head_source(&cfg.data.dir);
+    let res = classify::run(ClassifyRun {
+        config: cfg,
+        data,
+        encoder: args.encoder.clone(),
+        mode: args.mode,
+        seed: None,
+        out: out.clone(),
+        resume,
+        device,
+        options: RunOptions {
+            progress: global.show_progress(),
+            stop: Some(interrupt_flag()?),
+        },
+    })?;
+    report_outcome(&res.outcome, &out, "classify");
+    if let Some(r) = &res.test {
+        println!(
+            "test split: deformation-vs-none F1 {:.4}, macro-F1 {:.4} ({} samples; {})",
+            r.classes[0].f1,
+            r.macro_avg.f1,
+            r.samples,
+            out.join(crate::train::heads::TEST_SCORES_FILE).display()
+        );
+        super::eval::print_classification_report(r);
+    }
+    Ok(())
+}
+
+fn run_segment(args: &HeadArgs, global: &GlobalArgs) -> Result<()> {
+    use crate::train::segment::{self, SegmentConfig, SegmentRun};
+    let common = &args.common;
+    let device = crate::device::open(global.device)?;
+    let (cfg, out, resume) = match &common.resume {
+        Some(dir) => {
+            let run = RunDir::new(dir);
+            let mut cfg = SegmentConfig::read(dir)?;
+            let before = cfg.train.clone();
+            common.apply_train_overrides(&mut cfg.train);
+            if cfg.train != before {
+                run.write_config(&cfg)?;
+            }
+            (cfg, dir.clone(), true)
+        }
+        None => {
+            let mut cfg = match &common.config {
+                Some(path) => SegmentConfig::from_file(path)?,
+                None => SegmentConfig::default(),
+            };
+            cfg.seed = global.seed;
+            if let Some(p) = &common.preset {
+                cfg.preset = p.clone();
+            }
+            head_overrides(
+                common,
+                args.balanced,
+                &mut cfg.data,
+                &mut cfg.optim,
+                &mut cfg.train,
+            );
+            if common.data.is_some() {
+                cfg.data.dir = common.data.clone();
+            }
+            let out = common
+                .out
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("runs").join(format!("segment-{}", cfg.preset)));
+            (cfg, out, false)
+        }
+    };
+    let data = head_source(&cfg.data.dir);
+    let res = segment::run(SegmentRun {
+        config: cfg,
+        data,
+        encoder: args.encoder.clone(),
+        mode: args.mode,
+        seed: None,
+        out: out.clone(),
+        resume,
+        device,
+        options: RunOptions {
+            progress: global.show_progress(),
+            stop: Some(interrupt_flag()?),
+        },
+    })?;
+    report_outcome(&res.outcome, &out, "segment");
+    if let Some(r) = &res.test {
+        println!(
+            "test split ({} images; {}):",
+            r.images,
+            out.join(crate::train::heads::TEST_SCORES_FILE).display()
+        );
+        r.print();
     }
     Ok(())
 }

@@ -9,14 +9,17 @@
 
 pub mod caption;
 pub mod checkpoint;
+pub mod classify;
 pub mod config;
 pub mod driver;
 #[cfg(test)]
 mod fringes;
+pub mod heads;
 pub mod log;
 pub mod optim;
 pub mod pretrain;
 pub mod schedule;
+pub mod segment;
 
 pub use checkpoint::{Checkpoint, RunDir, TrainState};
 pub use driver::{

@@ -1,0 +1,753 @@
+//! Multi-label classification (`insar-mm train classify`): the 10-label Hephaestus vector
+//! (`[Deformation, Mogi, Dyke, Sill, Spheroid, Earthquake, Unidentified, Low, Medium, High]`)
+//! predicted by a [`Classifier`] (encoder + MLP head) trained with BCE-with-logits (or the
+//! focal loss) on whole frames resized to `data.image_size`.
+//!
+//! - `--encoder RUN` starts from a pretrained encoder (a `train pretrain` run, or another
+//!   head run); `mode` chooses a linear probe (`linear`), whole fine-tuning (`finetune`) or
+//!   fine-tuning from a stage on (`finetune:layer3`).
+//! - Optional class-balanced oversampling (`data.balanced`) and label-preserving
+//!   augmentations (`[augment]`, default flips and 90° rotations).
+//! - Validation scores the val split with `insar_mm_eval::classification` (threshold
+//!   `threshold`): `val_macro_f1` (mean F1 over the 10 labels, sklearn's zero-division 0),
+//!   `val_deformation_f1` (the Deformation entry: deformation vs none) and `val_map`; the
+//!   best checkpoint is kept by `val_macro_f1` (configurable in `[train]`).
+//! - At the end the best model (else the last) is scored on the test split; the report
+//!   (per-label P/R/F1/support/AP/AUROC, averages) goes to `test_scores.json`.
+//!
+//! The run's `config.json` records `task = "classify"` and the resolved architecture
+//! (`model`), which is all `predict`/`eval` need to rebuild the model.
+//!
+//! Library entry point: [`run`] with a [`ClassifyRun`] (data directory, built-in data or
+//! samples in memory; optional encoder; mode; seed; output directory; device).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{ensure, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarMap;
+use insar_mm_eval::classification::{evaluate, ClassificationReport};
+use insar_mm_eval::npy::Matrix;
+use insar_mm_models::encoder::EncoderConfig;
+use insar_mm_models::heads::{Classifier, ClassifierConfig, ClassifierLoss, EncoderMode};
+use insar_mm_models::nn::seeded_var_builder;
+use rand::Rng;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::checkpoint::{load_model, RunDir};
+use super::driver::{Batch, BestMetric, MetricMode, Outcome, StepOutput, TrainTask, Trainer};
+use super::heads::{
+    config_from_file, encoder_run, expect_task, load_encoder, resolve_source, run_weights,
+    EpochOrder, HeadData, HeadSource, LabeledData, LabeledPart, TEST_SCORES_FILE,
+};
+use super::optim::{trainable_params, OptimConfig, Optimizer};
+use super::pretrain::RunOptions;
+use super::schedule::ScheduleConfig;
+use crate::data::array::{batch_tensor, Image};
+use crate::data::augment::{sample_rng, AugmentConfig, Augmenter};
+use crate::data::sample::{LabelVector, LABEL_NAMES, NUM_LABELS};
+
+/// The `task` of a classification run.
+pub const TASK: &str = "classify";
+
+/// Label-preserving augmentations: flips and 90° rotations only (a crop could cut the
+/// deformation out and change the labels).
+pub fn default_augment() -> AugmentConfig {
+    let mut a = AugmentConfig::none();
+    a.hflip = 0.5;
+    a.vflip = 0.5;
+    a.rot90 = 0.5;
+    a
+}
+
+/// `linear`, `finetune` or `finetune:<stage>` (the text form of [`EncoderMode`]).
+pub fn mode_name(mode: EncoderMode) -> String {
+    match mode {
+        EncoderMode::Linear => "linear".into(),
+        EncoderMode::Finetune { unfreeze_from } => {
+            let s = serde_json::to_value(unfreeze_from)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            if s == "stem" {
+                "finetune".into()
+            } else {
+                format!("finetune:{s}")
+            }
+        }
+    }
+}
+
+/// The config of `train classify`, as resolved and saved to `config.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClassifyConfig {
+    /// Always `"classify"` (what `predict`/`eval` check).
+    pub task: String,
+    /// Encoder architecture when no `--encoder` is given: tiny, resnet18, resnet34, resnet50.
+    pub preset: String,
+    /// Base width override of the preset (stage widths `[w, 2w, 4w, 8w]`).
+    pub width: Option<usize>,
+    pub seed: u64,
+    /// `linear` (frozen encoder), `finetune` or `finetune:<stage>`.
+    pub mode: String,
+    /// The `--encoder RUN` the weights started from (recorded).
+    pub encoder_run: Option<PathBuf>,
+    /// Hidden widths of the head MLP (empty = one linear layer).
+    pub hidden: Vec<usize>,
+    pub loss: ClassifierLoss,
+    /// Per-label positive weights of the BCE (10 values).
+    pub pos_weight: Option<Vec<f64>>,
+    /// Decision threshold on the sigmoid scores for P/R/F1.
+    pub threshold: f64,
+    /// Validation samples scored per validation (the first ones; 0 = all).
+    pub val_samples: usize,
+    pub data: HeadData,
+    pub augment: AugmentConfig,
+    /// The resolved architecture (filled when the run starts).
+    pub model: Option<ClassifierConfig>,
+    pub optim: OptimConfig,
+    pub schedule: ScheduleConfig,
+    pub train: super::config::TrainSection,
+}
+
+impl Default for ClassifyConfig {
+    fn default() -> Self {
+        Self {
+            task: TASK.into(),
+            preset: "tiny".into(),
+            width: None,
+            seed: 42,
+            mode: "finetune".into(),
+            encoder_run: None,
+            hidden: Vec::new(),
+            loss: ClassifierLoss::Bce,
+            pos_weight: None,
+            threshold: 0.5,
+            val_samples: 0,
+            data: HeadData {
+                image_size: 64,
+                batch_size: 32,
+                balanced: false,
+                ..HeadData::default()
+            },
+            augment: default_augment(),
+            model: None,
+            optim: OptimConfig::Adamw {
+                lr: 2e-3,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: 1e-4,
+            },
+            schedule: ScheduleConfig::Cosine {
+                warmup_steps: 20,
+                min_lr_ratio: 0.01,
+            },
+            train: super::config::TrainSection {
+                epochs: Some(12),
+                checkpoint_every: 100,
+                log_every: 10,
+                validate_every: 50,
+                clip_grad_norm: Some(5.0),
+                best_metric: Some(BestMetric {
+                    name: "val_macro_f1".into(),
+                    mode: MetricMode::Max,
+                }),
+                ..super::config::TrainSection::default()
+            },
+        }
+    }
+}
+
+impl ClassifyConfig {
+    /// The defaults with the TOML file `path` merged over them (unknown keys are errors).
+    pub fn from_file(path: &Path) -> Result<Self> {
+        config_from_file(path)
+    }
+
+    /// The saved config of the classification run `run` (an error naming the run when it is
+    /// not one).
+    pub fn read(run: &Path) -> Result<Self> {
+        expect_task(run, TASK)?;
+        RunDir::new(run).read_config()
+    }
+
+    pub fn encoder_mode(&self) -> Result<EncoderMode> {
+        EncoderMode::parse(&self.mode).map_err(|e| anyhow::anyhow!("mode: {e}"))
+    }
+
+    /// Checks the settings; errors name the key.
+    pub fn validate(&self) -> Result<()> {
+        ensure!(
+            self.task == TASK,
+            "task = {:?}: a classify config has task = \"classify\"",
+            self.task
+        );
+        self.encoder_mode()?;
+        self.data.validate()?;
+        ensure!(
+            self.threshold > 0.0 && self.threshold < 1.0,
+            "threshold = {} must be in (0, 1)",
+            self.threshold
+        );
+        self.augment.validate()?;
+        if let Some(m) = &self.model {
+            m.validate().map_err(|e| anyhow::anyhow!("model: {e}"))?;
+            ensure!(
+                m.encoder.in_channels == self.data.input_format.channels(),
+                "data.input_format gives {} channels but the model takes {}",
+                self.data.input_format.channels(),
+                m.encoder.in_channels
+            );
+        } else {
+            self.architecture(None)?
+                .validate()
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        self.optim.validate()?;
+        self.schedule.validate()?;
+        Ok(())
+    }
+
+    /// The architecture on `encoder` (default: the preset's, with the input format's
+    /// channels).
+    pub fn architecture(&self, encoder: Option<EncoderConfig>) -> Result<ClassifierConfig> {
+        let encoder = match encoder {
+            Some(e) => e,
+            None => super::heads::preset_encoder(
+                &self.preset,
+                self.width,
+                self.data.input_format.channels(),
+            )?,
+        };
+        Ok(ClassifierConfig {
+            encoder,
+            hidden: self.hidden.clone(),
+            num_labels: NUM_LABELS,
+            mode: self.encoder_mode()?,
+            loss: self.loss.clone(),
+            pos_weight: self.pos_weight.clone(),
+        })
+    }
+
+    /// The resolved architecture (an error before the run started).
+    pub fn model(&self) -> Result<&ClassifierConfig> {
+        self.model
+            .as_ref()
+            .context("config.json has no `model`: the run was never started")
+    }
+}
+
+/// The classifier of `arch` on a fresh `VarMap`, initialised from `seed`.
+pub fn build_model(
+    arch: &ClassifierConfig,
+    seed: u64,
+    device: &Device,
+) -> Result<(VarMap, Classifier)> {
+    let varmap = VarMap::new();
+    let model = Classifier::new(arch, seeded_var_builder(&varmap, seed, DType::F32, device))?;
+    Ok((varmap, model))
+}
+
+/// Sigmoid scores `(N, 10)` of `images` in evaluation mode, `batch` at a time.
+pub fn predict_scores(
+    model: &Classifier,
+    images: &[&Image],
+    batch: usize,
+    device: &Device,
+) -> Result<Vec<Vec<f32>>> {
+    let mut out = Vec::with_capacity(images.len());
+    for chunk in images.chunks(batch.max(1)) {
+        let x = batch_tensor(chunk, device)?;
+        let p: Vec<Vec<f32>> = model.predict(&x)?.to_dtype(DType::F32)?.to_vec2()?;
+        out.extend(p);
+    }
+    Ok(out)
+}
+
+/// The multi-label report (insar-mm-eval, sklearn conventions) of `scores` against `labels`.
+pub fn score_labels(
+    scores: &[Vec<f32>],
+    labels: &[LabelVector],
+    threshold: f64,
+) -> Result<ClassificationReport> {
+    ensure!(!scores.is_empty(), "no samples to score");
+    let n = scores.len();
+    let s = Matrix::new(
+        n,
+        NUM_LABELS,
+        scores.iter().flatten().map(|&v| f64::from(v)).collect(),
+    )?;
+    let y = Matrix::new(
+        n,
+        NUM_LABELS,
+        labels
+            .iter()
+            .flatten()
+            .map(|&v| if v > 0.5 { 1.0 } else { 0.0 })
+            .collect(),
+    )?;
+    let names: Vec<String> = LABEL_NAMES.iter().map(|s| s.to_string()).collect();
+    Ok(evaluate(&s, &y, threshold, Some(&names))?)
+}
+
+/// The report of `model` on `part`.
+pub fn score_part(
+    model: &Classifier,
+    part: &LabeledPart,
+    threshold: f64,
+    batch: usize,
+    device: &Device,
+) -> Result<ClassificationReport> {
+    let images: Vec<&Image> = part.images.iter().collect();
+    let scores = predict_scores(model, &images, batch, device)?;
+    score_labels(&scores, &part.labels, threshold)
+}
+
+/// `test_scores.json` / `eval classify` JSON: the report plus the deformation-vs-none
+/// scores (the Deformation label) up front.
+pub fn report_json(
+    r: &ClassificationReport,
+    extra: serde_json::Value,
+) -> Result<serde_json::Value> {
+    let mut v = serde_json::to_value(r)?;
+    let d = &r.classes[0];
+    v["deformation_vs_none"] = json!({
+        "precision": d.precision, "recall": d.recall, "f1": d.f1, "support": d.support,
+        "tp": d.tp, "fp": d.fp, "fn": d.fn_, "tn": d.tn,
+    });
+    if let (Some(obj), serde_json::Value::Object(e)) = (v.as_object_mut(), extra) {
+        obj.extend(e);
+    }
+    Ok(v)
+}
+
+/// Classification as a [`TrainTask`].
+pub struct ClassifyTask {
+    model: Classifier,
+    train: LabeledPart,
+    val: LabeledPart,
+    order: EpochOrder,
+    augmenter: Augmenter,
+    batch: usize,
+    threshold: f64,
+    device: Device,
+}
+
+impl ClassifyTask {
+    pub fn new(
+        cfg: &ClassifyConfig,
+        model: Classifier,
+        train: LabeledPart,
+        mut val: LabeledPart,
+        device: &Device,
+    ) -> Result<Self> {
+        val.truncate(cfg.val_samples);
+        Ok(Self {
+            model,
+            order: EpochOrder::new(&train.labels, cfg.data.balanced, cfg.seed)?,
+            train,
+            val,
+            augmenter: Augmenter::new(cfg.augment.clone())?,
+            batch: cfg.data.batch_size,
+            threshold: cfg.threshold,
+            device: device.clone(),
+        })
+    }
+
+    pub fn model(&self) -> &Classifier {
+        &self.model
+    }
+
+    /// Augmented images `(B, C, S, S)` and targets `(B, 10)` of training samples `indices`;
+    /// image `i` draws from `sample_rng(seed, i)` (independent of the thread count).
+    pub fn batch_tensors(&self, indices: &[usize], seed: u64) -> Result<(Tensor, Tensor)> {
+        let images: Vec<Image> = indices
+            .par_iter()
+            .enumerate()
+            .map(|(k, &i)| {
+                let mut rng = sample_rng(seed, k as u64);
+                Ok(self
+                    .augmenter
+                    .apply(&self.train.images[i], None, &mut rng)?
+                    .0)
+            })
+            .collect::<Result<_>>()?;
+        let refs: Vec<&Image> = images.iter().collect();
+        let x = batch_tensor(&refs, &self.device)?;
+        let y: Vec<f32> = indices
+            .iter()
+            .flat_map(|&i| self.train.labels[i].iter().copied())
+            .collect();
+        let y = Tensor::from_vec(y, (indices.len(), NUM_LABELS), &self.device)?;
+        Ok((x, y))
+    }
+}
+
+impl TrainTask for ClassifyTask {
+    fn len(&self) -> usize {
+        self.train.len()
+    }
+
+    fn batch_size(&self) -> usize {
+        self.batch
+    }
+
+    fn step(&mut self, batch: Batch<'_>) -> Result<StepOutput> {
+        let indices: Vec<usize> = batch
+            .indices
+            .iter()
+            .map(|&i| self.order.map(batch.epoch, i))
+            .collect();
+        let seed: u64 = batch.rng.random();
+        let (x, y) = self.batch_tensors(&indices, seed)?;
+        let logits = self.model.forward_t(&x, true)?;
+        let loss = self.model.loss(&logits, &y)?;
+        Ok(StepOutput {
+            loss,
+            metrics: Vec::new(),
+        })
+    }
+
+    fn validate(&mut self) -> Result<Vec<(String, f64)>> {
+        if self.val.is_empty() {
+            return Ok(Vec::new());
+        }
+        let r = score_part(
+            &self.model,
+            &self.val,
+            self.threshold,
+            self.batch.max(32),
+            &self.device,
+        )?;
+        let mut out = vec![
+            ("val_macro_f1".into(), r.macro_avg.f1),
+            ("val_deformation_f1".into(), r.classes[0].f1),
+        ];
+        if let Some(m) = r.map {
+            out.push(("val_map".into(), m));
+        }
+        Ok(out)
+    }
+}
+
+/// Everything [`run`] needs.
+#[derive(Debug, Clone)]
+pub struct ClassifyRun {
+    /// The config (defaults, a file, overrides). With `resume`, the run's saved config
+    /// ([`ClassifyConfig::read`]), where only `[train]` may change.
+    pub config: ClassifyConfig,
+    /// Where the samples come from.
+    pub data: HeadSource,
+    /// `--encoder RUN`: start from this run's encoder (not with `resume`).
+    pub encoder: Option<PathBuf>,
+    /// Overrides `config.mode` (not with `resume`).
+    pub mode: Option<EncoderMode>,
+    /// Overrides `config.seed` (not with `resume`).
+    pub seed: Option<u64>,
+    /// The run directory.
+    pub out: PathBuf,
+    /// Continue the run in `out` from its last checkpoint.
+    pub resume: bool,
+    pub device: Device,
+    pub options: RunOptions,
+}
+
+/// What [`run`] returns.
+#[derive(Debug)]
+pub struct ClassifyOutcome {
+    pub outcome: Outcome,
+    /// The run directory.
+    pub run: PathBuf,
+    /// The config as saved (architecture resolved).
+    pub config: ClassifyConfig,
+    /// Test-split report of the best (else last) model; `None` when interrupted or the
+    /// test split is empty.
+    pub test: Option<ClassificationReport>,
+}
+
+/// Trains (or continues) a classification run, then scores the best model on the test part.
+pub fn run(opts: ClassifyRun) -> Result<ClassifyOutcome> {
+    let ClassifyRun {
+        mut config,
+        data,
+        encoder,
+        mode,
+        seed,
+        out,
+        resume,
+        device,
+        options,
+    } = opts;
+    let cfg = &mut config;
+    let run_dir = RunDir::new(&out);
+    if resume {
+        ensure!(
+            encoder.is_none() && mode.is_none() && seed.is_none(),
+            "--resume continues {} with its saved encoder, mode and seed",
+            out.display()
+        );
+        cfg.model()?;
+    } else {
+        if let Some(m) = mode {
+            cfg.mode = mode_name(m);
+        }
+        if let Some(s) = seed {
+            cfg.seed = s;
+        }
+    }
+    cfg.validate()?;
+    let (data, dir) = resolve_source(
+        data,
+        cfg.data.input_format,
+        cfg.data.image_size,
+        cfg.seed,
+        options.progress,
+    )?;
+    let LabeledData { train, val, test } = data;
+    let pretrained = match (&encoder, resume) {
+        (Some(path), false) => {
+            let er = encoder_run(path)?;
+            ensure!(
+                er.input_format == cfg.data.input_format,
+                "--encoder {}: the encoder was trained on {:?} input, this run uses {:?}",
+                path.display(),
+                er.input_format,
+                cfg.data.input_format
+            );
+            Some(er)
+        }
+        _ => None,
+    };
+    if !resume {
+        cfg.data.dir = dir.clone();
+        cfg.data.source_size = train.median_source_side();
+        cfg.encoder_run = encoder.clone();
+        cfg.model = Some(cfg.architecture(pretrained.as_ref().map(|e| e.encoder.clone()))?);
+        cfg.validate()?;
+        if cfg.encoder_mode()? == EncoderMode::Linear && pretrained.is_none() {
+            log::warn!("linear probe on a randomly initialised encoder (no --encoder given)");
+        }
+    }
+    let arch = cfg.model()?.clone();
+    let (varmap, model) = build_model(&arch, cfg.seed, &device)?;
+    if let Some(er) = &pretrained {
+        let n = load_encoder(er, &varmap)?;
+        log::info!("encoder: {n} tensors from {}", er.weights.display());
+    }
+    let params = trainable_params(&varmap, |n| model.is_trainable(n));
+    let optimizer = Optimizer::new(cfg.optim.clone(), params)?;
+    log::info!(
+        "{} classification: {} encoder, mode {}, {}² inputs, batch {}, {} train / {} val / {} test samples{}, run {}",
+        if resume { "resuming" } else { "starting" },
+        cfg.preset,
+        cfg.mode,
+        cfg.data.image_size,
+        cfg.data.batch_size,
+        train.len(),
+        val.len(),
+        test.len(),
+        dir.map(|d| format!(" from {}", d.display())).unwrap_or_default(),
+        out.display()
+    );
+    let mut task = ClassifyTask::new(cfg, model, train, val, &device)?;
+    let loop_cfg = cfg.train.loop_config(task.len(), task.batch_size())?;
+    let trainer = if resume {
+        Trainer::resume(
+            run_dir.clone(),
+            varmap.clone(),
+            optimizer,
+            cfg.schedule.clone(),
+            loop_cfg,
+        )?
+    } else {
+        Trainer::start(
+            run_dir.clone(),
+            &*cfg,
+            varmap.clone(),
+            optimizer,
+            cfg.schedule.clone(),
+            loop_cfg,
+            cfg.seed,
+        )?
+    };
+    let mut trainer = trainer.with_progress(options.progress);
+    if let Some(flag) = options.stop {
+        trainer = trainer.with_stop_flag(flag);
+    }
+    let outcome = trainer.run(&mut task)?;
+    if matches!(outcome, Outcome::Interrupted { .. }) || test.is_empty() {
+        return Ok(ClassifyOutcome {
+            outcome,
+            run: out,
+            config,
+            test: None,
+        });
+    }
+    let weights = run_weights(&run_dir)?;
+    load_model(&weights, &varmap)?;
+    let report = score_part(
+        task.model(),
+        &test,
+        cfg.threshold,
+        cfg.data.batch_size.max(32),
+        &device,
+    )?;
+    let v = report_json(
+        &report,
+        json!({"split": "test", "weights": weights.file_name().map(|f| f.to_string_lossy().into_owned())}),
+    )?;
+    crate::data::atomic::write_atomic(
+        &run_dir.path(TEST_SCORES_FILE),
+        serde_json::to_string_pretty(&v)?.as_bytes(),
+    )?;
+    Ok(ClassifyOutcome {
+        outcome,
+        run: out,
+        config,
+        test: Some(report),
+    })
+}
+
+/// A trained classification run, ready to predict.
+pub struct LoadedClassifier {
+    pub config: ClassifyConfig,
+    pub model: Classifier,
+    /// The weights file that was loaded.
+    pub weights: PathBuf,
+}
+
+/// Loads the classification run `root` (best weights, else the last); errors when it is a
+/// run of another task.
+pub fn load_run(root: &Path, device: &Device) -> Result<LoadedClassifier> {
+    let config = ClassifyConfig::read(root)?;
+    let arch = config.model()?.clone();
+    let (varmap, model) = build_model(&arch, config.seed, device)?;
+    let weights = run_weights(&RunDir::new(root))?;
+    load_model(&weights, &varmap)?;
+    Ok(LoadedClassifier {
+        config,
+        model,
+        weights,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use insar_mm_models::heads::Stage;
+
+    #[test]
+    fn config_file_merges_over_defaults_and_rejects_unknown_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "mode = \"finetune:layer3\"\n[data]\nbatch_size = 8\n[loss]\nkind = \"focal\"\ngamma = 2.0\n",
+        )
+        .unwrap();
+        let cfg = ClassifyConfig::from_file(&path).unwrap();
+        let def = ClassifyConfig::default();
+        assert_eq!(cfg.data.batch_size, 8);
+        assert_eq!(cfg.data.image_size, def.data.image_size);
+        assert_eq!(
+            cfg.encoder_mode().unwrap(),
+            EncoderMode::Finetune {
+                unfreeze_from: Stage::Layer3
+            }
+        );
+        assert_eq!(
+            cfg.loss,
+            ClassifierLoss::Focal {
+                gamma: 2.0,
+                alpha: None
+            }
+        );
+        cfg.validate().unwrap();
+        let shipped = ClassifyConfig::from_file(Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/configs/classify-tiny.toml"
+        )))
+        .unwrap();
+        assert_eq!(
+            shipped, def,
+            "configs/classify-tiny.toml = the built-in defaults"
+        );
+        std::fs::write(&path, "[data]\nbatch_sise = 8\n").unwrap();
+        let err = format!("{:#}", ClassifyConfig::from_file(&path).unwrap_err());
+        assert!(
+            err.contains("batch_sise") && err.contains("c.toml"),
+            "{err}"
+        );
+        for (bad, key) in [
+            (
+                ClassifyConfig {
+                    mode: "probe".into(),
+                    ..def.clone()
+                },
+                "probe",
+            ),
+            (
+                ClassifyConfig {
+                    task: "segment".into(),
+                    ..def.clone()
+                },
+                "task",
+            ),
+            (
+                ClassifyConfig {
+                    threshold: 1.5,
+                    ..def.clone()
+                },
+                "threshold",
+            ),
+            (
+                ClassifyConfig {
+                    preset: "huge".into(),
+                    ..def.clone()
+                },
+                "huge",
+            ),
+        ] {
+            let err = format!("{:#}", bad.validate().unwrap_err());
+            assert!(err.contains(key), "{key}: {err}");
+        }
+    }
+
+    #[test]
+    fn mode_names_round_trip() {
+        for s in ["linear", "finetune", "finetune:layer2", "finetune:layer4"] {
+            assert_eq!(mode_name(EncoderMode::parse(s).unwrap()), s);
+        }
+    }
+
+    #[test]
+    fn scores_follow_the_labels() {
+        let labels: Vec<LabelVector> = (0..6)
+            .map(|i| {
+                let mut l = [0.0; NUM_LABELS];
+                if i % 2 == 0 {
+                    l[0] = 1.0;
+                    l[1] = 1.0;
+                }
+                l
+            })
+            .collect();
+        let perfect: Vec<Vec<f32>> = labels.iter().map(|l| l.to_vec()).collect();
+        let r = score_labels(&perfect, &labels, 0.5).unwrap();
+        assert_eq!(r.classes[0].f1, 1.0);
+        assert_eq!(r.classes[0].name, "Deformation");
+        assert_eq!(r.classes[0].support, 3);
+        // Everything predicted "deformation": precision 0.5, recall 1.
+        let all: Vec<Vec<f32>> = (0..6).map(|_| vec![0.9; NUM_LABELS]).collect();
+        let r = score_labels(&all, &labels, 0.5).unwrap();
+        assert_eq!(r.classes[0].precision, 0.5);
+        assert_eq!(r.classes[0].recall, 1.0);
+        let v = report_json(&r, json!({"split": "test"})).unwrap();
+        assert_eq!(v["deformation_vs_none"]["fp"], 3);
+        assert_eq!(v["split"], "test");
+    }
+}

@@ -1,0 +1,628 @@
+//! What the two vision heads (`train classify`, `train segment`) share: labelled data split
+//! in three parts and decoded up front ([`LabeledData`]), the `[data]` config section
+//! ([`HeadData`]), the `task` tag of a run's `config.json` ([`run_task`], [`expect_task`]),
+//! loading a pretrained encoder into a head model ([`load_encoder`]) and the epoch order with
+//! optional class-balanced oversampling ([`EpochOrder`]).
+//!
+//! # Scale
+//!
+//! Training frames are resized to `data.image_size`; the median side of the frames before
+//! resizing is recorded as `data.source_size`. `predict` cuts larger images into windows of
+//! `source_size` pixels (so a window shows the same ground extent as a training frame),
+//! resizes each window to `image_size`, and blends the outputs back at frame resolution.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, ensure, Context, Result};
+use candle_nn::VarMap;
+use insar_mm_models::encoder::EncoderConfig;
+use rayon::prelude::*;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::checkpoint::{RunDir, BEST_MODEL_FILE, CONFIG_FILE, MODEL_FILE};
+use super::config::{merge_tables, PretrainConfig};
+use super::optim::read_tensors;
+use crate::data::array::{ClassMask, Image};
+use crate::data::augment::sample_rng;
+use crate::data::dataset::DatasetDir;
+use crate::data::frames::InputFormat;
+use crate::data::loader::LoadOptions;
+use crate::data::resample::{resize_bilinear, resize_nearest};
+use crate::data::sample::{LabelVector, Sample, SampleSource};
+use crate::data::sampler::{shuffled_order, ClassBalancedSampler};
+use crate::data::split::{frame_split, Part, Split};
+
+/// File of the final test-split scores of a head run.
+pub const TEST_SCORES_FILE: &str = "test_scores.json";
+
+/// `[data]` of a head run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeadData {
+    /// `--data DIR` (`None`: the built-in synthetic dataset of the run seed).
+    pub dir: Option<PathBuf>,
+    /// Side of the square model input; frames are resized to it.
+    pub image_size: usize,
+    pub batch_size: usize,
+    pub input_format: InputFormat,
+    /// Class-balanced oversampling of the training set (each draw picks a class uniformly,
+    /// then a sample of it; classes = rarest positive label, `data::sampler`).
+    pub balanced: bool,
+    /// Median side (pixels) of the training frames before resizing; filled when the run
+    /// starts. The default sliding window of `predict` on larger images.
+    pub source_size: Option<usize>,
+}
+
+impl Default for HeadData {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            image_size: 64,
+            batch_size: 32,
+            input_format: InputFormat::default(),
+            balanced: false,
+            source_size: None,
+        }
+    }
+}
+
+impl HeadData {
+    pub fn validate(&self) -> Result<()> {
+        ensure!(
+            self.image_size >= 32,
+            "data.image_size = {} is too small (at least 32: the encoder downsamples 32×)",
+            self.image_size
+        );
+        ensure!(self.batch_size >= 1, "data.batch_size must be at least 1");
+        Ok(())
+    }
+}
+
+/// The defaults of `T` with the TOML file `path` merged over them, key by key (unknown keys
+/// are errors naming the key and the file).
+pub fn config_from_file<T: Default + Serialize + DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--config {}: cannot read", path.display()))?;
+    let over: toml::Table = text
+        .parse()
+        .with_context(|| format!("--config {}: invalid TOML", path.display()))?;
+    let mut base = toml::Table::try_from(T::default()).context("default config")?;
+    merge_tables(&mut base, over);
+    toml::Value::Table(base)
+        .try_into()
+        .with_context(|| format!("--config {}", path.display()))
+}
+
+/// The encoder preset `name` (tiny, resnet18, resnet34, resnet50) with `channels` inputs and
+/// an optional base width (stage widths `[w, 2w, 4w, 8w]`).
+pub fn preset_encoder(name: &str, width: Option<usize>, channels: usize) -> Result<EncoderConfig> {
+    let mut e = EncoderConfig::preset(name)
+        .map_err(|e| anyhow::anyhow!("preset: {e}"))?
+        .with_in_channels(channels);
+    if let Some(w) = width {
+        ensure!(w > 0, "width must be positive");
+        e.widths = [w, 2 * w, 4 * w, 8 * w];
+        e.stem_width = w;
+    }
+    Ok(e)
+}
+
+/// Labelled samples of one split part, decoded and resized to the model input.
+#[derive(Debug, Clone, Default)]
+pub struct LabeledPart {
+    pub ids: Vec<String>,
+    pub images: Vec<Image>,
+    pub labels: Vec<LabelVector>,
+    /// Class-id masks at the image size (`None` where the source has none).
+    pub masks: Vec<Option<ClassMask>>,
+    /// `(height, width)` of each sample before resizing.
+    pub source_sizes: Vec<(usize, usize)>,
+}
+
+impl LabeledPart {
+    pub fn len(&self) -> usize {
+        self.images.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.images.is_empty()
+    }
+
+    /// Adds a sample, resized to `size × size` (bilinear image, nearest mask).
+    pub fn push(&mut self, sample: Sample, size: usize) -> Result<()> {
+        let (h, w) = (sample.image.height, sample.image.width);
+        let resize = (h, w) != (size, size);
+        let image = if resize {
+            resize_bilinear(&sample.image, size, size)?
+        } else {
+            sample.image
+        };
+        let mask = match sample.mask {
+            Some(m) if resize => Some(resize_nearest(&m, size, size)?),
+            m => m,
+        };
+        self.ids.push(sample.id);
+        self.images.push(image);
+        self.labels.push(sample.labels);
+        self.masks.push(mask);
+        self.source_sizes.push((h, w));
+        Ok(())
+    }
+
+    /// Samples resized to `size × size`.
+    pub fn from_samples(samples: Vec<Sample>, size: usize) -> Result<Self> {
+        let mut part = Self::default();
+        for s in samples {
+            part.push(s, size)?;
+        }
+        Ok(part)
+    }
+
+    /// Every sample of `source` (decoded in parallel), resized to `size × size`.
+    pub fn from_source(source: &dyn SampleSource, size: usize) -> Result<Self> {
+        let samples: Vec<Sample> = (0..source.len())
+            .into_par_iter()
+            .map(|i| source.get(i).with_context(|| format!("sample {i}")))
+            .collect::<Result<_>>()?;
+        Self::from_samples(samples, size)
+    }
+
+    /// The same samples at another size (no-op when already there).
+    pub fn resized(self, size: usize) -> Result<Self> {
+        if self
+            .images
+            .iter()
+            .all(|im| (im.height, im.width) == (size, size))
+        {
+            return Ok(self);
+        }
+        let mut out = Self::default();
+        let sizes = self.source_sizes.clone();
+        for (i, (((id, image), labels), mask)) in self
+            .ids
+            .into_iter()
+            .zip(self.images)
+            .zip(self.labels)
+            .zip(self.masks)
+            .enumerate()
+        {
+            out.push(
+                Sample {
+                    id,
+                    frame_id: String::new(),
+                    image,
+                    mask,
+                    labels,
+                    caption: None,
+                },
+                size,
+            )?;
+            if let Some(s) = sizes.get(i) {
+                out.source_sizes[i] = *s;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Median of the longer side before resizing (`None` when empty).
+    pub fn median_source_side(&self) -> Option<usize> {
+        let mut sides: Vec<usize> = self.source_sizes.iter().map(|&(h, w)| h.max(w)).collect();
+        sides.sort_unstable();
+        sides.get(sides.len() / 2).copied()
+    }
+
+    /// The first `n` samples (all when `n` is 0 or larger than the part).
+    pub fn truncate(&mut self, n: usize) {
+        if n > 0 && n < self.len() {
+            self.ids.truncate(n);
+            self.images.truncate(n);
+            self.labels.truncate(n);
+            self.masks.truncate(n);
+            self.source_sizes.truncate(n.min(self.source_sizes.len()));
+        }
+    }
+}
+
+/// Train, validation and test parts.
+#[derive(Debug, Clone, Default)]
+pub struct LabeledData {
+    pub train: LabeledPart,
+    pub val: LabeledPart,
+    pub test: LabeledPart,
+}
+
+impl LabeledData {
+    pub fn part(&self, part: Part) -> &LabeledPart {
+        match part {
+            Part::Train => &self.train,
+            Part::Val => &self.val,
+            Part::Test => &self.test,
+        }
+    }
+}
+
+/// Where a head run's samples come from.
+#[derive(Debug, Clone)]
+pub enum HeadSource {
+    /// The built-in synthetic dataset of the run seed (`synth::builtin`, generated once).
+    Builtin,
+    /// A dataset directory (annotations + frames; `split.json`, else a seeded frame split).
+    Dir(PathBuf),
+    /// Samples already in memory (resized to `data.image_size` when they differ).
+    Parts(Box<LabeledData>),
+}
+
+/// The dataset directory of the built-in synthetic data (generated on first use).
+pub fn builtin_dir(seed: u64, progress: bool) -> Result<PathBuf> {
+    let bar = crate::cli::progress::bar(
+        crate::synth::builtin::FRAMES as u64,
+        "generating the built-in synthetic dataset (once)",
+        progress,
+    );
+    let d = crate::synth::builtin::ensure(seed, &|| bar.inc(1))?;
+    bar.finish_and_clear();
+    Ok(d)
+}
+
+/// The split of a dataset directory: its `split.json`, else a frame split (80/10/10) drawn
+/// from `seed`.
+pub fn dataset_split(ds: &DatasetDir, dir: &Path, seed: u64) -> Result<Split> {
+    match ds.split()? {
+        Some(s) => Ok(s),
+        None => frame_split(&ds.annotations.annotations, seed, [0.8, 0.1, 0.1], &[])
+            .with_context(|| format!("--data {}: splitting by frame", dir.display())),
+    }
+}
+
+/// One part of the dataset directory `dir` at `size × size`.
+pub fn load_part(
+    ds: &DatasetDir,
+    dir: &Path,
+    split: &Split,
+    part: Part,
+    format: InputFormat,
+    size: usize,
+) -> Result<LabeledPart> {
+    let samples = ds.frame_samples(format, Some((split, part)), None)?;
+    LabeledPart::from_source(&samples, size)
+        .with_context(|| format!("--data {}: loading the {part} split", dir.display()))
+}
+
+/// Loads the three parts of the dataset directory `dir` at `size × size`.
+pub fn load_labeled_data(
+    dir: &Path,
+    format: InputFormat,
+    size: usize,
+    seed: u64,
+) -> Result<LabeledData> {
+    let ds = DatasetDir::open(dir, LoadOptions::default())
+        .with_context(|| format!("--data {}", dir.display()))?;
+    let split = dataset_split(&ds, dir, seed)?;
+    let data = LabeledData {
+        train: load_part(&ds, dir, &split, Part::Train, format, size)?,
+        val: load_part(&ds, dir, &split, Part::Val, format, size)?,
+        test: load_part(&ds, dir, &split, Part::Test, format, size)?,
+    };
+    ensure!(
+        !data.train.is_empty(),
+        "--data {}: the train split has no interferogram with images",
+        dir.display()
+    );
+    Ok(data)
+}
+
+/// Resolves `source` into the three parts at `size × size`.
+pub fn resolve_source(
+    source: HeadSource,
+    format: InputFormat,
+    size: usize,
+    seed: u64,
+    progress: bool,
+) -> Result<(LabeledData, Option<PathBuf>)> {
+    match source {
+        HeadSource::Builtin => {
+            let dir = builtin_dir(seed, progress)?;
+            Ok((load_labeled_data(&dir, format, size, seed)?, Some(dir)))
+        }
+        HeadSource::Dir(dir) => Ok((load_labeled_data(&dir, format, size, seed)?, Some(dir))),
+        HeadSource::Parts(parts) => {
+            let LabeledData { train, val, test } = *parts;
+            ensure!(!train.is_empty(), "the training part is empty");
+            let data = LabeledData {
+                train: train.resized(size)?,
+                val: val.resized(size)?,
+                test: test.resized(size)?,
+            };
+            if let Some(im) = data.train.images.first() {
+                ensure!(
+                    im.channels == format.channels(),
+                    "the samples have {} channels but data.input_format {:?} gives {}",
+                    im.channels,
+                    format,
+                    format.channels()
+                );
+            }
+            Ok((data, None))
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct TaskTag {
+    #[serde(default)]
+    task: Option<String>,
+}
+
+/// The `task` recorded in a run's `config.json` (`None` for runs without one, e.g.
+/// `train pretrain` or `train caption`).
+pub fn run_task(run: &Path) -> Result<Option<String>> {
+    let path = run.join(CONFIG_FILE);
+    let bytes = std::fs::read(&path).with_context(|| {
+        format!(
+            "{}: cannot read (is {} a run directory?)",
+            path.display(),
+            run.display()
+        )
+    })?;
+    let tag: TaskTag = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{}: invalid JSON", path.display()))?;
+    Ok(tag.task)
+}
+
+/// Errors unless the run in `run` was trained for `task`.
+pub fn expect_task(run: &Path, task: &str) -> Result<()> {
+    match run_task(run)? {
+        Some(t) if t == task => Ok(()),
+        Some(t) => bail!(
+            "{}: this is a `{t}` run (config.json task = {t:?}), not a `{task}` model; \
+             use `insar-mm predict {t}` / `insar-mm eval {t}` or a run of `insar-mm train {task}`",
+            run.display()
+        ),
+        None => bail!(
+            "{}: config.json has no task: not a `{task}` model (train one with `insar-mm train {task}`)",
+            run.display()
+        ),
+    }
+}
+
+/// The weights a finished run is used with: `best.safetensors`, else `model.safetensors`.
+pub fn run_weights(run: &RunDir) -> Result<PathBuf> {
+    for f in [BEST_MODEL_FILE, MODEL_FILE] {
+        let p = run.path(f);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    bail!(
+        "{}: no {BEST_MODEL_FILE} or {MODEL_FILE}: not a trained run",
+        run.root.display()
+    )
+}
+
+/// The encoder of a run usable as `--encoder`: a `train pretrain` run (SimCLR), or a
+/// `classify`/`segment` run (whose encoder was trained supervised).
+#[derive(Debug, Clone)]
+pub struct EncoderRun {
+    pub root: PathBuf,
+    pub encoder: EncoderConfig,
+    pub input_format: InputFormat,
+    /// The weights file the encoder is read from.
+    pub weights: PathBuf,
+}
+
+#[derive(Deserialize)]
+struct HeadModelPart {
+    model: Option<HeadModelEncoder>,
+    data: HeadDataFormat,
+}
+
+#[derive(Deserialize)]
+struct HeadModelEncoder {
+    encoder: EncoderConfig,
+}
+
+#[derive(Deserialize)]
+struct HeadDataFormat {
+    #[serde(default)]
+    input_format: InputFormat,
+}
+
+/// Reads the encoder architecture and weights file of the run `root` (`--encoder RUN`).
+pub fn encoder_run(root: &Path) -> Result<EncoderRun> {
+    let run = RunDir::new(root);
+    let ctx = || format!("--encoder {}", root.display());
+    let (encoder, input_format) = match run_task(root).with_context(ctx)? {
+        Some(t) if t == "classify" || t == "segment" => {
+            let v: HeadModelPart = run.read_config().with_context(ctx)?;
+            let m = v.model.with_context(|| {
+                format!(
+                    "--encoder {}: config.json has no resolved model (the run never started)",
+                    root.display()
+                )
+            })?;
+            (m.encoder, v.data.input_format)
+        }
+        Some(t) => bail!(
+            "--encoder {}: a `{t}` run has no reusable encoder (expected a `train pretrain`, `train classify` or `train segment` run)",
+            root.display()
+        ),
+        None => {
+            let cfg: PretrainConfig = run.read_config().with_context(|| {
+                format!(
+                    "--encoder {}: not a `train pretrain` run (config.json does not parse as one)",
+                    root.display()
+                )
+            })?;
+            (cfg.model.encoder().with_context(ctx)?, cfg.data.input_format)
+        }
+    };
+    let weights = run_weights(&run).with_context(ctx)?;
+    Ok(EncoderRun {
+        root: root.to_path_buf(),
+        encoder,
+        input_format,
+        weights,
+    })
+}
+
+/// Copies the `encoder.*` tensors of `from` into the `encoder.*` variables of `varmap`
+/// (every one must be present with the same shape); returns how many were set.
+pub fn load_encoder(from: &EncoderRun, varmap: &VarMap) -> Result<usize> {
+    let data = varmap.data().lock().expect("VarMap lock poisoned");
+    let device = data
+        .values()
+        .next()
+        .map_or(candle_core::Device::Cpu, |v| v.device().clone());
+    let (tensors, _) = read_tensors(&from.weights, &device)
+        .with_context(|| format!("--encoder {}", from.root.display()))?;
+    let mut set = 0;
+    let mut missing = Vec::new();
+    for (name, var) in data.iter().filter(|(n, _)| n.starts_with("encoder.")) {
+        match tensors.get(name) {
+            None => missing.push(name.clone()),
+            Some(t) => {
+                ensure!(
+                    t.dims() == var.dims(),
+                    "--encoder {}: {name} has shape {:?}, the model expects {:?}",
+                    from.weights.display(),
+                    t.dims(),
+                    var.dims()
+                );
+                var.set(&t.to_dtype(var.dtype())?)?;
+                set += 1;
+            }
+        }
+    }
+    if !missing.is_empty() {
+        missing.sort();
+        bail!(
+            "--encoder {}: {} encoder variables are missing, e.g. {}",
+            from.weights.display(),
+            missing.len(),
+            missing[0]
+        );
+    }
+    ensure!(
+        set > 0,
+        "--encoder {}: the model has no encoder.* variables",
+        from.root.display()
+    );
+    Ok(set)
+}
+
+/// The epoch order of the training samples: the loop's own shuffle, optionally composed with
+/// class-balanced oversampling drawn from `(seed, epoch)` — a pure function of both, so a
+/// resumed run draws the same samples.
+#[derive(Debug, Clone)]
+pub struct EpochOrder {
+    sampler: Option<ClassBalancedSampler>,
+    seed: u64,
+    cached: Option<(u64, Vec<usize>)>,
+}
+
+impl EpochOrder {
+    /// Plain order (`balanced = false`) or balanced by the rarest positive label.
+    pub fn new(labels: &[LabelVector], balanced: bool, seed: u64) -> Result<Self> {
+        let sampler = if balanced {
+            Some(ClassBalancedSampler::from_labels(labels)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            sampler,
+            seed,
+            cached: None,
+        })
+    }
+
+    /// The training sample that position `i` (`0..len`, as the loop hands it out) of epoch
+    /// `epoch` stands for.
+    pub fn map(&mut self, epoch: u64, i: usize) -> usize {
+        let Some(sampler) = &self.sampler else {
+            return i;
+        };
+        if self.cached.as_ref().is_none_or(|(e, _)| *e != epoch) {
+            let mut rng = sample_rng(self.seed ^ 0xba1a_2ced, epoch);
+            self.cached = Some((epoch, sampler.epoch(&mut rng)));
+        }
+        self.cached.as_ref().map_or(i, |(_, o)| o[i])
+    }
+}
+
+/// Indices `0..n` in a seeded random order (for picking a validation subset).
+pub fn seeded_subset(n: usize, keep: usize, seed: u64) -> Vec<usize> {
+    let mut order = shuffled_order(n, &mut sample_rng(seed, 0));
+    order.truncate(keep.min(n));
+    order.sort_unstable();
+    order
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn balanced_order_is_seeded_and_oversamples_rare_labels() {
+        // 90 negatives, 10 positives of label 3.
+        let mut labels = vec![[0f32; 10]; 100];
+        for l in labels.iter_mut().take(10) {
+            l[0] = 1.0;
+            l[3] = 1.0;
+        }
+        let mut a = EpochOrder::new(&labels, true, 7).unwrap();
+        let mut b = EpochOrder::new(&labels, true, 7).unwrap();
+        let ea: Vec<usize> = (0..100).map(|i| a.map(2, i)).collect();
+        let eb: Vec<usize> = (0..100).map(|i| b.map(2, i)).collect();
+        assert_eq!(ea, eb);
+        let rare = ea.iter().filter(|&&i| i < 10).count();
+        assert!(
+            (30..=70).contains(&rare),
+            "{rare} of 100 draws are positives"
+        );
+        let e3: Vec<usize> = (0..100).map(|i| a.map(3, i)).collect();
+        assert_ne!(ea, e3, "every epoch draws anew");
+        let mut plain = EpochOrder::new(&labels, false, 7).unwrap();
+        assert_eq!(plain.map(5, 42), 42);
+    }
+
+    #[test]
+    fn task_tags_name_the_run() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(CONFIG_FILE), r#"{"task": "segment"}"#).unwrap();
+        assert_eq!(run_task(dir.path()).unwrap().as_deref(), Some("segment"));
+        assert!(expect_task(dir.path(), "segment").is_ok());
+        let err = format!("{:#}", expect_task(dir.path(), "classify").unwrap_err());
+        assert!(
+            err.contains("`segment` run") && err.contains("classify"),
+            "{err}"
+        );
+        std::fs::write(dir.path().join(CONFIG_FILE), r#"{"preset": "tiny"}"#).unwrap();
+        let err = format!("{:#}", expect_task(dir.path(), "classify").unwrap_err());
+        assert!(err.contains("no task"), "{err}");
+        let err = format!("{:#}", run_task(&dir.path().join("nope")).unwrap_err());
+        assert!(err.contains("run directory"), "{err}");
+    }
+
+    #[test]
+    fn parts_resize_images_and_masks() {
+        let mut mask = ClassMask::zeros(8, 8);
+        mask.set(0, 0, 3);
+        let s = Sample {
+            id: "a".into(),
+            frame_id: "f".into(),
+            image: Image::zeros(2, 8, 8),
+            mask: Some(mask),
+            labels: [0.0; 10],
+            caption: None,
+        };
+        let p = LabeledPart::from_samples(vec![s], 4).unwrap();
+        assert_eq!((p.images[0].height, p.images[0].width), (4, 4));
+        let m = p.masks[0].as_ref().unwrap();
+        assert_eq!((m.height, m.width, m.get(0, 0)), (4, 4, 3));
+        assert_eq!(p.median_source_side(), Some(8));
+        let q = p.resized(6).unwrap();
+        assert_eq!(q.images[0].height, 6);
+        assert_eq!(q.source_sizes, vec![(8, 8)]);
+    }
+}

@@ -1,0 +1,687 @@
+//! Semantic segmentation (`insar-mm train segment`): 7 classes (background, Mogi, Dyke, Sill,
+//! Spheroid, Earthquake, Unidentified) predicted by a [`Segmenter`] (encoder + FPN decoder
+//! over C2–C5) trained with pixel cross-entropy plus an optional soft Dice term, on whole
+//! frames and their rasterised masks resized to `data.image_size` (bilinear images, nearest
+//! masks).
+//!
+//! - `--encoder RUN` / `mode`, class-balanced oversampling and augmentations as in
+//!   [`super::classify`] (masks follow every geometric transform).
+//! - Validation accumulates one confusion matrix over the val split
+//!   (`insar_mm_eval::segmentation`, mmsegmentation rules): `val_miou` (NaN-mean over the 7
+//!   classes), `val_miou_deformation` (mean IoU over the deformation classes present in the
+//!   ground truth) and `val_aacc`; the best checkpoint is kept by `val_miou`.
+//! - At the end the best model (else the last) is scored on the test split; per-class IoU,
+//!   Dice, accuracy and pixel counts go to `test_scores.json`.
+//!
+//! Scores are computed at the model resolution (`data.image_size`).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{ensure, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarMap;
+use insar_mm_eval::segmentation::{Confusion, SegmentationScores};
+use insar_mm_models::encoder::EncoderConfig;
+use insar_mm_models::heads::{EncoderMode, FpnConfig, Segmenter, SegmenterConfig};
+use insar_mm_models::nn::seeded_var_builder;
+use rand::Rng;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::checkpoint::{load_model, RunDir};
+use super::classify::{default_augment, mode_name};
+use super::driver::{Batch, BestMetric, MetricMode, Outcome, StepOutput, TrainTask, Trainer};
+use super::heads::{
+    config_from_file, encoder_run, expect_task, load_encoder, resolve_source, run_weights,
+    EpochOrder, HeadData, HeadSource, LabeledData, LabeledPart, TEST_SCORES_FILE,
+};
+use super::optim::{trainable_params, OptimConfig, Optimizer};
+use super::pretrain::RunOptions;
+use super::schedule::ScheduleConfig;
+use crate::data::array::{batch_tensor, ClassMask, Image};
+use crate::data::augment::{sample_rng, AugmentConfig, Augmenter};
+use crate::data::sample::{MASK_CLASS_NAMES, NUM_MASK_CLASSES};
+
+/// The `task` of a segmentation run.
+pub const TASK: &str = "segment";
+
+/// The config of `train segment`, as resolved and saved to `config.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SegmentConfig {
+    /// Always `"segment"` (what `predict`/`eval` check).
+    pub task: String,
+    /// Encoder architecture when no `--encoder` is given: tiny, resnet18, resnet34, resnet50.
+    pub preset: String,
+    /// Base width override of the preset (stage widths `[w, 2w, 4w, 8w]`).
+    pub width: Option<usize>,
+    pub seed: u64,
+    /// `linear` (frozen encoder), `finetune` or `finetune:<stage>`.
+    pub mode: String,
+    /// The `--encoder RUN` the weights started from (recorded).
+    pub encoder_run: Option<PathBuf>,
+    pub fpn: FpnConfig,
+    /// Weight of the soft Dice loss added to the cross-entropy (0 = cross-entropy only).
+    pub dice_weight: f64,
+    /// Per-class cross-entropy weights (7 values).
+    pub class_weights: Option<Vec<f64>>,
+    /// Validation samples scored per validation (the first ones; 0 = all).
+    pub val_samples: usize,
+    pub data: HeadData,
+    pub augment: AugmentConfig,
+    /// The resolved architecture (filled when the run starts).
+    pub model: Option<SegmenterConfig>,
+    pub optim: OptimConfig,
+    pub schedule: ScheduleConfig,
+    pub train: super::config::TrainSection,
+}
+
+impl Default for SegmentConfig {
+    fn default() -> Self {
+        Self {
+            task: TASK.into(),
+            preset: "tiny".into(),
+            width: None,
+            seed: 42,
+            mode: "finetune".into(),
+            encoder_run: None,
+            fpn: FpnConfig::default(),
+            dice_weight: 1.0,
+            class_weights: None,
+            val_samples: 0,
+            data: HeadData {
+                image_size: 64,
+                batch_size: 16,
+                balanced: false,
+                ..HeadData::default()
+            },
+            augment: default_augment(),
+            model: None,
+            optim: OptimConfig::Adamw {
+                lr: 2e-3,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: 1e-4,
+            },
+            schedule: ScheduleConfig::Cosine {
+                warmup_steps: 20,
+                min_lr_ratio: 0.01,
+            },
+            train: super::config::TrainSection {
+                epochs: Some(6),
+                checkpoint_every: 100,
+                log_every: 10,
+                validate_every: 100,
+                clip_grad_norm: Some(5.0),
+                best_metric: Some(BestMetric {
+                    name: "val_miou".into(),
+                    mode: MetricMode::Max,
+                }),
+                ..super::config::TrainSection::default()
+            },
+        }
+    }
+}
+
+impl SegmentConfig {
+    /// The defaults with the TOML file `path` merged over them (unknown keys are errors).
+    pub fn from_file(path: &Path) -> Result<Self> {
+        config_from_file(path)
+    }
+
+    /// The saved config of the segmentation run `run`.
+    pub fn read(run: &Path) -> Result<Self> {
+        expect_task(run, TASK)?;
+        RunDir::new(run).read_config()
+    }
+
+    pub fn encoder_mode(&self) -> Result<EncoderMode> {
+        EncoderMode::parse(&self.mode).map_err(|e| anyhow::anyhow!("mode: {e}"))
+    }
+
+    /// Checks the settings; errors name the key.
+    pub fn validate(&self) -> Result<()> {
+        ensure!(
+            self.task == TASK,
+            "task = {:?}: a segment config has task = \"segment\"",
+            self.task
+        );
+        self.encoder_mode()?;
+        self.data.validate()?;
+        self.augment.validate()?;
+        let arch = match &self.model {
+            Some(m) => m.clone(),
+            None => self.architecture(None)?,
+        };
+        arch.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+        ensure!(
+            arch.encoder.in_channels == self.data.input_format.channels(),
+            "data.input_format gives {} channels but the model takes {}",
+            self.data.input_format.channels(),
+            arch.encoder.in_channels
+        );
+        self.optim.validate()?;
+        self.schedule.validate()?;
+        Ok(())
+    }
+
+    /// The architecture on `encoder` (default: the preset's).
+    pub fn architecture(&self, encoder: Option<EncoderConfig>) -> Result<SegmenterConfig> {
+        let encoder = match encoder {
+            Some(e) => e,
+            None => super::heads::preset_encoder(
+                &self.preset,
+                self.width,
+                self.data.input_format.channels(),
+            )?,
+        };
+        Ok(SegmenterConfig {
+            encoder,
+            fpn: self.fpn.clone(),
+            num_classes: NUM_MASK_CLASSES,
+            mode: self.encoder_mode()?,
+            dice_weight: self.dice_weight,
+            class_weights: self.class_weights.clone(),
+        })
+    }
+
+    /// The resolved architecture (an error before the run started).
+    pub fn model(&self) -> Result<&SegmenterConfig> {
+        self.model
+            .as_ref()
+            .context("config.json has no `model`: the run was never started")
+    }
+}
+
+/// The segmenter of `arch` on a fresh `VarMap`, initialised from `seed`.
+pub fn build_model(
+    arch: &SegmenterConfig,
+    seed: u64,
+    device: &Device,
+) -> Result<(VarMap, Segmenter)> {
+    let varmap = VarMap::new();
+    let model = Segmenter::new(arch, seeded_var_builder(&varmap, seed, DType::F32, device))?;
+    Ok((varmap, model))
+}
+
+/// Class probabilities `(B, K, S, S)` of `images` in evaluation mode, `batch` at a time,
+/// reduced by `each` (called with the probabilities of one chunk).
+pub fn for_each_prediction(
+    model: &Segmenter,
+    images: &[&Image],
+    batch: usize,
+    device: &Device,
+    mut each: impl FnMut(usize, &Tensor) -> Result<()>,
+) -> Result<()> {
+    let mut start = 0;
+    for chunk in images.chunks(batch.max(1)) {
+        let x = batch_tensor(chunk, device)?;
+        let p = model.predict(&x)?;
+        each(start, &p)?;
+        start += chunk.len();
+    }
+    Ok(())
+}
+
+/// Arg-max class ids `(B, H·W)` of probabilities `(B, K, H, W)`.
+pub fn argmax_classes(probs: &Tensor) -> Result<Vec<Vec<u32>>> {
+    let (b, _, h, w) = probs.dims4()?;
+    let ids = probs.argmax(1)?.to_dtype(DType::U32)?.reshape((b, h * w))?;
+    Ok(ids.to_vec2()?)
+}
+
+/// Scores and the summary numbers of a confusion matrix.
+#[derive(Debug, Clone, Serialize)]
+pub struct SegmentReport {
+    pub scores: SegmentationScores,
+    /// Pixels of each class in the ground truth.
+    pub support: Vec<u64>,
+    /// Mean IoU over the deformation classes (1..7) present in the ground truth (`None`
+    /// when there is none).
+    pub miou_deformation: Option<f64>,
+    pub images: usize,
+}
+
+impl SegmentReport {
+    pub fn from_confusion(cm: &Confusion, images: usize) -> Result<Self> {
+        let scores = cm.scores()?;
+        let support: Vec<u64> = scores.confusion.iter().map(|r| r.iter().sum()).collect();
+        let present: Vec<f64> = (1..cm.classes)
+            .filter(|&c| support[c] > 0)
+            .filter_map(|c| scores.iou[c])
+            .collect();
+        let miou_deformation =
+            (!present.is_empty()).then(|| present.iter().sum::<f64>() / present.len() as f64);
+        Ok(Self {
+            scores,
+            support,
+            miou_deformation,
+            images,
+        })
+    }
+
+    /// `test_scores.json` / `eval segment` JSON.
+    pub fn to_json(&self, extra: serde_json::Value) -> Result<serde_json::Value> {
+        let mut v = serde_json::to_value(&self.scores)?;
+        v["names"] = json!(MASK_CLASS_NAMES);
+        v["support"] = json!(self.support);
+        v["mIoU_deformation_present"] = json!(self.miou_deformation);
+        v["images"] = json!(self.images);
+        if let (Some(obj), serde_json::Value::Object(e)) = (v.as_object_mut(), extra) {
+            obj.extend(e);
+        }
+        Ok(v)
+    }
+
+    /// A per-class table.
+    pub fn print(&self) {
+        let s = &self.scores;
+        let opt = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |x| format!("{x:.4}"));
+        println!(
+            "{:<14} {:>8} {:>8} {:>8} {:>12}",
+            "class", "IoU", "Dice", "Acc", "gt pixels"
+        );
+        for (c, (((iou, dice), acc), support)) in s
+            .iou
+            .iter()
+            .zip(&s.dice)
+            .zip(&s.acc)
+            .zip(&self.support)
+            .enumerate()
+        {
+            println!(
+                "{:<14} {:>8} {:>8} {:>8} {:>12}",
+                MASK_CLASS_NAMES.get(c).copied().unwrap_or("?"),
+                opt(*iou),
+                opt(*dice),
+                opt(*acc),
+                support
+            );
+        }
+        println!(
+            "mIoU {:.4}  mIoU (deformation classes present) {}  mDice {:.4}  mAcc {:.4}  aAcc {:.4}  ({} images, {} pixels)",
+            s.miou,
+            opt(self.miou_deformation),
+            s.mdice,
+            s.macc,
+            s.aacc,
+            self.images,
+            s.pixels
+        );
+    }
+}
+
+/// The report of `model` on `part` (every sample needs a mask).
+pub fn score_part(
+    model: &Segmenter,
+    part: &LabeledPart,
+    batch: usize,
+    device: &Device,
+) -> Result<SegmentReport> {
+    ensure!(!part.is_empty(), "no samples to score");
+    let mut cm = Confusion::new(NUM_MASK_CLASSES, None)?;
+    let images: Vec<&Image> = part.images.iter().collect();
+    for_each_prediction(model, &images, batch, device, |start, probs| {
+        for (k, pred) in argmax_classes(probs)?.into_iter().enumerate() {
+            let i = start + k;
+            let mask = part.masks[i]
+                .as_ref()
+                .with_context(|| format!("sample {}: no mask", part.ids[i]))?;
+            let truth: Vec<u32> = mask.data.iter().map(|&v| u32::from(v)).collect();
+            cm.add(&pred, &truth)
+                .with_context(|| format!("sample {}", part.ids[i]))?;
+        }
+        Ok(())
+    })?;
+    SegmentReport::from_confusion(&cm, part.len())
+}
+
+/// Segmentation as a [`TrainTask`].
+pub struct SegmentTask {
+    model: Segmenter,
+    train: LabeledPart,
+    val: LabeledPart,
+    order: EpochOrder,
+    augmenter: Augmenter,
+    batch: usize,
+    device: Device,
+}
+
+impl SegmentTask {
+    pub fn new(
+        cfg: &SegmentConfig,
+        model: Segmenter,
+        train: LabeledPart,
+        mut val: LabeledPart,
+        device: &Device,
+    ) -> Result<Self> {
+        if let Some(i) = train.masks.iter().position(Option::is_none) {
+            anyhow::bail!("training sample {} has no mask", train.ids[i]);
+        }
+        val.truncate(cfg.val_samples);
+        Ok(Self {
+            model,
+            order: EpochOrder::new(&train.labels, cfg.data.balanced, cfg.seed)?,
+            train,
+            val,
+            augmenter: Augmenter::new(cfg.augment.clone())?,
+            batch: cfg.data.batch_size,
+            device: device.clone(),
+        })
+    }
+
+    pub fn model(&self) -> &Segmenter {
+        &self.model
+    }
+
+    /// Augmented images `(B, C, S, S)` and class ids `(B, S, S)` of training samples
+    /// `indices`; sample `k` of the batch draws from `sample_rng(seed, k)`.
+    pub fn batch_tensors(&self, indices: &[usize], seed: u64) -> Result<(Tensor, Tensor)> {
+        let pairs: Vec<(Image, ClassMask)> = indices
+            .par_iter()
+            .enumerate()
+            .map(|(k, &i)| {
+                let mut rng = sample_rng(seed, k as u64);
+                let (im, m) = self.augmenter.apply(
+                    &self.train.images[i],
+                    self.train.masks[i].as_ref(),
+                    &mut rng,
+                )?;
+                Ok((im, m.context("augmentation lost the mask")?))
+            })
+            .collect::<Result<_>>()?;
+        let refs: Vec<&Image> = pairs.iter().map(|p| &p.0).collect();
+        let x = batch_tensor(&refs, &self.device)?;
+        let (h, w) = (refs[0].height, refs[0].width);
+        let ids: Vec<u32> = pairs
+            .iter()
+            .flat_map(|p| p.1.data.iter().map(|&v| u32::from(v)))
+            .collect();
+        let y = Tensor::from_vec(ids, (indices.len(), h, w), &self.device)?;
+        Ok((x, y))
+    }
+}
+
+impl TrainTask for SegmentTask {
+    fn len(&self) -> usize {
+        self.train.len()
+    }
+
+    fn batch_size(&self) -> usize {
+        self.batch
+    }
+
+    fn step(&mut self, batch: Batch<'_>) -> Result<StepOutput> {
+        let indices: Vec<usize> = batch
+            .indices
+            .iter()
+            .map(|&i| self.order.map(batch.epoch, i))
+            .collect();
+        let seed: u64 = batch.rng.random();
+        let (x, y) = self.batch_tensors(&indices, seed)?;
+        let logits = self.model.forward_t(&x, true)?;
+        let loss = self.model.loss(&logits, &y)?;
+        Ok(StepOutput {
+            loss,
+            metrics: Vec::new(),
+        })
+    }
+
+    fn validate(&mut self) -> Result<Vec<(String, f64)>> {
+        if self.val.is_empty() {
+            return Ok(Vec::new());
+        }
+        let r = score_part(&self.model, &self.val, self.batch.max(16), &self.device)?;
+        let mut out = vec![
+            ("val_miou".into(), r.scores.miou),
+            ("val_aacc".into(), r.scores.aacc),
+        ];
+        if let Some(d) = r.miou_deformation {
+            out.push(("val_miou_deformation".into(), d));
+        }
+        Ok(out)
+    }
+}
+
+/// Everything [`run`] needs (as [`super::classify::ClassifyRun`]).
+#[derive(Debug, Clone)]
+pub struct SegmentRun {
+    /// The config; with `resume`, the run's saved config ([`SegmentConfig::read`]).
+    pub config: SegmentConfig,
+    pub data: HeadSource,
+    /// `--encoder RUN` (not with `resume`).
+    pub encoder: Option<PathBuf>,
+    /// Overrides `config.mode` (not with `resume`).
+    pub mode: Option<EncoderMode>,
+    /// Overrides `config.seed` (not with `resume`).
+    pub seed: Option<u64>,
+    pub out: PathBuf,
+    pub resume: bool,
+    pub device: Device,
+    pub options: RunOptions,
+}
+
+/// What [`run`] returns.
+#[derive(Debug)]
+pub struct SegmentOutcome {
+    pub outcome: Outcome,
+    pub run: PathBuf,
+    pub config: SegmentConfig,
+    /// Test-split report of the best (else last) model.
+    pub test: Option<SegmentReport>,
+}
+
+/// Trains (or continues) a segmentation run, then scores the best model on the test part.
+pub fn run(opts: SegmentRun) -> Result<SegmentOutcome> {
+    let SegmentRun {
+        mut config,
+        data,
+        encoder,
+        mode,
+        seed,
+        out,
+        resume,
+        device,
+        options,
+    } = opts;
+    let cfg = &mut config;
+    let run_dir = RunDir::new(&out);
+    if resume {
+        ensure!(
+            encoder.is_none() && mode.is_none() && seed.is_none(),
+            "--resume continues {} with its saved encoder, mode and seed",
+            out.display()
+        );
+        cfg.model()?;
+    } else {
+        if let Some(m) = mode {
+            cfg.mode = mode_name(m);
+        }
+        if let Some(s) = seed {
+            cfg.seed = s;
+        }
+    }
+    cfg.validate()?;
+    let (data, dir) = resolve_source(
+        data,
+        cfg.data.input_format,
+        cfg.data.image_size,
+        cfg.seed,
+        options.progress,
+    )?;
+    let LabeledData { train, val, test } = data;
+    let pretrained = match (&encoder, resume) {
+        (Some(path), false) => {
+            let er = encoder_run(path)?;
+            ensure!(
+                er.input_format == cfg.data.input_format,
+                "--encoder {}: the encoder was trained on {:?} input, this run uses {:?}",
+                path.display(),
+                er.input_format,
+                cfg.data.input_format
+            );
+            Some(er)
+        }
+        _ => None,
+    };
+    if !resume {
+        cfg.data.dir = dir.clone();
+        cfg.data.source_size = train.median_source_side();
+        cfg.encoder_run = encoder.clone();
+        cfg.model = Some(cfg.architecture(pretrained.as_ref().map(|e| e.encoder.clone()))?);
+        cfg.validate()?;
+    }
+    let arch = cfg.model()?.clone();
+    let (varmap, model) = build_model(&arch, cfg.seed, &device)?;
+    if let Some(er) = &pretrained {
+        let n = load_encoder(er, &varmap)?;
+        log::info!("encoder: {n} tensors from {}", er.weights.display());
+    }
+    let params = trainable_params(&varmap, |n| model.is_trainable(n));
+    let optimizer = Optimizer::new(cfg.optim.clone(), params)?;
+    log::info!(
+        "{} segmentation: {} encoder, mode {}, {}² inputs, batch {}, {} train / {} val / {} test samples{}, run {}",
+        if resume { "resuming" } else { "starting" },
+        cfg.preset,
+        cfg.mode,
+        cfg.data.image_size,
+        cfg.data.batch_size,
+        train.len(),
+        val.len(),
+        test.len(),
+        dir.map(|d| format!(" from {}", d.display())).unwrap_or_default(),
+        out.display()
+    );
+    let mut task = SegmentTask::new(cfg, model, train, val, &device)?;
+    let loop_cfg = cfg.train.loop_config(task.len(), task.batch_size())?;
+    let trainer = if resume {
+        Trainer::resume(
+            run_dir.clone(),
+            varmap.clone(),
+            optimizer,
+            cfg.schedule.clone(),
+            loop_cfg,
+        )?
+    } else {
+        Trainer::start(
+            run_dir.clone(),
+            &*cfg,
+            varmap.clone(),
+            optimizer,
+            cfg.schedule.clone(),
+            loop_cfg,
+            cfg.seed,
+        )?
+    };
+    let mut trainer = trainer.with_progress(options.progress);
+    if let Some(flag) = options.stop {
+        trainer = trainer.with_stop_flag(flag);
+    }
+    let outcome = trainer.run(&mut task)?;
+    if matches!(outcome, Outcome::Interrupted { .. }) || test.is_empty() {
+        return Ok(SegmentOutcome {
+            outcome,
+            run: out,
+            config,
+            test: None,
+        });
+    }
+    let weights = run_weights(&run_dir)?;
+    load_model(&weights, &varmap)?;
+    let report = score_part(task.model(), &test, cfg.data.batch_size.max(16), &device)?;
+    let v = report.to_json(json!({
+        "split": "test",
+        "weights": weights.file_name().map(|f| f.to_string_lossy().into_owned()),
+    }))?;
+    crate::data::atomic::write_atomic(
+        &run_dir.path(TEST_SCORES_FILE),
+        serde_json::to_string_pretty(&v)?.as_bytes(),
+    )?;
+    Ok(SegmentOutcome {
+        outcome,
+        run: out,
+        config,
+        test: Some(report),
+    })
+}
+
+/// A trained segmentation run, ready to predict.
+pub struct LoadedSegmenter {
+    pub config: SegmentConfig,
+    pub model: Segmenter,
+    pub weights: PathBuf,
+}
+
+/// Loads the segmentation run `root` (best weights, else the last); errors when it is a run
+/// of another task.
+pub fn load_run(root: &Path, device: &Device) -> Result<LoadedSegmenter> {
+    let config = SegmentConfig::read(root)?;
+    let arch = config.model()?.clone();
+    let (varmap, model) = build_model(&arch, config.seed, device)?;
+    let weights = run_weights(&RunDir::new(root))?;
+    load_model(&weights, &varmap)?;
+    Ok(LoadedSegmenter {
+        config,
+        model,
+        weights,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_file_and_validation() {
+        let def = SegmentConfig::default();
+        let shipped = SegmentConfig::from_file(Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/configs/segment-tiny.toml"
+        )))
+        .unwrap();
+        assert_eq!(
+            shipped, def,
+            "configs/segment-tiny.toml = the built-in defaults"
+        );
+        def.validate().unwrap();
+        let bad = SegmentConfig {
+            class_weights: Some(vec![1.0; 3]),
+            ..def.clone()
+        };
+        assert!(format!("{:#}", bad.validate().unwrap_err()).contains("class_weights"));
+        let bad = SegmentConfig {
+            fpn: FpnConfig {
+                groups: 5,
+                ..FpnConfig::default()
+            },
+            ..def.clone()
+        };
+        assert!(format!("{:#}", bad.validate().unwrap_err()).contains("groups"));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.toml");
+        std::fs::write(&path, "dice_wieght = 1.0\n").unwrap();
+        let err = format!("{:#}", SegmentConfig::from_file(&path).unwrap_err());
+        assert!(err.contains("dice_wieght"), "{err}");
+    }
+
+    #[test]
+    fn report_counts_only_present_deformation_classes() {
+        let mut cm = Confusion::new(NUM_MASK_CLASSES, None).unwrap();
+        // Background right, Mogi half right, Sill predicted where there is none.
+        cm.add(&[0, 0, 1, 0, 3], &[0, 0, 1, 1, 0]).unwrap();
+        let r = SegmentReport::from_confusion(&cm, 1).unwrap();
+        assert_eq!(r.support, vec![3, 2, 0, 0, 0, 0, 0]);
+        assert_eq!(r.scores.iou[1], Some(0.5));
+        assert_eq!(r.scores.iou[3], Some(0.0));
+        // Only Mogi is present in the truth: Sill's false positive is not averaged in.
+        assert_eq!(r.miou_deformation, Some(0.5));
+        let v = r.to_json(json!({"split": "val"})).unwrap();
+        assert_eq!(v["names"][1], "Mogi");
+        assert_eq!(v["mIoU_deformation_present"], 0.5);
+        let probs =
+            Tensor::from_vec(vec![0.9f32, 0.1, 0.2, 0.8], (1, 2, 1, 2), &Device::Cpu).unwrap();
+        assert_eq!(argmax_classes(&probs).unwrap(), vec![vec![0, 1]]);
+    }
+}

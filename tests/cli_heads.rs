@@ -1,0 +1,395 @@
+//! End-to-end tests of `train classify|segment`, `predict classify|segment` and
+//! `eval classify|segment` through the binary: a few steps on a small `data synth` dataset,
+//! resume, a pretrained encoder, predictions on PNGs (single window and sliding windows),
+//! JSON reports, and bad input.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn insar_mm(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_insar-mm"))
+        .args(args)
+        .env("RAYON_NUM_THREADS", "1")
+        .env("CANDLE_NUM_THREADS", "1")
+        .output()
+        .expect("run insar-mm")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = insar_mm(args);
+    assert!(
+        out.status.success(),
+        "insar-mm {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn fails(args: &[&str]) -> String {
+    let out = insar_mm(args);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "insar-mm {args:?}: stdout {} stderr {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !err.contains("panicked") && !err.contains("internal error"),
+        "{err}"
+    );
+    err
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn json(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+fn phase_pngs(dir: &Path, out: &mut Vec<PathBuf>) {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            phase_pngs(&p, out);
+        } else if p.to_str().unwrap().ends_with(".geo.diff.png") {
+            out.push(p);
+        }
+    }
+}
+
+/// The `encoder.*` tensors of a safetensors file, as f32 values.
+fn encoder_tensors(path: &Path) -> BTreeMap<String, Vec<u8>> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .filter(|(n, _)| n.starts_with("encoder."))
+        .map(|(n, t)| (n, t.data().to_vec()))
+        .collect()
+}
+
+fn gray_png(path: &Path) -> (u32, u32, Vec<u8>) {
+    let img = image::open(path).unwrap();
+    let (w, h) = (img.width(), img.height());
+    match img {
+        image::DynamicImage::ImageLuma8(b) => (w, h, b.into_raw()),
+        other => panic!("{}: not 8-bit gray: {:?}", path.display(), other.color()),
+    }
+}
+
+fn train_args<'a>(task: &'a str, data: &'a str, out: &'a str, steps: &'a str) -> Vec<&'a str> {
+    vec![
+        "train",
+        task,
+        "--data",
+        data,
+        "--out",
+        out,
+        "--steps",
+        steps,
+        "--batch-size",
+        "4",
+        "--image-size",
+        "32",
+        "-q",
+    ]
+}
+
+/// One small dataset shared by every check (training is the slow part).
+#[test]
+fn train_predict_eval_classify_and_segment_end_to_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    ok(&[
+        "data",
+        "synth",
+        "--out",
+        s(&data),
+        "--frames",
+        "14",
+        "--size",
+        "64x64",
+        "--seed",
+        "5",
+        "-q",
+    ]);
+    let mut pngs = Vec::new();
+    phase_pngs(&data, &mut pngs);
+    assert_eq!(pngs.len(), 14);
+
+    // --- classify: train, then continue the run.
+    let crun = tmp.path().join("classify");
+    let printed = ok(&train_args("classify", s(&data), s(&crun), "4"));
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "best.safetensors",
+        "metrics.jsonl",
+        "test_scores.json",
+    ] {
+        assert!(crun.join(f).is_file(), "{f} missing; printed {printed}");
+    }
+    assert!(printed.contains("deformation-vs-none F1"), "{printed}");
+    assert!(
+        printed.contains("Deformation") && printed.contains("macro avg"),
+        "{printed}"
+    );
+    let cfg = json(&crun.join("config.json"));
+    assert_eq!(cfg["task"], "classify");
+    assert_eq!(cfg["mode"], "finetune");
+    assert_eq!(cfg["data"]["source_size"], 64);
+    assert_eq!(cfg["model"]["encoder"]["in_channels"], 2);
+    assert_eq!(cfg["model"]["num_labels"], 10);
+    let scores = json(&crun.join("test_scores.json"));
+    assert_eq!(scores["classes"].as_array().unwrap().len(), 10);
+    assert_eq!(scores["classes"][0]["name"], "Deformation");
+    let f1 = scores["deformation_vs_none"]["f1"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&f1), "{scores}");
+    let metrics = std::fs::read_to_string(crun.join("metrics.jsonl")).unwrap();
+    assert!(metrics.contains("val_macro_f1"), "{metrics}");
+    // Resume to 6 steps: the run continues from its checkpoint.
+    ok(&[
+        "train",
+        "classify",
+        "--resume",
+        s(&crun),
+        "--steps",
+        "6",
+        "-q",
+    ]);
+    let state = json(&crun.join("state.json"));
+    assert_eq!(state["step"], 6);
+    // Resume refuses to change the encoder (usage error).
+    let out = insar_mm(&[
+        "train",
+        "classify",
+        "--resume",
+        s(&crun),
+        "--encoder",
+        s(&crun),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+
+    // --- predict classify: one PNG (one window), then sliding windows with maps.
+    let one = ok(&[
+        "predict",
+        "classify",
+        "--model",
+        s(&crun),
+        s(&pngs[0]),
+        "--json",
+        "-q",
+    ]);
+    let v: Value = serde_json::from_str(&one).unwrap();
+    let arr = v.as_array().unwrap();
+    assert_eq!(arr.len(), 1);
+    assert_eq!(arr[0]["image"], s(&pngs[0]));
+    assert_eq!(arr[0]["windows"], 1);
+    let sc = arr[0]["scores"].as_object().unwrap();
+    assert_eq!(sc.len(), 10);
+    assert!(sc
+        .values()
+        .all(|x| (0.0..=1.0).contains(&x.as_f64().unwrap())));
+    let pred_dir = tmp.path().join("pred-c");
+    let all = ok(&[
+        "predict",
+        "classify",
+        "--model",
+        s(&crun),
+        s(&data),
+        "--window",
+        "32",
+        "--overlap",
+        "8",
+        "--out",
+        s(&pred_dir),
+        "-q",
+    ]);
+    assert_eq!(all.lines().count(), 14, "{all}");
+    let preds = json(&pred_dir.join("predictions.json"));
+    assert_eq!(preds.as_array().unwrap().len(), 14);
+    assert_eq!(
+        preds[0]["windows"], 9,
+        "64² in 32² windows stepping 24 px: 3 × 3"
+    );
+    let heat = PathBuf::from(preds[0]["deformation_map"].as_str().unwrap());
+    let (w, h, _) = gray_png(&heat);
+    assert_eq!((w, h), (64, 64));
+    let overlay = image::open(preds[0]["overlay"].as_str().unwrap()).unwrap();
+    assert_eq!((overlay.width(), overlay.height()), (64, 64));
+    // Deterministic.
+    assert_eq!(
+        one,
+        ok(&[
+            "predict",
+            "classify",
+            "--model",
+            s(&crun),
+            s(&pngs[0]),
+            "--json",
+            "-q"
+        ])
+    );
+
+    // --- segment from the classifier's encoder, frozen (linear): the encoder is unchanged.
+    let srun = tmp.path().join("segment");
+    let mut args = train_args("segment", s(&data), s(&srun), "3");
+    args.extend(["--encoder", s(&crun), "--mode", "linear"]);
+    let printed = ok(&args);
+    assert!(
+        printed.contains("mIoU") && printed.contains("Mogi"),
+        "{printed}"
+    );
+    let cfg = json(&srun.join("config.json"));
+    assert_eq!(cfg["task"], "segment");
+    assert_eq!(cfg["mode"], "linear");
+    assert_eq!(cfg["encoder_run"], s(&crun));
+    let src = encoder_tensors(&crun.join("best.safetensors"));
+    let dst = encoder_tensors(&srun.join("model.safetensors"));
+    assert!(!src.is_empty());
+    assert_eq!(
+        src, dst,
+        "a linear-mode encoder must equal the one it was loaded from"
+    );
+    let scores = json(&srun.join("test_scores.json"));
+    assert_eq!(scores["IoU"].as_array().unwrap().len(), 7);
+    assert_eq!(scores["names"][0], "background");
+
+    // --- predict segment: mask, probability map and overlay at frame resolution.
+    let pred_dir = tmp.path().join("pred-s");
+    ok(&[
+        "predict",
+        "segment",
+        "--model",
+        s(&srun),
+        s(&pngs[1]),
+        s(&pngs[2]),
+        "--window",
+        "48",
+        "--out",
+        s(&pred_dir),
+        "-q",
+    ]);
+    let preds = json(&pred_dir.join("predictions.json"));
+    assert_eq!(preds.as_array().unwrap().len(), 2);
+    assert_eq!(preds[0]["windows"], 4);
+    let (w, h, mask) = gray_png(Path::new(preds[0]["mask"].as_str().unwrap()));
+    assert_eq!((w, h), (64, 64));
+    assert!(mask.iter().all(|&c| c < 7));
+    let counted: u64 = preds[0]["pixels"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(counted, 64 * 64);
+    let (w, h, _) = gray_png(Path::new(preds[0]["probability"].as_str().unwrap()));
+    assert_eq!((w, h), (64, 64));
+    let over = image::open(preds[0]["overlay"].as_str().unwrap()).unwrap();
+    assert_eq!(over.color(), image::ColorType::Rgb8);
+
+    // --- eval writes JSON reports.
+    let report = tmp.path().join("eval-c.json");
+    let printed = ok(&[
+        "eval",
+        "classify",
+        "--model",
+        s(&crun),
+        "--data",
+        s(&data),
+        "--split",
+        "test",
+        "--out",
+        s(&report),
+        "-q",
+    ]);
+    assert!(printed.contains("macro-F1"), "{printed}");
+    let r = json(&report);
+    assert_eq!(r["split"], "test");
+    assert!(r["deformation_vs_none"]["f1"].is_number());
+    assert_eq!(r["classes"].as_array().unwrap().len(), 10);
+    // The test split scored by eval = the run's own test scores (same best weights).
+    let own = json(&crun.join("test_scores.json"));
+    assert_eq!(r["samples"], own["samples"]);
+    let report = tmp.path().join("eval-s.json");
+    ok(&[
+        "eval",
+        "segment",
+        "--model",
+        s(&srun),
+        "--split",
+        "val",
+        "--out",
+        s(&report),
+        "-q",
+    ]);
+    let r = json(&report);
+    assert_eq!(r["split"], "val");
+    assert!(r["mIoU"].as_f64().unwrap() >= 0.0);
+    assert_eq!(r["confusion"].as_array().unwrap().len(), 7);
+
+    // --- bad input.
+    // A model of the other task.
+    let err = fails(&["predict", "classify", "--model", s(&srun), s(&pngs[0])]);
+    assert!(
+        err.contains("`segment` run") && err.contains("classify"),
+        "{err}"
+    );
+    let err = fails(&["eval", "segment", "--model", s(&crun)]);
+    assert!(err.contains("`classify` run"), "{err}");
+    // Not a run at all.
+    let err = fails(&["predict", "segment", "--model", s(&data), s(&pngs[0])]);
+    assert!(err.contains("config.json"), "{err}");
+    // An image smaller than the window.
+    let err = fails(&[
+        "predict",
+        "segment",
+        "--model",
+        s(&srun),
+        s(&pngs[0]),
+        "--window",
+        "128",
+    ]);
+    assert!(
+        err.contains("smaller than the 128-pixel window") && err.contains(".geo.diff.png"),
+        "{err}"
+    );
+    // A phase image without coherence for a two-channel model.
+    let lone = tmp.path().join("lone");
+    std::fs::create_dir_all(&lone).unwrap();
+    let lone_png = lone.join("x.geo.diff.png");
+    std::fs::copy(&pngs[0], &lone_png).unwrap();
+    let err = fails(&["predict", "classify", "--model", s(&crun), s(&lone_png)]);
+    assert!(
+        err.contains("x.geo.diff.png") && err.contains("2 channels") && err.contains("coherence"),
+        "{err}"
+    );
+    // A pretrained encoder of a run without one.
+    let err = fails(&[
+        "train",
+        "segment",
+        "--data",
+        s(&data),
+        "--out",
+        s(&tmp.path().join("x")),
+        "--steps",
+        "1",
+        "--encoder",
+        s(&lone),
+    ]);
+    assert!(err.contains("--encoder") && err.contains("lone"), "{err}");
+    // An existing run is not overwritten.
+    let err = fails(&train_args("classify", s(&data), s(&crun), "2"));
+    assert!(err.contains("--resume"), "{err}");
+}
