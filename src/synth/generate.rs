@@ -340,12 +340,17 @@ pub fn los_field_adaptive(source: &Source, g: Geometry, los: [f64; 3]) -> Vec<f6
                     let top = v(r0, c0) * (1.0 - tx) + v(r0, c1) * tx;
                     let bottom = v(r1, c0) * (1.0 - tx) + v(r1, c1) * tx;
                     let guess = top * (1.0 - ty) + bottom * ty;
-                    misfit = misfit.max((guess - v(r, c)).abs());
+                    let d = (guess - v(r, c)).abs();
+                    misfit = if d.is_nan() {
+                        f64::INFINITY
+                    } else {
+                        misfit.max(d)
+                    };
                     checked += 1;
                 }
             }
             // A cell without check nodes (a 1-node strip) or non-finite values: exact.
-            if checked == 0 || !(misfit <= tol) {
+            if checked == 0 || misfit > tol || !tol.is_finite() {
                 refine.push((rows[r0], rows[r1], cols[c0], cols[c1]));
             }
         }

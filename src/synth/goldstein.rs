@@ -152,8 +152,8 @@ pub fn goldstein(
                 let m = &mag[r * window..(r + 1) * window];
                 let h = &mut tmp_re[r * window..(r + 1) * window];
                 h[0] = m[window - 1] + m[0] + m[1];
-                for c in 1..window - 1 {
-                    h[c] = m[c - 1] + m[c] + m[c + 1];
+                for (o, t) in h[1..window - 1].iter_mut().zip(m.windows(3)) {
+                    *o = t[0] + t[1] + t[2];
                 }
                 h[window - 1] = m[window - 2] + m[window - 1] + m[0];
             }
@@ -162,8 +162,8 @@ pub fn goldstein(
                 let mid = &tmp_re[r * window..][..window];
                 let down = &tmp_re[((r + 1) % window) * window..][..window];
                 let out = &mut smooth[r * window..(r + 1) * window];
-                for c in 0..window {
-                    out[c] = (up[c] + mid[c] + down[c]) / 9.0;
+                for (o, ((a, b), c)) in out.iter_mut().zip(up.iter().zip(mid).zip(down)) {
+                    *o = (a + b + c) / 9.0;
                 }
             }
             let mut sumsq = 0.0f32;
@@ -222,8 +222,8 @@ pub fn goldstein(
 /// < 3e-5, tested): filter weights and 8-bit brightness need no more, and `powf` was a
 /// third of the filter's cost. 0 for `x ≤ 0` (and non-finite input), like `powf` for `a > 0`.
 pub(crate) fn pow_approx(x: f32, a: f32) -> f32 {
-    if !(x > 0.0) {
-        return 0.0; // 0, negative or NaN
+    if x.is_nan() || x <= 0.0 {
+        return 0.0;
     }
     if x == f32::INFINITY {
         return x;

@@ -163,8 +163,8 @@ fn morph(mask: &[bool], width: usize, height: usize, rows: &[usize], dilate: boo
     let mut prefix = vec![0u32; height * (width + 1)];
     for y in 0..height {
         let p = &mut prefix[y * (width + 1)..(y + 1) * (width + 1)];
-        for x in 0..width {
-            p[x + 1] = p[x] + u32::from(mask[y * width + x]);
+        for (x, &m) in mask[y * width..(y + 1) * width].iter().enumerate() {
+            p[x + 1] = p[x] + u32::from(m);
         }
     }
     let mut out = vec![false; mask.len()];
