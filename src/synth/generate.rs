@@ -330,13 +330,13 @@ pub fn los_field_adaptive(source: &Source, g: Geometry, los: [f64; 3]) -> Vec<f6
             let (x0, x1) = (cols[c0] as f64, cols[c1] as f64);
             let mut misfit = 0.0f64;
             let mut checked = 0;
-            for r in r0..=r1 {
-                let ty = (rows[r] as f64 - y0) / (y1 - y0);
-                for c in c0..=c1 {
+            for (r, &yr) in rows.iter().enumerate().take(r1 + 1).skip(r0) {
+                let ty = (yr as f64 - y0) / (y1 - y0);
+                for (c, &xc) in cols.iter().enumerate().take(c1 + 1).skip(c0) {
                     if (r == r0 || r == r1) && (c == c0 || c == c1) {
                         continue;
                     }
-                    let tx = (cols[c] as f64 - x0) / (x1 - x0);
+                    let tx = (xc as f64 - x0) / (x1 - x0);
                     let top = v(r0, c0) * (1.0 - tx) + v(r0, c1) * tx;
                     let bottom = v(r1, c0) * (1.0 - tx) + v(r1, c1) * tx;
                     let guess = top * (1.0 - ty) + bottom * ty;
