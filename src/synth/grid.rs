@@ -85,6 +85,51 @@ impl Field {
     pub fn get(&self, row: usize, col: usize) -> f32 {
         self.data[self.geometry.index(row, col)]
     }
+
+    /// Bilinear interpolation of this coarse field onto `target`, node `(r, c)` sitting at
+    /// target pixel `(factor·r, factor·c)`. Panics unless the nodes cover the target
+    /// (`(width − 1)·factor ≥ target.width − 1`, likewise for the height).
+    pub fn upsample(&self, factor: usize, target: Geometry) -> Field {
+        let g = self.geometry;
+        assert!(
+            factor >= 1
+                && g.width >= 1
+                && g.height >= 1
+                && (g.width - 1) * factor + 1 >= target.width
+                && (g.height - 1) * factor + 1 >= target.height,
+            "upsample: {}×{} nodes ×{factor} do not cover {}×{}",
+            g.width,
+            g.height,
+            target.width,
+            target.height
+        );
+        let f = factor as f32;
+        // Per target column: left node and weight.
+        let cols: Vec<(usize, f32)> = (0..target.width)
+            .map(|x| {
+                let c = (x / factor).min(g.width.saturating_sub(2));
+                (c, (x as f32 - (c * factor) as f32) / f)
+            })
+            .collect();
+        let mut out = Field::zeros(target);
+        for y in 0..target.height {
+            let r = (y / factor).min(g.height.saturating_sub(2));
+            let ty = (y as f32 - (r * factor) as f32) / f;
+            let r1 = (r + 1).min(g.height - 1);
+            let (top, bottom) = (
+                &self.data[r * g.width..(r + 1) * g.width],
+                &self.data[r1 * g.width..(r1 + 1) * g.width],
+            );
+            let row = &mut out.data[y * target.width..(y + 1) * target.width];
+            for (o, &(c, tx)) in row.iter_mut().zip(&cols) {
+                let c1 = (c + 1).min(g.width - 1);
+                let a = top[c] + (top[c1] - top[c]) * tx;
+                let b = bottom[c] + (bottom[c1] - bottom[c]) * tx;
+                *o = a + (b - a) * ty;
+            }
+        }
+        out
+    }
 }
 
 #[cfg(test)]
@@ -101,5 +146,30 @@ mod tests {
         assert_eq!(g.pixel_of(g.east(2), g.north(1)), (2.5, 1.5));
         let (e, n) = g.surface_points();
         assert_eq!((e[5], n[5]), (g.east(1), g.north(1)));
+    }
+
+    #[test]
+    fn upsample_reproduces_planes_and_the_nodes() {
+        // A plane is reproduced exactly by bilinear interpolation; nodes keep their value.
+        let coarse_g = Geometry::new(5, 4, 200.0);
+        let mut coarse = Field::zeros(coarse_g);
+        for r in 0..4 {
+            for c in 0..5 {
+                coarse.data[coarse_g.index(r, c)] = 3.0 * c as f32 - 2.0 * r as f32 + 1.0;
+            }
+        }
+        let target = Geometry::new(9, 7, 100.0);
+        let fine = coarse.upsample(2, target);
+        for y in 0..7 {
+            for x in 0..9 {
+                let want = 1.5 * x as f32 - 1.0 * y as f32 + 1.0;
+                assert!((fine.get(y, x) - want).abs() < 1e-5, "({y}, {x})");
+            }
+        }
+        assert_eq!(fine.get(4, 6), coarse.get(2, 3));
+        // Factor 1 is the identity; too few nodes is a panic.
+        assert_eq!(coarse.upsample(1, coarse_g), coarse);
+        let r = std::panic::catch_unwind(|| coarse.upsample(2, Geometry::new(10, 7, 100.0)));
+        assert!(r.is_err());
     }
 }

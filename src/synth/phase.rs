@@ -139,44 +139,57 @@ pub fn deformation_mask(
     close(&mask, width, height, rule.closing_radius)
 }
 
-/// Offsets of a disk of radius `r` (pixels with dx² + dy² ≤ r² + r, a round-looking disk).
-fn disk(r: usize) -> Vec<(isize, isize)> {
+/// Half-widths of the rows of a disk of radius `r` (pixels with dx² + dy² ≤ r² + r, a
+/// round-looking disk): entry `dy + r` is the largest `dx` of row `dy`.
+fn disk_rows(r: usize) -> Vec<usize> {
     let r = r as isize;
-    let mut out = Vec::new();
-    for dy in -r..=r {
-        for dx in -r..=r {
-            if dx * dx + dy * dy <= r * r + r {
-                out.push((dx, dy));
+    (-r..=r)
+        .map(|dy| {
+            let mut w = 0;
+            while (w + 1) * (w + 1) + dy * dy <= r * r + r {
+                w += 1;
             }
-        }
-    }
-    out
+            w as usize
+        })
+        .collect()
 }
 
-fn morph(
-    mask: &[bool],
-    width: usize,
-    height: usize,
-    se: &[(isize, isize)],
-    dilate: bool,
-) -> Vec<bool> {
+/// Dilation (`dilate`) or erosion with the disk given by [`disk_rows`]. Pixels outside the
+/// frame count as background for the dilation and as foreground for the erosion. Row
+/// prefix counts make each output pixel cost one lookup per disk row.
+fn morph(mask: &[bool], width: usize, height: usize, rows: &[usize], dilate: bool) -> Vec<bool> {
+    let r = rows.len() / 2;
+    // prefix[y·(width+1) + x] = set pixels of row y before column x.
+    let mut prefix = vec![0u32; height * (width + 1)];
+    for y in 0..height {
+        let p = &mut prefix[y * (width + 1)..(y + 1) * (width + 1)];
+        for (x, &m) in mask[y * width..(y + 1) * width].iter().enumerate() {
+            p[x + 1] = p[x] + u32::from(m);
+        }
+    }
     let mut out = vec![false; mask.len()];
     for y in 0..height {
         for x in 0..width {
-            let hit = |&(dx, dy): &(isize, isize)| {
-                let (xx, yy) = (x as isize + dx, y as isize + dy);
-                if xx < 0 || yy < 0 || xx >= width as isize || yy >= height as isize {
-                    // Outside the frame: background for dilation, foreground for erosion.
-                    !dilate
-                } else {
-                    mask[yy as usize * width + xx as usize]
+            let mut hit = !dilate;
+            for (k, &w) in rows.iter().enumerate() {
+                let yy = y as isize + k as isize - r as isize;
+                if yy < 0 || yy >= height as isize {
+                    continue; // background for the dilation, foreground for the erosion
                 }
-            };
-            out[y * width + x] = if dilate {
-                se.iter().any(hit)
-            } else {
-                se.iter().all(hit)
-            };
+                let (x0, x1) = (x.saturating_sub(w), (x + w + 1).min(width));
+                let base = yy as usize * (width + 1);
+                let count = prefix[base + x1] - prefix[base + x0];
+                if dilate {
+                    if count > 0 {
+                        hit = true;
+                        break;
+                    }
+                } else if count as usize != x1 - x0 {
+                    hit = false;
+                    break;
+                }
+            }
+            out[y * width + x] = hit;
         }
     }
     out
@@ -187,7 +200,7 @@ pub fn close(mask: &[bool], width: usize, height: usize, radius: usize) -> Vec<b
     if radius == 0 {
         return mask.to_vec();
     }
-    let se = disk(radius);
+    let se = disk_rows(radius);
     let dilated = morph(mask, width, height, &se, true);
     morph(&dilated, width, height, &se, false)
 }
@@ -443,6 +456,59 @@ mod tests {
     use crate::synth::grid::Geometry;
     use crate::synth::los::{los_vector, project};
     use crate::synth::sources::{displacement, MogiParams, OkadaParams, Source};
+
+    /// Closing by brute force over the disk's offsets (the definition).
+    fn close_reference(mask: &[bool], w: usize, h: usize, r: usize) -> Vec<bool> {
+        let ri = r as isize;
+        let mut se = Vec::new();
+        for dy in -ri..=ri {
+            for dx in -ri..=ri {
+                if dx * dx + dy * dy <= ri * ri + ri {
+                    se.push((dx, dy));
+                }
+            }
+        }
+        let pass = |m: &[bool], dilate: bool| -> Vec<bool> {
+            let mut out = vec![false; m.len()];
+            for y in 0..h as isize {
+                for x in 0..w as isize {
+                    let hit = |&(dx, dy): &(isize, isize)| {
+                        let (xx, yy) = (x + dx, y + dy);
+                        if xx < 0 || yy < 0 || xx >= w as isize || yy >= h as isize {
+                            !dilate
+                        } else {
+                            m[(yy * w as isize + xx) as usize]
+                        }
+                    };
+                    out[(y * w as isize + x) as usize] = if dilate {
+                        se.iter().any(hit)
+                    } else {
+                        se.iter().all(hit)
+                    };
+                }
+            }
+            out
+        };
+        pass(&pass(mask, true), false)
+    }
+
+    #[test]
+    fn closing_equals_the_brute_force_definition() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        for (w, h, density) in [(37, 23, 0.1), (16, 40, 0.4), (50, 50, 0.02), (9, 9, 0.7)] {
+            let mask: Vec<bool> = (0..w * h).map(|_| rng.random_bool(density)).collect();
+            for r in 0..=3 {
+                assert_eq!(
+                    close(&mask, w, h, r),
+                    close_reference(&mask, w, h, r),
+                    "{w}×{h} density {density} radius {r}"
+                );
+            }
+        }
+        // A disk of radius 2 has rows of half-widths 1, 2, 2, 2, 1 (r² + r = 6).
+        assert_eq!(disk_rows(2), vec![1, 2, 2, 2, 1]);
+    }
 
     #[test]
     fn wrap_edge_cases() {

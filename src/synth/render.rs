@@ -9,6 +9,7 @@ use std::path::Path;
 use anyhow::{bail, ensure, Context, Result};
 
 use super::colormap::{gamma_index, rdylbu_color, GAMMA_RAINBOW};
+use super::goldstein::pow_approx;
 use super::grid::{Field, Geometry};
 use crate::data::atomic::write_atomic;
 use crate::data::png::{write_png, PngColor};
@@ -91,7 +92,7 @@ pub fn render_gamma(phase: &Field, valid: &[bool], style: &GammaStyle) -> Result
             continue;
         }
         let a = style.amplitude.data[i].max(0.0) / mean;
-        let v = (a.powf(GAMMA_EXPONENT) * GAMMA_SCALE).clamp(0.0, 1.0);
+        let v = (pow_approx(a, GAMMA_EXPONENT) * GAMMA_SCALE).clamp(0.0, 1.0);
         let low = style.coherence.is_some_and(|c| c.data[i] < style.cc_min);
         let rgb = if low {
             let g = (255.0 * v).round() as u8;

@@ -213,26 +213,53 @@ pub fn checked_displacement(
         };
         return Err(format!("points.{name}[{i}] is not a finite number"));
     }
-    Ok(match source {
-        Source::Mogi(p) => map_points(e, n, |x, y| p.displacement(poisson, x, y)),
-        Source::Okada(p) => {
-            let fault = p.fault();
-            map_points(e, n, |x, y| fault.displacement(poisson, x, y))
+    let r_max = match source {
+        Source::Penny(p) => e
+            .iter()
+            .zip(n)
+            .map(|(x, y)| (x - p.e).hypot(y - p.n))
+            .fold(0.0, f64::max),
+        _ => 0.0,
+    };
+    let eval = Evaluator::new(source, poisson, r_max);
+    Ok(map_points(e, n, |x, y| eval.at(x, y)))
+}
+
+/// A source prepared for evaluation at many points: trigonometry hoisted (Okada,
+/// spheroid), the penny crack's radial profile solved and tabulated once. Build it once
+/// per source and call [`Evaluator::at`] per point; the parameters must be valid
+/// ([`Source::validate`]).
+#[derive(Debug, Clone)]
+pub enum Evaluator {
+    Mogi(MogiParams, f64),
+    Okada(okada::Fault, f64),
+    Penny(penny::PennyProfile),
+    Spheroid(spheroid::SpheroidModel),
+}
+
+impl Evaluator {
+    /// `r_max`: the largest distance (m) from the source centre at which the penny crack
+    /// will be evaluated (its profile is tabulated that far; beyond it the point-crack
+    /// far field takes over). Ignored by the other sources.
+    pub fn new(source: &Source, poisson: f64, r_max: f64) -> Self {
+        match source {
+            Source::Mogi(p) => Evaluator::Mogi(*p, poisson),
+            Source::Okada(p) => Evaluator::Okada(p.fault(), poisson),
+            Source::Penny(p) => Evaluator::Penny(p.profile(poisson, r_max)),
+            Source::Spheroid(p) => Evaluator::Spheroid(p.model(poisson)),
         }
-        Source::Penny(p) => {
-            let r_max = e
-                .iter()
-                .zip(n)
-                .map(|(x, y)| (x - p.e).hypot(y - p.n))
-                .fold(0.0, f64::max);
-            let profile = p.profile(poisson, r_max);
-            map_points(e, n, |x, y| profile.displacement(x, y))
+    }
+
+    /// Displacement (east, north, up) in metres at the surface point `(e, n)`.
+    #[inline]
+    pub fn at(&self, e: f64, n: f64) -> [f64; 3] {
+        match self {
+            Evaluator::Mogi(p, poisson) => p.displacement(*poisson, e, n),
+            Evaluator::Okada(f, poisson) => f.displacement(*poisson, e, n),
+            Evaluator::Penny(p) => p.displacement(e, n),
+            Evaluator::Spheroid(m) => m.displacement(e, n),
         }
-        Source::Spheroid(p) => {
-            let model = p.model(poisson);
-            map_points(e, n, |x, y| model.displacement(x, y))
-        }
-    })
+    }
 }
 
 /// Volume change of the source, m³: Mogi ΔV as given, Okada `length·width·opening` (0 for
