@@ -21,6 +21,10 @@ use super::GlobalArgs;
 
 #[derive(Debug, Subcommand)]
 pub enum EvalCommand {
+    /// A caption run on a split of a dataset: BLEU-1..4, ROUGE-L, CIDEr-D of the model and of
+    /// two baselines (most frequent training caption; nearest-neighbour caption retrieval in
+    /// the encoder's pooled feature space), optionally the COCO result JSON.
+    Caption(super::caption::EvalCaptionArgs),
     /// BLEU-1..4, ROUGE-L and CIDEr-D exactly as pycocoevalcap 1.2 (PTB tokenization
     /// re-implemented; METEOR and SPICE are not computed).
     Captions {
@@ -132,6 +136,7 @@ pub enum FidModeArg {
 
 pub fn run(cmd: EvalCommand, global: &GlobalArgs) -> Result<()> {
     match cmd {
+        EvalCommand::Caption(args) => super::caption::run_eval(args, global),
         EvalCommand::Captions {
             refs,
             results,
