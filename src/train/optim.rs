@@ -375,8 +375,12 @@ impl Optimizer {
                         theta.clone()
                     };
                     p.var.set(&(decayed - update)?)?;
-                    state[0] = m;
-                    state[1] = v;
+                    // Detached: `m` and `v` are computed from the gradient, whose op graph
+                    // holds the whole forward and backward pass; kept attached, every step's
+                    // graph would stay alive through the moment chain (memory growing by the
+                    // size of a step's activations, tens of MB, per step).
+                    state[0] = m.detach();
+                    state[1] = v.detach();
                 }
                 OptimConfig::Sgd {
                     momentum,
@@ -393,7 +397,7 @@ impl Optimizer {
                         } else {
                             buf.clone()
                         };
-                        state[0] = buf;
+                        state[0] = buf.detach();
                         d
                     } else {
                         d
@@ -546,6 +550,46 @@ mod tests {
                 })
                 .collect(),
         )
+    }
+
+    /// The moments must not keep the gradient's op graph (the whole step's forward and
+    /// backward pass) alive: a backward from the state reaches no variable.
+    #[test]
+    fn optimizer_state_holds_no_graph() {
+        for cfg in [
+            OptimConfig::Adamw {
+                lr: 0.1,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: 0.1,
+            },
+            OptimConfig::Sgd {
+                lr: 0.1,
+                momentum: 0.9,
+                nesterov: false,
+                weight_decay: 0.0,
+            },
+        ] {
+            let w = var(&[1.0, -2.0], &[2]);
+            let params = vec![Param {
+                name: "w".into(),
+                var: w.clone(),
+                decay: true,
+            }];
+            let mut opt = Optimizer::new(cfg, params.clone()).unwrap();
+            for _ in 0..2 {
+                // A gradient that carries a graph back to `w`, like every real one.
+                let loss = w.as_tensor().sqr().unwrap().sum_all().unwrap();
+                let store = loss.backward().unwrap();
+                let g = Grads::from_store(&params, &store);
+                opt.step(&g).unwrap();
+            }
+            for t in &opt.state[0] {
+                let back = t.sum_all().unwrap().backward().unwrap();
+                assert!(back.get(w.as_tensor()).is_none(), "state keeps the graph");
+            }
+        }
     }
 
     #[test]
