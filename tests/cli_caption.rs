@@ -166,7 +166,16 @@ fn train_then_caption_end_to_end_and_bad_input() {
     // eval caption: the model and both baselines on the test split, COCO results.
     let res = tmp.path().join("res.json");
     let printed = ok(&[
-        "eval", "caption", "--model", s(&run), "--split", "test", "--out", s(&res), "--json", "-q",
+        "eval",
+        "caption",
+        "--model",
+        s(&run),
+        "--split",
+        "test",
+        "--out",
+        s(&res),
+        "--json",
+        "-q",
     ]);
     let ev: Value = serde_json::from_str(&printed).unwrap();
     let n = ev["images"].as_u64().unwrap();
@@ -184,7 +193,10 @@ fn train_then_caption_end_to_end_and_bad_input() {
     }
     // Greedy evaluation reproduces the training run's test scores.
     for key in ["Bleu_4", "CIDEr"] {
-        let (a, b) = (ev["model"][key].as_f64().unwrap(), scores[key].as_f64().unwrap());
+        let (a, b) = (
+            ev["model"][key].as_f64().unwrap(),
+            scores[key].as_f64().unwrap(),
+        );
         assert!((a - b).abs() < 1e-9, "{key}: eval {a} vs train {b}");
     }
     let results = json(&res);
@@ -193,8 +205,25 @@ fn train_then_caption_end_to_end_and_bad_input() {
     for r in results {
         assert!(r["image_id"].is_string() && r["caption"].is_string(), "{r}");
     }
-    let table = ok(&["eval", "caption", "--model", s(&run), "--data", s(&data), "--beam", "2", "-q"]);
-    for label in ["model", "most frequent", "nearest neighbour", "BLEU-4", "CIDEr-D", "beam 2"] {
+    let table = ok(&[
+        "eval",
+        "caption",
+        "--model",
+        s(&run),
+        "--data",
+        s(&data),
+        "--beam",
+        "2",
+        "-q",
+    ]);
+    for label in [
+        "model",
+        "most frequent",
+        "nearest neighbour",
+        "BLEU-4",
+        "CIDEr-D",
+        "beam 2",
+    ] {
         assert!(table.contains(label), "{label} not in {table}");
     }
     let err = fails(&["eval", "caption", "--model", s(&run), "--beam", "0"]);
@@ -203,13 +232,38 @@ fn train_then_caption_end_to_end_and_bad_input() {
     // --encoder RUN: the encoder of a SimCLR run; with --freeze-encoder it stays unchanged.
     let pre = tmp.path().join("pre");
     ok(&[
-        "train", "pretrain", "--data", s(&data), "--out", s(&pre), "--steps", "1",
-        "--batch-size", "4", "--image-size", "32", "-q",
+        "train",
+        "pretrain",
+        "--data",
+        s(&data),
+        "--out",
+        s(&pre),
+        "--steps",
+        "1",
+        "--batch-size",
+        "4",
+        "--image-size",
+        "32",
+        "-q",
     ]);
     let from_pre = tmp.path().join("from-pre");
     ok(&[
-        "train", "caption", "--data", s(&data), "--out", s(&from_pre), "--steps", "1",
-        "--batch-size", "4", "--image-size", "32", "--encoder", s(&pre), "--freeze-encoder", "-q",
+        "train",
+        "caption",
+        "--data",
+        s(&data),
+        "--out",
+        s(&from_pre),
+        "--steps",
+        "1",
+        "--batch-size",
+        "4",
+        "--image-size",
+        "32",
+        "--encoder",
+        s(&pre),
+        "--freeze-encoder",
+        "-q",
     ]);
     let weights = |run: &Path| {
         let f = ["best.safetensors", "model.safetensors"]
@@ -229,8 +283,17 @@ fn train_then_caption_end_to_end_and_bad_input() {
     }
     assert!(compared > 10, "{compared} encoder tensors");
     let err = fails(&[
-        "train", "caption", "--data", s(&data), "--out", s(&tmp.path().join("x")), "--steps", "1",
-        "--encoder", s(&run), "-q",
+        "train",
+        "caption",
+        "--data",
+        s(&data),
+        "--out",
+        s(&tmp.path().join("x")),
+        "--steps",
+        "1",
+        "--encoder",
+        s(&run),
+        "-q",
     ]);
     assert!(err.contains("--encoder") && err.contains(s(&run)), "{err}");
 
