@@ -231,9 +231,13 @@ fn train_then_caption_end_to_end_and_bad_input() {
 
     // --encoder RUN: the encoder of a SimCLR run; with --freeze-encoder it stays unchanged.
     let pre = tmp.path().join("pre");
+    let pre_cfg = tmp.path().join("pre.toml");
+    std::fs::write(&pre_cfg, "[data]\nval_samples = 2\n").unwrap();
     ok(&[
         "train",
         "pretrain",
+        "--config",
+        s(&pre_cfg),
         "--data",
         s(&data),
         "--out",

@@ -347,9 +347,13 @@ fn incremental_decoding_equals_recomputing_the_prefix() -> Result<()> {
         ];
         let d = max_diff(&inc, &full(&mem, &prefixes)?)?;
         assert!(d < 1e-4, "{positions:?} after select: {d}");
-        // Row-count mismatch: a clear error.
+        // A cache of 3 rows with 2 new tokens: a clear error.
         let err = dec
-            .next_token_log_probs_cached(&memory, &Tensor::new(&[5u32, 6, 7], &Device::Cpu)?, &mut cache)
+            .next_token_log_probs_cached(
+                &memory.narrow(0, 0, 2)?,
+                &Tensor::new(&[5u32, 6], &Device::Cpu)?,
+                &mut cache,
+            )
             .unwrap_err();
         assert!(err.to_string().contains("cache"), "{err}");
     }
