@@ -14,9 +14,9 @@ use insar_mm_models::caption::SearchConfig;
 
 use super::GlobalArgs;
 use crate::data::array::{batch_tensor, Image};
+use crate::data::frames::InputFormat;
 use crate::data::frames::{load_input, InterferogramFiles};
 use crate::data::resample::resize_bilinear;
-use crate::data::frames::InputFormat;
 use crate::train::caption::{
     evaluate_captions, load_caption_data, load_caption_run, LoadedCaptionRun,
 };

@@ -298,7 +298,8 @@ pub fn pretrained_encoder_config(run: &Path) -> Result<insar_mm_models::encoder:
 /// Sets the `encoder.*` variables of `varmap` from the SimCLR run `run` (its best, else last,
 /// weights); every one must be there with the same shape. Returns how many were set.
 pub fn load_pretrained_encoder(run: &Path, varmap: &VarMap) -> Result<usize> {
-    let path = run_weights(&RunDir::new(run)).with_context(|| format!("--encoder {}", run.display()))?;
+    let path =
+        run_weights(&RunDir::new(run)).with_context(|| format!("--encoder {}", run.display()))?;
     let data = varmap.data().lock().expect("VarMap lock poisoned");
     let device = data
         .values()
@@ -307,9 +308,9 @@ pub fn load_pretrained_encoder(run: &Path, varmap: &VarMap) -> Result<usize> {
     let (tensors, _) = super::optim::read_tensors(&path, &device)?;
     let mut n = 0;
     for (name, var) in data.iter().filter(|(n, _)| n.starts_with("encoder.")) {
-        let t = tensors.get(name).with_context(|| {
-            format!("--encoder {}: {name} is missing", path.display())
-        })?;
+        let t = tensors
+            .get(name)
+            .with_context(|| format!("--encoder {}: {name} is missing", path.display()))?;
         ensure!(
             t.dims() == var.dims(),
             "--encoder {}: {name} has shape {:?}, the caption model expects {:?}",
@@ -488,7 +489,10 @@ pub fn evaluate_captions(
     search: &SearchConfig,
     device: &Device,
 ) -> Result<CaptionEvaluation> {
-    ensure!(!part.is_empty(), "the evaluated split has no image with a caption");
+    ensure!(
+        !part.is_empty(),
+        "the evaluated split has no image with a caption"
+    );
     let train_ids = train
         .captions
         .iter()
@@ -512,11 +516,7 @@ pub fn evaluate_captions(
     let model = score_captions(&part.ids, &captions, &part.captions);
     let frequent = most_frequent_caption(&train.captions)
         .context("the train split has no caption for the most-frequent baseline")?;
-    let most_frequent = score_captions(
-        &part.ids,
-        &vec![frequent; part.len()],
-        &part.captions,
-    );
+    let most_frequent = score_captions(&part.ids, &vec![frequent; part.len()], &part.captions);
     let train_images: Vec<&Image> = train.images.iter().collect();
     let gallery = pooled_features(&loaded.model, &train_images, batch, device)?;
     let queries = pooled_features(&loaded.model, &images, batch, device)?;

@@ -383,10 +383,7 @@ impl CaptionDecoder {
         }
         let t = cache.len;
         if t >= self.cfg.max_len {
-            candle_core::bail!(
-                "decoder: position {t} exceeds max_len {}",
-                self.cfg.max_len
-            )
+            candle_core::bail!("decoder: position {t} exceeds max_len {}", self.cfg.max_len)
         }
         let d = self.cfg.d_model;
         let tok = (self.embed_tokens.forward(&tokens.unsqueeze(1)?)? * (d as f64).sqrt())?;

@@ -232,12 +232,18 @@ impl CaptionModel {
                 continue;
             }
             let input = sequences.narrow(1, 0, t1 - 1)?;
-            let logits =
-                self.decoder
-                    .forward(&memory.index_select(rows, 0)?, &input, dropout.as_deref_mut())?;
+            let logits = self.decoder.forward(
+                &memory.index_select(rows, 0)?,
+                &input,
+                dropout.as_deref_mut(),
+            )?;
             let v = logits.dim(2)?;
-            let mean =
-                label_smoothed_cross_entropy(&logits.reshape(((), v))?, &target, pad, label_smoothing)?;
+            let mean = label_smoothed_cross_entropy(
+                &logits.reshape(((), v))?,
+                &target,
+                pad,
+                label_smoothing,
+            )?;
             let sum = (mean * n as f64)?;
             total = Some(match total {
                 Some(t) => (t + sum)?,

@@ -112,11 +112,7 @@ fn step(
 }
 
 /// `memory` and `cache` restricted to `rows` (u32 indices into the current rows).
-fn select(
-    memory: &Tensor,
-    cache: &mut DecoderCache,
-    rows: &[u32],
-) -> Result<Tensor> {
+fn select(memory: &Tensor, cache: &mut DecoderCache, rows: &[u32]) -> Result<Tensor> {
     let idx = Tensor::from_vec(rows.to_vec(), rows.len(), memory.device())?;
     cache.select(&idx)?;
     memory.index_select(&idx, 0)
@@ -257,7 +253,11 @@ pub fn beam_search(
         last = beams
             .iter()
             .filter(|b| !b.done)
-            .flat_map(|b| b.live.iter().map(|(t, _)| *t.last().expect("a live hypothesis has a token")))
+            .flat_map(|b| {
+                b.live
+                    .iter()
+                    .map(|(t, _)| *t.last().expect("a live hypothesis has a token"))
+            })
             .collect();
         if !parents.is_empty() {
             mem = select(&mem, &mut cache, &parents)?;
