@@ -163,6 +163,144 @@ fn train_then_caption_end_to_end_and_bad_input() {
         ok(&["caption", "--model", s(&run), s(&data), "--beam", "1", "-q"])
     );
 
+    // eval caption: the model and both baselines on the test split, COCO results.
+    let res = tmp.path().join("res.json");
+    let printed = ok(&[
+        "eval",
+        "caption",
+        "--model",
+        s(&run),
+        "--split",
+        "test",
+        "--out",
+        s(&res),
+        "--json",
+        "-q",
+    ]);
+    let ev: Value = serde_json::from_str(&printed).unwrap();
+    let n = ev["images"].as_u64().unwrap();
+    assert_eq!(n, scores["images"].as_u64().unwrap(), "{ev}");
+    assert_eq!(ev["split"], "test");
+    for part in [
+        &ev["model"],
+        &ev["baselines"]["most_frequent"],
+        &ev["baselines"]["nearest_neighbour"],
+    ] {
+        for key in ["Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "ROUGE_L", "CIDEr"] {
+            let x = part[key].as_f64().unwrap();
+            assert!(x.is_finite() && x >= 0.0, "{key} = {x} in {ev}");
+        }
+    }
+    // Greedy evaluation reproduces the training run's test scores.
+    for key in ["Bleu_4", "CIDEr"] {
+        let (a, b) = (
+            ev["model"][key].as_f64().unwrap(),
+            scores[key].as_f64().unwrap(),
+        );
+        assert!((a - b).abs() < 1e-9, "{key}: eval {a} vs train {b}");
+    }
+    let results = json(&res);
+    let results = results.as_array().unwrap();
+    assert_eq!(results.len() as u64, n);
+    for r in results {
+        assert!(r["image_id"].is_string() && r["caption"].is_string(), "{r}");
+    }
+    let table = ok(&[
+        "eval",
+        "caption",
+        "--model",
+        s(&run),
+        "--data",
+        s(&data),
+        "--beam",
+        "2",
+        "-q",
+    ]);
+    for label in [
+        "model",
+        "most frequent",
+        "nearest neighbour",
+        "BLEU-4",
+        "CIDEr-D",
+        "beam 2",
+    ] {
+        assert!(table.contains(label), "{label} not in {table}");
+    }
+    let err = fails(&["eval", "caption", "--model", s(&run), "--beam", "0"]);
+    assert!(err.contains("--beam"), "{err}");
+
+    // --encoder RUN: the encoder of a SimCLR run; with --freeze-encoder it stays unchanged.
+    let pre = tmp.path().join("pre");
+    let pre_cfg = tmp.path().join("pre.toml");
+    std::fs::write(&pre_cfg, "[data]\nval_samples = 2\n").unwrap();
+    ok(&[
+        "train",
+        "pretrain",
+        "--config",
+        s(&pre_cfg),
+        "--data",
+        s(&data),
+        "--out",
+        s(&pre),
+        "--steps",
+        "1",
+        "--batch-size",
+        "4",
+        "--image-size",
+        "32",
+        "-q",
+    ]);
+    let from_pre = tmp.path().join("from-pre");
+    ok(&[
+        "train",
+        "caption",
+        "--data",
+        s(&data),
+        "--out",
+        s(&from_pre),
+        "--steps",
+        "1",
+        "--batch-size",
+        "4",
+        "--image-size",
+        "32",
+        "--encoder",
+        s(&pre),
+        "--freeze-encoder",
+        "-q",
+    ]);
+    let weights = |run: &Path| {
+        let f = ["best.safetensors", "model.safetensors"]
+            .iter()
+            .map(|f| run.join(f))
+            .find(|p| p.is_file())
+            .unwrap();
+        candle_core::safetensors::load(f, &candle_core::Device::Cpu).unwrap()
+    };
+    let (pre_w, cap_w) = (weights(&pre), weights(&from_pre));
+    let mut compared = 0;
+    for (name, t) in cap_w.iter().filter(|(n, _)| n.starts_with("encoder.")) {
+        let p = &pre_w[name];
+        let d = (t - p).unwrap().abs().unwrap().max_all().unwrap();
+        assert_eq!(d.to_scalar::<f32>().unwrap(), 0.0, "{name} changed");
+        compared += 1;
+    }
+    assert!(compared > 10, "{compared} encoder tensors");
+    let err = fails(&[
+        "train",
+        "caption",
+        "--data",
+        s(&data),
+        "--out",
+        s(&tmp.path().join("x")),
+        "--steps",
+        "1",
+        "--encoder",
+        s(&run),
+        "-q",
+    ]);
+    assert!(err.contains("--encoder") && err.contains(s(&run)), "{err}");
+
     // Bad input.
     // A phase image without its coherence: the model takes 2 channels.
     let lone = tmp.path().join("lone");
@@ -238,6 +376,8 @@ fn train_then_caption_end_to_end_and_bad_input() {
     assert_ne!(foreign.vocab_size(), vocab);
     foreign.save(&other.join("tokenizer.json")).unwrap();
     let err = fails(&["caption", "--model", s(&other), s(&pngs[0])]);
+    assert!(err.contains("does not belong to this model"), "{err}");
+    let err = fails(&["eval", "caption", "--model", s(&other)]);
     assert!(err.contains("does not belong to this model"), "{err}");
     // Not a run directory.
     let err = fails(&["caption", "--model", s(&empty), s(&pngs[0])]);

@@ -10,15 +10,16 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context, Result};
 use clap::Args;
-use insar_mm_models::caption::{CaptionModel, SearchConfig};
-use insar_mm_models::nn::seeded_var_builder;
+use insar_mm_models::caption::SearchConfig;
 
 use super::GlobalArgs;
 use crate::data::array::{batch_tensor, Image};
+use crate::data::frames::InputFormat;
 use crate::data::frames::{load_input, InterferogramFiles};
 use crate::data::resample::resize_bilinear;
-use crate::train::caption::{load_run_tokenizer, run_weights, CaptionTrainConfig};
-use crate::train::checkpoint::{load_model, RunDir};
+use crate::train::caption::{
+    evaluate_captions, load_caption_data, load_caption_run, LoadedCaptionRun,
+};
 
 #[derive(Debug, Args)]
 pub struct CaptionArgs {
@@ -104,19 +105,12 @@ pub fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
 pub fn run(args: CaptionArgs, global: &GlobalArgs) -> Result<()> {
     ensure!(args.beam >= 1, "--beam must be at least 1");
     let device = crate::device::open(global.device)?;
-    let run = RunDir::new(&args.model);
-    let cfg: CaptionTrainConfig = run
-        .read_config()
-        .with_context(|| format!("--model {}", args.model.display()))?;
+    let LoadedCaptionRun {
+        cfg,
+        tokenizer,
+        model,
+    } = load_caption_run(&args.model, &device)?;
     let arch = cfg.model()?.clone();
-    let tokenizer = load_run_tokenizer(&run, &arch)?;
-    let varmap = candle_nn::VarMap::new();
-    let model = CaptionModel::new(
-        &arch,
-        seeded_var_builder(&varmap, cfg.seed, candle_core::DType::F32, &device),
-    )?;
-    let weights = run_weights(&run)?;
-    load_model(&weights, &varmap)?;
     let format = cfg.data.input_format;
     let size = cfg.data.image_size;
     let channels = arch.encoder.in_channels;
@@ -179,6 +173,119 @@ pub fn run(args: CaptionArgs, global: &GlobalArgs) -> Result<()> {
     } else {
         for (p, c, _) in &results {
             println!("{}\t{c}", p.display());
+        }
+    }
+    Ok(())
+}
+
+/// Which part of the split `eval caption` scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SplitArg {
+    Train,
+    Val,
+    Test,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalCaptionArgs {
+    /// Caption run directory (`insar-mm train caption --out RUN`).
+    #[arg(long, value_name = "RUN")]
+    pub model: PathBuf,
+    /// Dataset directory. Default: the run's `--data`, else the built-in synthetic dataset
+    /// of the run's seed.
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Split part to score (the dataset's `split.json`, else the frame split of the run's
+    /// seed, as in training).
+    #[arg(long, value_enum, default_value_t = SplitArg::Test)]
+    pub split: SplitArg,
+    /// Beam width (1 = greedy).
+    #[arg(long, default_value_t = 1)]
+    pub beam: usize,
+    /// Length-normalisation exponent of beam search.
+    #[arg(long, default_value_t = 1.0)]
+    pub length_penalty: f64,
+    /// Write the model's captions as COCO results JSON ([{"image_id", "caption"}]).
+    #[arg(long, value_name = "RES.json")]
+    pub out: Option<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `insar-mm eval caption`: the model's BLEU-1..4 / ROUGE-L / CIDEr-D on a split part, with
+/// the most-frequent-caption and nearest-neighbour baselines on the same images.
+pub fn run_eval(args: EvalCaptionArgs, global: &GlobalArgs) -> Result<()> {
+    ensure!(args.beam >= 1, "--beam must be at least 1");
+    let device = crate::device::open(global.device)?;
+    let loaded = load_caption_run(&args.model, &device)?;
+    let cfg = &loaded.cfg;
+    let dir = match args.data.clone().or_else(|| cfg.data.dir.clone()) {
+        Some(d) => d,
+        None => crate::synth::builtin::ensure(cfg.seed, &|| {})?,
+    };
+    let format: InputFormat = cfg.data.input_format;
+    let data = load_caption_data(&dir, format, cfg.data.image_size, cfg.seed)?;
+    let part = match args.split {
+        SplitArg::Train => &data.train,
+        SplitArg::Val => &data.val,
+        SplitArg::Test => &data.test,
+    };
+    let split = format!("{:?}", args.split).to_lowercase();
+    ensure!(
+        !part.is_empty(),
+        "--data {}: the {split} split has no interferogram with a caption",
+        dir.display()
+    );
+    let search = SearchConfig {
+        beam_width: args.beam,
+        max_new_tokens: cfg.data.max_len - 1,
+        length_penalty: args.length_penalty,
+    };
+    let ev = evaluate_captions(&loaded, &data.train, part, &search, &device)?;
+    if let Some(out) = &args.out {
+        let results: Vec<serde_json::Value> = part
+            .ids
+            .iter()
+            .zip(&ev.captions)
+            .map(|(id, c)| serde_json::json!({"image_id": id, "caption": c}))
+            .collect();
+        crate::data::atomic::write_atomic(out, serde_json::to_string_pretty(&results)?.as_bytes())
+            .with_context(|| format!("--out {}", out.display()))?;
+    }
+    if args.json {
+        let v = serde_json::json!({
+            "data": dir.display().to_string(),
+            "split": split,
+            "images": part.len(),
+            "beam": args.beam,
+            "model": ev.model.to_json(),
+            "baselines": {
+                "most_frequent": ev.most_frequent.to_json(),
+                "nearest_neighbour": ev.nearest_neighbour.to_json(),
+            },
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "{split} split of {} ({} images), beam {}:",
+            dir.display(),
+            part.len(),
+            args.beam
+        );
+        println!(
+            "  {:<30} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}",
+            "", "BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "ROUGE-L", "CIDEr-D"
+        );
+        for (name, s) in [
+            ("model", &ev.model),
+            ("most frequent train caption", &ev.most_frequent),
+            ("nearest neighbour (encoder)", &ev.nearest_neighbour),
+        ] {
+            println!(
+                "  {name:<30} {:>7.4} {:>7.4} {:>7.4} {:>7.4} {:>7.4} {:>7.4}",
+                s.bleu1, s.bleu2, s.bleu3, s.bleu4, s.rouge_l, s.cider
+            );
         }
     }
     Ok(())

@@ -21,6 +21,10 @@ use super::GlobalArgs;
 
 #[derive(Debug, Subcommand)]
 pub enum EvalCommand {
+    /// A caption run on a split of a dataset: BLEU-1..4, ROUGE-L, CIDEr-D of the model and of
+    /// two baselines (most frequent training caption; nearest-neighbour caption retrieval in
+    /// the encoder's pooled feature space), optionally the COCO result JSON.
+    Caption(super::caption::EvalCaptionArgs),
     /// BLEU-1..4, ROUGE-L and CIDEr-D exactly as pycocoevalcap 1.2 (PTB tokenization
     /// re-implemented; METEOR and SPICE are not computed).
     Captions {
@@ -140,6 +144,7 @@ pub fn run(cmd: EvalCommand, global: &GlobalArgs) -> Result<()> {
     match cmd {
         EvalCommand::Classify(a) => eval_classify(a, global),
         EvalCommand::Segment(a) => eval_segment(a, global),
+        EvalCommand::Caption(args) => super::caption::run_eval(args, global),
         EvalCommand::Captions {
             refs,
             results,

@@ -107,6 +107,10 @@ pub struct CaptionArgs {
     /// memory and the decoder train.
     #[arg(long, conflicts_with = "resume")]
     pub freeze_encoder: bool,
+    /// Start the encoder from a SimCLR run (`train pretrain --out RUN`): its architecture and
+    /// `encoder.*` weights.
+    #[arg(long, value_name = "RUN", conflicts_with = "resume")]
+    pub encoder: Option<PathBuf>,
 }
 
 /// `train classify` / `train segment`.
@@ -267,6 +271,9 @@ fn run_caption(args: &CaptionArgs, global: &GlobalArgs) -> Result<()> {
             }
             if args.freeze_encoder {
                 cfg.freeze_encoder = true;
+            }
+            if let Some(run) = &args.encoder {
+                cfg.encoder_init = Some(run.clone());
             }
             common.apply_train_overrides(&mut cfg.train);
             if common.data.is_some() {

@@ -57,6 +57,10 @@ pub struct CaptionData {
     pub max_len: usize,
     /// Images decoded per validation pass (the first ones of the val split; 0 = all).
     pub val_images: usize,
+    /// Sequences per length group of a training batch: the batch is sorted by caption
+    /// length and cut into groups of this size, each padded to its own longest caption
+    /// (same loss as padding the whole batch; 0 = one group).
+    pub length_group: usize,
 }
 
 impl Default for CaptionData {
@@ -68,6 +72,7 @@ impl Default for CaptionData {
             input_format: InputFormat::default(),
             max_len: 96,
             val_images: 0,
+            length_group: 8,
         }
     }
 }
@@ -85,6 +90,9 @@ pub struct CaptionTrainConfig {
     pub label_smoothing: f64,
     /// Keep the encoder fixed (running BatchNorm statistics, no gradient).
     pub freeze_encoder: bool,
+    /// `--encoder RUN`: a SimCLR run (`insar-mm train pretrain`) whose encoder architecture
+    /// and `encoder.*` weights the caption model starts from.
+    pub encoder_init: Option<PathBuf>,
     /// The resolved architecture (filled once the tokenizer's vocabulary is known).
     pub model: Option<CaptionConfig>,
     pub optim: OptimConfig,
@@ -101,6 +109,7 @@ impl Default for CaptionTrainConfig {
             tokenizer: TokenizerConfig::default(),
             label_smoothing: 0.1,
             freeze_encoder: false,
+            encoder_init: None,
             model: None,
             optim: OptimConfig::Adamw {
                 lr: 1e-3,
@@ -274,6 +283,48 @@ pub fn load_caption_data(
     Ok(data)
 }
 
+/// The encoder architecture of the SimCLR run `run` (its `config.json`).
+pub fn pretrained_encoder_config(run: &Path) -> Result<insar_mm_models::encoder::EncoderConfig> {
+    let cfg: super::config::PretrainConfig = RunDir::new(run)
+        .read_config()
+        .with_context(|| format!("--encoder {}: not a `train pretrain` run", run.display()))?;
+    Ok(cfg
+        .model
+        .simclr()
+        .with_context(|| format!("--encoder {}", run.display()))?
+        .encoder)
+}
+
+/// Sets the `encoder.*` variables of `varmap` from the SimCLR run `run` (its best, else last,
+/// weights); every one must be there with the same shape. Returns how many were set.
+pub fn load_pretrained_encoder(run: &Path, varmap: &VarMap) -> Result<usize> {
+    let path =
+        run_weights(&RunDir::new(run)).with_context(|| format!("--encoder {}", run.display()))?;
+    let data = varmap.data().lock().expect("VarMap lock poisoned");
+    let device = data
+        .values()
+        .next()
+        .map_or(Device::Cpu, |v| v.device().clone());
+    let (tensors, _) = super::optim::read_tensors(&path, &device)?;
+    let mut n = 0;
+    for (name, var) in data.iter().filter(|(n, _)| n.starts_with("encoder.")) {
+        let t = tensors
+            .get(name)
+            .with_context(|| format!("--encoder {}: {name} is missing", path.display()))?;
+        ensure!(
+            t.dims() == var.dims(),
+            "--encoder {}: {name} has shape {:?}, the caption model expects {:?}",
+            path.display(),
+            t.dims(),
+            var.dims()
+        );
+        var.set(&t.to_dtype(var.dtype())?)?;
+        n += 1;
+    }
+    ensure!(n > 0, "--encoder {}: no encoder variable", path.display());
+    Ok(n)
+}
+
 /// The caption model of `cfg` on a fresh `VarMap`, initialised from `cfg.seed`.
 pub fn build_model(cfg: &CaptionTrainConfig, device: &Device) -> Result<(VarMap, CaptionModel)> {
     let varmap = VarMap::new();
@@ -321,14 +372,184 @@ pub fn score_captions(
     score_tokenized(&ids, &cands, &refs, false, 0)
 }
 
+/// The most frequent caption of `captions` (compared after trimming; ties go to the
+/// caption that sorts first), `None` when there is none.
+pub fn most_frequent_caption(captions: &[String]) -> Option<String> {
+    let mut counts: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for c in captions {
+        let c = c.trim();
+        if !c.is_empty() {
+            *counts.entry(c).or_default() += 1;
+        }
+    }
+    let best = counts.values().copied().max()?;
+    counts
+        .into_iter()
+        .find(|&(_, n)| n == best)
+        .map(|(c, _)| c.to_string())
+}
+
+/// L2-normalised pooled encoder features (global average of C5, inference BatchNorm) of
+/// `images`, one row each.
+pub fn pooled_features(
+    model: &CaptionModel,
+    images: &[&Image],
+    batch: usize,
+    device: &Device,
+) -> Result<Vec<Vec<f32>>> {
+    let mut out = Vec::with_capacity(images.len());
+    for chunk in images.chunks(batch.max(1)) {
+        let x = batch_tensor(chunk, device)?;
+        let pooled = model.encoder().forward_t(&x, false)?.pooled;
+        for mut row in pooled.to_dtype(DType::F32)?.to_vec2::<f32>()? {
+            let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+            if norm > 0.0 {
+                row.iter_mut().for_each(|v| *v /= norm);
+            }
+            out.push(row);
+        }
+    }
+    Ok(out)
+}
+
+/// Nearest-neighbour caption retrieval: for each row of `queries`, the caption of the row of
+/// `gallery` with the largest cosine similarity (rows L2-normalised; ties: the first).
+pub fn nearest_neighbour_captions(
+    gallery: &[Vec<f32>],
+    gallery_captions: &[String],
+    queries: &[Vec<f32>],
+) -> Result<Vec<String>> {
+    ensure!(
+        gallery.len() == gallery_captions.len() && !gallery.is_empty(),
+        "nearest-neighbour captions need one caption per gallery image and at least one image"
+    );
+    Ok(queries
+        .par_iter()
+        .map(|q| {
+            let mut best = (0, f32::NEG_INFINITY);
+            for (i, g) in gallery.iter().enumerate() {
+                let sim: f32 = q.iter().zip(g).map(|(a, b)| a * b).sum();
+                if sim > best.1 {
+                    best = (i, sim);
+                }
+            }
+            gallery_captions[best.0].clone()
+        })
+        .collect())
+}
+
+/// A finished caption run, loaded for inference: config, tokenizer (checked against the
+/// model) and the best (else last) weights.
+pub struct LoadedCaptionRun {
+    pub cfg: CaptionTrainConfig,
+    pub tokenizer: CaptionTokenizer,
+    pub model: CaptionModel,
+}
+
+/// Loads the caption run in `dir` (`--model`) onto `device`.
+pub fn load_caption_run(dir: &Path, device: &Device) -> Result<LoadedCaptionRun> {
+    let run = RunDir::new(dir);
+    let cfg: CaptionTrainConfig = run
+        .read_config()
+        .with_context(|| format!("--model {}", dir.display()))?;
+    let arch = cfg.model()?.clone();
+    let tokenizer = load_run_tokenizer(&run, &arch)?;
+    let varmap = VarMap::new();
+    let model = CaptionModel::new(
+        &arch,
+        seeded_var_builder(&varmap, cfg.seed, DType::F32, device),
+    )?;
+    load_model(&run_weights(&run)?, &varmap)?;
+    Ok(LoadedCaptionRun {
+        cfg,
+        tokenizer,
+        model,
+    })
+}
+
+/// Scores of a caption model and of the two baselines on one split part.
+#[derive(Debug)]
+pub struct CaptionEvaluation {
+    /// The model's caption per image of the part (its order).
+    pub captions: Vec<String>,
+    pub model: CaptionScores,
+    /// The most frequent training caption, given to every image.
+    pub most_frequent: CaptionScores,
+    /// The caption of the training image nearest in the encoder's pooled feature space.
+    pub nearest_neighbour: CaptionScores,
+}
+
+/// Decodes `part` with `search` (at most [`decode_limit`] tokens of the `train` captions, as
+/// in training) and scores it, together with the baselines built from `train` (most frequent
+/// caption; nearest neighbour by cosine of pooled encoder features).
+pub fn evaluate_captions(
+    loaded: &LoadedCaptionRun,
+    train: &CaptionPart,
+    part: &CaptionPart,
+    search: &SearchConfig,
+    device: &Device,
+) -> Result<CaptionEvaluation> {
+    ensure!(
+        !part.is_empty(),
+        "the evaluated split has no image with a caption"
+    );
+    let train_ids = train
+        .captions
+        .iter()
+        .map(|c| loaded.tokenizer.encode(c, Some(loaded.cfg.data.max_len)))
+        .collect::<Result<Vec<_>>>()?;
+    let search = SearchConfig {
+        max_new_tokens: search.max_new_tokens.min(decode_limit(&train_ids)),
+        ..*search
+    };
+    let search = &search;
+    let batch = loaded.cfg.data.batch_size.max(16);
+    let images: Vec<&Image> = part.images.iter().collect();
+    let captions = caption_images(
+        &loaded.model,
+        &loaded.tokenizer,
+        &images,
+        search,
+        batch,
+        device,
+    )?;
+    let model = score_captions(&part.ids, &captions, &part.captions);
+    let frequent = most_frequent_caption(&train.captions)
+        .context("the train split has no caption for the most-frequent baseline")?;
+    let most_frequent = score_captions(&part.ids, &vec![frequent; part.len()], &part.captions);
+    let train_images: Vec<&Image> = train.images.iter().collect();
+    let gallery = pooled_features(&loaded.model, &train_images, batch, device)?;
+    let queries = pooled_features(&loaded.model, &images, batch, device)?;
+    let nn = nearest_neighbour_captions(&gallery, &train.captions, &queries)?;
+    let nearest_neighbour = score_captions(&part.ids, &nn, &part.captions);
+    Ok(CaptionEvaluation {
+        captions,
+        model,
+        most_frequent,
+        nearest_neighbour,
+    })
+}
+
+/// The most tokens greedy decoding generates (`[EOS]` included) for a model trained on the
+/// encoded sequences `train_ids` (`[BOS] … [EOS]`): the longest one's length minus `[BOS]`. A
+/// longer output can only be a loop; capping it keeps an early, untrained model from
+/// decoding to `max_len` in validation.
+pub fn decode_limit(train_ids: &[Vec<u32>]) -> usize {
+    train_ids.iter().map(Vec::len).max().unwrap_or(2).max(2) - 1
+}
+
 /// Captioning as a [`TrainTask`].
 pub struct CaptionTask {
     model: CaptionModel,
     tokenizer: CaptionTokenizer,
     train: CaptionPart,
+    /// The training captions' token ids (`[BOS] … [EOS]`, cut at `max_len`), encoded once.
+    train_ids: Vec<Vec<u32>>,
     val: CaptionPart,
     batch: usize,
-    max_len: usize,
+    length_group: usize,
+    /// Longest training sequence minus `[BOS]`: the most tokens decoding generates.
+    decode_tokens: usize,
     label_smoothing: f64,
     mode: EncoderMode,
     device: Device,
@@ -349,13 +570,26 @@ impl CaptionTask {
             val.images.truncate(n);
             val.captions.truncate(n);
         }
+        let train_ids = train
+            .captions
+            .iter()
+            .zip(&train.ids)
+            .map(|(c, id)| {
+                tokenizer
+                    .encode(c, Some(cfg.data.max_len))
+                    .with_context(|| format!("caption of {id}"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let decode_tokens = decode_limit(&train_ids);
         Ok(Self {
             model,
             tokenizer,
             train,
+            train_ids,
             val,
             batch: cfg.data.batch_size,
-            max_len: cfg.data.max_len,
+            length_group: cfg.data.length_group,
+            decode_tokens,
             label_smoothing: cfg.label_smoothing,
             mode: if cfg.freeze_encoder {
                 EncoderMode::Frozen
@@ -370,23 +604,57 @@ impl CaptionTask {
         &self.model
     }
 
-    /// The label-smoothed loss of training samples `indices` (dropout from `rng`).
+    /// Greedy decoding as in validation and test scoring: at most as many tokens as the
+    /// longest training caption (a longer output can only be a loop).
+    pub fn search(&self) -> SearchConfig {
+        SearchConfig {
+            beam_width: 1,
+            max_new_tokens: self.decode_tokens,
+            length_penalty: 1.0,
+        }
+    }
+
+    /// The label-smoothed loss of training samples `indices` (dropout from `rng`), with the
+    /// batch in length groups ([`CaptionModel::loss_grouped`]).
     pub fn loss(
         &self,
         indices: &[usize],
         rng: Option<&mut rand_chacha::ChaCha8Rng>,
     ) -> Result<Tensor> {
         let images: Vec<&Image> = indices.iter().map(|&i| &self.train.images[i]).collect();
-        let captions: Vec<&str> = indices
-            .iter()
-            .map(|&i| self.train.captions[i].as_str())
-            .collect();
-        let (ids, t) = self.tokenizer.encode_batch(&captions, self.max_len)?;
-        let seqs = Tensor::from_vec(ids, (indices.len(), t), &self.device)?;
         let x = batch_tensor(&images, &self.device)?;
+        let mut order: Vec<usize> = (0..indices.len()).collect();
+        order.sort_by_key(|&j| self.train_ids[indices[j]].len());
+        let size = if self.length_group == 0 {
+            order.len().max(1)
+        } else {
+            self.length_group
+        };
+        let pad = self.tokenizer.pad_id();
+        let groups = order
+            .chunks(size)
+            .map(|rows| -> Result<(Tensor, Tensor)> {
+                let t = rows
+                    .iter()
+                    .map(|&j| self.train_ids[indices[j]].len())
+                    .max()
+                    .unwrap_or(0);
+                let mut flat = Vec::with_capacity(rows.len() * t);
+                for &j in rows {
+                    let ids = &self.train_ids[indices[j]];
+                    flat.extend_from_slice(ids);
+                    flat.extend(std::iter::repeat_n(pad, t - ids.len()));
+                }
+                let r: Vec<u32> = rows.iter().map(|&j| j as u32).collect();
+                Ok((
+                    Tensor::from_vec(r, rows.len(), &self.device)?,
+                    Tensor::from_vec(flat, (rows.len(), t), &self.device)?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(self
             .model
-            .loss(&x, &seqs, self.label_smoothing, self.mode, rng)?)
+            .loss_grouped(&x, &groups, self.label_smoothing, self.mode, rng)?)
     }
 }
 
@@ -411,11 +679,7 @@ impl TrainTask for CaptionTask {
         if self.val.is_empty() {
             return Ok(Vec::new());
         }
-        let search = SearchConfig {
-            beam_width: 1,
-            max_new_tokens: self.max_len - 1,
-            length_penalty: 1.0,
-        };
+        let search = self.search();
         let images: Vec<&Image> = self.val.images.iter().collect();
         let cands = caption_images(
             &self.model,
@@ -451,7 +715,7 @@ pub fn run_weights(run: &RunDir) -> Result<PathBuf> {
         }
     }
     bail!(
-        "{}: no {BEST_MODEL_FILE} or {MODEL_FILE}: not a trained caption run",
+        "{}: no {BEST_MODEL_FILE} or {MODEL_FILE}: not a trained run",
         run.root.display()
     )
 }
@@ -481,11 +745,22 @@ pub fn train_caption(
     } else {
         let tok = CaptionTokenizer::train(&data.train.captions, &cfg.tokenizer)
             .context("training the tokenizer on the train captions")?;
-        cfg.model = Some(cfg.architecture(tok.vocab_size())?);
-        cfg.validate()?;
+        let mut arch = cfg.architecture(tok.vocab_size())?;
+        if let Some(run) = &cfg.encoder_init {
+            arch.encoder = pretrained_encoder_config(run)?;
+        }
+        cfg.model = Some(arch);
+        cfg.validate().with_context(|| match &cfg.encoder_init {
+            Some(run) => format!("--encoder {}", run.display()),
+            None => "caption config".into(),
+        })?;
         tok
     };
     let (varmap, model) = build_model(cfg, device)?;
+    if let (Some(run), false) = (&cfg.encoder_init, resume) {
+        let n = load_pretrained_encoder(run, &varmap)?;
+        log::info!("encoder initialised from {} ({n} tensors)", run.display());
+    }
     let params = trainable_params(&varmap, |n| is_optimised(n, cfg.freeze_encoder));
     let optimizer = Optimizer::new(cfg.optim.clone(), params)?;
     let test = data.test;
@@ -524,11 +799,7 @@ pub fn train_caption(
         });
     }
     load_model(&run_weights(&run)?, &varmap)?;
-    let search = SearchConfig {
-        beam_width: 1,
-        max_new_tokens: cfg.data.max_len - 1,
-        length_penalty: 1.0,
-    };
+    let search = task.search();
     let images: Vec<&Image> = test.images.iter().collect();
     let cands = caption_images(
         task.model(),

@@ -160,10 +160,14 @@ impl DecoderLayer {
         })
     }
 
+    /// One layer on `x` `(B, T, d)`. With `past` (incremental decoding, `T` = 1): `past`
+    /// holds the self-attention inputs of the earlier positions, the new position attends to
+    /// them and to itself, and is appended to `past`.
     fn forward(
         &self,
         x: &Tensor,
         memory: &Tensor,
+        past: Option<&mut Option<Tensor>>,
         drop: &SeededDropout,
         mut rng: Option<&mut ChaCha8Rng>,
     ) -> Result<Tensor> {
@@ -174,7 +178,24 @@ impl DecoderLayer {
             }
         };
         let h = self.self_attn_layer_norm.forward(x)?;
-        let x = (x + dropout(self.self_attn.self_attention(&h, None, true)?)?)?;
+        let attended = match past {
+            None => self.self_attn.self_attention(&h, None, true)?,
+            Some(past) => {
+                let keys = match past.take() {
+                    Some(p) => Tensor::cat(&[&p, &h], 1)?,
+                    None => h.clone(),
+                };
+                // Causal with the queries as the last positions of `keys`: the newest
+                // position sees every cached one and itself.
+                let out = self
+                    .self_attn
+                    .forward_with_weights(&h, &keys, None, true)?
+                    .0;
+                *past = Some(keys);
+                out
+            }
+        };
+        let x = (x + dropout(attended)?)?;
         let h = self.encoder_attn_layer_norm.forward(&x)?;
         let x = (&x + dropout(self.encoder_attn.cross_attention(&h, memory, None)?)?)?;
         let h = self.final_layer_norm.forward(&x)?;
@@ -290,7 +311,7 @@ impl CaptionDecoder {
             x = self.dropout.forward(&x, true, r)?;
         }
         for layer in &self.layers {
-            x = layer.forward(&x, memory, &self.dropout, dropout.as_deref_mut())?;
+            x = layer.forward(&x, memory, None, &self.dropout, dropout.as_deref_mut())?;
         }
         self.layer_norm.forward(&x)
     }
@@ -314,11 +335,97 @@ impl CaptionDecoder {
         self.logits(&self.hidden(memory, input_ids, dropout)?)
     }
 
-    /// Log-probabilities `(B, vocab)` of the token after the last position of `input_ids`.
+    /// Log-probabilities `(B, vocab)` of the token after the last position of `input_ids`
+    /// (recomputes the whole prefix; [`Self::next_token_log_probs_cached`] is the incremental
+    /// equivalent used by the searches).
     pub fn next_token_log_probs(&self, memory: &Tensor, input_ids: &Tensor) -> Result<Tensor> {
         let h = self.hidden(memory, input_ids, None)?;
         let t = h.dim(1)?;
         let last = h.narrow(1, t - 1, 1)?.squeeze(1)?;
         candle_nn::ops::log_softmax(&self.logits(&last)?, D::Minus1)
+    }
+
+    /// An empty [`DecoderCache`] for incremental decoding.
+    pub fn new_cache(&self) -> DecoderCache {
+        DecoderCache {
+            past: vec![None; self.layers.len()],
+            len: 0,
+        }
+    }
+
+    /// Incremental decoding: log-probabilities `(N, vocab)` of the token after `tokens`
+    /// `(N,)`, the newest token of each of `N` sequences whose earlier positions are in
+    /// `cache` (empty before the first token, `[BOS]`); appends the new position to `cache`.
+    /// Equals [`Self::next_token_log_probs`] on the whole prefix, at one position's cost per
+    /// layer instead of the prefix's (the FFN and cross-attention of earlier positions are not
+    /// recomputed).
+    pub fn next_token_log_probs_cached(
+        &self,
+        memory: &Tensor,
+        tokens: &Tensor,
+        cache: &mut DecoderCache,
+    ) -> Result<Tensor> {
+        let n = tokens.dim(0)?;
+        let (bm, _, dm) = memory.dims3()?;
+        if bm != n || dm != self.cfg.d_model || cache.past.len() != self.layers.len() {
+            candle_core::bail!(
+                "decoder: {n} tokens need memory (N={n}, M, {}) and a cache of {} layers, got {:?} and {}",
+                self.cfg.d_model,
+                self.layers.len(),
+                memory.shape(),
+                cache.past.len()
+            )
+        }
+        if let Some(Some(p)) = cache.past.first() {
+            if p.dim(0)? != n {
+                candle_core::bail!("decoder cache holds {} rows, got {n} tokens", p.dim(0)?)
+            }
+        }
+        let t = cache.len;
+        if t >= self.cfg.max_len {
+            candle_core::bail!("decoder: position {t} exceeds max_len {}", self.cfg.max_len)
+        }
+        let d = self.cfg.d_model;
+        let tok = (self.embed_tokens.forward(&tokens.unsqueeze(1)?)? * (d as f64).sqrt())?;
+        let pos = match &self.embed_positions {
+            Some(table) => table.narrow(0, t, 1)?,
+            None => sinusoidal_position_embedding(t + 1, d, tok.dtype(), tok.device())?
+                .narrow(0, t, 1)?,
+        };
+        let mut x = tok.broadcast_add(&pos.unsqueeze(0)?)?;
+        for (layer, past) in self.layers.iter().zip(cache.past.iter_mut()) {
+            x = layer.forward(&x, memory, Some(past), &self.dropout, None)?;
+        }
+        cache.len += 1;
+        let h = self.layer_norm.forward(&x)?.squeeze(1)?;
+        candle_nn::ops::log_softmax(&self.logits(&h)?, D::Minus1)
+    }
+}
+
+/// The state of incremental decoding ([`CaptionDecoder::next_token_log_probs_cached`]): per
+/// layer, the self-attention inputs `(N, t, d_model)` of the `t` positions decoded so far.
+#[derive(Debug, Clone)]
+pub struct DecoderCache {
+    past: Vec<Option<Tensor>>,
+    len: usize,
+}
+
+impl DecoderCache {
+    /// Positions decoded so far.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Keeps the sequences `rows` `(N',)` (u32 indices, repeats allowed) in that order: a
+    /// finished caption leaving the batch, beam hypotheses continuing from their parents.
+    pub fn select(&mut self, rows: &Tensor) -> Result<()> {
+        for p in self.past.iter_mut().flatten() {
+            *p = p.index_select(rows, 0)?;
+        }
+        Ok(())
     }
 }

@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::encoder::{EncoderConfig, ResNet};
 
-pub use decoder::{CaptionDecoder, DecoderConfig, PositionKind};
+pub use decoder::{CaptionDecoder, DecoderCache, DecoderConfig, PositionKind};
 pub use loss::label_smoothed_cross_entropy;
 pub use memory::{MemoryConfig, VisualMemory};
 pub use search::{beam_search, greedy, Hypothesis, SearchConfig};
@@ -186,20 +186,75 @@ impl CaptionModel {
         mode: EncoderMode,
         dropout: Option<&mut ChaCha8Rng>,
     ) -> Result<Tensor> {
-        let (_, t1) = sequences.dims2()?;
-        if t1 < 2 {
-            candle_core::bail!("caption sequences need at least [BOS] and one target token")
-        }
-        let input = sequences.narrow(1, 0, t1 - 1)?;
-        let target = sequences.narrow(1, 1, t1 - 1)?;
-        let logits = self.forward(images, &input, mode, dropout)?;
-        let v = logits.dim(2)?;
-        label_smoothed_cross_entropy(
-            &logits.reshape(((), v))?,
-            &target.flatten_all()?,
-            self.cfg.decoder.pad_id,
+        let b = sequences.dim(0)?;
+        let rows = Tensor::arange(0u32, b as u32, sequences.device())?;
+        self.loss_grouped(
+            images,
+            &[(rows, sequences.clone())],
             label_smoothing,
+            mode,
+            dropout,
         )
+    }
+
+    /// [`Self::loss`] with the batch's sequences in groups of similar length: `groups` holds,
+    /// per group, its rows of the batch (`u32` indices into `images`) and their sequences
+    /// `(n_g, T_g + 1)`, each group padded only to its own longest sequence. The encoder runs
+    /// once on the whole batch (BatchNorm statistics as in [`Self::loss`]); the result is the
+    /// mean over every non-padding target of the batch, so it equals [`Self::loss`] on the
+    /// batch padded to its longest sequence, while the decoder's cost follows each group's
+    /// length instead of the batch's longest.
+    pub fn loss_grouped(
+        &self,
+        images: &Tensor,
+        groups: &[(Tensor, Tensor)],
+        label_smoothing: f64,
+        mode: EncoderMode,
+        mut dropout: Option<&mut ChaCha8Rng>,
+    ) -> Result<Tensor> {
+        let memory = self.encode(images, mode)?;
+        let pad = self.cfg.decoder.pad_id;
+        let mut total: Option<Tensor> = None;
+        let mut count = 0usize;
+        for (rows, sequences) in groups {
+            let (_, t1) = sequences.dims2()?;
+            if t1 < 2 {
+                candle_core::bail!("caption sequences need at least [BOS] and one target token")
+            }
+            let target = sequences.narrow(1, 1, t1 - 1)?.flatten_all()?;
+            let n = target
+                .to_dtype(DType::U32)?
+                .to_vec1::<u32>()?
+                .iter()
+                .filter(|&&t| t != pad)
+                .count();
+            if n == 0 {
+                continue;
+            }
+            let input = sequences.narrow(1, 0, t1 - 1)?;
+            let logits = self.decoder.forward(
+                &memory.index_select(rows, 0)?,
+                &input,
+                dropout.as_deref_mut(),
+            )?;
+            let v = logits.dim(2)?;
+            let mean = label_smoothed_cross_entropy(
+                &logits.reshape(((), v))?,
+                &target,
+                pad,
+                label_smoothing,
+            )?;
+            let sum = (mean * n as f64)?;
+            total = Some(match total {
+                Some(t) => (t + sum)?,
+                None => sum,
+            });
+            count += n;
+        }
+        match total {
+            Some(t) => t / count as f64,
+            None => candle_core::bail!("cross-entropy: every target is padding"),
+        }
     }
 
     /// Beam search (greedy for width 1) for every image; hypotheses best first.

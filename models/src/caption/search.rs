@@ -1,8 +1,10 @@
 //! Batched greedy decoding and beam search.
 //!
-//! Both run the decoder on the whole prefix at every step (no key/value cache: simple and
-//! obviously consistent with teacher forcing; the cost is quadratic in the caption length,
-//! small next to the encoder for captions of ≤ 100 tokens). Finished sequences leave the batch.
+//! Both decode incrementally ([`CaptionDecoder::next_token_log_probs_cached`]): each step runs
+//! the decoder on the newest token only, attending to the cached self-attention inputs of the
+//! earlier positions, so a caption of `T` tokens costs `T` positions instead of the `T²/2` of
+//! re-running the whole prefix (tested equal to the full recomputation). Finished sequences
+//! leave the batch; beam hypotheses take their parent's cache rows.
 //!
 //! Scores: `log_prob` is the sum of the token log-probabilities, `[EOS]` included; `score`
 //! is `log_prob / len^α` with `len` the number of generated tokens (`[EOS]` included) and
@@ -20,7 +22,7 @@
 use candle_core::{DType, Result, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::decoder::CaptionDecoder;
+use super::decoder::{CaptionDecoder, DecoderCache};
 
 /// Decoding options.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -86,37 +88,34 @@ fn validate(decoder: &CaptionDecoder, memory: &Tensor, cfg: &SearchConfig) -> Re
     Ok(cfg.max_new_tokens.min(decoder.config().max_len - 1))
 }
 
-/// Log-probabilities of the next token after `[BOS] + prefix` for each `(memory row, prefix)`.
+/// Log-probabilities of the token after `last` `(N,)` for each row of `memory` `(N, M, d)`,
+/// the earlier positions being in `cache` (which the new position is appended to).
 fn step(
     decoder: &CaptionDecoder,
     memory: &Tensor,
-    rows: &[u32],
-    prefixes: &[&[u32]],
+    last: &[u32],
+    cache: &mut DecoderCache,
 ) -> Result<Vec<Vec<f32>>> {
-    let n = rows.len();
-    let t = prefixes[0].len() + 1;
-    let bos = decoder.config().bos_id;
-    let mut flat = Vec::with_capacity(n * t);
-    for p in prefixes {
-        debug_assert_eq!(p.len() + 1, t);
-        flat.push(bos);
-        flat.extend_from_slice(p);
-    }
-    let device = memory.device();
-    let idx = Tensor::from_vec(rows.to_vec(), n, device)?;
-    let mem = memory.index_select(&idx, 0)?;
-    let ids = Tensor::from_vec(flat, (n, t), device)?;
+    let tokens = Tensor::from_vec(last.to_vec(), last.len(), memory.device())?;
     let mut rows: Vec<Vec<f32>> = decoder
-        .next_token_log_probs(&mem, &ids)?
+        .next_token_log_probs_cached(memory, &tokens, cache)?
         .to_dtype(DType::F32)?
         .to_vec2()?;
     // A caption never contains [PAD] or a second [BOS].
     let pad = decoder.config().pad_id as usize;
+    let bos = decoder.config().bos_id as usize;
     for row in &mut rows {
         row[pad] = f32::NEG_INFINITY;
-        row[bos as usize] = f32::NEG_INFINITY;
+        row[bos] = f32::NEG_INFINITY;
     }
     Ok(rows)
+}
+
+/// `memory` and `cache` restricted to `rows` (u32 indices into the current rows).
+fn select(memory: &Tensor, cache: &mut DecoderCache, rows: &[u32]) -> Result<Tensor> {
+    let idx = Tensor::from_vec(rows.to_vec(), rows.len(), memory.device())?;
+    cache.select(&idx)?;
+    memory.index_select(&idx, 0)
 }
 
 /// Index and value of the largest entry, the lowest index among ties.
@@ -142,21 +141,33 @@ pub fn greedy(
     let mut tokens: Vec<Vec<u32>> = vec![Vec::new(); b];
     let mut log_prob = vec![0f64; b];
     let mut finished = vec![false; b];
+    // The images still decoding, their memory rows, newest tokens and cache.
+    let mut active: Vec<usize> = (0..b).collect();
+    let mut mem = memory.clone();
+    let mut last = vec![decoder.config().bos_id; b];
+    let mut cache = decoder.new_cache();
     for _ in 0..limit {
-        let active: Vec<u32> = (0..b as u32).filter(|&i| !finished[i as usize]).collect();
         if active.is_empty() {
             break;
         }
-        let prefixes: Vec<&[u32]> = active.iter().map(|&i| &tokens[i as usize][..]).collect();
-        let lp = step(decoder, memory, &active, &prefixes)?;
-        for (&i, row) in active.iter().zip(&lp) {
-            let i = i as usize;
+        let lp = step(decoder, &mem, &last, &mut cache)?;
+        let mut keep: Vec<u32> = Vec::with_capacity(active.len());
+        last.clear();
+        for (r, (&i, row)) in active.iter().zip(&lp).enumerate() {
             let (tok, l) = argmax(row);
             log_prob[i] += f64::from(l);
             if tok == eos {
                 finished[i] = true;
             } else {
                 tokens[i].push(tok);
+                keep.push(r as u32);
+                last.push(tok);
+            }
+        }
+        if keep.len() < active.len() {
+            active = keep.iter().map(|&r| active[r as usize]).collect();
+            if !keep.is_empty() {
+                mem = select(&mem, &mut cache, &keep)?;
             }
         }
     }
@@ -193,21 +204,18 @@ pub fn beam_search(
             done: false,
         })
         .collect();
+    // The rows of a step: the live hypotheses of the unfinished images, in image order; their
+    // memory rows, newest tokens and cache.
+    let mut mem = memory.clone();
+    let mut last = vec![decoder.config().bos_id; b];
+    let mut cache = decoder.new_cache();
     for _ in 0..limit {
-        let mut rows = Vec::new();
-        let mut prefixes: Vec<&[u32]> = Vec::new();
-        for (i, beam) in beams.iter().enumerate() {
-            if !beam.done {
-                for (p, _) in &beam.live {
-                    rows.push(i as u32);
-                    prefixes.push(p);
-                }
-            }
-        }
-        if rows.is_empty() {
+        if last.is_empty() {
             break;
         }
-        let lp = step(decoder, memory, &rows, &prefixes)?;
+        let lp = step(decoder, &mem, &last, &mut cache)?;
+        // Row (in this step's layout) of every hypothesis of the next step.
+        let mut parents: Vec<u32> = Vec::new();
         let mut offset = 0;
         for beam in beams.iter_mut().filter(|b| !b.done) {
             let n_live = beam.live.len();
@@ -217,7 +225,6 @@ pub fn beam_search(
                     cands.push((base + f64::from(l), h, v as u32));
                 }
             }
-            offset += n_live;
             cands.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
             let mut next = Vec::with_capacity(k);
             for (rank, &(total, h, tok)) in cands.iter().take(2 * k).enumerate() {
@@ -230,16 +237,30 @@ pub fn beam_search(
                 } else {
                     let mut tokens = beam.live[h].0.clone();
                     tokens.push(tok);
-                    next.push((tokens, total));
+                    next.push((tokens, total, (offset + h) as u32));
                 }
                 if next.len() == k {
                     break;
                 }
             }
-            beam.live = next;
-            if beam.finished.len() >= k || beam.live.is_empty() {
-                beam.done = true;
+            offset += n_live;
+            beam.done = beam.finished.len() >= k || next.is_empty();
+            if !beam.done {
+                parents.extend(next.iter().map(|n| n.2));
             }
+            beam.live = next.into_iter().map(|(t, l, _)| (t, l)).collect();
+        }
+        last = beams
+            .iter()
+            .filter(|b| !b.done)
+            .flat_map(|b| {
+                b.live
+                    .iter()
+                    .map(|(t, _)| *t.last().expect("a live hypothesis has a token"))
+            })
+            .collect();
+        if !parents.is_empty() {
+            mem = select(&mem, &mut cache, &parents)?;
         }
     }
     Ok(beams

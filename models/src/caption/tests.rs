@@ -303,3 +303,99 @@ fn presets_serde_and_validation() {
     let vb = seeded_var_builder(&VarMap::new(), 0, DType::F32, &Device::Cpu);
     assert!(CaptionModel::new(&bad, vb).is_err());
 }
+
+#[test]
+fn incremental_decoding_equals_recomputing_the_prefix() -> Result<()> {
+    for positions in [PositionKind::Sinusoidal, PositionKind::Learned] {
+        let mut cfg = tiny_cfg();
+        cfg.decoder.positions = positions;
+        let (_, model) = build(&cfg, 5);
+        let dec = model.decoder();
+        let memory = model.encode(&images(3, 2), EncoderMode::Eval)?;
+        let seqs: [[u32; 6]; 3] = [[1, 5, 6, 7, 8, 9], [1, 4, 4, 3, 10, 11], [1, 2, 7, 5, 6, 4]];
+        let full = |mem: &Tensor, rows: &[Vec<u32>]| -> Result<Tensor> {
+            let t = rows[0].len();
+            let flat: Vec<u32> = rows.concat();
+            dec.next_token_log_probs(mem, &Tensor::from_vec(flat, (rows.len(), t), &Device::Cpu)?)
+        };
+        let max_diff = |a: &Tensor, b: &Tensor| -> Result<f32> {
+            (a - b)?.abs()?.max_all()?.to_scalar::<f32>()
+        };
+        let mut cache = dec.new_cache();
+        assert!(cache.is_empty());
+        for t in 0..6 {
+            let last = Tensor::new(&[seqs[0][t], seqs[1][t], seqs[2][t]], &Device::Cpu)?;
+            let inc = dec.next_token_log_probs_cached(&memory, &last, &mut cache)?;
+            let prefixes: Vec<Vec<u32>> = seqs.iter().map(|s| s[..=t].to_vec()).collect();
+            let d = max_diff(&inc, &full(&memory, &prefixes)?)?;
+            assert!(d < 1e-4, "{positions:?} position {t}: {d}");
+        }
+        assert_eq!(cache.len(), 6);
+        // Reordered and repeated rows continue from their own prefixes (beam search).
+        let idx = Tensor::new(&[2u32, 0, 0], &Device::Cpu)?;
+        cache.select(&idx)?;
+        let mem = memory.index_select(&idx, 0)?;
+        let inc = dec.next_token_log_probs_cached(
+            &mem,
+            &Tensor::new(&[5u32, 6, 7], &Device::Cpu)?,
+            &mut cache,
+        )?;
+        let prefixes = vec![
+            [&seqs[2][..], &[5]].concat(),
+            [&seqs[0][..], &[6]].concat(),
+            [&seqs[0][..], &[7]].concat(),
+        ];
+        let d = max_diff(&inc, &full(&mem, &prefixes)?)?;
+        assert!(d < 1e-4, "{positions:?} after select: {d}");
+        // A cache of 3 rows with 2 new tokens: a clear error.
+        let err = dec
+            .next_token_log_probs_cached(
+                &memory.narrow(0, 0, 2)?,
+                &Tensor::new(&[5u32, 6], &Device::Cpu)?,
+                &mut cache,
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("cache"), "{err}");
+    }
+    Ok(())
+}
+
+#[test]
+fn length_grouped_loss_equals_the_padded_batch_loss() -> Result<()> {
+    let (varmap, model) = build(&tiny_cfg(), 9);
+    let img = images(4, 6);
+    let bodies: [&[u32]; 4] = [&[5, 6, 7, 8, 9, 10], &[4], &[7, 7, 3], &[8, 9]];
+    let padded = sequences(&bodies);
+    let whole = model.loss(&img, &padded, 0.1, EncoderMode::Eval, None)?;
+    // Groups {1, 3} and {2, 0}, each padded to its own longest.
+    let groups = vec![
+        (
+            Tensor::new(&[1u32, 3], &Device::Cpu)?,
+            sequences(&[bodies[1], bodies[3]]),
+        ),
+        (
+            Tensor::new(&[2u32, 0], &Device::Cpu)?,
+            sequences(&[bodies[2], bodies[0]]),
+        ),
+    ];
+    let grouped = model.loss_grouped(&img, &groups, 0.1, EncoderMode::Eval, None)?;
+    let (w, g) = (whole.to_scalar::<f32>()?, grouped.to_scalar::<f32>()?);
+    assert!((w - g).abs() < 1e-5, "{w} vs {g}");
+    // Same gradients.
+    let gw = whole.backward()?;
+    let gg = grouped.backward()?;
+    for (name, var) in varmap.data().lock().unwrap().iter() {
+        if let (Some(a), Some(b)) = (gw.get(var.as_tensor()), gg.get(var.as_tensor())) {
+            let d = (a - b)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(d < 1e-5, "{name}: {d}");
+        }
+    }
+    let all_pad = vec![(
+        Tensor::new(&[0u32], &Device::Cpu)?,
+        Tensor::new(&[[0u32, 0, 0]], &Device::Cpu)?,
+    )];
+    assert!(model
+        .loss_grouped(&img, &all_pad, 0.1, EncoderMode::Eval, None)
+        .is_err());
+    Ok(())
+}
