@@ -472,7 +472,10 @@ mod tests {
         assert_eq!(BinaryConfusion::default().accuracy(), 0.0);
         // The JSON keys are the paper's.
         let json = serde_json::to_value(c).unwrap();
-        assert_eq!(json, serde_json::json!({"tp": 1, "fp": 1, "fn": 2, "tn": 1}));
+        assert_eq!(
+            json,
+            serde_json::json!({"tp": 1, "fp": 1, "fn": 2, "tn": 1})
+        );
         // Bad input is an error, not a panic.
         assert!(BinaryConfusion::from_predictions(&[true], &[])
             .unwrap_err()

@@ -17,6 +17,7 @@ pub mod log;
 pub mod optim;
 pub mod pretrain;
 pub mod schedule;
+pub mod ssl_bench;
 
 pub use checkpoint::{Checkpoint, RunDir, TrainState};
 pub use driver::{
