@@ -59,11 +59,16 @@ pub struct Grads(pub Vec<Option<Tensor>>);
 
 impl Grads {
     /// Picks the gradient of every parameter out of a backward pass's `GradStore`.
+    ///
+    /// Candle's gradients are tracked tensors whose op history reaches back into the forward
+    /// graph (activations included); they are detached here, otherwise the optimizer state
+    /// built from them (AdamW moments, momentum) would keep every step's graph alive — a
+    /// leak of the whole activation memory per step.
     pub fn from_store(params: &[Param], store: &GradStore) -> Self {
         Grads(
             params
                 .iter()
-                .map(|p| store.get(p.var.as_tensor()).cloned())
+                .map(|p| store.get(p.var.as_tensor()).map(Tensor::detach))
                 .collect(),
         )
     }
