@@ -1132,7 +1132,7 @@ mod tests {
                 SslBenchConfig::from_toml(text, "x.toml", 0).unwrap_err()
             )
         };
-        let e = err(&DEFAULT_CONFIG.replace("[scenes]", "[scenes]\npixels = 3"));
+        let e = err(&DEFAULT_CONFIG.replace("\n[scenes]\n", "\n[scenes]\npixels = 3\n"));
         assert!(
             e.contains("x.toml") && e.contains("[scenes]") && e.contains("pixels"),
             "{e}"
