@@ -98,6 +98,89 @@ fn f1(p: f64, r: f64) -> f64 {
     ratio(2.0 * p * r, p + r)
 }
 
+/// Counts of a binary decision (positive = `true`) and the metrics of Bountos et al.'s
+/// Table II derived from them, with scikit-learn's `zero_division = 0`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct BinaryConfusion {
+    /// True positives.
+    pub tp: usize,
+    /// False positives.
+    pub fp: usize,
+    /// False negatives.
+    #[serde(rename = "fn")]
+    pub fn_: usize,
+    /// True negatives.
+    pub tn: usize,
+}
+
+impl BinaryConfusion {
+    /// Counts `(truth, prediction)` pairs; the slices must have the same length.
+    pub fn from_predictions(truth: &[bool], pred: &[bool]) -> Result<Self> {
+        if truth.len() != pred.len() {
+            return Err(EvalError::input(format!(
+                "{} true labels but {} predictions",
+                truth.len(),
+                pred.len()
+            )));
+        }
+        let mut c = Self::default();
+        for (&t, &p) in truth.iter().zip(pred) {
+            c.add(t, p);
+        }
+        Ok(c)
+    }
+
+    /// Predicts positive where `score ≥ threshold`; scores and threshold must be finite.
+    pub fn from_scores(scores: &[f64], truth: &[bool], threshold: f64) -> Result<Self> {
+        if !threshold.is_finite() {
+            return Err(EvalError::input("the threshold must be finite"));
+        }
+        if let Some(i) = scores.iter().position(|s| !s.is_finite()) {
+            return Err(EvalError::input(format!(
+                "score {} of sample {i} is not finite",
+                scores[i]
+            )));
+        }
+        let pred: Vec<bool> = scores.iter().map(|&s| s >= threshold).collect();
+        Self::from_predictions(truth, &pred)
+    }
+
+    /// Adds one `(truth, prediction)` pair.
+    pub fn add(&mut self, truth: bool, pred: bool) {
+        match (truth, pred) {
+            (true, true) => self.tp += 1,
+            (false, true) => self.fp += 1,
+            (true, false) => self.fn_ += 1,
+            (false, false) => self.tn += 1,
+        }
+    }
+
+    /// Number of samples.
+    pub fn total(&self) -> usize {
+        self.tp + self.fp + self.fn_ + self.tn
+    }
+
+    /// (TP + TN) / total, 0 for no samples.
+    pub fn accuracy(&self) -> f64 {
+        ratio((self.tp + self.tn) as f64, self.total() as f64)
+    }
+
+    /// TP / (TP + FP), 0 when nothing was predicted positive.
+    pub fn precision(&self) -> f64 {
+        ratio(self.tp as f64, (self.tp + self.fp) as f64)
+    }
+
+    /// TP / (TP + FN), 0 without positives.
+    pub fn recall(&self) -> f64 {
+        ratio(self.tp as f64, (self.tp + self.fn_) as f64)
+    }
+
+    /// 2PR / (P + R), 0 when undefined.
+    pub fn f1(&self) -> f64 {
+        f1(self.precision(), self.recall())
+    }
+}
+
 /// Average precision as sklearn computes it (distinct thresholds, step-wise).
 pub fn average_precision(scores: &[f64], truth: &[bool]) -> Option<f64> {
     let positives = truth.iter().filter(|&&t| t).count();
@@ -227,22 +310,16 @@ pub fn evaluate(
     for k in 0..c {
         let col_t: Vec<bool> = (0..n).map(|i| truth[i * c + k]).collect();
         let col_s: Vec<f64> = (0..n).map(|i| scores.data[i * c + k]).collect();
-        let (mut tp, mut fp, mut fn_, mut tn) = (0, 0, 0, 0);
-        for i in 0..n {
-            match (col_t[i], pred[i * c + k]) {
-                (true, true) => tp += 1,
-                (false, true) => fp += 1,
-                (true, false) => fn_ += 1,
-                (false, false) => tn += 1,
-            }
+        let mut counts = BinaryConfusion::default();
+        for (i, &t) in col_t.iter().enumerate() {
+            counts.add(t, pred[i * c + k]);
         }
-        let precision = ratio(tp as f64, (tp + fp) as f64);
-        let recall = ratio(tp as f64, (tp + fn_) as f64);
+        let BinaryConfusion { tp, fp, fn_, tn } = counts;
         classes.push(ClassMetrics {
             name: names[k].clone(),
-            precision,
-            recall,
-            f1: f1(precision, recall),
+            precision: counts.precision(),
+            recall: counts.recall(),
+            f1: counts.f1(),
             support: tp + fn_,
             ap: average_precision(&col_s, &col_t),
             auroc: auroc(&col_s, &col_t),
@@ -353,6 +430,62 @@ mod tests {
         assert_eq!(average_precision(&[0.5; 4], &t), Some(0.5));
         assert_eq!(average_precision(&s, &[false; 4]), None);
         assert_eq!(auroc(&s, &[true; 4]), None);
+    }
+
+    #[test]
+    fn binary_confusion_by_hand() {
+        // truth:  1 1 1 0 0 0 0 1 ; scores thresholded at 0.5.
+        let truth = [true, true, true, false, false, false, false, true];
+        let scores = [0.9, 0.5, 0.2, 0.7, 0.1, 0.49, 0.0, 0.8];
+        let c = BinaryConfusion::from_scores(&scores, &truth, 0.5).unwrap();
+        assert_eq!(
+            c,
+            BinaryConfusion {
+                tp: 3,
+                fp: 1,
+                fn_: 1,
+                tn: 3
+            }
+        );
+        assert_eq!(c.total(), 8);
+        assert_eq!(c.accuracy(), 0.75);
+        assert_eq!(c.precision(), 0.75);
+        assert_eq!(c.recall(), 0.75);
+        assert!((c.f1() - 0.75).abs() < 1e-15);
+        // P = 1/2, R = 1/3 → F1 = 2·(1/6)/(5/6) = 0.4.
+        let c = BinaryConfusion::from_predictions(
+            &[true, true, true, false, false],
+            &[true, false, false, true, false],
+        )
+        .unwrap();
+        assert_eq!((c.tp, c.fp, c.fn_, c.tn), (1, 1, 2, 1));
+        assert_eq!(c.precision(), 0.5);
+        assert!((c.recall() - 1.0 / 3.0).abs() < 1e-15);
+        assert!((c.f1() - 0.4).abs() < 1e-15);
+        assert_eq!(c.accuracy(), 0.4);
+        // Nothing predicted positive, no positives, no samples: zero_division = 0.
+        let none = BinaryConfusion::from_predictions(&[false, false], &[false, false]).unwrap();
+        assert_eq!(
+            (none.precision(), none.recall(), none.f1(), none.accuracy()),
+            (0.0, 0.0, 0.0, 1.0)
+        );
+        assert_eq!(BinaryConfusion::default().accuracy(), 0.0);
+        // The JSON keys are the paper's.
+        let json = serde_json::to_value(c).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"tp": 1, "fp": 1, "fn": 2, "tn": 1})
+        );
+        // Bad input is an error, not a panic.
+        assert!(BinaryConfusion::from_predictions(&[true], &[])
+            .unwrap_err()
+            .to_string()
+            .contains("1 true labels but 0 predictions"));
+        assert!(BinaryConfusion::from_scores(&[f64::NAN], &[true], 0.5)
+            .unwrap_err()
+            .to_string()
+            .contains("sample 0"));
+        assert!(BinaryConfusion::from_scores(&[0.1], &[true], f64::NAN).is_err());
     }
 
     #[test]

@@ -24,6 +24,23 @@ use crate::train::optim::{trainable_params, OptimConfig, Optimizer};
 pub enum BenchCommand {
     /// Training throughput (forward + backward + optimizer) of an encoder, images/s.
     Train(BenchTrainArgs),
+    /// The SSL-vs-scratch experiment (Bountos et al. 2021, Table II): SimCLR linear probe vs.
+    /// random-encoder probe vs. training from scratch with few labels, on an
+    /// in-distribution and an out-of-distribution synthetic test set.
+    Ssl(BenchSslArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchSslArgs {
+    /// Experiment config [default: the built-in configs/experiments/ssl-vs-scratch.toml].
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
+    /// Output folder: table.md, results.json, config.json, runs/, data/ (the cached sets).
+    #[arg(long, value_name = "DIR", default_value = "runs/bench-ssl")]
+    pub out: std::path::PathBuf,
+    /// Folder of the cached data sets [default: <out>/data].
+    #[arg(long, value_name = "DIR")]
+    pub cache: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -90,7 +107,33 @@ fn median(mut v: Vec<f64>) -> f64 {
 pub fn run(cmd: BenchCommand, global: &GlobalArgs) -> Result<()> {
     match cmd {
         BenchCommand::Train(args) => bench_train(&args, global),
+        BenchCommand::Ssl(args) => bench_ssl(&args, global),
     }
+}
+
+fn bench_ssl(args: &BenchSslArgs, global: &GlobalArgs) -> Result<()> {
+    use crate::train::ssl_bench::{self, BenchPaths, SslBenchConfig};
+    let cfg = match &args.config {
+        Some(path) => SslBenchConfig::from_file(path, global.seed)?,
+        None => SslBenchConfig::from_toml(
+            ssl_bench::DEFAULT_CONFIG,
+            "configs/experiments/ssl-vs-scratch.toml (built in)",
+            global.seed,
+        )?,
+    };
+    let device = crate::device::open(global.device)?;
+    let mut paths = BenchPaths::new(&args.out);
+    if let Some(c) = &args.cache {
+        paths.cache = c.clone();
+    }
+    let command = std::iter::once("insar-mm".to_string())
+        .chain(std::env::args().skip(1))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let report = ssl_bench::run(&cfg, &paths, &device, global.show_progress(), &command)?;
+    println!("{}", ssl_bench::render_table(&report));
+    log::info!("table.md and results.json in {}", paths.out.display());
+    Ok(())
 }
 
 fn bench_train(args: &BenchTrainArgs, global: &GlobalArgs) -> Result<()> {

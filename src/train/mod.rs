@@ -20,6 +20,7 @@ pub mod optim;
 pub mod pretrain;
 pub mod schedule;
 pub mod segment;
+pub mod ssl_bench;
 
 pub use checkpoint::{Checkpoint, RunDir, TrainState};
 pub use driver::{
