@@ -298,31 +298,9 @@ pub fn pretrained_encoder_config(run: &Path) -> Result<insar_mm_models::encoder:
 /// Sets the `encoder.*` variables of `varmap` from the SimCLR run `run` (its best, else last,
 /// weights); every one must be there with the same shape. Returns how many were set.
 pub fn load_pretrained_encoder(run: &Path, varmap: &VarMap) -> Result<usize> {
-    let path =
-        run_weights(&RunDir::new(run)).with_context(|| format!("--encoder {}", run.display()))?;
-    let data = varmap.data().lock().expect("VarMap lock poisoned");
-    let device = data
-        .values()
-        .next()
-        .map_or(Device::Cpu, |v| v.device().clone());
-    let (tensors, _) = super::optim::read_tensors(&path, &device)?;
-    let mut n = 0;
-    for (name, var) in data.iter().filter(|(n, _)| n.starts_with("encoder.")) {
-        let t = tensors
-            .get(name)
-            .with_context(|| format!("--encoder {}: {name} is missing", path.display()))?;
-        ensure!(
-            t.dims() == var.dims(),
-            "--encoder {}: {name} has shape {:?}, the caption model expects {:?}",
-            path.display(),
-            t.dims(),
-            var.dims()
-        );
-        var.set(&t.to_dtype(var.dtype())?)?;
-        n += 1;
-    }
-    ensure!(n > 0, "--encoder {}: no encoder variable", path.display());
-    Ok(n)
+    let ctx = || format!("--encoder {}", run.display());
+    let path = run_weights(&RunDir::new(run)).with_context(ctx)?;
+    super::heads::load_encoder_weights(&path, varmap).with_context(ctx)
 }
 
 /// The caption model of `cfg` on a fresh `VarMap`, initialised from `cfg.seed`.

@@ -469,13 +469,21 @@ pub fn encoder_run(root: &Path) -> Result<EncoderRun> {
 /// Copies the `encoder.*` tensors of `from` into the `encoder.*` variables of `varmap`
 /// (every one must be present with the same shape); returns how many were set.
 pub fn load_encoder(from: &EncoderRun, varmap: &VarMap) -> Result<usize> {
+    load_encoder_weights(&from.weights, varmap)
+        .with_context(|| format!("--encoder {}", from.root.display()))
+}
+
+/// Copies the `encoder.*` tensors of the safetensors file `weights` into the `encoder.*`
+/// variables of `varmap`; every one must be present with the same shape (errors name the
+/// file and the tensor). Returns how many were set. Shared by every model that starts from a
+/// pretrained encoder (heads, captioning, `bench ssl`).
+pub fn load_encoder_weights(weights: &Path, varmap: &VarMap) -> Result<usize> {
     let data = varmap.data().lock().expect("VarMap lock poisoned");
     let device = data
         .values()
         .next()
         .map_or(candle_core::Device::Cpu, |v| v.device().clone());
-    let (tensors, _) = read_tensors(&from.weights, &device)
-        .with_context(|| format!("--encoder {}", from.root.display()))?;
+    let (tensors, _) = read_tensors(weights, &device)?;
     let mut set = 0;
     let mut missing = Vec::new();
     for (name, var) in data.iter().filter(|(n, _)| n.starts_with("encoder.")) {
@@ -484,8 +492,8 @@ pub fn load_encoder(from: &EncoderRun, varmap: &VarMap) -> Result<usize> {
             Some(t) => {
                 ensure!(
                     t.dims() == var.dims(),
-                    "--encoder {}: {name} has shape {:?}, the model expects {:?}",
-                    from.weights.display(),
+                    "{}: {name} has shape {:?}, the model expects {:?}",
+                    weights.display(),
                     t.dims(),
                     var.dims()
                 );
@@ -497,17 +505,13 @@ pub fn load_encoder(from: &EncoderRun, varmap: &VarMap) -> Result<usize> {
     if !missing.is_empty() {
         missing.sort();
         bail!(
-            "--encoder {}: {} encoder variables are missing, e.g. {}",
-            from.weights.display(),
+            "{}: {} encoder variables are missing, e.g. no tensor {}",
+            weights.display(),
             missing.len(),
             missing[0]
         );
     }
-    ensure!(
-        set > 0,
-        "--encoder {}: the model has no encoder.* variables",
-        from.root.display()
-    );
+    ensure!(set > 0, "the model has no encoder.* variables");
     Ok(set)
 }
 

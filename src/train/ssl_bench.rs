@@ -41,6 +41,7 @@ use serde::{Deserialize, Serialize};
 use super::checkpoint::{RunDir, MODEL_FILE};
 use super::config::{from_table, merge_tables, preset_table, PretrainConfig, TrainSection};
 use super::driver::{Batch, StepOutput, TrainTask, Trainer};
+use super::heads::load_encoder_weights;
 use super::optim::{read_tensors, serialize_tensors, trainable_params, OptimConfig, Optimizer};
 use super::pretrain::{self, RunOptions};
 use super::schedule::ScheduleConfig;
@@ -549,36 +550,6 @@ impl Method {
     }
 }
 
-/// Sets every `encoder.*` variable of `varmap` from the `encoder.*` tensors of the
-/// safetensors file `path` (a SimCLR/MoCo or classifier run's model). Every one must be
-/// present with the variable's shape. Returns how many were set.
-pub fn load_encoder(path: &Path, varmap: &VarMap) -> Result<usize> {
-    let data = varmap.data().lock().expect("VarMap lock poisoned");
-    let device = data
-        .values()
-        .next()
-        .map_or(Device::Cpu, |v| v.device().clone());
-    let (tensors, _) = read_tensors(path, &device)?;
-    let mut set = 0;
-    for (name, var) in data.iter().filter(|(n, _)| n.starts_with("encoder.")) {
-        let t = tensors
-            .get(name)
-            .with_context(|| format!("{}: no tensor {name}", path.display()))?;
-        ensure!(
-            t.dims() == var.dims(),
-            "{}: {name} has shape {:?}, the encoder expects {:?}",
-            path.display(),
-            t.dims(),
-            var.dims()
-        );
-        var.set(&t.to_dtype(var.dtype())?)
-            .with_context(|| format!("{}: setting {name}", path.display()))?;
-        set += 1;
-    }
-    ensure!(set > 0, "the model has no encoder variables");
-    Ok(set)
-}
-
 /// Binary deformation-vs-none training of a [`Classifier`] with one logit.
 struct BinaryTask<'a> {
     model: &'a Classifier,
@@ -772,7 +743,7 @@ fn train_method(
         seeded_var_builder(&varmap, init_seed, DType::F32, device),
     )?;
     if method == Method::SimclrLinear {
-        load_encoder(simclr_model, &varmap)
+        load_encoder_weights(simclr_model, &varmap)
             .with_context(|| format!("loading the SimCLR encoder of {}", method.name()))?;
     }
     let params = trainable_params(&varmap, |n| model.is_trainable(n));
@@ -1267,7 +1238,7 @@ mod tests {
         let target = build(2);
         let head_before = values(&target, "classifier.");
         assert_ne!(values(&target, "encoder."), values(&source, "encoder."));
-        let n = load_encoder(&path, &target).unwrap();
+        let n = load_encoder_weights(&path, &target).unwrap();
         assert_eq!(n, values(&source, "encoder.").len());
         assert_eq!(values(&target, "encoder."), values(&source, "encoder."));
         assert_eq!(values(&target, "classifier."), head_before);
@@ -1285,7 +1256,10 @@ mod tests {
             &serialize_tensors(tensors, HashMap::new()).unwrap(),
         )
         .unwrap();
-        let e = format!("{:#}", load_encoder(&only_head, &target).unwrap_err());
+        let e = format!(
+            "{:#}",
+            load_encoder_weights(&only_head, &target).unwrap_err()
+        );
         assert!(
             e.contains("head.safetensors") && e.contains("no tensor encoder."),
             "{e}"
