@@ -390,47 +390,98 @@ fn report_outcome(outcome: &Outcome, root: &std::path::Path, command: &str) {
     }
 }
 
-fn run_classify(args: &HeadArgs, global: &GlobalArgs) -> Result<()> {
-    use crate::train::classify::{self, ClassifyConfig, ClassifyRun};
-    let common = &args.common;
-    let device = crate::device::open(global.device)?;
-    let (cfg, out, resume) = match &common.resume {
-        Some(dir) => {
-            let run = RunDir::new(dir);
-            let mut cfg = ClassifyConfig::read(dir)?;
-            let before = cfg.train.clone();
-            common.apply_train_overrides(&mut cfg.train);
-            if cfg.train != before {
-                run.write_config(&cfg)?;
+/// What `train classify|segment` need of their config to resolve it from the command line.
+trait HeadTrainConfig: Default + serde::Serialize + Sized {
+    /// The command name (`classify`, `segment`), also the default run-name prefix.
+    const TASK: &'static str;
+    fn from_file(path: &std::path::Path) -> Result<Self>;
+    fn read(run: &std::path::Path) -> Result<Self>;
+    #[allow(clippy::type_complexity)]
+    fn parts(
+        &mut self,
+    ) -> (
+        &mut u64,
+        &mut String,
+        &mut crate::train::heads::HeadData,
+        &mut crate::train::optim::OptimConfig,
+        &mut TrainSection,
+    );
+}
+
+macro_rules! head_train_config {
+    ($ty:ty, $task:literal) => {
+        impl HeadTrainConfig for $ty {
+            const TASK: &'static str = $task;
+            fn from_file(path: &std::path::Path) -> Result<Self> {
+                <$ty>::from_file(path)
             }
-            (cfg, dir.clone(), true)
-        }
-        None => {
-            let mut cfg = match &common.config {
-                Some(path) => ClassifyConfig::from_file(path)?,
-                None => ClassifyConfig::default(),
-            };
-            cfg.seed = global.seed;
-            if let Some(p) = &common.preset {
-                cfg.preset = p.clone();
+            fn read(run: &std::path::Path) -> Result<Self> {
+                <$ty>::read(run)
             }
-            head_overrides(
-                common,
-                args.balanced,
-                &mut cfg.data,
-                &mut cfg.optim,
-                &mut cfg.train,
-            );
-            if common.data.is_some() {
-                cfg.data.dir = common.data.clone();
+            fn parts(
+                &mut self,
+            ) -> (
+                &mut u64,
+                &mut String,
+                &mut crate::train::heads::HeadData,
+                &mut crate::train::optim::OptimConfig,
+                &mut TrainSection,
+            ) {
+                (
+                    &mut self.seed,
+                    &mut self.preset,
+                    &mut self.data,
+                    &mut self.optim,
+                    &mut self.train,
+                )
             }
-            let out = common
-                .out
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("runs").join(format!("classify-{}", cfg.preset)));
-            (cfg, out, false)
         }
     };
+}
+head_train_config!(crate::train::classify::ClassifyConfig, "classify");
+head_train_config!(crate::train::segment::SegmentConfig, "segment");
+
+/// The config, run directory and resume flag of a head command: a resumed run's own config
+/// (the loop overrides may extend it), else the `--config` file or the defaults with the
+/// command-line overrides.
+fn resolve_head_config<C: HeadTrainConfig>(
+    args: &HeadArgs,
+    global: &GlobalArgs,
+) -> Result<(C, PathBuf, bool)> {
+    let common = &args.common;
+    if let Some(dir) = &common.resume {
+        let mut cfg = C::read(dir)?;
+        let before = cfg.parts().4.clone();
+        common.apply_train_overrides(cfg.parts().4);
+        if *cfg.parts().4 != before {
+            RunDir::new(dir).write_config(&cfg)?;
+        }
+        return Ok((cfg, dir.clone(), true));
+    }
+    let mut cfg = match &common.config {
+        Some(path) => C::from_file(path)?,
+        None => C::default(),
+    };
+    let (seed, preset, data, optim, train) = cfg.parts();
+    *seed = global.seed;
+    if let Some(p) = &common.preset {
+        *preset = p.clone();
+    }
+    head_overrides(common, args.balanced, data, optim, train);
+    if common.data.is_some() {
+        data.dir = common.data.clone();
+    }
+    let out = common
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs").join(format!("{}-{preset}", C::TASK)));
+    Ok((cfg, out, false))
+}
+
+fn run_classify(args: &HeadArgs, global: &GlobalArgs) -> Result<()> {
+    use crate::train::classify::{self, ClassifyConfig, ClassifyRun};
+    let device = crate::device::open(global.device)?;
+    let (cfg, out, resume) = resolve_head_config::<ClassifyConfig>(args, global)?;
     let data = head_source(&cfg.data.dir);
     let res = classify::run(ClassifyRun {
         config: cfg,
@@ -462,45 +513,8 @@ fn run_classify(args: &HeadArgs, global: &GlobalArgs) -> Result<()> {
 
 fn run_segment(args: &HeadArgs, global: &GlobalArgs) -> Result<()> {
     use crate::train::segment::{self, SegmentConfig, SegmentRun};
-    let common = &args.common;
     let device = crate::device::open(global.device)?;
-    let (cfg, out, resume) = match &common.resume {
-        Some(dir) => {
-            let run = RunDir::new(dir);
-            let mut cfg = SegmentConfig::read(dir)?;
-            let before = cfg.train.clone();
-            common.apply_train_overrides(&mut cfg.train);
-            if cfg.train != before {
-                run.write_config(&cfg)?;
-            }
-            (cfg, dir.clone(), true)
-        }
-        None => {
-            let mut cfg = match &common.config {
-                Some(path) => SegmentConfig::from_file(path)?,
-                None => SegmentConfig::default(),
-            };
-            cfg.seed = global.seed;
-            if let Some(p) = &common.preset {
-                cfg.preset = p.clone();
-            }
-            head_overrides(
-                common,
-                args.balanced,
-                &mut cfg.data,
-                &mut cfg.optim,
-                &mut cfg.train,
-            );
-            if common.data.is_some() {
-                cfg.data.dir = common.data.clone();
-            }
-            let out = common
-                .out
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("runs").join(format!("segment-{}", cfg.preset)));
-            (cfg, out, false)
-        }
-    };
+    let (cfg, out, resume) = resolve_head_config::<SegmentConfig>(args, global)?;
     let data = head_source(&cfg.data.dir);
     let res = segment::run(SegmentRun {
         config: cfg,
