@@ -24,7 +24,7 @@ use super::loader::{load_annotations, AnnotationSet, BadFile, LoadOptions};
 use super::patches::PatchDataset;
 use super::png::Png;
 use super::raster::annotation_mask;
-use super::resample::{resize_bilinear, resize_nearest};
+use super::resample::{resize_area, resize_nearest};
 use super::sample::{Sample, SampleSource};
 use super::split::{Part, Split};
 
@@ -130,7 +130,6 @@ impl DatasetDir {
         part: Option<(&Split, Part)>,
         size: Option<(usize, usize)>,
     ) -> Result<FrameSamples> {
-        format.check_supported(&self.root)?;
         let mut items = Vec::new();
         let mut missing = Vec::new();
         for a in &self.annotations.annotations {
@@ -351,7 +350,7 @@ impl SampleSource for FrameSamples {
         let mask: ClassMask = annotation_mask(a, h, w);
         let (image, mask) = match self.size {
             Some((th, tw)) => (
-                resize_bilinear(&input.image, th, tw)?,
+                resize_area(&input.image, th, tw)?,
                 resize_nearest(&mask, th, tw)?,
             ),
             None => (input.image, mask),

@@ -109,12 +109,15 @@ impl InterferogramFiles {
 #[serde(rename_all = "kebab-case")]
 pub enum InputFormat {
     /// `[phase preview as gray, coherence]`, each in [0, 1] (the reference's 2 channels).
-    #[default]
     PhaseCoherence,
     /// `[phase preview as gray]` only (what the reference patch loaders use).
     Phase,
-    /// `[cos φ, sin φ, coherence]` from float phase; needs a float phase file, which the
-    /// current layouts do not provide yet.
+    /// `[cos φ, sin φ, coherence]`, the wrapped phase read back from the preview's colours
+    /// (`synth::colormap::decode_preview`: RdYlBu_r or the GAMMA rainbow, chosen per
+    /// image); 0 where a pixel has no hue. Independent of the rendering style and of the
+    /// amplitude brightness, unlike the gray of the preview. The default: on the built-in
+    /// data a classifier learns from it and not from the gray (README, heads).
+    #[default]
     CosSinCoherence,
 }
 
@@ -139,18 +142,6 @@ impl InputFormat {
     /// Whether this format reads the coherence image.
     pub fn needs_coherence(self) -> bool {
         !matches!(self, InputFormat::Phase)
-    }
-
-    /// An error for formats this source cannot produce, naming `source`.
-    pub fn check_supported(self, source: &Path) -> Result<()> {
-        if self == InputFormat::CosSinCoherence {
-            bail!(
-                "{}: input format cos-sin-coherence needs float (unwrapped-or-wrapped radian) phase, \
-                 but only the 8-bit phase preview PNG is available; use phase-coherence",
-                source.display()
-            );
-        }
-        Ok(())
     }
 }
 
@@ -180,7 +171,28 @@ pub fn input_from_pngs(
 ) -> Result<FrameInput> {
     let (h, w) = (phase.height, phase.width);
     let mut valid: Vec<bool> = phase.valid();
-    let mut planes: Vec<Vec<f32>> = vec![to_unit(&phase.gray())];
+    let mut planes: Vec<Vec<f32>> = match format {
+        InputFormat::CosSinCoherence => {
+            ensure!(
+                phase.is_color(),
+                "input format cos-sin-coherence reads the phase from the preview's colours, \
+                 but this phase image is grayscale; use phase-coherence"
+            );
+            let (_, phi) = crate::synth::colormap::decode_preview(&phase.rgb8(), &valid);
+            let (cos, sin) = phi
+                .iter()
+                .map(|p| {
+                    if p.is_nan() {
+                        (0.0, 0.0)
+                    } else {
+                        (p.cos(), p.sin())
+                    }
+                })
+                .unzip();
+            vec![cos, sin]
+        }
+        InputFormat::PhaseCoherence | InputFormat::Phase => vec![to_unit(&phase.gray())],
+    };
     if format.needs_coherence() {
         let cc = coherence.context("the input format needs a coherence image")?;
         ensure!(
@@ -218,7 +230,6 @@ fn to_unit(gray: &[u8]) -> Vec<f32> {
 
 /// Reads one interferogram's files into model input; errors name the file.
 pub fn load_input(files: &InterferogramFiles, format: InputFormat) -> Result<FrameInput> {
-    format.check_supported(&files.phase)?;
     let phase = Png::read(&files.phase)?;
     let coherence = if format.needs_coherence() {
         Some(Png::read(files.require_coherence()?)?)
@@ -291,11 +302,36 @@ mod tests {
     }
 
     #[test]
-    fn cos_sin_format_explains_it_is_unavailable() {
-        let err = InputFormat::CosSinCoherence
-            .check_supported(Path::new("x.png"))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("x.png") && err.contains("float"), "{err}");
+    fn cos_sin_reads_the_phase_back_from_the_preview_colours() {
+        use crate::synth::colormap::rdylbu_color;
+        let phases = [-3.0f32, -1.0, 0.5, 2.5];
+        let mut rgba = Vec::new();
+        for &p in &phases {
+            rgba.extend_from_slice(&rdylbu_color(p));
+            rgba.push(255);
+        }
+        rgba[15] = 0; // the last pixel is no-data
+        let phase = Png::decode(&encode_png(4, 1, PngColor::Rgba, &rgba).unwrap()).unwrap();
+        let cc =
+            Png::decode(&encode_png(4, 1, PngColor::Gray, &[255, 128, 0, 9]).unwrap()).unwrap();
+        let input = input_from_pngs(&phase, Some(&cc), InputFormat::CosSinCoherence).unwrap();
+        assert_eq!(input.image.channels, 3);
+        for (x, &p) in phases.iter().enumerate().take(3) {
+            assert!(
+                (input.image.get(0, 0, x) - p.cos()).abs() < 0.03,
+                "cos at {x}"
+            );
+            assert!(
+                (input.image.get(1, 0, x) - p.sin()).abs() < 0.03,
+                "sin at {x}"
+            );
+        }
+        assert_eq!(input.image.get(2, 0, 2), 0.0);
+        assert!((input.image.get(2, 0, 1) - 128.0 / 255.0).abs() < 1e-6);
+        assert_eq!([0, 1, 2].map(|c| input.image.get(c, 0, 3)), [0.0; 3]);
+
+        let gray = Png::decode(&encode_png(4, 1, PngColor::Gray, &[1, 2, 3, 4]).unwrap()).unwrap();
+        let err = input_from_pngs(&gray, Some(&cc), InputFormat::CosSinCoherence).unwrap_err();
+        assert!(err.to_string().contains("grayscale"), "{err}");
     }
 }

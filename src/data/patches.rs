@@ -545,7 +545,6 @@ impl PatchDataset {
     /// Indexes `<root>/labeled/<cls>/*.png` with their `cls_labels` JSON. Errors name the
     /// file: a patch without a label, a malformed label, a bad class folder.
     pub fn open(root: &Path, format: InputFormat) -> Result<Self> {
-        format.check_supported(root)?;
         let labeled = root.join(LABELED_DIR);
         ensure!(
             labeled.is_dir(),

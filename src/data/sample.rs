@@ -48,7 +48,7 @@ pub struct Sample {
     /// LiCSAR frame the interferogram belongs to (splits are by frame).
     pub frame_id: String,
     /// Model input, `C × H × W`, values in the representation chosen by the source
-    /// (default: `[phase preview as gray, coherence]`, each in [0, 1]).
+    /// (default: `[cos φ, sin φ, coherence]` decoded from the preview, `InputFormat`).
     pub image: Image,
     /// Class-id mask of the same height and width, when known.
     pub mask: Option<ClassMask>,

@@ -124,6 +124,89 @@ pub fn nearest(table: &[[u8; 3]], rgb: [u8; 3]) -> usize {
     best
 }
 
+/// The palette a LiCSAR phase preview was drawn with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Palette {
+    /// RdYlBu_r over [−π, π] (LiCSAR after October 2020).
+    RdYlBuR,
+    /// The GAMMA rainbow times an amplitude brightness (LiCSAR before October 2020).
+    Gamma,
+}
+
+/// Pixels whose channels differ by less than this carry no phase: GAMMA draws
+/// low-coherence pixels as gray backscatter, and very dark pixels have no usable hue.
+const GRAY_SPREAD: u8 = 16;
+
+/// Pixels sampled to choose the palette of an image.
+const PALETTE_SAMPLE: usize = 4096;
+
+/// Best phase and squared RGB misfit of `rgb` under `palette`. GAMMA colours are scaled by
+/// an unknown brightness `b ∈ [0, 1]`, fitted per entry by least squares.
+fn fit_color(palette: Palette, rgb: [u8; 3]) -> (f32, f32) {
+    let p = rgb.map(f32::from);
+    match palette {
+        Palette::RdYlBuR => {
+            let lut = rdylbu_r();
+            let i = nearest(lut, rgb);
+            let d: f32 = (0..3).map(|k| (p[k] - f32::from(lut[i][k])).powi(2)).sum();
+            (rdylbu_phase(i), d)
+        }
+        Palette::Gamma => {
+            let mut best = (0.0, f32::INFINITY);
+            for (k, c) in GAMMA_RAINBOW.iter().enumerate() {
+                let c = c.map(f32::from);
+                let cc: f32 = c.iter().map(|v| v * v).sum();
+                let b = ((0..3).map(|j| p[j] * c[j]).sum::<f32>() / cc).clamp(0.0, 1.0);
+                let d: f32 = (0..3).map(|j| (p[j] - b * c[j]).powi(2)).sum();
+                if d < best.1 {
+                    best = (gamma_phase(k), d);
+                }
+            }
+            best
+        }
+    }
+}
+
+fn has_hue(rgb: [u8; 3]) -> bool {
+    let (lo, hi) = (rgb.iter().min(), rgb.iter().max());
+    matches!((lo, hi), (Some(&lo), Some(&hi)) if hi - lo >= GRAY_SPREAD)
+}
+
+/// The wrapped phase behind a LiCSAR phase preview, read back from its colours: the
+/// inverse of [`rdylbu_color`] and of the GAMMA rendering (hue only; the amplitude
+/// brightness is fitted away). The palette is chosen per image as the one that explains
+/// its colours best. Returns the palette and the phase per pixel, NaN where `valid` is
+/// false or the pixel has no hue (gray / near-black). `rgb` is interleaved, 3 bytes per
+/// pixel. Resolution: 1/256 cycle (RdYlBu_r) or 1/16 cycle (GAMMA).
+pub fn decode_preview(rgb: &[u8], valid: &[bool]) -> (Palette, Vec<f32>) {
+    let rgb: Vec<[u8; 3]> = rgb.chunks_exact(3).map(|p| [p[0], p[1], p[2]]).collect();
+    let usable: Vec<usize> = (0..rgb.len())
+        .filter(|&i| valid[i] && has_hue(rgb[i]))
+        .collect();
+    let step = usable.len().div_ceil(PALETTE_SAMPLE).max(1);
+    let misfit = |palette| -> f64 {
+        usable
+            .iter()
+            .step_by(step)
+            .map(|&i| f64::from(fit_color(palette, rgb[i]).1))
+            .sum()
+    };
+    let palette = if misfit(Palette::Gamma) < misfit(Palette::RdYlBuR) {
+        Palette::Gamma
+    } else {
+        Palette::RdYlBuR
+    };
+    // Previews use few distinct colours (256, or 16 hues × brightness levels): memoise.
+    let mut memo: std::collections::HashMap<[u8; 3], f32> = std::collections::HashMap::new();
+    let mut phase = vec![f32::NAN; rgb.len()];
+    for i in usable {
+        phase[i] = *memo
+            .entry(rgb[i])
+            .or_insert_with(|| fit_color(palette, rgb[i]).0);
+    }
+    (palette, phase)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,5 +270,46 @@ mod tests {
         for (i, a) in GAMMA_RAINBOW.iter().enumerate() {
             assert!(GAMMA_RAINBOW[..i].iter().all(|b| b != a));
         }
+    }
+
+    /// Renders `phase` with both palettes (GAMMA at a varying brightness) and reads it back.
+    #[test]
+    fn previews_decode_back_to_their_phase() {
+        let n = 2000;
+        let phases: Vec<f32> = (0..n)
+            .map(|k| -PI + TAU * (k as f32 + 0.5) / n as f32)
+            .collect();
+        let valid = vec![true; n];
+        let rdylbu: Vec<u8> = phases.iter().flat_map(|&p| rdylbu_color(p)).collect();
+        let (palette, back) = decode_preview(&rdylbu, &valid);
+        assert_eq!(palette, Palette::RdYlBuR);
+        for (p, b) in phases.iter().zip(&back) {
+            assert!(super::super::coherence::wrap(b - p).abs() <= 1.5 * TAU / 256.0 + 1e-5);
+        }
+        let gamma: Vec<u8> = phases
+            .iter()
+            .enumerate()
+            .flat_map(|(k, &p)| {
+                let v = 0.35 + 0.65 * ((k * 37) % 100) as f32 / 100.0;
+                GAMMA_RAINBOW[gamma_index(p)].map(|c| (c as f32 * v).round() as u8)
+            })
+            .collect();
+        let (palette, back) = decode_preview(&gamma, &valid);
+        assert_eq!(palette, Palette::Gamma);
+        for (p, b) in phases.iter().zip(&back) {
+            let d = super::super::coherence::wrap(b - p).abs();
+            assert!(d <= 0.5 * TAU / 16.0 + 1e-4, "{p} → {b}");
+        }
+    }
+
+    #[test]
+    fn gray_dark_and_invalid_pixels_have_no_phase() {
+        let rgb = [120, 120, 120, 5, 9, 3, 49, 54, 149, 49, 54, 149];
+        let (palette, phase) = decode_preview(&rgb, &[true, true, true, false]);
+        assert_eq!(palette, Palette::RdYlBuR);
+        assert!(phase[0].is_nan() && phase[1].is_nan() && phase[3].is_nan());
+        assert!((phase[2] - rdylbu_phase(0)).abs() < 1e-6);
+        let (_, none) = decode_preview(&[], &[]);
+        assert!(none.is_empty());
     }
 }

@@ -13,7 +13,7 @@ use super::generate::{render_scene, Overrides, Rendered};
 use super::scene::SceneConfig;
 use crate::data::frames::{input_from_pngs, InputFormat};
 use crate::data::png::Png;
-use crate::data::resample::{resize_bilinear, resize_nearest};
+use crate::data::resample::{resize_area, resize_nearest};
 use crate::data::sample::{Sample, SampleSource};
 
 /// Synthetic samples rendered on demand.
@@ -29,7 +29,7 @@ pub struct SyntheticStream {
 }
 
 impl SyntheticStream {
-    /// `len` samples of `config` under `seed`, in the default 2-channel format.
+    /// `len` samples of `config` under `seed`, in the default input format.
     pub fn new(config: SceneConfig, seed: u64, len: usize) -> Result<Self> {
         if let Err(e) = config.check() {
             bail!("synthetic stream: {e}");
@@ -38,16 +38,15 @@ impl SyntheticStream {
             config,
             seed,
             len,
-            format: InputFormat::PhaseCoherence,
+            format: InputFormat::default(),
             caption_style: CaptionStyle::default(),
             size: None,
         })
     }
 
-    pub fn with_format(mut self, format: InputFormat) -> Result<Self> {
-        format.check_supported(std::path::Path::new("synthetic stream"))?;
+    pub fn with_format(mut self, format: InputFormat) -> Self {
         self.format = format;
-        Ok(self)
+        self
     }
 
     pub fn with_size(mut self, height: usize, width: usize) -> Self {
@@ -74,7 +73,7 @@ pub fn sample_of(
     let mask = r.annotation_mask();
     let (image, mask) = match size {
         Some((h, w)) => (
-            resize_bilinear(&input.image, h, w)?,
+            resize_area(&input.image, h, w)?,
             resize_nearest(&mask, h, w)?,
         ),
         None => (input.image, mask),

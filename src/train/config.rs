@@ -64,7 +64,7 @@ fn default_arch() -> String {
     "tiny".into()
 }
 fn default_in_channels() -> usize {
-    2
+    InputFormat::default().channels()
 }
 fn default_temperature() -> f64 {
     0.5
