@@ -16,7 +16,7 @@ use super::GlobalArgs;
 use crate::data::array::{batch_tensor, Image};
 use crate::data::frames::InputFormat;
 use crate::data::frames::{load_input, InterferogramFiles};
-use crate::data::resample::resize_bilinear;
+use crate::data::resample::resize_area;
 use crate::train::caption::{
     evaluate_captions, load_caption_data, load_caption_run, LoadedCaptionRun,
 };
@@ -144,7 +144,7 @@ pub fn run(args: CaptionArgs, global: &GlobalArgs) -> Result<()> {
         images.push(if (im.height, im.width) == (size, size) {
             im
         } else {
-            resize_bilinear(&im, size, size)?
+            resize_area(&im, size, size)?
         });
     }
     let search = SearchConfig {

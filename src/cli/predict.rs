@@ -34,6 +34,7 @@ use super::GlobalArgs;
 use crate::data::atomic::write_atomic;
 use crate::data::frames::{load_input, FrameInput, InputFormat, InterferogramFiles};
 use crate::data::png::{write_png, PngColor};
+use crate::data::resample::area_matrix;
 use crate::data::sample::{LABEL_NAMES, MASK_CLASS_NAMES, NUM_MASK_CLASSES};
 use crate::train::heads::HeadData;
 
@@ -70,7 +71,8 @@ pub struct PredictArgs {
     /// Windows per forward pass.
     #[arg(long, value_name = "B", default_value_t = 16)]
     pub batch_size: usize,
-    /// Decision threshold of `classify` [default: the run's threshold].
+    /// One decision threshold for every label of `classify` [default: the run's per-label
+    /// thresholds tuned on its val split, else its `threshold`].
     #[arg(long, value_name = "T")]
     pub threshold: Option<f64>,
 }
@@ -220,11 +222,28 @@ fn at_model_size(
     f: impl Fn(&Tensor) -> candle_core::Result<Tensor>,
 ) -> candle_core::Result<Tensor> {
     let (_, _, h, w) = x.dims4()?;
-    let y = f(&resize_bilinear(x, size, size)?)?;
+    let y = f(&shrink_to_model(x, size)?)?;
     match y.rank() {
         4 => resize_bilinear(&y, h, w),
         _ => Ok(y),
     }
+}
+
+/// Resizes windows `(B, C, h, w)` to `size × size` the way training frames were resized
+/// (`LabeledPart`): area averaging when shrinking (as two matrix products), bilinear when
+/// growing.
+fn shrink_to_model(x: &Tensor, size: usize) -> candle_core::Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    if (h, w) == (size, size) {
+        return Ok(x.clone());
+    }
+    if size > h || size > w {
+        return resize_bilinear(x, size, size);
+    }
+    let dev = x.device();
+    let cols = Tensor::from_vec(area_matrix(w, size), (size, w), dev)?.t()?;
+    let rows = Tensor::from_vec(area_matrix(h, size), (size, h), dev)?;
+    rows.broadcast_matmul(&x.broadcast_matmul(&cols)?)
 }
 
 /// Output names: the file stem, made unique with a numeric suffix.
@@ -314,11 +333,13 @@ fn classify(args: PredictArgs, global: &GlobalArgs) -> Result<()> {
     let loaded = crate::train::classify::load_run(&args.model, &device)?;
     let cfg = &loaded.config;
     let arch = cfg.model()?;
-    let threshold = args.threshold.unwrap_or(cfg.threshold);
-    ensure!(
-        threshold > 0.0 && threshold < 1.0,
-        "--threshold {threshold} must be in (0, 1)"
-    );
+    let thresholds = match args.threshold {
+        Some(t) => {
+            ensure!(t > 0.0 && t < 1.0, "--threshold {t} must be in (0, 1)");
+            vec![t; LABEL_NAMES.len()]
+        }
+        None => cfg.decision_thresholds(),
+    };
     let (window, overlap) = window_of(&cfg.data, args.window, args.overlap)?;
     let size = cfg.data.image_size;
     let paths = expand_inputs(&args.inputs)?;
@@ -342,8 +363,9 @@ fn classify(args: PredictArgs, global: &GlobalArgs) -> Result<()> {
         let predicted: Vec<&str> = LABEL_NAMES
             .iter()
             .zip(&frame_scores)
-            .filter(|(_, &s)| f64::from(s) >= threshold)
-            .map(|(n, _)| *n)
+            .zip(&thresholds)
+            .filter(|((_, &s), &t)| f64::from(s) >= t)
+            .map(|((n, _), _)| *n)
             .collect();
         let mut v = json!({
             "image": path.display().to_string(),
@@ -354,7 +376,7 @@ fn classify(args: PredictArgs, global: &GlobalArgs) -> Result<()> {
             "windows": tiles.len(),
             "scores": LABEL_NAMES.iter().zip(&frame_scores).map(|(n, s)| (n.to_string(), json!(s))).collect::<serde_json::Map<_, _>>(),
             "labels": predicted,
-            "threshold": threshold,
+            "thresholds": LABEL_NAMES.iter().zip(&thresholds).map(|(n, t)| (n.to_string(), json!(t))).collect::<serde_json::Map<_, _>>(),
         });
         if tiles.len() > 1 {
             v["window_scores"] = json!(tiles

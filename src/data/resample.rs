@@ -2,6 +2,8 @@
 //! albumentations' `Resize` applies in the reference pipeline): bilinear with half-pixel
 //! centres and clamped borders for images (`INTER_LINEAR`, no antialiasing), nearest
 //! neighbour `floor(x · src/dst)` for masks (`INTER_NEAREST`) so class ids are never mixed.
+//! Model inputs are shrunk with [`resize_area`] (`INTER_AREA`) instead: bilinear sampling
+//! at 3–4× reduction aliases interferometric fringes (the signal) into noise.
 
 use anyhow::{ensure, Result};
 
@@ -109,6 +111,75 @@ pub fn resize_bilinear(image: &Image, height: usize, width: usize) -> Result<Ima
     Ok(out)
 }
 
+/// Source pixels and weights of each destination pixel of an area (box) resize: the
+/// destination pixel `d` covers `[d·scale, (d+1)·scale)` of the source, and every source
+/// pixel contributes its overlap with that interval (OpenCV `INTER_AREA`).
+fn area_taps(src: usize, dst: usize) -> Vec<Vec<(usize, f32)>> {
+    let scale = src as f64 / dst as f64;
+    (0..dst)
+        .map(|d| {
+            let (lo, hi) = (d as f64 * scale, (d as f64 + 1.0) * scale);
+            let last = (hi.ceil() as usize).min(src);
+            (lo.floor() as usize..last)
+                .filter_map(|i| {
+                    let overlap = (hi.min(i as f64 + 1.0) - lo.max(i as f64)) / scale;
+                    (overlap > 1e-9).then_some((i, overlap as f32))
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The area resize from `src` to `dst ≤ src` pixels as a row-major `dst × src` matrix
+/// (for resizing tensors by matrix products; rows sum to 1).
+pub fn area_matrix(src: usize, dst: usize) -> Vec<f32> {
+    let mut m = vec![0f32; dst * src];
+    for (d, taps) in area_taps(src, dst).into_iter().enumerate() {
+        for (i, w) in taps {
+            m[d * src + i] = w;
+        }
+    }
+    m
+}
+
+/// Area-averaging resize of every channel to `height × width` when shrinking (each output
+/// pixel is the mean of the input it covers, like OpenCV `INTER_AREA`); bilinear when
+/// either side grows. For `[cos φ, sin φ]` channels this is complex multilooking: fringes
+/// denser than the output grid average out instead of aliasing into false patterns.
+pub fn resize_area(image: &Image, height: usize, width: usize) -> Result<Image> {
+    ensure!(height > 0 && width > 0, "cannot resize to {height}×{width}");
+    if height > image.height || width > image.width {
+        return resize_bilinear(image, height, width);
+    }
+    if (height, width) == (image.height, image.width) {
+        return Ok(image.clone());
+    }
+    let xs = area_taps(image.width, width);
+    let ys = area_taps(image.height, height);
+    let mut out = Image::zeros(image.channels, height, width);
+    let mut rows = vec![0f32; image.height * width];
+    for c in 0..image.channels {
+        let src = image.plane(c);
+        for (line, row) in src
+            .chunks_exact(image.width)
+            .zip(rows.chunks_exact_mut(width))
+        {
+            for (v, taps) in row.iter_mut().zip(&xs) {
+                *v = taps.iter().map(|&(i, w)| line[i] * w).sum();
+            }
+        }
+        let dst = out.plane_mut(c);
+        for (out_row, taps) in dst.chunks_exact_mut(width).zip(&ys) {
+            for &(y, w) in taps {
+                for (o, v) in out_row.iter_mut().zip(&rows[y * width..(y + 1) * width]) {
+                    *o += v * w;
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Source index for each destination index (OpenCV `INTER_NEAREST`).
 fn nearest_taps(src: usize, dst: usize) -> Vec<usize> {
     // OpenCV computes the inverse of dst/src rather than src/dst; keep its rounding.
@@ -180,5 +251,44 @@ mod tests {
         assert_eq!(r.data, vec![1, 1, 2, 2, 1, 1, 2, 2, 3, 3, 4, 4, 3, 3, 4, 4]);
         let r = resize_nearest(&r, 2, 2).unwrap();
         assert_eq!(r.data, m.data);
+    }
+
+    #[test]
+    fn area_resize_averages_blocks_and_keeps_the_mean() {
+        // 4×4 → 2×2: exact 2×2 block means.
+        let im = Image::from_vec(1, 4, 4, (0..16).map(|v| v as f32).collect()).unwrap();
+        let r = resize_area(&im, 2, 2).unwrap();
+        assert_eq!(r.data, vec![2.5, 4.5, 10.5, 12.5]);
+        // Fractional scale (7 → 3): constants stay constant, the mean is preserved.
+        let im = Image::from_vec(1, 1, 7, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]).unwrap();
+        let r = resize_area(&im, 1, 3).unwrap();
+        let mean: f32 = r.data.iter().sum::<f32>() / 3.0;
+        assert!((mean - 4.0).abs() < 1e-5, "{:?}", r.data);
+        assert!((r.data[0] - (1.0 + 2.0 + 3.0 / 3.0) / (7.0 / 3.0)).abs() < 1e-5);
+        let c = resize_area(&Image::from_vec(2, 5, 9, vec![3.0; 90]).unwrap(), 2, 4).unwrap();
+        assert!(c.data.iter().all(|&v| (v - 3.0).abs() < 1e-5));
+        // A fringe pattern of period 2 px averages to 0 instead of aliasing.
+        let alt =
+            Image::from_vec(1, 1, 8, vec![1.0, -1.0, 1.0, -1.0, 1.0, -1.0, 1.0, -1.0]).unwrap();
+        assert!(resize_area(&alt, 1, 4)
+            .unwrap()
+            .data
+            .iter()
+            .all(|v| v.abs() < 1e-6));
+        // Growing falls back to bilinear.
+        let im = Image::from_vec(1, 1, 2, vec![0.0, 4.0]).unwrap();
+        assert_eq!(
+            resize_area(&im, 1, 4).unwrap().data,
+            vec![0.0, 1.0, 3.0, 4.0]
+        );
+        // The matrix form gives the same numbers.
+        let m = area_matrix(7, 3);
+        let x = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0];
+        let im = Image::from_vec(1, 1, 7, x.to_vec()).unwrap();
+        let r = resize_area(&im, 1, 3).unwrap();
+        for d in 0..3 {
+            let v: f32 = (0..7).map(|i| m[d * 7 + i] * x[i]).sum();
+            assert!((v - r.data[d]).abs() < 1e-5);
+        }
     }
 }

@@ -28,7 +28,7 @@ use crate::data::augment::sample_rng;
 use crate::data::dataset::DatasetDir;
 use crate::data::frames::InputFormat;
 use crate::data::loader::LoadOptions;
-use crate::data::resample::{resize_bilinear, resize_nearest};
+use crate::data::resample::{resize_area, resize_nearest};
 use crate::data::sample::{LabelVector, Sample, SampleSource};
 use crate::data::sampler::{shuffled_order, ClassBalancedSampler};
 use crate::data::split::{frame_split, Part, Split};
@@ -129,12 +129,12 @@ impl LabeledPart {
         self.images.is_empty()
     }
 
-    /// Adds a sample, resized to `size × size` (bilinear image, nearest mask).
+    /// Adds a sample, resized to `size × size` (area-averaged image, nearest mask).
     pub fn push(&mut self, sample: Sample, size: usize) -> Result<()> {
         let (h, w) = (sample.image.height, sample.image.width);
         let resize = (h, w) != (size, size);
         let image = if resize {
-            resize_bilinear(&sample.image, size, size)?
+            resize_area(&sample.image, size, size)?
         } else {
             sample.image
         };

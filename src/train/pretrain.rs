@@ -27,7 +27,7 @@ use crate::data::dataset::DatasetDir;
 use crate::data::frames::InputFormat;
 use crate::data::loader::LoadOptions;
 use crate::data::patches::PatchDataset;
-use crate::data::resample::resize_bilinear;
+use crate::data::resample::resize_area;
 use crate::data::sample::SampleSource;
 use crate::data::sampler::shuffled_order;
 use crate::synth::builtin;
@@ -90,7 +90,7 @@ pub fn fit(image: Image, size: usize) -> Result<Image> {
     if image.height == size && image.width == size {
         Ok(image)
     } else {
-        resize_bilinear(&image, size, size)
+        resize_area(&image, size, size)
     }
 }
 
