@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{is_trainable, EncoderMode};
 use crate::encoder::{EncoderConfig, ResNet};
-use crate::nn::{bce_with_logits, mlp, sigmoid_focal_loss, Activation, Mlp, MlpConfig};
+use crate::nn::{
+    bce_with_logits, global_max_pool, mlp, sigmoid_focal_loss, Activation, Mlp, MlpConfig,
+};
 
 /// Length of the Hephaestus multi-label vector.
 pub const NUM_LABELS: usize = 10;
@@ -36,6 +38,30 @@ fn default_gamma() -> f64 {
     2.0
 }
 
+/// How the C5 feature map becomes the head's input vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum GlobalPool {
+    /// Global average (the encoder's pooled vector; ImageNet-style classification).
+    #[default]
+    Avg,
+    /// Global maximum: a small pattern anywhere in the frame (a deformation covering 2 % of
+    /// it) is not diluted by the rest of the frame.
+    Max,
+    /// Average and maximum concatenated (twice the width).
+    AvgMax,
+}
+
+impl GlobalPool {
+    /// Width of the pooled vector of a `channels`-wide feature map.
+    pub fn width(self, channels: usize) -> usize {
+        match self {
+            GlobalPool::AvgMax => 2 * channels,
+            GlobalPool::Avg | GlobalPool::Max => channels,
+        }
+    }
+}
+
 /// Architecture and loss of a [`Classifier`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -54,6 +80,9 @@ pub struct ClassifierConfig {
     /// negatives/positives per label for rare labels. Ignored by the focal loss.
     #[serde(default)]
     pub pos_weight: Option<Vec<f64>>,
+    /// Pooling of C5 into the head input (runs saved before this option: `avg`).
+    #[serde(default)]
+    pub pool: GlobalPool,
 }
 
 fn default_num_labels() -> usize {
@@ -74,6 +103,7 @@ impl ClassifierConfig {
             mode: EncoderMode::Linear,
             loss: ClassifierLoss::Bce,
             pos_weight: None,
+            pool: GlobalPool::Avg,
         }
     }
 
@@ -117,7 +147,7 @@ impl Classifier {
     pub fn new(cfg: &ClassifierConfig, vb: VarBuilder) -> Result<Self> {
         cfg.validate().map_err(candle_core::Error::Msg)?;
         let encoder = ResNet::new(&cfg.encoder, vb.pp("encoder"))?;
-        let mut dims = vec![cfg.encoder.out_dim()];
+        let mut dims = vec![cfg.pool.width(cfg.encoder.out_dim())];
         dims.extend_from_slice(&cfg.hidden);
         dims.push(cfg.num_labels);
         let head = mlp(
@@ -157,7 +187,14 @@ impl Classifier {
     /// evaluation mode whatever `train` says.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let enc = self.cfg.mode.encode(&self.encoder, x, train)?;
-        self.head.forward_t(&enc.pooled, train)
+        let pooled = match self.cfg.pool {
+            GlobalPool::Avg => enc.pooled,
+            GlobalPool::Max => global_max_pool(&enc.features[3])?,
+            GlobalPool::AvgMax => {
+                Tensor::cat(&[enc.pooled, global_max_pool(&enc.features[3])?], 1)?
+            }
+        };
+        self.head.forward_t(&pooled, train)
     }
 
     /// Sigmoid probabilities `(B, num_labels)` in evaluation mode.
@@ -297,7 +334,7 @@ mod tests {
             (2, NUM_LABELS),
             &Device::Cpu,
         )?;
-        for (mode, loss, hidden) in [
+        for ((mode, loss, hidden), pool) in [
             (EncoderMode::default(), ClassifierLoss::Bce, vec![16]),
             (
                 EncoderMode::Finetune {
@@ -310,8 +347,12 @@ mod tests {
                 vec![],
             ),
             (EncoderMode::Linear, ClassifierLoss::Bce, vec![]),
-        ] {
+        ]
+        .into_iter()
+        .zip([GlobalPool::AvgMax, GlobalPool::Max, GlobalPool::Avg])
+        {
             let mut cfg = ClassifierConfig::new(EncoderConfig::tiny());
+            cfg.pool = pool;
             cfg.mode = mode;
             cfg.loss = loss;
             cfg.hidden = hidden;

@@ -34,7 +34,7 @@ pub mod window;
 use serde::{Deserialize, Serialize};
 
 pub use classifier::{
-    threshold_predictions, Classifier, ClassifierConfig, ClassifierLoss, NUM_LABELS,
+    threshold_predictions, Classifier, ClassifierConfig, ClassifierLoss, GlobalPool, NUM_LABELS,
 };
 pub use segmentation::{
     dice_loss, resize_bilinear, segmentation_loss, FpnConfig, Segmenter, SegmenterConfig,

@@ -46,5 +46,7 @@ pub use norm::{
     LayerNorm,
 };
 pub use ops::{l2_normalize, masked_fill, softmax_last_dim};
-pub use pool::{global_avg_pool, max_pool2d, max_pool2d_composed, MaxPool2dConfig};
+pub use pool::{
+    global_avg_pool, global_max_pool, max_pool2d, max_pool2d_composed, MaxPool2dConfig,
+};
 pub use upsample::{upsample_nearest2d, upsample_nearest2d_scale};

@@ -138,6 +138,13 @@ pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
     x.reshape((b, c, ()))?.mean(2)
 }
 
+/// Global max pooling `(B, C, H, W) → (B, C)`; the gradient goes to the maximum of each
+/// channel (Candle's max-reduction backward).
+pub fn global_max_pool(x: &Tensor) -> Result<Tensor> {
+    let (b, c, _, _) = x.dims4()?;
+    x.reshape((b, c, ()))?.max(2)
+}
+
 /// The CPU max-pooling kernel; its backward is [`MaxPool2dBackward`].
 struct MaxPool2dOp(MaxPool2dConfig);
 
