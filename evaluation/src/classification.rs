@@ -60,8 +60,11 @@ pub struct Average {
 pub struct ClassificationReport {
     /// `"multi-label"` or `"single-label"`.
     pub task: &'static str,
-    /// Decision threshold (multi-label).
+    /// Decision threshold (multi-label, one for every class).
     pub threshold: Option<f64>,
+    /// Per-class decision thresholds (multi-label, [`evaluate_per_class`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thresholds: Option<Vec<f64>>,
     /// Number of samples.
     pub samples: usize,
     /// Per-class metrics.
@@ -239,6 +242,77 @@ pub fn evaluate(
     threshold: f64,
     names: Option<&[String]>,
 ) -> Result<ClassificationReport> {
+    if !threshold.is_finite() {
+        return Err(EvalError::input("--threshold must be finite"));
+    }
+    let mut r = evaluate_at(scores, labels, &vec![threshold; scores.cols], names)?;
+    r.threshold = (r.task == "multi-label").then_some(threshold);
+    Ok(r)
+}
+
+/// [`evaluate`] with one decision threshold per class (multi-label; e.g. chosen on a
+/// validation set with [`best_f1_threshold`]).
+pub fn evaluate_per_class(
+    scores: &Matrix,
+    labels: &Matrix,
+    thresholds: &[f64],
+    names: Option<&[String]>,
+) -> Result<ClassificationReport> {
+    if thresholds.len() != scores.cols || thresholds.iter().any(|t| !t.is_finite()) {
+        return Err(EvalError::input(format!(
+            "{} finite thresholds needed (one per class), got {thresholds:?}",
+            scores.cols
+        )));
+    }
+    let mut r = evaluate_at(scores, labels, thresholds, names)?;
+    if r.task == "multi-label" {
+        r.thresholds = Some(thresholds.to_vec());
+    }
+    Ok(r)
+}
+
+/// The decision threshold that maximises F1 of one binary label: the midpoint between two
+/// consecutive distinct scores (or just below the lowest), highest F1 first, then the
+/// highest threshold (fewest positives). `None` without positive samples.
+pub fn best_f1_threshold(scores: &[f64], truth: &[bool]) -> Option<f64> {
+    let positives = truth.iter().filter(|&&t| t).count();
+    if positives == 0 || scores.len() != truth.len() {
+        return None;
+    }
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let (mut tp, mut fp) = (0usize, 0usize);
+    let mut best: Option<(f64, f64)> = None;
+    for (k, &i) in order.iter().enumerate() {
+        if truth[i] {
+            tp += 1;
+        } else {
+            fp += 1;
+        }
+        // Predicting positive for every score ≥ scores[i]: cut below it, unless the next
+        // score ties (the cut must separate distinct scores).
+        let next = order.get(k + 1).map(|&j| scores[j]);
+        if next == Some(scores[i]) {
+            continue;
+        }
+        let f1 = 2.0 * tp as f64 / (2 * tp + fp + (positives - tp)) as f64;
+        let cut = match next {
+            Some(v) => 0.5 * (scores[i] + v),
+            None => scores[i] - 1e-6 * scores[i].abs().max(1.0),
+        };
+        if best.is_none_or(|(f, _)| f1 > f) {
+            best = Some((f1, cut));
+        }
+    }
+    best.map(|(_, t)| t)
+}
+
+fn evaluate_at(
+    scores: &Matrix,
+    labels: &Matrix,
+    thresholds: &[f64],
+    names: Option<&[String]>,
+) -> Result<ClassificationReport> {
     let (n, c) = (scores.rows, scores.cols);
     if n == 0 || c == 0 {
         return Err(EvalError::input(format!("scores are empty ({n}×{c})")));
@@ -251,9 +325,6 @@ pub fn evaluate(
     }
     scores.check_finite("scores")?;
     labels.check_finite("labels")?;
-    if !threshold.is_finite() {
-        return Err(EvalError::input("--threshold must be finite"));
-    }
     let names: Vec<String> = match names {
         Some(v) if v.len() != c => {
             return Err(EvalError::input(format!(
@@ -276,7 +347,12 @@ pub fn evaluate(
         }
         (
             labels.data.iter().map(|&v| v == 1.0).collect(),
-            scores.data.iter().map(|&s| s >= threshold).collect(),
+            scores
+                .data
+                .iter()
+                .enumerate()
+                .map(|(i, &s)| s >= thresholds[i % c])
+                .collect(),
         )
     } else if labels.cols == 1 {
         let mut t = vec![false; n * c];
@@ -401,7 +477,8 @@ pub fn evaluate(
     };
     Ok(ClassificationReport {
         task: if multi { "multi-label" } else { "single-label" },
-        threshold: multi.then_some(threshold),
+        threshold: None,
+        thresholds: None,
         samples: n,
         map: defined_mean(classes.iter().filter_map(|m| m.ap).collect()),
         macro_auroc: defined_mean(classes.iter().filter_map(|m| m.auroc).collect()),
@@ -513,5 +590,41 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("class indices"));
+    }
+
+    #[test]
+    fn best_f1_threshold_by_hand() {
+        // Sorted scores 0.9(1) 0.8(0) 0.7(1) 0.4(1) 0.2(0): cutting below 0.4 gives
+        // TP 3, FP 1, FN 0 → F1 6/7, the best; the cut is the midpoint 0.3.
+        let s = [0.7, 0.2, 0.9, 0.4, 0.8];
+        let t = [true, false, true, true, false];
+        let cut = best_f1_threshold(&s, &t).unwrap();
+        assert!((cut - 0.3).abs() < 1e-12, "{cut}");
+        // Separable: the highest cut that keeps every positive.
+        let cut = best_f1_threshold(&[0.1, 0.6, 0.8], &[false, true, true]).unwrap();
+        assert!((cut - 0.35).abs() < 1e-12, "{cut}");
+        // Ties are never split; no positives → None.
+        let cut = best_f1_threshold(&[0.5, 0.5, 0.1], &[true, false, false]).unwrap();
+        assert!((cut - 0.3).abs() < 1e-12, "{cut}");
+        assert_eq!(best_f1_threshold(&[0.3, 0.2], &[false, false]), None);
+        // The lowest score as the cut: just below it.
+        let cut = best_f1_threshold(&[0.2, 0.1], &[true, true]).unwrap();
+        assert!(cut < 0.1 && cut > 0.09, "{cut}");
+    }
+
+    #[test]
+    fn per_class_thresholds_apply_per_column() {
+        let scores = Matrix::new(3, 2, vec![0.9, 0.2, 0.4, 0.3, 0.1, 0.05]).unwrap();
+        let labels = Matrix::new(3, 2, vec![1.0, 1.0, 1.0, 1.0, 0.0, 0.0]).unwrap();
+        let global = evaluate(&scores, &labels, 0.5, None).unwrap();
+        assert_eq!((global.classes[0].tp, global.classes[1].tp), (1, 0));
+        let r = evaluate_per_class(&scores, &labels, &[0.35, 0.15], None).unwrap();
+        assert_eq!((r.classes[0].tp, r.classes[0].fp), (2, 0));
+        assert_eq!((r.classes[1].tp, r.classes[1].fp), (2, 0));
+        assert_eq!(r.threshold, None);
+        assert_eq!(r.thresholds.as_deref(), Some(&[0.35, 0.15][..]));
+        assert_eq!(r.accuracy, 1.0);
+        assert!(evaluate_per_class(&scores, &labels, &[0.5], None).is_err());
+        assert!(evaluate_per_class(&scores, &labels, &[0.5, f64::NAN], None).is_err());
     }
 }

@@ -437,9 +437,13 @@ fn opt(v: Option<f64>) -> String {
 
 /// Prints a classification report as a table (per class, averages, mAP, accuracy).
 pub fn print_classification_report(r: &classification::ClassificationReport) {
-    match r.threshold {
-        Some(t) => println!("{}: {} samples, threshold {t}", r.task, r.samples),
-        None => println!("{}: {} samples, prediction = arg-max", r.task, r.samples),
+    match (r.threshold, &r.thresholds) {
+        (Some(t), _) => println!("{}: {} samples, threshold {t}", r.task, r.samples),
+        (None, Some(_)) => println!(
+            "{}: {} samples, per-class thresholds (column `thr`)",
+            r.task, r.samples
+        ),
+        (None, None) => println!("{}: {} samples, prediction = arg-max", r.task, r.samples),
     }
     let width = r
         .classes
@@ -448,20 +452,36 @@ pub fn print_classification_report(r: &classification::ClassificationReport) {
         .max()
         .unwrap_or(5)
         .max(12);
+    let thr = |k: usize| match &r.thresholds {
+        Some(t) => format!(" {:>6.3}", t[k]),
+        None => String::new(),
+    };
     println!(
-        "{:<width$} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8}",
-        "class", "precision", "recall", "f1", "support", "AP", "AUROC"
+        "{:<width$} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8}{}",
+        "class",
+        "precision",
+        "recall",
+        "f1",
+        "support",
+        "AP",
+        "AUROC",
+        if r.thresholds.is_some() {
+            "    thr"
+        } else {
+            ""
+        }
     );
-    for c in &r.classes {
+    for (k, c) in r.classes.iter().enumerate() {
         println!(
-            "{:<width$} {:>9.4} {:>9.4} {:>9.4} {:>8} {:>8} {:>8}",
+            "{:<width$} {:>9.4} {:>9.4} {:>9.4} {:>8} {:>8} {:>8}{}",
             c.name,
             c.precision,
             c.recall,
             c.f1,
             c.support,
             opt(c.ap),
-            opt(c.auroc)
+            opt(c.auroc),
+            thr(k)
         );
     }
     let mut avgs = vec![
@@ -479,13 +499,13 @@ pub fn print_classification_report(r: &classification::ClassificationReport) {
         );
     }
     println!("mAP {}  macro AUROC {}", opt(r.map), opt(r.macro_auroc));
-    let acc_name = if r.threshold.is_some() {
+    let acc_name = if r.task == "multi-label" {
         "subset accuracy"
     } else {
         "accuracy"
     };
     println!("{acc_name} {:.4}", r.accuracy);
-    if r.threshold.is_none() {
+    if r.task != "multi-label" {
         println!("confusion matrix (rows = true class, columns = predicted):");
         for row in &r.confusion[0] {
             println!(
@@ -714,7 +734,8 @@ fn eval_classify(a: ModelEvalArgs, global: &GlobalArgs) -> Result<()> {
     let loaded = load_run(&a.model, &device)?;
     let cfg = &loaded.config;
     let (part, dir) = model_eval_part(&a, &cfg.data, cfg.seed, global)?;
-    let r = score_part(&loaded.model, &part, cfg.threshold, a.batch_size, &device)?;
+    let thresholds = cfg.decision_thresholds();
+    let r = score_part(&loaded.model, &part, &thresholds, a.batch_size, &device)?;
     let v = report_json(
         &r,
         json!({

@@ -26,10 +26,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{ensure, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
-use insar_mm_eval::classification::{evaluate, ClassificationReport};
+use insar_mm_eval::classification::{
+    best_f1_threshold, evaluate, evaluate_per_class, ClassificationReport,
+};
 use insar_mm_eval::npy::Matrix;
 use insar_mm_models::encoder::EncoderConfig;
-use insar_mm_models::heads::{Classifier, ClassifierConfig, ClassifierLoss, EncoderMode};
+use insar_mm_models::heads::{
+    Classifier, ClassifierConfig, ClassifierLoss, EncoderMode, GlobalPool,
+};
 use insar_mm_models::nn::seeded_var_builder;
 use rand::Rng;
 use rayon::prelude::*;
@@ -97,11 +101,20 @@ pub struct ClassifyConfig {
     pub encoder_run: Option<PathBuf>,
     /// Hidden widths of the head MLP (empty = one linear layer).
     pub hidden: Vec<usize>,
+    /// Pooling of the C5 map into the head input: avg, max or avg-max.
+    pub pool: GlobalPool,
     pub loss: ClassifierLoss,
     /// Per-label positive weights of the BCE (10 values).
     pub pos_weight: Option<Vec<f64>>,
-    /// Decision threshold on the sigmoid scores for P/R/F1.
+    /// Decision threshold on the sigmoid scores for P/R/F1 (validation during training, and
+    /// every label the tuning leaves alone).
     pub threshold: f64,
+    /// After training, choose each label's threshold on the validation split (the F1-best
+    /// cut, `insar_mm_eval::classification::best_f1_threshold`) for the test report,
+    /// `eval` and `predict`; labels without a validation positive keep `threshold`.
+    pub tune_thresholds: bool,
+    /// The per-label thresholds chosen at the end of the run (written to config.json).
+    pub thresholds: Option<Vec<f64>>,
     /// Validation samples scored per validation (the first ones; 0 = all).
     pub val_samples: usize,
     pub data: HeadData,
@@ -123,12 +136,16 @@ impl Default for ClassifyConfig {
             mode: "finetune".into(),
             encoder_run: None,
             hidden: Vec::new(),
+            pool: GlobalPool::Max,
             loss: ClassifierLoss::Bce,
             pos_weight: None,
             threshold: 0.5,
+            tune_thresholds: true,
+            thresholds: None,
             val_samples: 0,
+            // Native resolution: fringes a few pixels apart do not survive shrinking.
             data: HeadData {
-                image_size: 64,
+                image_size: 224,
                 batch_size: 32,
                 balanced: false,
                 ..HeadData::default()
@@ -147,7 +164,7 @@ impl Default for ClassifyConfig {
                 min_lr_ratio: 0.01,
             },
             train: super::config::TrainSection {
-                epochs: Some(12),
+                epochs: Some(16),
                 checkpoint_every: 100,
                 log_every: 10,
                 validate_every: 50,
@@ -175,6 +192,13 @@ impl ClassifyConfig {
         RunDir::new(run).read_config()
     }
 
+    /// The decision threshold of every label: the tuned ones, else `threshold`.
+    pub fn decision_thresholds(&self) -> Vec<f64> {
+        self.thresholds
+            .clone()
+            .unwrap_or_else(|| vec![self.threshold; NUM_LABELS])
+    }
+
     pub fn encoder_mode(&self) -> Result<EncoderMode> {
         EncoderMode::parse(&self.mode).map_err(|e| anyhow::anyhow!("mode: {e}"))
     }
@@ -193,6 +217,12 @@ impl ClassifyConfig {
             "threshold = {} must be in (0, 1)",
             self.threshold
         );
+        if let Some(t) = &self.thresholds {
+            ensure!(
+                t.len() == NUM_LABELS && t.iter().all(|v| v.is_finite()),
+                "thresholds: {NUM_LABELS} finite values needed, got {t:?}"
+            );
+        }
         self.augment.validate()?;
         if let Some(m) = &self.model {
             m.validate().map_err(|e| anyhow::anyhow!("model: {e}"))?;
@@ -230,6 +260,7 @@ impl ClassifyConfig {
             mode: self.encoder_mode()?,
             loss: self.loss.clone(),
             pos_weight: self.pos_weight.clone(),
+            pool: self.pool,
         })
     }
 
@@ -272,7 +303,7 @@ pub fn predict_scores(
 pub fn score_labels(
     scores: &[Vec<f32>],
     labels: &[LabelVector],
-    threshold: f64,
+    thresholds: &[f64],
 ) -> Result<ClassificationReport> {
     ensure!(!scores.is_empty(), "no samples to score");
     let n = scores.len();
@@ -291,20 +322,48 @@ pub fn score_labels(
             .collect(),
     )?;
     let names: Vec<String> = LABEL_NAMES.iter().map(|s| s.to_string()).collect();
-    Ok(evaluate(&s, &y, threshold, Some(&names))?)
+    Ok(match thresholds {
+        [t, rest @ ..] if rest.iter().all(|r| r == t) => evaluate(&s, &y, *t, Some(&names))?,
+        _ => evaluate_per_class(&s, &y, thresholds, Some(&names))?,
+    })
+}
+
+/// Per-label thresholds tuned on `scores` / `labels` (F1-best cut); `fallback` for labels
+/// without a positive.
+pub fn tune_thresholds(scores: &[Vec<f32>], labels: &[LabelVector], fallback: f64) -> Vec<f64> {
+    (0..NUM_LABELS)
+        .map(|k| {
+            let s: Vec<f64> = scores.iter().map(|r| f64::from(r[k])).collect();
+            let t: Vec<bool> = labels.iter().map(|l| l[k] > 0.5).collect();
+            best_f1_threshold(&s, &t).unwrap_or(fallback)
+        })
+        .collect()
 }
 
 /// The report of `model` on `part`.
 pub fn score_part(
     model: &Classifier,
     part: &LabeledPart,
-    threshold: f64,
+    thresholds: &[f64],
     batch: usize,
     device: &Device,
 ) -> Result<ClassificationReport> {
+    score_labels(
+        &part_scores(model, part, batch, device)?,
+        &part.labels,
+        thresholds,
+    )
+}
+
+/// Sigmoid scores of every sample of `part`.
+pub fn part_scores(
+    model: &Classifier,
+    part: &LabeledPart,
+    batch: usize,
+    device: &Device,
+) -> Result<Vec<Vec<f32>>> {
     let images: Vec<&Image> = part.images.iter().collect();
-    let scores = predict_scores(model, &images, batch, device)?;
-    score_labels(&scores, &part.labels, threshold)
+    predict_scores(model, &images, batch, device)
 }
 
 /// `test_scores.json` / `eval classify` JSON: the report plus the deformation-vs-none
@@ -419,7 +478,7 @@ impl TrainTask for ClassifyTask {
         let r = score_part(
             &self.model,
             &self.val,
-            self.threshold,
+            &[self.threshold; NUM_LABELS],
             self.batch.max(32),
             &self.device,
         )?;
@@ -589,11 +648,19 @@ pub fn run(opts: ClassifyRun) -> Result<ClassifyOutcome> {
     }
     let weights = run_weights(&run_dir)?;
     load_model(&weights, &varmap)?;
+    let batch = cfg.data.batch_size.max(32);
+    if cfg.tune_thresholds && !task.val.is_empty() {
+        let scores = part_scores(task.model(), &task.val, batch, &device)?;
+        let tuned = tune_thresholds(&scores, &task.val.labels, cfg.threshold);
+        log::info!("per-label thresholds tuned on the val split: {tuned:.3?}");
+        cfg.thresholds = Some(tuned);
+        run_dir.write_config(&*cfg)?;
+    }
     let report = score_part(
         task.model(),
         &test,
-        cfg.threshold,
-        cfg.data.batch_size.max(32),
+        &cfg.decision_thresholds(),
+        batch,
         &device,
     )?;
     let v = report_json(
@@ -737,17 +804,64 @@ mod tests {
             })
             .collect();
         let perfect: Vec<Vec<f32>> = labels.iter().map(|l| l.to_vec()).collect();
-        let r = score_labels(&perfect, &labels, 0.5).unwrap();
+        let r = score_labels(&perfect, &labels, &[0.5; NUM_LABELS]).unwrap();
         assert_eq!(r.classes[0].f1, 1.0);
         assert_eq!(r.classes[0].name, "Deformation");
         assert_eq!(r.classes[0].support, 3);
         // Everything predicted "deformation": precision 0.5, recall 1.
         let all: Vec<Vec<f32>> = (0..6).map(|_| vec![0.9; NUM_LABELS]).collect();
-        let r = score_labels(&all, &labels, 0.5).unwrap();
+        let r = score_labels(&all, &labels, &[0.5; NUM_LABELS]).unwrap();
         assert_eq!(r.classes[0].precision, 0.5);
         assert_eq!(r.classes[0].recall, 1.0);
         let v = report_json(&r, json!({"split": "test"})).unwrap();
         assert_eq!(v["deformation_vs_none"]["fp"], 3);
         assert_eq!(v["split"], "test");
+    }
+
+    #[test]
+    fn tuned_thresholds_separate_validation_scores() {
+        // Deformation scores 0.2..0.4 for positives, 0.05..0.15 for negatives: a 0.5
+        // threshold finds nothing, the tuned one (0.175) everything.
+        let labels: Vec<LabelVector> = (0..6)
+            .map(|i| {
+                let mut l = [0.0; NUM_LABELS];
+                l[0] = (i < 3) as u8 as f32;
+                l
+            })
+            .collect();
+        let scores: Vec<Vec<f32>> = [0.2f32, 0.3, 0.4, 0.05, 0.1, 0.15]
+            .iter()
+            .map(|&s| {
+                let mut r = vec![0.01; NUM_LABELS];
+                r[0] = s;
+                r
+            })
+            .collect();
+        let t = tune_thresholds(&scores, &labels, 0.5);
+        assert!((t[0] - 0.175).abs() < 1e-6, "{t:?}");
+        assert!(
+            t[1..].iter().all(|&v| v == 0.5),
+            "no positives → fallback: {t:?}"
+        );
+        assert_eq!(
+            score_labels(&scores, &labels, &[0.5; NUM_LABELS])
+                .unwrap()
+                .classes[0]
+                .f1,
+            0.0
+        );
+        let r = score_labels(&scores, &labels, &t).unwrap();
+        assert_eq!(r.classes[0].f1, 1.0);
+        assert_eq!(r.thresholds.as_deref(), Some(&t[..]));
+        let mut cfg = ClassifyConfig::default();
+        assert_eq!(cfg.decision_thresholds(), vec![0.5; NUM_LABELS]);
+        cfg.thresholds = Some(t.clone());
+        assert_eq!(cfg.decision_thresholds(), t);
+        cfg.thresholds = Some(vec![0.5; 3]);
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("thresholds"));
     }
 }
