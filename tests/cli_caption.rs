@@ -115,7 +115,8 @@ fn train_then_caption_end_to_end_and_bad_input() {
     let tok = CaptionTokenizer::from_file(&run.join("tokenizer.json")).unwrap();
     assert_eq!(tok.vocab_size(), vocab);
     assert_eq!(cfg["label_smoothing"], 0.1);
-    assert_eq!(cfg["model"]["encoder"]["in_channels"], 2);
+    assert_eq!(cfg["model"]["encoder"]["in_channels"], 3);
+    assert_eq!(cfg["data"]["input_format"], "cos-sin-coherence");
     let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
     let val: Vec<Value> = metrics
         .lines()

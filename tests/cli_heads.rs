@@ -149,7 +149,8 @@ fn train_predict_eval_classify_and_segment_end_to_end() {
     assert_eq!(cfg["task"], "classify");
     assert_eq!(cfg["mode"], "finetune");
     assert_eq!(cfg["data"]["source_size"], 64);
-    assert_eq!(cfg["model"]["encoder"]["in_channels"], 2);
+    assert_eq!(cfg["model"]["encoder"]["in_channels"], 3);
+    assert_eq!(cfg["data"]["input_format"], "cos-sin-coherence");
     assert_eq!(cfg["model"]["num_labels"], 10);
     let scores = json(&crun.join("test_scores.json"));
     assert_eq!(scores["classes"].as_array().unwrap().len(), 10);
@@ -201,6 +202,20 @@ fn train_predict_eval_classify_and_segment_end_to_end() {
     assert!(sc
         .values()
         .all(|x| (0.0..=1.0).contains(&x.as_f64().unwrap())));
+    // Labels are the scores at the run's decision thresholds (tuned on val when it has
+    // positives, else 0.5).
+    let thr = arr[0]["thresholds"].as_object().unwrap();
+    assert_eq!(thr.len(), 10);
+    let labels: Vec<&str> = arr[0]["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    for (name, score) in sc {
+        let above = score.as_f64().unwrap() >= thr[name].as_f64().unwrap();
+        assert_eq!(labels.contains(&name.as_str()), above, "{name}");
+    }
     let pred_dir = tmp.path().join("pred-c");
     let all = ok(&[
         "predict",

@@ -88,10 +88,11 @@ impl Default for SegmentConfig {
             encoder_run: None,
             fpn: FpnConfig::default(),
             dice_weight: 1.0,
-            class_weights: None,
+            // Deformation is ≈ 2 % of the pixels: unweighted, the loss settles on background.
+            class_weights: Some(vec![0.1, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]),
             val_samples: 0,
             data: HeadData {
-                image_size: 64,
+                image_size: 112,
                 batch_size: 16,
                 balanced: false,
                 ..HeadData::default()
@@ -110,7 +111,7 @@ impl Default for SegmentConfig {
                 min_lr_ratio: 0.01,
             },
             train: super::config::TrainSection {
-                epochs: Some(6),
+                epochs: Some(8),
                 checkpoint_every: 100,
                 log_every: 10,
                 validate_every: 100,
