@@ -303,7 +303,7 @@ fn train_then_caption_end_to_end_and_bad_input() {
     assert!(err.contains("--encoder") && err.contains(s(&run)), "{err}");
 
     // Bad input.
-    // A phase image without its coherence: the model takes 2 channels.
+    // A phase image without its coherence: the model takes a coherence channel.
     let lone = tmp.path().join("lone");
     std::fs::create_dir_all(&lone).unwrap();
     let lone_png = lone.join("x.geo.diff.png");
@@ -330,6 +330,20 @@ fn train_then_caption_end_to_end_and_bad_input() {
         8,
         PngColor::Gray,
         &[200; 64],
+    )
+    .unwrap();
+    // A grayscale preview has no colours to read the phase from (cos/sin input).
+    let err = fails(&["caption", "--model", s(&run), s(&small)]);
+    assert!(
+        err.contains("s.geo.diff.png") && err.contains("grayscale"),
+        "{err}"
+    );
+    write_png(
+        &small.join("s.geo.diff.png"),
+        8,
+        8,
+        PngColor::Rgb,
+        &[49, 54, 149].repeat(64),
     )
     .unwrap();
     let err = fails(&["caption", "--model", s(&run), s(&small)]);
