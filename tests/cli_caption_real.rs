@@ -107,7 +107,10 @@ fn trains_on_real_captions_with_cached_renders_and_matched_data() {
     assert_eq!(source["annotations"]["used"], 33);
     let images = PathBuf::from(source["images"].as_str().unwrap());
     assert!(images.starts_with(&cache), "{}", images.display());
-    assert_eq!(listing(&cache), vec![images.file_name().unwrap().to_str().unwrap().to_string()]);
+    assert_eq!(
+        listing(&cache),
+        vec![images.file_name().unwrap().to_str().unwrap().to_string()]
+    );
 
     // The training text is exactly the real captions of the train split (typos, double
     // spaces and all): the run's tokenizer equals one trained on them.
@@ -146,16 +149,32 @@ fn trains_on_real_captions_with_cached_renders_and_matched_data() {
     let stamp = std::fs::metadata(&marker).unwrap().modified().unwrap();
     let (_, err) = ok(
         &cache,
-        &train_args(&["--annotations", FIXTURE, "--out", s(&tmp.path().join("run2"))]),
+        &train_args(&[
+            "--annotations",
+            FIXTURE,
+            "--out",
+            s(&tmp.path().join("run2")),
+        ]),
     );
     assert!(!err.contains("rendered 33 frames"), "{err}");
-    assert_eq!(std::fs::metadata(&marker).unwrap().modified().unwrap(), stamp);
+    assert_eq!(
+        std::fs::metadata(&marker).unwrap().modified().unwrap(),
+        stamp
+    );
     assert_eq!(listing(&cache).len(), 1);
 
     // eval caption on the run finds the same cached images and says where captions came from.
     let (out, _) = ok(
         &cache,
-        &["eval", "caption", "--model", s(&run), "--split", "train", "--json"],
+        &[
+            "eval",
+            "caption",
+            "--model",
+            s(&run),
+            "--split",
+            "train",
+            "--json",
+        ],
     );
     let ev: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(ev["data"], s(&images));
@@ -317,11 +336,22 @@ fn bad_annotation_input_gives_clear_errors() {
     // A missing path, and a limit without annotations.
     let err = fails(
         &cache,
-        &train_args(&["--annotations", s(&tmp.path().join("nope")), "--out", s(&out)]),
+        &train_args(&[
+            "--annotations",
+            s(&tmp.path().join("nope")),
+            "--out",
+            s(&out),
+        ]),
     );
     assert!(err.contains("nope"), "{err}");
-    let err = fails(&cache, &train_args(&["--annotation-limit", "5", "--out", s(&out)]));
-    assert!(err.contains("annotation_limit") || err.contains("--annotations"), "{err}");
+    let err = fails(
+        &cache,
+        &train_args(&["--annotation-limit", "5", "--out", s(&out)]),
+    );
+    assert!(
+        err.contains("annotation_limit") || err.contains("--annotations"),
+        "{err}"
+    );
     assert!(!out.exists(), "no run directory for refused input");
     assert!(!cache.exists(), "nothing rendered for refused input");
 }

@@ -299,7 +299,10 @@ pub fn run_eval(args: EvalCaptionArgs, global: &GlobalArgs) -> Result<()> {
             part.len(),
             args.beam
         );
-        if !matches!(source, CaptionSource::Builtin { .. } | CaptionSource::Data { .. }) {
+        if !matches!(
+            source,
+            CaptionSource::Builtin { .. } | CaptionSource::Data { .. }
+        ) {
             println!("  captions: {source}");
         }
         println!(

@@ -310,12 +310,7 @@ fn run_caption(args: &CaptionArgs, global: &GlobalArgs) -> Result<()> {
         cfg.seed,
         &|len, what| crate::cli::progress::bar(len, what, global.show_progress()),
     )?;
-    let data = caption::caption_parts(
-        &ds,
-        cfg.data.input_format,
-        cfg.data.image_size,
-        cfg.seed,
-    )?;
+    let data = caption::caption_parts(&ds, cfg.data.input_format, cfg.data.image_size, cfg.seed)?;
     let dir = source.to_string();
     if !resume {
         cfg.data.source = Some(source);

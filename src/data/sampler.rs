@@ -187,7 +187,12 @@ mod tests {
         assert!(sub.windows(2).all(|w| w[0] < w[1]), "sorted, no repeats");
         // Exact shares 90 / 9 / 0.9 / 0.1: the rare class still gets one, from class 0.
         assert_eq!(
-            [count(&sub, 0), count(&sub, 3), count(&sub, 7), count(&sub, 9)],
+            [
+                count(&sub, 0),
+                count(&sub, 3),
+                count(&sub, 7),
+                count(&sub, 9)
+            ],
             [89, 9, 1, 1]
         );
         assert_eq!(

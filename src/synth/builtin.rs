@@ -17,11 +17,9 @@ use anyhow::{bail, ensure, Context, Result};
 use insar_mm_models::nn::init::fnv1a64;
 
 use super::captions::CaptionStyle;
-use super::generate::{
-    generate_dataset, generate_from_annotations, DatasetOptions, DatasetReport,
-};
-use crate::data::annotation::Annotation;
+use super::generate::{generate_dataset, generate_from_annotations, DatasetOptions, DatasetReport};
 use super::scene::SceneConfig;
+use crate::data::annotation::Annotation;
 use crate::data::loader::{load_annotations, LoadOptions};
 use crate::data::split::frame_split;
 
@@ -153,8 +151,13 @@ pub fn ensure_matching_in(
         seed,
         "images matching the annotations",
         |tmp| {
-            let report =
-                generate_from_annotations(&config(), annotations, tmp, &dataset_options(seed), tick)?;
+            let report = generate_from_annotations(
+                &config(),
+                annotations,
+                tmp,
+                &dataset_options(seed),
+                tick,
+            )?;
             let marker = serde_json::json!({
                 "version": VERSION,
                 "seed": seed,
@@ -230,6 +233,37 @@ fn ensure_generated(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The cache key follows the annotations' content (a caption typo fixed, a subset), the
+    /// seed and the generator version; it is stable for the same input.
+    #[test]
+    fn matching_key_changes_with_content_seed_and_selection() {
+        let set = load_annotations(
+            Path::new(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/fixtures/hephaestus-sample"
+            )),
+            LoadOptions::default(),
+        )
+        .unwrap();
+        let a = &set.annotations;
+        let key = matching_key(42, a).unwrap();
+        assert_eq!(key, matching_key(42, &a.clone()).unwrap());
+        assert_ne!(key, matching_key(43, a).unwrap());
+        assert_ne!(key, matching_key(42, &a[..a.len() - 1]).unwrap());
+        let mut edited = a.clone();
+        edited[0].caption.push(' ');
+        assert_ne!(key, matching_key(42, &edited).unwrap());
+        let mut relabelled = a.clone();
+        relabelled[1].atmospheric_fringes = (relabelled[1].atmospheric_fringes + 1) % 4;
+        assert_ne!(key, matching_key(42, &relabelled).unwrap());
+        let root = Path::new("cache");
+        assert_eq!(
+            matching_dir(root, 42, a).unwrap(),
+            root.join(format!("synth-v{VERSION}-42-ann{}-{key:016x}", a.len()))
+        );
+        assert!(ensure_matching_in(root, 42, &[], &|| {}).is_err());
+    }
 
     #[test]
     fn generates_once_and_reuses() {

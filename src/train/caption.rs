@@ -37,8 +37,8 @@ use crate::data::array::{batch_tensor, Image};
 use crate::data::dataset::DatasetDir;
 use crate::data::frames::{InputFormat, InterferogramFiles};
 use crate::data::loader::{load_annotations, AnnotationSet, LoadOptions};
-use crate::data::sampler::{rarest_label_keys, stratified_subset};
 use crate::data::sample::SampleSource;
+use crate::data::sampler::{rarest_label_keys, stratified_subset};
 use crate::data::split::{frame_split, Part, Split};
 use crate::text::tokenizer::{CaptionTokenizer, TokenizerConfig};
 
@@ -453,7 +453,11 @@ pub fn match_annotations(dir: &Path, selected: &AnnotationSet) -> Result<Dataset
                 .with_context(|| format!("--data {}", dir.display()))?,
         ),
         None => {
-            ensure!(dir.is_dir(), "--data {}: directory not found", dir.display());
+            ensure!(
+                dir.is_dir(),
+                "--data {}: directory not found",
+                dir.display()
+            );
             None
         }
     };
