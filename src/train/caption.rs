@@ -440,7 +440,7 @@ pub fn select_annotations(
 }
 
 /// ChaCha stream of the annotation subset draw (apart from every other use of the seed).
-const SUBSET_STREAM: u64 = 0x5ab5_e7;
+const SUBSET_STREAM: u64 = 0x005a_b5e7;
 
 /// The annotations of `selected` (captions and labels) paired with the interferograms of
 /// `dir` by uniqueID. When `dir` has annotations of its own, the images are located with
@@ -470,8 +470,8 @@ pub fn match_annotations(dir: &Path, selected: &AnnotationSet) -> Result<Dataset
             Some(ds) => match ds.annotations.get(a.unique_id) {
                 Some(there) => Annotation {
                     frame_id: there.frame_id.clone(),
-                    primary_date: there.primary_date.clone(),
-                    secondary_date: there.secondary_date.clone(),
+                    primary_date: there.primary_date,
+                    secondary_date: there.secondary_date,
                     ..a.clone()
                 },
                 None => continue,
