@@ -18,7 +18,8 @@ use crate::data::frames::InputFormat;
 use crate::data::frames::{load_input, InterferogramFiles};
 use crate::data::resample::resize_area;
 use crate::train::caption::{
-    evaluate_captions, load_caption_data, load_caption_run, LoadedCaptionRun,
+    caption_parts, evaluate_captions, load_caption_run, open_caption_dataset, CaptionSource,
+    LoadedCaptionRun,
 };
 
 #[derive(Debug, Args)]
@@ -191,10 +192,20 @@ pub struct EvalCaptionArgs {
     /// Caption run directory (`insar-mm train caption --out RUN`).
     #[arg(long, value_name = "RUN")]
     pub model: PathBuf,
-    /// Dataset directory. Default: the run's `--data`, else the built-in synthetic dataset
-    /// of the run's seed.
+    /// Dataset directory. Default (when neither --data nor --annotations is given): the
+    /// run's own data (`--data`, `--annotations`, else the built-in synthetic dataset of the
+    /// run's seed).
     #[arg(long, value_name = "DIR")]
     pub data: Option<PathBuf>,
+    /// Real annotations (directory, .tar.gz or .zip) whose captions are the references; the
+    /// images are --data's (matched by uniqueID) or rendered to match them (cached), as in
+    /// `train caption --annotations`.
+    #[arg(long, value_name = "PATH")]
+    pub annotations: Option<PathBuf>,
+    /// Seeded class-stratified subset of the annotations [default: the run's
+    /// `data.annotation_limit` when --annotations is the run's, else all].
+    #[arg(long, value_name = "N")]
+    pub annotation_limit: Option<usize>,
     /// Split part to score (the dataset's `split.json`, else the frame split of the run's
     /// seed, as in training).
     #[arg(long, value_enum, default_value_t = SplitArg::Test)]
@@ -220,12 +231,26 @@ pub fn run_eval(args: EvalCaptionArgs, global: &GlobalArgs) -> Result<()> {
     let device = crate::device::open(global.device)?;
     let loaded = load_caption_run(&args.model, &device)?;
     let cfg = &loaded.cfg;
-    let dir = match args.data.clone().or_else(|| cfg.data.dir.clone()) {
-        Some(d) => d,
-        None => crate::synth::builtin::ensure(cfg.seed, &|| {})?,
+    let (data_dir, annotations) = if args.data.is_some() || args.annotations.is_some() {
+        (args.data.clone(), args.annotations.clone())
+    } else {
+        (cfg.data.dir.clone(), cfg.data.annotations.clone())
     };
+    let limit = match (&annotations, args.annotation_limit) {
+        (_, Some(n)) => n,
+        (Some(a), None) if cfg.data.annotations.as_ref() == Some(a) => cfg.data.annotation_limit,
+        _ => 0,
+    };
+    let (ds, source) = open_caption_dataset(
+        data_dir.as_deref(),
+        annotations.as_deref(),
+        limit,
+        cfg.seed,
+        &|len, what| super::progress::bar(len, what, global.show_progress()),
+    )?;
+    let dir = ds.root.clone();
     let format: InputFormat = cfg.data.input_format;
-    let data = load_caption_data(&dir, format, cfg.data.image_size, cfg.seed)?;
+    let data = caption_parts(&ds, format, cfg.data.image_size, cfg.seed)?;
     let part = match args.split {
         SplitArg::Train => &data.train,
         SplitArg::Val => &data.val,
@@ -256,6 +281,7 @@ pub fn run_eval(args: EvalCaptionArgs, global: &GlobalArgs) -> Result<()> {
     if args.json {
         let v = serde_json::json!({
             "data": dir.display().to_string(),
+            "source": source,
             "split": split,
             "images": part.len(),
             "beam": args.beam,
@@ -273,6 +299,12 @@ pub fn run_eval(args: EvalCaptionArgs, global: &GlobalArgs) -> Result<()> {
             part.len(),
             args.beam
         );
+        if !matches!(
+            source,
+            CaptionSource::Builtin { .. } | CaptionSource::Data { .. }
+        ) {
+            println!("  captions: {source}");
+        }
         println!(
             "  {:<30} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}",
             "", "BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "ROUGE-L", "CIDEr-D"

@@ -111,6 +111,16 @@ pub struct CaptionArgs {
     /// `encoder.*` weights.
     #[arg(long, value_name = "RUN", conflicts_with = "resume")]
     pub encoder: Option<PathBuf>,
+    /// Real Hephaestus annotations (a directory, .tar.gz or .zip of annotation JSONs): train
+    /// on their captions (typos included). Without --data the images are rendered to match
+    /// each annotation (generated once into the cache); with --data DIR they are DIR's,
+    /// matched by uniqueID.
+    #[arg(long, value_name = "PATH", conflicts_with = "resume")]
+    pub annotations: Option<PathBuf>,
+    /// Use a seeded subset of N annotations that keeps the class mix (0 = all); keeps a CPU
+    /// run on the 19,919 real annotations feasible.
+    #[arg(long, value_name = "N", conflicts_with = "resume")]
+    pub annotation_limit: Option<usize>,
 }
 
 /// `train classify` / `train segment`.
@@ -279,6 +289,12 @@ fn run_caption(args: &CaptionArgs, global: &GlobalArgs) -> Result<()> {
             if common.data.is_some() {
                 cfg.data.dir = common.data.clone();
             }
+            if args.annotations.is_some() {
+                cfg.data.annotations = args.annotations.clone();
+            }
+            if let Some(n) = args.annotation_limit {
+                cfg.data.annotation_limit = n;
+            }
             cfg.validate()?;
             let out = common
                 .out
@@ -287,21 +303,18 @@ fn run_caption(args: &CaptionArgs, global: &GlobalArgs) -> Result<()> {
             (cfg, RunDir::new(out), false)
         }
     };
-    let dir = match &cfg.data.dir {
-        Some(d) => d.clone(),
-        None => {
-            let bar = crate::cli::progress::bar(
-                crate::synth::builtin::FRAMES as u64,
-                "generating the built-in synthetic dataset (once)",
-                global.show_progress(),
-            );
-            let d = crate::synth::builtin::ensure(cfg.seed, &|| bar.inc(1))?;
-            bar.finish_and_clear();
-            d
-        }
-    };
-    let data =
-        caption::load_caption_data(&dir, cfg.data.input_format, cfg.data.image_size, cfg.seed)?;
+    let (ds, source) = caption::open_caption_dataset(
+        cfg.data.dir.as_deref(),
+        cfg.data.annotations.as_deref(),
+        cfg.data.annotation_limit,
+        cfg.seed,
+        &|len, what| crate::cli::progress::bar(len, what, global.show_progress()),
+    )?;
+    let data = caption::caption_parts(&ds, cfg.data.input_format, cfg.data.image_size, cfg.seed)?;
+    let dir = source.to_string();
+    if !resume {
+        cfg.data.source = Some(source);
+    }
     let root = run.root.clone();
     log::info!(
         "{} captioning: preset {}, {}² inputs, batch {}, {} train / {} val / {} test images from {}, run {}",
@@ -312,7 +325,7 @@ fn run_caption(args: &CaptionArgs, global: &GlobalArgs) -> Result<()> {
         data.train.len(),
         data.val.len(),
         data.test.len(),
-        dir.display(),
+        dir,
         root.display()
     );
     let options = RunOptions {

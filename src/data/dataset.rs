@@ -52,23 +52,31 @@ impl DatasetDir {
         if !root.is_dir() {
             bail!("{}: dataset directory not found", root.display());
         }
-        let candidates = [
-            root.join(ANNOTATIONS),
-            root.join("annotations.tar.gz"),
-            root.join("annotations.tgz"),
-            root.join("annotations.zip"),
-        ];
-        let Some(source) = candidates.iter().find(|p| p.exists()) else {
+        let Some(source) = Self::annotation_source(root) else {
             bail!(
                 "{}: not a dataset directory (no annotations/ folder or annotations.tar.gz/.zip)",
                 root.display()
             );
         };
-        let annotations = load_annotations(source, options)?;
+        let annotations = load_annotations(&source, options)?;
         Ok(Self {
             root: root.to_path_buf(),
             annotations,
         })
+    }
+
+    /// The annotations of the dataset directory `root`: `annotations/`, else
+    /// `annotations.tar.gz` / `.tgz` / `.zip`; `None` when it has none.
+    pub fn annotation_source(root: &Path) -> Option<PathBuf> {
+        [
+            ANNOTATIONS,
+            "annotations.tar.gz",
+            "annotations.tgz",
+            "annotations.zip",
+        ]
+        .iter()
+        .map(|n| root.join(n))
+        .find(|p| p.exists())
     }
 
     /// Where raw frames live (the dataset root itself).

@@ -17,6 +17,84 @@ pub fn shuffled_order(len: usize, rng: &mut ChaCha8Rng) -> Vec<usize> {
     order
 }
 
+/// The class key of each multi-label sample: 0 when no label is set (non-deformation),
+/// otherwise 1 + the index of its rarest positive label (frequencies counted over `labels`),
+/// so that a sample with a Spheroid and a Sill counts as Spheroid.
+pub fn rarest_label_keys(labels: &[LabelVector]) -> Vec<usize> {
+    let mut freq = [0usize; NUM_LABELS];
+    for l in labels {
+        for (f, &v) in freq.iter_mut().zip(l) {
+            if v > 0.5 {
+                *f += 1;
+            }
+        }
+    }
+    // The Deformation entry (index 0) is set with every type; it only decides when no
+    // more specific entry is present.
+    labels
+        .iter()
+        .map(|l| {
+            let specific = (1..NUM_LABELS)
+                .filter(|&i| l[i] > 0.5)
+                .min_by_key(|&i| (freq[i], i));
+            match specific {
+                Some(i) => 1 + i,
+                None if l[0] > 0.5 => 1,
+                None => 0,
+            }
+        })
+        .collect()
+}
+
+/// A seeded subset of `n` of the samples with class `keys`, stratified so that it keeps the
+/// class mix: each class gets `n × its share` samples (largest remainders round), and every
+/// class present gets at least one while `n` allows (taken from the largest classes). The
+/// members of a class are drawn uniformly without replacement. Returns sorted indices; all of
+/// them when `n >= keys.len()`.
+pub fn stratified_subset(keys: &[usize], n: usize, rng: &mut ChaCha8Rng) -> Vec<usize> {
+    if n >= keys.len() {
+        return (0..keys.len()).collect();
+    }
+    let mut classes: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
+    for (i, &k) in keys.iter().enumerate() {
+        classes.entry(k).or_default().push(i);
+    }
+    let total = keys.len() as f64;
+    let exact: Vec<f64> = classes
+        .values()
+        .map(|m| n as f64 * m.len() as f64 / total)
+        .collect();
+    let mut take: Vec<usize> = exact.iter().map(|e| e.floor() as usize).collect();
+    // Largest remainders (ties: the class with the smaller key) fill up to n.
+    let mut order: Vec<usize> = (0..take.len()).collect();
+    order.sort_by(|&a, &b| (exact[b] - exact[b].floor()).total_cmp(&(exact[a] - exact[a].floor())));
+    // The remainders sum to less than the number of classes: one pass suffices.
+    let left = n - take.iter().sum::<usize>();
+    for &c in order.iter().take(left) {
+        take[c] += 1;
+    }
+    // Every class at least once, paid for by the currently largest allocation.
+    if n >= take.len() {
+        for c in 0..take.len() {
+            if take[c] == 0 {
+                let donor = (0..take.len())
+                    .max_by_key(|&d| (take[d], std::cmp::Reverse(d)))
+                    .expect("at least one class");
+                take[donor] -= 1;
+                take[c] = 1;
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(n);
+    for (members, &k) in classes.values().zip(&take) {
+        let mut members = members.clone();
+        members.shuffle(rng);
+        out.extend_from_slice(&members[..k]);
+    }
+    out.sort_unstable();
+    out
+}
+
 /// Oversampling by class: each draw picks one of the non-empty classes uniformly, then one
 /// of its samples uniformly (with replacement).
 #[derive(Debug, Clone)]
@@ -51,30 +129,7 @@ impl ClassBalancedSampler {
     /// non-deformation; otherwise 1 + the label index), so that a sample with a Spheroid
     /// and a Sill counts as Spheroid.
     pub fn from_labels(labels: &[LabelVector]) -> Result<Self> {
-        let mut freq = [0usize; NUM_LABELS];
-        for l in labels {
-            for (f, &v) in freq.iter_mut().zip(l) {
-                if v > 0.5 {
-                    *f += 1;
-                }
-            }
-        }
-        // The Deformation entry (index 0) is set with every type; it only decides when no
-        // more specific entry is present.
-        let keys: Vec<usize> = labels
-            .iter()
-            .map(|l| {
-                let specific = (1..NUM_LABELS)
-                    .filter(|&i| l[i] > 0.5)
-                    .min_by_key(|&i| (freq[i], i));
-                match specific {
-                    Some(i) => 1 + i,
-                    None if l[0] > 0.5 => 1,
-                    None => 0,
-                }
-            })
-            .collect();
-        Self::from_keys(&keys)
+        Self::from_keys(&rarest_label_keys(labels))
     }
 
     /// Draws per epoch (the dataset size unless changed).
@@ -113,6 +168,58 @@ mod tests {
         let mut sorted = a.clone();
         sorted.sort_unstable();
         assert_eq!(sorted, (0..100).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn stratified_subset_keeps_the_class_mix() {
+        // 900 of class 0, 90 of class 3, 9 of class 7, 1 of class 9.
+        let keys: Vec<usize> = (0..1000)
+            .map(|i| match i {
+                0..900 => 0,
+                900..990 => 3,
+                990..999 => 7,
+                _ => 9,
+            })
+            .collect();
+        let count = |sub: &[usize], k: usize| sub.iter().filter(|&&i| keys[i] == k).count();
+        let sub = stratified_subset(&keys, 100, &mut ChaCha8Rng::seed_from_u64(5));
+        assert_eq!(sub.len(), 100);
+        assert!(sub.windows(2).all(|w| w[0] < w[1]), "sorted, no repeats");
+        // Exact shares 90 / 9 / 0.9 / 0.1: the rare class still gets one, from class 0.
+        assert_eq!(
+            [
+                count(&sub, 0),
+                count(&sub, 3),
+                count(&sub, 7),
+                count(&sub, 9)
+            ],
+            [89, 9, 1, 1]
+        );
+        assert_eq!(
+            sub,
+            stratified_subset(&keys, 100, &mut ChaCha8Rng::seed_from_u64(5))
+        );
+        assert_ne!(
+            sub,
+            stratified_subset(&keys, 100, &mut ChaCha8Rng::seed_from_u64(6))
+        );
+        // Fewer slots than classes: largest remainders only.
+        let two = stratified_subset(&keys, 2, &mut ChaCha8Rng::seed_from_u64(5));
+        assert_eq!([count(&two, 0), count(&two, 3)], [2, 0]);
+        assert_eq!(
+            stratified_subset(&keys, 5000, &mut ChaCha8Rng::seed_from_u64(5)),
+            (0..1000).collect::<Vec<_>>()
+        );
+        // Keys of multi-label vectors: the rarest positive label decides.
+        let mut a = [0.0f32; NUM_LABELS];
+        a[0] = 1.0;
+        a[3] = 1.0;
+        let mut b = a;
+        b[4] = 1.0;
+        assert_eq!(
+            rarest_label_keys(&[[0.0; NUM_LABELS], a, a, b]),
+            vec![0, 4, 4, 5]
+        );
     }
 
     #[test]

@@ -7,14 +7,19 @@
 //! renamed into place when complete, so a reader never sees half a dataset and an
 //! interrupted run leaves nothing behind that looks finished. Bump [`VERSION`] whenever the
 //! generator's output changes.
+//!
+//! Datasets rendered to match real annotations (`train caption --annotations PATH` without
+//! `--data`) are cached the same way beside it, keyed by [`matching_key`].
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
+use insar_mm_models::nn::init::fnv1a64;
 
 use super::captions::CaptionStyle;
-use super::generate::{generate_dataset, DatasetOptions, DatasetReport};
+use super::generate::{generate_dataset, generate_from_annotations, DatasetOptions, DatasetReport};
 use super::scene::SceneConfig;
+use crate::data::annotation::Annotation;
 use crate::data::loader::{load_annotations, LoadOptions};
 use crate::data::split::frame_split;
 
@@ -72,7 +77,112 @@ pub fn ensure_in(
     frames: usize,
     tick: &(dyn Fn() + Sync),
 ) -> Result<(PathBuf, Option<DatasetReport>)> {
-    let dir = dataset_dir(root, seed);
+    let name = format!("synth-v{VERSION}-{seed}");
+    ensure_generated(root, &name, seed, "the built-in dataset", |tmp| {
+        let report = generate_dataset(&config(), frames, tmp, &dataset_options(seed), tick)?;
+        let marker = serde_json::json!({
+            "version": VERSION,
+            "seed": seed,
+            "config": config(),
+            "report": report,
+        });
+        Ok((report, marker))
+    })
+}
+
+fn dataset_options(seed: u64) -> DatasetOptions {
+    DatasetOptions {
+        seed,
+        float_phase: false,
+        caption_style: CaptionStyle::default(),
+    }
+}
+
+/// Cache key of a dataset rendered to match `annotations`: a stable hash (FNV-1a) of the
+/// generator [`VERSION`], the seed, the scene configuration (frame size, pixel spacing, …)
+/// and every annotation's full content in order (caption bytes included).
+pub fn matching_key(seed: u64, annotations: &[Annotation]) -> Result<u64> {
+    let mut text = serde_json::to_string(&serde_json::json!({
+        "version": VERSION,
+        "seed": seed,
+        "config": config(),
+    }))?;
+    for a in annotations {
+        text.push('\n');
+        text.push_str(&a.to_json_pretty());
+    }
+    Ok(fnv1a64(text.as_bytes()))
+}
+
+/// Folder of the dataset rendered to match `annotations` under `root`
+/// (`synth-v<VERSION>-<seed>-ann<count>-<key>`, key of [`matching_key`]).
+pub fn matching_dir(root: &Path, seed: u64, annotations: &[Annotation]) -> Result<PathBuf> {
+    Ok(root.join(format!(
+        "synth-v{VERSION}-{seed}-ann{}-{:016x}",
+        annotations.len(),
+        matching_key(seed, annotations)?
+    )))
+}
+
+/// A dataset of the built-in frame configuration rendered to match real `annotations`
+/// ([`generate_from_annotations`]: one frame each, same labels where the generator can,
+/// the real caption kept), with its frame split (80/10/10 of `seed`) in `split.json`;
+/// generated into `root` once and reused like the built-in set. `tick` is called per frame
+/// while rendering. Returns the folder and, when it was generated now, the report.
+pub fn ensure_matching_in(
+    root: &Path,
+    seed: u64,
+    annotations: &[Annotation],
+    tick: &(dyn Fn() + Sync),
+) -> Result<(PathBuf, Option<DatasetReport>)> {
+    ensure!(
+        !annotations.is_empty(),
+        "no annotations to render images for"
+    );
+    let dir = matching_dir(root, seed, annotations)?;
+    let name = dir
+        .file_name()
+        .context("cache folder name")?
+        .to_string_lossy()
+        .into_owned();
+    ensure_generated(
+        root,
+        &name,
+        seed,
+        "images matching the annotations",
+        |tmp| {
+            let report = generate_from_annotations(
+                &config(),
+                annotations,
+                tmp,
+                &dataset_options(seed),
+                tick,
+            )?;
+            let marker = serde_json::json!({
+                "version": VERSION,
+                "seed": seed,
+                "config": config(),
+                "from_annotations": annotations.len(),
+                "key": format!("{:016x}", matching_key(seed, annotations)?),
+                "report": report,
+            });
+            Ok((report, marker))
+        },
+    )
+}
+
+/// The cached dataset `root/name`: reused when finished (its [`MARKER`] exists), else made
+/// by `generate` (which writes frames + annotations into the temporary folder it gets and
+/// returns its report and the marker's content) together with the frame split of `seed`,
+/// in a temporary sibling renamed into place when complete.
+fn ensure_generated(
+    root: &Path,
+    name: &str,
+    seed: u64,
+    what: &str,
+    generate: impl FnOnce(&Path) -> Result<(DatasetReport, serde_json::Value)>,
+) -> Result<(PathBuf, Option<DatasetReport>)> {
+    let dir = root.join(name);
     if dir.join(MARKER).is_file() {
         return Ok((dir, None));
     }
@@ -84,21 +194,13 @@ pub fn ensure_in(
     }
     std::fs::create_dir_all(root)
         .with_context(|| format!("{}: cannot create the cache folder", root.display()))?;
-    let tmp = root.join(format!(
-        ".synth-v{VERSION}-{seed}.tmp-{}",
-        std::process::id()
-    ));
+    let tmp = root.join(format!(".{name}.tmp-{}", std::process::id()));
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp)
             .with_context(|| format!("{}: cannot remove a stale temporary", tmp.display()))?;
     }
     let result = (|| -> Result<DatasetReport> {
-        let options = DatasetOptions {
-            seed,
-            float_phase: false,
-            caption_style: CaptionStyle::default(),
-        };
-        let report = generate_dataset(&config(), frames, &tmp, &options, tick)?;
+        let (report, marker) = generate(&tmp)?;
         let set = load_annotations(
             &tmp.join(crate::data::dataset::ANNOTATIONS),
             LoadOptions::default(),
@@ -107,13 +209,7 @@ pub fn ensure_in(
             .write(&tmp.join(crate::data::dataset::SPLIT_FILE))?;
         crate::data::atomic::write_atomic(
             &tmp.join(MARKER),
-            serde_json::to_string_pretty(&serde_json::json!({
-                "version": VERSION,
-                "seed": seed,
-                "config": config(),
-                "report": report,
-            }))?
-            .as_bytes(),
+            serde_json::to_string_pretty(&marker)?.as_bytes(),
         )?;
         Ok(report)
     })();
@@ -121,10 +217,7 @@ pub fn ensure_in(
         Ok(r) => r,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&tmp);
-            return Err(e.context(format!(
-                "generating the built-in dataset in {}",
-                dir.display()
-            )));
+            return Err(e.context(format!("generating {what} in {}", dir.display())));
         }
     };
     if let Err(e) = std::fs::rename(&tmp, &dir) {
@@ -140,6 +233,37 @@ pub fn ensure_in(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The cache key follows the annotations' content (a caption typo fixed, a subset), the
+    /// seed and the generator version; it is stable for the same input.
+    #[test]
+    fn matching_key_changes_with_content_seed_and_selection() {
+        let set = load_annotations(
+            Path::new(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/fixtures/hephaestus-sample"
+            )),
+            LoadOptions::default(),
+        )
+        .unwrap();
+        let a = &set.annotations;
+        let key = matching_key(42, a).unwrap();
+        assert_eq!(key, matching_key(42, &a.clone()).unwrap());
+        assert_ne!(key, matching_key(43, a).unwrap());
+        assert_ne!(key, matching_key(42, &a[..a.len() - 1]).unwrap());
+        let mut edited = a.clone();
+        edited[0].caption.push(' ');
+        assert_ne!(key, matching_key(42, &edited).unwrap());
+        let mut relabelled = a.clone();
+        relabelled[1].atmospheric_fringes = (relabelled[1].atmospheric_fringes + 1) % 4;
+        assert_ne!(key, matching_key(42, &relabelled).unwrap());
+        let root = Path::new("cache");
+        assert_eq!(
+            matching_dir(root, 42, a).unwrap(),
+            root.join(format!("synth-v{VERSION}-42-ann{}-{key:016x}", a.len()))
+        );
+        assert!(ensure_matching_in(root, 42, &[], &|| {}).is_err());
+    }
 
     #[test]
     fn generates_once_and_reuses() {

@@ -21,6 +21,8 @@ use insar_mm_eval::captions::{score_tokenized, tokenizer::tokenize, CaptionScore
 use insar_mm_models::caption::{CaptionConfig, CaptionModel, EncoderMode, SearchConfig};
 use insar_mm_models::encoder::is_trainable_name;
 use insar_mm_models::nn::seeded_var_builder;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -30,11 +32,13 @@ use super::driver::{Batch, BestMetric, MetricMode, Outcome, StepOutput, TrainTas
 use super::optim::{trainable_params, OptimConfig, Optimizer};
 use super::pretrain::RunOptions;
 use super::schedule::ScheduleConfig;
+use crate::data::annotation::Annotation;
 use crate::data::array::{batch_tensor, Image};
 use crate::data::dataset::DatasetDir;
-use crate::data::frames::InputFormat;
-use crate::data::loader::LoadOptions;
+use crate::data::frames::{InputFormat, InterferogramFiles};
+use crate::data::loader::{load_annotations, AnnotationSet, LoadOptions};
 use crate::data::sample::SampleSource;
+use crate::data::sampler::{rarest_label_keys, stratified_subset};
 use crate::data::split::{frame_split, Part, Split};
 use crate::text::tokenizer::{CaptionTokenizer, TokenizerConfig};
 
@@ -61,6 +65,85 @@ pub struct CaptionData {
     /// length and cut into groups of this size, each padded to its own longest caption
     /// (same loss as padding the whole batch; 0 = one group).
     pub length_group: usize,
+    /// `--annotations PATH`: real annotation files (a directory, `.tar.gz` or `.zip`; strict
+    /// loading) whose captions and labels the run uses. Without `dir` the images are
+    /// rendered to match them (cached); with `dir` they come from `dir`, matched by uniqueID.
+    pub annotations: Option<PathBuf>,
+    /// `--annotation-limit N`: use a seeded subset of N of the annotations that keeps the
+    /// class mix ([`stratified_subset`] over the rarest-label classes); 0 = all.
+    pub annotation_limit: usize,
+    /// Where the run's images and captions came from (recorded by `train caption`).
+    pub source: Option<CaptionSource>,
+}
+
+/// The annotations a run took its captions from (`--annotations`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnnotationSelection {
+    /// The directory or archive.
+    pub path: PathBuf,
+    /// Annotation files loaded.
+    pub loaded: usize,
+    /// Those with a non-empty caption.
+    pub captioned: usize,
+    /// `data.annotation_limit` (0 = all).
+    pub limit: usize,
+    /// Annotations kept (the stratified subset when limited).
+    pub used: usize,
+}
+
+/// Where the images and captions of a caption run came from (saved in `config.json` as
+/// `data.source`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum CaptionSource {
+    /// The built-in synthetic dataset (generated captions) in `dir`.
+    Builtin { dir: PathBuf },
+    /// `--data DIR`: its images and its annotations' captions.
+    Data { dir: PathBuf },
+    /// `--annotations PATH`: its real captions, with images rendered to match each annotation
+    /// (cached in `images`).
+    RenderedFromAnnotations {
+        annotations: AnnotationSelection,
+        images: PathBuf,
+    },
+    /// `--annotations PATH --data DIR`: captions and labels of PATH, images of DIR, matched
+    /// by uniqueID (`matched` of the selected annotations).
+    AnnotationsWithData {
+        annotations: AnnotationSelection,
+        data: PathBuf,
+        matched: usize,
+    },
+}
+
+impl std::fmt::Display for CaptionSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Builtin { dir } => write!(f, "the built-in synthetic dataset {}", dir.display()),
+            Self::Data { dir } => write!(f, "{}", dir.display()),
+            Self::RenderedFromAnnotations {
+                annotations: a,
+                images,
+            } => write!(
+                f,
+                "{} real captions of {} ({} with a caption), images rendered to match them in {}",
+                a.used,
+                a.path.display(),
+                a.captioned,
+                images.display()
+            ),
+            Self::AnnotationsWithData {
+                annotations: a,
+                data,
+                matched,
+            } => write!(
+                f,
+                "captions of {} ({} selected, {matched} matched by uniqueID), images of {}",
+                a.path.display(),
+                a.used,
+                data.display()
+            ),
+        }
+    }
 }
 
 impl Default for CaptionData {
@@ -73,6 +156,9 @@ impl Default for CaptionData {
             max_len: 96,
             val_images: 0,
             length_group: 8,
+            annotations: None,
+            annotation_limit: 0,
+            source: None,
         }
     }
 }
@@ -171,6 +257,11 @@ impl CaptionTrainConfig {
             "data.batch_size must be at least 1"
         );
         ensure!(
+            self.data.annotation_limit == 0 || self.data.annotations.is_some(),
+            "data.annotation_limit = {} needs data.annotations (--annotations PATH)",
+            self.data.annotation_limit
+        );
+        ensure!(
             self.data.max_len >= 3,
             "data.max_len = {} must leave room for [BOS], a token and [EOS]",
             self.data.max_len
@@ -247,10 +338,23 @@ pub fn load_caption_data(
 ) -> Result<CaptionData3> {
     let ds = DatasetDir::open(dir, LoadOptions::default())
         .with_context(|| format!("--data {}", dir.display()))?;
+    caption_parts(&ds, format, size, seed)
+}
+
+/// The train/val/test image–caption pairs of `ds` at `size × size`: its `split.json` when
+/// present, else a frame split (80/10/10) drawn from `seed`. Interferograms without a caption
+/// are left out.
+pub fn caption_parts(
+    ds: &DatasetDir,
+    format: InputFormat,
+    size: usize,
+    seed: u64,
+) -> Result<CaptionData3> {
+    let dir = &ds.root;
     let split: Split = match ds.split()? {
         Some(s) => s,
         None => frame_split(&ds.annotations.annotations, seed, [0.8, 0.1, 0.1], &[])
-            .with_context(|| format!("--data {}: splitting by frame", dir.display()))?,
+            .with_context(|| format!("{}: splitting by frame", dir.display()))?,
     };
     let load = |part: Part| -> Result<CaptionPart> {
         let samples = ds.frame_samples(format, Some((&split, part)), Some((size, size)))?;
@@ -258,7 +362,7 @@ pub fn load_caption_data(
             .into_par_iter()
             .map(|i| samples.get(i))
             .collect::<Result<_>>()
-            .with_context(|| format!("--data {}: loading the {part} split", dir.display()))?;
+            .with_context(|| format!("{}: loading the {part} split", dir.display()))?;
         let mut out = CaptionPart::default();
         for s in loaded {
             let Some(c) = s.caption.filter(|c| !c.trim().is_empty()) else {
@@ -277,10 +381,214 @@ pub fn load_caption_data(
     };
     ensure!(
         !data.train.is_empty(),
-        "--data {}: the train split has no interferogram with a caption and images",
+        "{}: the train split has no interferogram with a caption and images",
         dir.display()
     );
     Ok(data)
+}
+
+/// The annotations of `--annotations PATH` a caption run uses: loaded with the strict loader,
+/// those with an empty caption dropped, then, with `limit > 0`, a seeded subset of `limit`
+/// that keeps the class mix ([`stratified_subset`] over [`rarest_label_keys`]: every activity
+/// type and intensity keeps its share, rare ones at least one annotation).
+pub fn select_annotations(
+    path: &Path,
+    limit: usize,
+    seed: u64,
+) -> Result<(AnnotationSet, AnnotationSelection)> {
+    let ctx = || format!("--annotations {}", path.display());
+    let set = load_annotations(path, LoadOptions::default()).with_context(ctx)?;
+    let loaded = set.len();
+    let keep: Vec<usize> = (0..set.len())
+        .filter(|&i| !set.annotations[i].caption.trim().is_empty())
+        .collect();
+    ensure!(
+        !keep.is_empty(),
+        "--annotations {}: none of the {loaded} annotations has a caption",
+        path.display()
+    );
+    let captioned = keep.len();
+    let keep = if limit > 0 && limit < keep.len() {
+        let labels: Vec<_> = keep
+            .iter()
+            .map(|&i| set.annotations[i].label_vector())
+            .collect();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        rng.set_stream(SUBSET_STREAM);
+        stratified_subset(&rarest_label_keys(&labels), limit, &mut rng)
+            .into_iter()
+            .map(|j| keep[j])
+            .collect()
+    } else {
+        keep
+    };
+    let selection = AnnotationSelection {
+        path: path.to_path_buf(),
+        loaded,
+        captioned,
+        limit,
+        used: keep.len(),
+    };
+    let subset = AnnotationSet {
+        source: set.source.clone(),
+        annotations: keep.iter().map(|&i| set.annotations[i].clone()).collect(),
+        files: keep.iter().map(|&i| set.files[i].clone()).collect(),
+        bad: Vec::new(),
+        misnamed: Vec::new(),
+    };
+    Ok((subset, selection))
+}
+
+/// ChaCha stream of the annotation subset draw (apart from every other use of the seed).
+const SUBSET_STREAM: u64 = 0x005a_b5e7;
+
+/// The annotations of `selected` (captions and labels) paired with the interferograms of
+/// `dir` by uniqueID. When `dir` has annotations of its own, the images are located with
+/// those (frame ID and dates of `dir`); otherwise `dir` is a raw-frame folder and an
+/// annotation matches when its interferogram files are there. Errors when nothing matches.
+pub fn match_annotations(dir: &Path, selected: &AnnotationSet) -> Result<DatasetDir> {
+    let own = match DatasetDir::annotation_source(dir) {
+        Some(_) => Some(
+            DatasetDir::open(dir, LoadOptions::default())
+                .with_context(|| format!("--data {}", dir.display()))?,
+        ),
+        None => {
+            ensure!(
+                dir.is_dir(),
+                "--data {}: directory not found",
+                dir.display()
+            );
+            None
+        }
+    };
+    let mut set = AnnotationSet {
+        source: selected.source.clone(),
+        ..Default::default()
+    };
+    for (a, file) in selected.annotations.iter().zip(&selected.files) {
+        let merged = match &own {
+            Some(ds) => match ds.annotations.get(a.unique_id) {
+                Some(there) => Annotation {
+                    frame_id: there.frame_id.clone(),
+                    primary_date: there.primary_date,
+                    secondary_date: there.secondary_date,
+                    ..a.clone()
+                },
+                None => continue,
+            },
+            None if InterferogramFiles::locate(dir, a).is_ok() => a.clone(),
+            None => continue,
+        };
+        set.annotations.push(merged);
+        set.files.push(file.clone());
+    }
+    ensure!(
+        !set.is_empty(),
+        "--data {} and --annotations {}: none of the {} annotations matches an interferogram of \
+         --data by uniqueID{}",
+        dir.display(),
+        selected.source.display(),
+        selected.len(),
+        if own.is_some() {
+            ""
+        } else {
+            " (no annotations/ there, and no frame folder holds their files)"
+        }
+    );
+    Ok(DatasetDir {
+        root: dir.to_path_buf(),
+        annotations: set,
+    })
+}
+
+/// The dataset of a caption run and where it came from: `--annotations` (real captions, with
+/// `data` images matched by uniqueID, else images rendered to match them into the cache),
+/// `--data` alone, or the built-in synthetic dataset. `bar(len, what)` makes a progress bar
+/// for generating images.
+pub fn open_caption_dataset(
+    data: Option<&Path>,
+    annotations: Option<&Path>,
+    limit: usize,
+    seed: u64,
+    bar: &dyn Fn(u64, &str) -> indicatif::ProgressBar,
+) -> Result<(DatasetDir, CaptionSource)> {
+    let Some(path) = annotations else {
+        ensure!(
+            limit == 0,
+            "--annotation-limit {limit} needs --annotations PATH"
+        );
+        return Ok(match data {
+            Some(dir) => (
+                DatasetDir::open(dir, LoadOptions::default())
+                    .with_context(|| format!("--data {}", dir.display()))?,
+                CaptionSource::Data {
+                    dir: dir.to_path_buf(),
+                },
+            ),
+            None => {
+                let pb = bar(
+                    crate::synth::builtin::FRAMES as u64,
+                    "generating the built-in synthetic dataset (once)",
+                );
+                let dir = crate::synth::builtin::ensure(seed, &|| pb.inc(1))?;
+                pb.finish_and_clear();
+                (
+                    DatasetDir::open(&dir, LoadOptions::default())?,
+                    CaptionSource::Builtin { dir },
+                )
+            }
+        });
+    };
+    let (selected, selection) = select_annotations(path, limit, seed)?;
+    if let Some(dir) = data {
+        let ds = match_annotations(dir, &selected)?;
+        log::info!(
+            "{} of {} annotations of {} matched an interferogram of {} by uniqueID",
+            ds.annotations.len(),
+            selected.len(),
+            path.display(),
+            dir.display()
+        );
+        let matched = ds.annotations.len();
+        return Ok((
+            ds,
+            CaptionSource::AnnotationsWithData {
+                annotations: selection,
+                data: dir.to_path_buf(),
+                matched,
+            },
+        ));
+    }
+    let root = crate::synth::builtin::cache_root()?;
+    let pb = bar(
+        selected.len() as u64,
+        "rendering frames to match the annotations (once)",
+    );
+    let (images, report) =
+        crate::synth::builtin::ensure_matching_in(&root, seed, &selected.annotations, &|| {
+            pb.inc(1)
+        })
+        .with_context(|| format!("--annotations {}", path.display()))?;
+    pb.finish_and_clear();
+    if let Some(r) = report {
+        log::info!(
+            "rendered {} frames matching {} in {:.0} s (labels matched in {}, every flag in {}) into {}",
+            r.frames,
+            path.display(),
+            r.seconds,
+            r.labels_matched,
+            r.flags_matched,
+            images.display()
+        );
+    }
+    let ds = DatasetDir::open(&images, LoadOptions::default())?;
+    Ok((
+        ds,
+        CaptionSource::RenderedFromAnnotations {
+            annotations: selection,
+            images,
+        },
+    ))
 }
 
 /// The encoder architecture of the SimCLR run `run` (its `config.json`).
