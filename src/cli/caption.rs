@@ -17,13 +17,16 @@ use crate::data::array::{batch_tensor, Image};
 use crate::data::frames::InputFormat;
 use crate::data::frames::{load_input, InterferogramFiles};
 use crate::data::resample::resize_area;
+use crate::train::hub::{resolve_model, RunFiles};
 use crate::train::caption::{
     evaluate_captions, load_caption_data, load_caption_run, LoadedCaptionRun,
 };
 
 #[derive(Debug, Args)]
 pub struct CaptionArgs {
-    /// Caption run directory (`insar-mm train caption --out RUN`).
+    /// Caption run directory (`insar-mm train caption --out RUN`),
+    /// or a Hugging Face Hub id `owner/name[@revision]` (fetched into the HF cache; cache only
+    /// with HF_HUB_OFFLINE=1).
     #[arg(long, value_name = "RUN")]
     pub model: PathBuf,
     /// Phase preview PNGs (`*.geo.diff.png`, `InSAR.png`) or folders holding them.
@@ -109,7 +112,10 @@ pub fn run(args: CaptionArgs, global: &GlobalArgs) -> Result<()> {
         cfg,
         tokenizer,
         model,
-    } = load_caption_run(&args.model, &device)?;
+    } = load_caption_run(
+        &resolve_model(&args.model, &RunFiles::CAPTION, global.show_progress())?,
+        &device,
+    )?;
     let arch = cfg.model()?.clone();
     let format = cfg.data.input_format;
     let size = cfg.data.image_size;
@@ -188,7 +194,9 @@ pub enum SplitArg {
 
 #[derive(Debug, Args)]
 pub struct EvalCaptionArgs {
-    /// Caption run directory (`insar-mm train caption --out RUN`).
+    /// Caption run directory (`insar-mm train caption --out RUN`),
+    /// or a Hugging Face Hub id `owner/name[@revision]` (fetched into the HF cache; cache only
+    /// with HF_HUB_OFFLINE=1).
     #[arg(long, value_name = "RUN")]
     pub model: PathBuf,
     /// Dataset directory. Default: the run's `--data`, else the built-in synthetic dataset
@@ -218,7 +226,10 @@ pub struct EvalCaptionArgs {
 pub fn run_eval(args: EvalCaptionArgs, global: &GlobalArgs) -> Result<()> {
     ensure!(args.beam >= 1, "--beam must be at least 1");
     let device = crate::device::open(global.device)?;
-    let loaded = load_caption_run(&args.model, &device)?;
+    let loaded = load_caption_run(
+        &resolve_model(&args.model, &RunFiles::CAPTION, global.show_progress())?,
+        &device,
+    )?;
     let cfg = &loaded.cfg;
     let dir = match args.data.clone().or_else(|| cfg.data.dir.clone()) {
         Some(d) => d,
