@@ -439,7 +439,14 @@ fn fails_env(args: &[&str], env: &[(&str, &str)]) -> String {
 
 /// A Hub cache snapshot of `files` of `run`: `<cache>/models--owner--name/snapshots/<commit>/`,
 /// with `refs/<rev>` holding the commit when `rev` is given.
-fn cache_snapshot(cache: &Path, repo: &str, commit: &str, rev: Option<&str>, run: &Path, files: &[&str]) {
+fn cache_snapshot(
+    cache: &Path,
+    repo: &str,
+    commit: &str,
+    rev: Option<&str>,
+    run: &Path,
+    files: &[&str],
+) {
     let repo_dir = cache.join(format!("models--{}", repo.replace('/', "--")));
     let snap = repo_dir.join("snapshots").join(commit);
     std::fs::create_dir_all(&snap).unwrap();
@@ -511,7 +518,12 @@ fn hub_model_ids(tmp: &Path, run: &Path, png: &Path, local_json: &str) {
         assert!(err.contains(part), "{part} not in {err}");
     }
     let err = run_err("insar-test/unknown", &hub_cache);
-    for part in ["insar-test/unknown", "`main`", s(&other), "local run directory"] {
+    for part in [
+        "insar-test/unknown",
+        "`main`",
+        s(&other),
+        "local run directory",
+    ] {
         assert!(err.contains(part), "{part} not in {err}");
     }
     assert!(!err.contains(s(&nowhere)), "{err}");
@@ -571,12 +583,19 @@ fn hub_model_ids(tmp: &Path, run: &Path, png: &Path, local_json: &str) {
         "insar-test/unknown",
         &[("HF_HOME", s(&home)), ("HF_ENDPOINT", &endpoint)],
     );
-    for part in ["insar-test/unknown", "cannot reach", &endpoint, "HF_HUB_OFFLINE=1"] {
+    for part in [
+        "insar-test/unknown",
+        "cannot reach",
+        &endpoint,
+        "HF_HUB_OFFLINE=1",
+    ] {
         assert!(err.contains(part), "{part} not in {err}");
     }
     // eval caption takes the same ids.
     let out = ok_env(
-        &["eval", "caption", "--model", repo, "--split", "test", "--json", "-q"],
+        &[
+            "eval", "caption", "--model", repo, "--split", "test", "--json", "-q",
+        ],
         &offline_home,
     );
     let ev: Value = serde_json::from_str(&out).unwrap();
@@ -586,6 +605,9 @@ fn hub_model_ids(tmp: &Path, run: &Path, png: &Path, local_json: &str) {
             ev["model"][key].as_f64().unwrap(),
             scores[key].as_f64().unwrap(),
         );
-        assert!((a - b).abs() < 1e-9, "{key}: eval of the Hub id {a} vs train {b}");
+        assert!(
+            (a - b).abs() < 1e-9,
+            "{key}: eval of the Hub id {a} vs train {b}"
+        );
     }
 }

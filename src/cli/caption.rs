@@ -17,10 +17,10 @@ use crate::data::array::{batch_tensor, Image};
 use crate::data::frames::InputFormat;
 use crate::data::frames::{load_input, InterferogramFiles};
 use crate::data::resample::resize_area;
-use crate::train::hub::{resolve_model, RunFiles};
 use crate::train::caption::{
     evaluate_captions, load_caption_data, load_caption_run, LoadedCaptionRun,
 };
+use crate::train::hub::{resolve_model, RunFiles};
 
 #[derive(Debug, Args)]
 pub struct CaptionArgs {

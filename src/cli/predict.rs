@@ -32,12 +32,12 @@ use serde_json::{json, Value};
 use super::caption::files_of;
 use super::GlobalArgs;
 use crate::data::atomic::write_atomic;
-use crate::train::hub::{resolve_model, RunFiles};
 use crate::data::frames::{load_input, FrameInput, InputFormat, InterferogramFiles};
 use crate::data::png::{write_png, PngColor};
 use crate::data::resample::area_matrix;
 use crate::data::sample::{LABEL_NAMES, MASK_CLASS_NAMES, NUM_MASK_CLASSES};
 use crate::train::heads::HeadData;
+use crate::train::hub::{resolve_model, RunFiles};
 
 #[derive(Debug, Subcommand)]
 pub enum PredictCommand {

@@ -143,7 +143,9 @@ impl HubId {
                 return Err(format!("the revision `{rev}` contains {c:?}"));
             }
             if rev.contains("..") || rev.starts_with('/') || rev.ends_with('/') {
-                return Err(format!("the revision `{rev}` is not a valid branch, tag or commit"));
+                return Err(format!(
+                    "the revision `{rev}` is not a valid branch, tag or commit"
+                ));
             }
         }
         Ok(Self {
@@ -227,7 +229,9 @@ pub fn resolve_model(arg: &Path, files: &RunFiles, progress: bool) -> Result<Pat
         .to_str()
         .with_context(|| format!("--model {}: no such run directory; {shapes}", arg.display()))?;
     let id = HubId::parse(s).map_err(|why| {
-        anyhow!("--model {s}: no such run directory, and not a Hugging Face Hub id ({why}); {shapes}")
+        anyhow!(
+            "--model {s}: no such run directory, and not a Hugging Face Hub id ({why}); {shapes}"
+        )
     })?;
     let cache = hub_cache_dir()?;
     let snapshot = if offline() {
@@ -238,7 +242,9 @@ pub fn resolve_model(arg: &Path, files: &RunFiles, progress: bool) -> Result<Pat
             .unwrap_or_else(|| DEFAULT_ENDPOINT.to_string());
         download(&id, files, &cache, &endpoint, token(), progress)
     }
-    .with_context(|| format!("--model {s} (no such local directory; used as a Hugging Face Hub id)"))?;
+    .with_context(|| {
+        format!("--model {s} (no such local directory; used as a Hugging Face Hub id)")
+    })?;
     log::info!("--model {s}: {}", snapshot.display());
     Ok(snapshot)
 }
@@ -316,11 +322,7 @@ fn download(
         .info()
         .map_err(hub_err)?;
     let commit = info.sha;
-    let present: HashSet<&str> = info
-        .siblings
-        .iter()
-        .map(|s| s.rfilename.as_str())
-        .collect();
+    let present: HashSet<&str> = info.siblings.iter().map(|s| s.rfilename.as_str()).collect();
     let not_a_run = |f: &str| {
         anyhow!(
             "the Hub model `{}` (revision `{rev}`, commit {commit}) has no {f}: not an insar-mm {} \
@@ -390,9 +392,7 @@ fn hub_error(id: &HubId, endpoint: &str, cache: &Path, e: ApiError) -> anyhow::E
         cache.display()
     );
     let ApiError::RequestError(req) = &e else {
-        return anyhow!(
-            "fetching `{id}` from the Hugging Face Hub ({endpoint}): {e}; {advice}"
-        );
+        return anyhow!("fetching `{id}` from the Hugging Face Hub ({endpoint}): {e}; {advice}");
     };
     match req.as_ref() {
         ureq::Error::Status(code, response) => {
@@ -571,7 +571,10 @@ mod tests {
         let snap = download(&id, &RunFiles::CAPTION, &cache, &hub.endpoint, None, false).unwrap();
         assert_eq!(
             snap,
-            cache.join("models--owner--run").join("snapshots").join(COMMIT)
+            cache
+                .join("models--owner--run")
+                .join("snapshots")
+                .join(COMMIT)
         );
         for (f, data) in &files[..3] {
             assert_eq!(&std::fs::read(snap.join(f)).unwrap(), data, "{f}");
@@ -580,7 +583,12 @@ mod tests {
         // (metrics.jsonl) is fetched.
         assert!(!snap.join("metrics.jsonl").exists() && !snap.join("best.safetensors").exists());
         let asked = hub.requests.lock().unwrap().clone();
-        assert!(asked.iter().all(|p| !p.contains("metrics") && !p.contains("best")), "{asked:?}");
+        assert!(
+            asked
+                .iter()
+                .all(|p| !p.contains("metrics") && !p.contains("best")),
+            "{asked:?}"
+        );
         assert_eq!(
             std::fs::read_to_string(cache.join("models--owner--run/refs/main")).unwrap(),
             COMMIT
@@ -591,7 +599,10 @@ mod tests {
         let before = hub.requests.lock().unwrap().len();
         download(&id, &RunFiles::CAPTION, &cache, &hub.endpoint, None, false).unwrap();
         let after = hub.requests.lock().unwrap()[before..].to_vec();
-        assert_eq!(after, vec!["/api/models/owner/run/revision/main".to_string()]);
+        assert_eq!(
+            after,
+            vec!["/api/models/owner/run/revision/main".to_string()]
+        );
 
         // Unknown revision, unknown repo, a repo that is not a run of this kind.
         let err = |id: &str, files: &RunFiles| {
@@ -602,13 +613,19 @@ mod tests {
             )
         };
         let e = err("owner/run@v9", &RunFiles::CAPTION);
-        assert!(e.contains("no revision `v9`") && e.contains("HF_HUB_OFFLINE"), "{e}");
+        assert!(
+            e.contains("no revision `v9`") && e.contains("HF_HUB_OFFLINE"),
+            "{e}"
+        );
         let e = err("owner/other", &RunFiles::CAPTION);
         assert!(
             e.contains("has no model `owner/other`") && e.contains("HTTP 404"),
             "{e}"
         );
         let e = err("owner/run", &RunFiles::PRETRAIN_BEST);
-        assert!(e.contains("has no best.safetensors") && e.contains(COMMIT), "{e}");
+        assert!(
+            e.contains("has no best.safetensors") && e.contains(COMMIT),
+            "{e}"
+        );
     }
 }
