@@ -316,15 +316,15 @@ fn train_then_caption_end_to_end_and_bad_input() {
         err.contains("x.geo.diff.png") && err.contains("coherence"),
         "{err}"
     );
-    // An image too small for the model.
+    // An image too small for the model (a colour preview: the run decodes phase from colours).
     let small = tmp.path().join("small");
     std::fs::create_dir_all(&small).unwrap();
     write_png(
         &small.join("s.geo.diff.png"),
         8,
         8,
-        PngColor::Gray,
-        &[100; 64],
+        PngColor::Rgb,
+        &[100; 192],
     )
     .unwrap();
     write_png(
@@ -412,6 +412,13 @@ fn insar_mm_env(args: &[&str], env: &[(&str, &str)]) -> Output {
         "HF_ENDPOINT",
         "HF_TOKEN",
         "XDG_CACHE_HOME",
+        // ureq would send the unreachable-endpoint check through a proxy.
+        "ALL_PROXY",
+        "all_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
     ] {
         cmd.env_remove(k);
     }
