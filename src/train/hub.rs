@@ -467,6 +467,60 @@ mod tests {
         assert!(HubId::parse(&long).unwrap_err().contains("96"));
     }
 
+    #[test]
+    fn cache_lookup_follows_refs_and_the_files_of_each_run_kind() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = tmp.path();
+        let commit = "89abcdef0123456789abcdef0123456789abcdef";
+        let repo = cache.join("models--o--head");
+        let snap = repo.join("snapshots").join(commit);
+        std::fs::create_dir_all(&snap).unwrap();
+        std::fs::create_dir_all(repo.join("refs")).unwrap();
+        std::fs::write(repo.join("refs/main"), format!("{commit}\n")).unwrap();
+        std::fs::write(snap.join(CONFIG_FILE), "{}").unwrap();
+        let id = |s: &str| HubId::parse(s).unwrap();
+        // No weights yet: the error names both candidates, the commit and the snapshot.
+        let e = format!(
+            "{:#}",
+            from_cache(&id("o/head"), &RunFiles::HEAD, cache).unwrap_err()
+        );
+        assert!(
+            e.contains("best.safetensors or model.safetensors") && e.contains(commit),
+            "{e}"
+        );
+        // The last weights alone serve a head run and `embed`, not `embed --best`.
+        std::fs::write(snap.join(MODEL_FILE), "w").unwrap();
+        assert_eq!(
+            from_cache(&id("o/head"), &RunFiles::HEAD, cache).unwrap(),
+            snap
+        );
+        assert_eq!(
+            from_cache(&id("o/head"), &RunFiles::PRETRAIN_LAST, cache).unwrap(),
+            snap
+        );
+        let e = format!(
+            "{:#}",
+            from_cache(&id("o/head"), &RunFiles::PRETRAIN_BEST, cache).unwrap_err()
+        );
+        assert!(e.contains("best.safetensors"), "{e}");
+        // A commit hash needs no ref; an unknown branch is not cached; a caption run needs
+        // its tokenizer.
+        assert_eq!(
+            from_cache(&id(&format!("o/head@{commit}")), &RunFiles::HEAD, cache).unwrap(),
+            snap
+        );
+        let e = format!(
+            "{:#}",
+            from_cache(&id("o/head@dev"), &RunFiles::HEAD, cache).unwrap_err()
+        );
+        assert!(e.contains("`dev`") && e.contains("not in the cache"), "{e}");
+        let e = format!(
+            "{:#}",
+            from_cache(&id("o/head"), &RunFiles::CAPTION, cache).unwrap_err()
+        );
+        assert!(e.contains("tokenizer.json"), "{e}");
+    }
+
     /// A minimal Hub server on 127.0.0.1: the repo-info API of `repo` at `rev` (commit
     /// `commit`, files `files`) and the `resolve` downloads of those files, with the headers
     /// `hf-hub` reads. Every request path is recorded.
