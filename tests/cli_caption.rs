@@ -164,6 +164,9 @@ fn train_then_caption_end_to_end_and_bad_input() {
         ok(&["caption", "--model", s(&run), s(&data), "--beam", "1", "-q"])
     );
 
+    // The same run published on the Hugging Face Hub, read from a Hub cache.
+    hub_model_ids(tmp.path(), &run, &pngs[0], &one);
+
     // eval caption: the model and both baselines on the test split, COCO results.
     let res = tmp.path().join("res.json");
     let printed = ok(&[
@@ -313,7 +316,7 @@ fn train_then_caption_end_to_end_and_bad_input() {
         err.contains("x.geo.diff.png") && err.contains("coherence"),
         "{err}"
     );
-    // An image too small for the model.
+    // An image too small for the model; first as a grayscale preview.
     let small = tmp.path().join("small");
     std::fs::create_dir_all(&small).unwrap();
     write_png(
@@ -408,4 +411,224 @@ fn train_then_caption_end_to_end_and_bad_input() {
         "-q",
     ]);
     assert!(err.contains(s(&empty)), "{err}");
+}
+
+/// `insar-mm` with the Hugging Face variables of the parent removed and `env` set.
+fn insar_mm_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_insar-mm"));
+    cmd.args(args)
+        .env("RAYON_NUM_THREADS", "1")
+        .env("CANDLE_NUM_THREADS", "1");
+    for k in [
+        "HF_HOME",
+        "HF_HUB_CACHE",
+        "HF_HUB_OFFLINE",
+        "HF_ENDPOINT",
+        "HF_TOKEN",
+        "XDG_CACHE_HOME",
+        // ureq would send the unreachable-endpoint check through a proxy.
+        "ALL_PROXY",
+        "all_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+    ] {
+        cmd.env_remove(k);
+    }
+    cmd.envs(env.iter().copied());
+    cmd.output().expect("run insar-mm")
+}
+
+fn ok_env(args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = insar_mm_env(args, env);
+    assert!(
+        out.status.success(),
+        "insar-mm {args:?} {env:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn fails_env(args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = insar_mm_env(args, env);
+    assert_eq!(out.status.code(), Some(1), "insar-mm {args:?} {env:?}");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+/// A Hub cache snapshot of `files` of `run`: `<cache>/models--owner--name/snapshots/<commit>/`,
+/// with `refs/<rev>` holding the commit when `rev` is given.
+fn cache_snapshot(
+    cache: &Path,
+    repo: &str,
+    commit: &str,
+    rev: Option<&str>,
+    run: &Path,
+    files: &[&str],
+) {
+    let repo_dir = cache.join(format!("models--{}", repo.replace('/', "--")));
+    let snap = repo_dir.join("snapshots").join(commit);
+    std::fs::create_dir_all(&snap).unwrap();
+    for f in files {
+        std::fs::copy(run.join(f), snap.join(f)).unwrap();
+    }
+    if let Some(rev) = rev {
+        let r = repo_dir.join("refs").join(rev);
+        std::fs::create_dir_all(r.parent().unwrap()).unwrap();
+        std::fs::write(r, format!("{commit}\n")).unwrap();
+    }
+}
+
+/// `--model owner/name[@revision]` from a Hub cache with HF_HUB_OFFLINE=1 captions like the
+/// local run; uncached revisions, unknown ids, incomplete snapshots and bogus arguments fail
+/// with messages naming what is wrong; without HF_HUB_OFFLINE an unreachable Hub is a clear
+/// error.
+fn hub_model_ids(tmp: &Path, run: &Path, png: &Path, local_json: &str) {
+    let commit = "3f1c0e5a9b7d2c4e6f8a0b1c2d3e4f5a6b7c8d9e";
+    let home = tmp.join("hf-home");
+    let cache = home.join("hub");
+    let repo = "insar-test/caption-tiny";
+    cache_snapshot(
+        &cache,
+        repo,
+        commit,
+        Some("main"),
+        run,
+        &["config.json", "tokenizer.json", "best.safetensors"],
+    );
+    let offline_home = [("HF_HOME", s(&home)), ("HF_HUB_OFFLINE", "1")];
+    let args = |model: &str| -> Vec<String> {
+        ["caption", "--model", model, s(png), "--json", "-q"]
+            .iter()
+            .map(|a| a.to_string())
+            .collect()
+    };
+    let run_ok = |model: &str, env: &[(&str, &str)]| {
+        let a = args(model);
+        ok_env(&a.iter().map(String::as_str).collect::<Vec<_>>(), env)
+    };
+    let run_err = |model: &str, env: &[(&str, &str)]| {
+        let a = args(model);
+        fails_env(&a.iter().map(String::as_str).collect::<Vec<_>>(), env)
+    };
+    // HF_HOME/hub, the default branch: the same JSON as the local run directory.
+    assert_eq!(run_ok(repo, &offline_home), local_json);
+    // A commit hash (no ref needed) and a tag, from HF_HUB_CACHE (which wins over HF_HOME).
+    let other = tmp.join("hub-cache");
+    cache_snapshot(
+        &other,
+        repo,
+        commit,
+        Some("v1"),
+        run,
+        &["config.json", "tokenizer.json", "best.safetensors"],
+    );
+    let nowhere = tmp.join("no-hf-home");
+    let hub_cache = [
+        ("HF_HOME", s(&nowhere)),
+        ("HF_HUB_CACHE", s(&other)),
+        ("HF_HUB_OFFLINE", "true"),
+    ];
+    assert_eq!(run_ok(&format!("{repo}@v1"), &hub_cache), local_json);
+    assert_eq!(run_ok(&format!("{repo}@{commit}"), &hub_cache), local_json);
+    // A revision that is not cached; an id that is not cached: both name id, revision, cache.
+    let err = run_err(&format!("{repo}@v2"), &offline_home);
+    for part in [repo, "`v2`", s(&cache), "HF_HUB_OFFLINE"] {
+        assert!(err.contains(part), "{part} not in {err}");
+    }
+    let err = run_err("insar-test/unknown", &hub_cache);
+    for part in [
+        "insar-test/unknown",
+        "`main`",
+        s(&other),
+        "local run directory",
+    ] {
+        assert!(err.contains(part), "{part} not in {err}");
+    }
+    assert!(!err.contains(s(&nowhere)), "{err}");
+    // best.safetensors is optional: a snapshot with the last weights only reads those, like a
+    // local run without best.safetensors.
+    let last_only = tmp.join("run-last-only");
+    std::fs::create_dir_all(&last_only).unwrap();
+    for f in ["config.json", "tokenizer.json", "model.safetensors"] {
+        std::fs::copy(run.join(f), last_only.join(f)).unwrap();
+    }
+    let commit2 = "aaaabbbbccccddddeeeeffff0000111122223333";
+    cache_snapshot(
+        &cache,
+        "insar-test/caption-last",
+        commit2,
+        Some("main"),
+        &last_only,
+        &["config.json", "tokenizer.json", "model.safetensors"],
+    );
+    assert_eq!(
+        run_ok("insar-test/caption-last", &offline_home),
+        run_ok(s(&last_only), &offline_home)
+    );
+    // A snapshot without the tokenizer is not a caption run.
+    cache_snapshot(
+        &cache,
+        "insar-test/no-tokenizer",
+        commit,
+        Some("main"),
+        run,
+        &["config.json", "best.safetensors"],
+    );
+    let err = run_err("insar-test/no-tokenizer", &offline_home);
+    assert!(
+        err.contains("tokenizer.json") && err.contains("insar-test/no-tokenizer"),
+        "{err}"
+    );
+    // Neither a local path nor a Hub id.
+    for bogus in ["no-such-run", "runs/a/b", "a--b/c"] {
+        let err = run_err(bogus, &offline_home);
+        assert!(
+            err.contains(bogus)
+                && err.contains("not a Hugging Face Hub id")
+                && err.contains("owner/name@revision")
+                && err.contains("run directory"),
+            "{err}"
+        );
+    }
+    // Online, with the Hub unreachable (a closed local port): a clear error, no panic.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let err = run_err(
+        "insar-test/unknown",
+        &[("HF_HOME", s(&home)), ("HF_ENDPOINT", &endpoint)],
+    );
+    for part in [
+        "insar-test/unknown",
+        "cannot reach",
+        &endpoint,
+        "HF_HUB_OFFLINE=1",
+    ] {
+        assert!(err.contains(part), "{part} not in {err}");
+    }
+    // eval caption takes the same ids.
+    let out = ok_env(
+        &[
+            "eval", "caption", "--model", repo, "--split", "test", "--json", "-q",
+        ],
+        &offline_home,
+    );
+    let ev: Value = serde_json::from_str(&out).unwrap();
+    let scores = json(&run.join("test_scores.json"));
+    for key in ["Bleu_4", "CIDEr"] {
+        let (a, b) = (
+            ev["model"][key].as_f64().unwrap(),
+            scores[key].as_f64().unwrap(),
+        );
+        assert!(
+            (a - b).abs() < 1e-9,
+            "{key}: eval of the Hub id {a} vs train {b}"
+        );
+    }
 }

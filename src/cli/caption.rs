@@ -21,10 +21,13 @@ use crate::train::caption::{
     caption_parts, evaluate_captions, load_caption_run, open_caption_dataset, CaptionSource,
     LoadedCaptionRun,
 };
+use crate::train::hub::{resolve_model, RunFiles};
 
 #[derive(Debug, Args)]
 pub struct CaptionArgs {
-    /// Caption run directory (`insar-mm train caption --out RUN`).
+    /// Caption run directory (`insar-mm train caption --out RUN`),
+    /// or a Hugging Face Hub id `owner/name[@revision]` (fetched into the HF cache; cache only
+    /// with HF_HUB_OFFLINE=1).
     #[arg(long, value_name = "RUN")]
     pub model: PathBuf,
     /// Phase preview PNGs (`*.geo.diff.png`, `InSAR.png`) or folders holding them.
@@ -110,7 +113,10 @@ pub fn run(args: CaptionArgs, global: &GlobalArgs) -> Result<()> {
         cfg,
         tokenizer,
         model,
-    } = load_caption_run(&args.model, &device)?;
+    } = load_caption_run(
+        &resolve_model(&args.model, &RunFiles::CAPTION, global.show_progress())?,
+        &device,
+    )?;
     let arch = cfg.model()?.clone();
     let format = cfg.data.input_format;
     let size = cfg.data.image_size;
@@ -189,7 +195,9 @@ pub enum SplitArg {
 
 #[derive(Debug, Args)]
 pub struct EvalCaptionArgs {
-    /// Caption run directory (`insar-mm train caption --out RUN`).
+    /// Caption run directory (`insar-mm train caption --out RUN`),
+    /// or a Hugging Face Hub id `owner/name[@revision]` (fetched into the HF cache; cache only
+    /// with HF_HUB_OFFLINE=1).
     #[arg(long, value_name = "RUN")]
     pub model: PathBuf,
     /// Dataset directory. Default (when neither --data nor --annotations is given): the
@@ -229,7 +237,10 @@ pub struct EvalCaptionArgs {
 pub fn run_eval(args: EvalCaptionArgs, global: &GlobalArgs) -> Result<()> {
     ensure!(args.beam >= 1, "--beam must be at least 1");
     let device = crate::device::open(global.device)?;
-    let loaded = load_caption_run(&args.model, &device)?;
+    let loaded = load_caption_run(
+        &resolve_model(&args.model, &RunFiles::CAPTION, global.show_progress())?,
+        &device,
+    )?;
     let cfg = &loaded.cfg;
     let (data_dir, annotations) = if args.data.is_some() || args.annotations.is_some() {
         (args.data.clone(), args.annotations.clone())

@@ -14,11 +14,14 @@ use super::GlobalArgs;
 use crate::data::atomic::write_atomic;
 use crate::train::checkpoint::{load_model, RunDir, BEST_MODEL_FILE, MODEL_FILE};
 use crate::train::config::PretrainConfig;
+use crate::train::hub::{resolve_model, RunFiles};
 use crate::train::pretrain::{build_model, fit, open_data};
 
 #[derive(Debug, Args)]
 pub struct EmbedArgs {
-    /// Run directory of `train pretrain` (config.json + model.safetensors).
+    /// Run directory of `train pretrain` (config.json + model.safetensors), or a Hugging Face
+    /// Hub id `owner/name[@revision]` (fetched into the HF cache; cache only with
+    /// HF_HUB_OFFLINE=1).
     #[arg(long, value_name = "RUN")]
     pub model: PathBuf,
     /// Dataset directory or patch folder to embed.
@@ -72,7 +75,12 @@ fn ids_path(out: &Path) -> PathBuf {
 pub fn run(args: EmbedArgs, global: &GlobalArgs) -> Result<()> {
     ensure!(args.batch_size > 0, "--batch-size must be at least 1");
     let device = crate::device::open(global.device)?;
-    let run = RunDir::new(&args.model);
+    let files = if args.best {
+        RunFiles::PRETRAIN_BEST
+    } else {
+        RunFiles::PRETRAIN_LAST
+    };
+    let run = RunDir::new(resolve_model(&args.model, &files, global.show_progress())?);
     let cfg: PretrainConfig = run.read_config()?;
     let (varmap, model) = build_model(&cfg, &device)?;
     let weights = run.path(if args.best {

@@ -664,7 +664,8 @@ fn segmentation_cmd(
 /// `eval classify|segment`.
 #[derive(Debug, clap::Args)]
 pub struct ModelEvalArgs {
-    /// Run directory of `insar-mm train classify|segment`.
+    /// Run directory of `insar-mm train classify|segment`, or a Hugging Face Hub id
+    /// `owner/name[@revision]` (fetched into the HF cache; cache only with HF_HUB_OFFLINE=1).
     #[arg(long, value_name = "RUN")]
     pub model: PathBuf,
     /// Dataset directory [default: the run's data.dir, else the built-in synthetic dataset
@@ -731,7 +732,14 @@ fn eval_classify(a: ModelEvalArgs, global: &GlobalArgs) -> Result<()> {
     use crate::train::classify::{load_run, report_json, score_part};
     anyhow::ensure!(a.batch_size >= 1, "--batch-size must be at least 1");
     let device = crate::device::open(global.device)?;
-    let loaded = load_run(&a.model, &device)?;
+    let loaded = load_run(
+        &crate::train::hub::resolve_model(
+            &a.model,
+            &crate::train::hub::RunFiles::HEAD,
+            global.show_progress(),
+        )?,
+        &device,
+    )?;
     let cfg = &loaded.config;
     let (part, dir) = model_eval_part(&a, &cfg.data, cfg.seed, global)?;
     let thresholds = cfg.decision_thresholds();
@@ -765,7 +773,14 @@ fn eval_segment(a: ModelEvalArgs, global: &GlobalArgs) -> Result<()> {
     use crate::train::segment::{load_run, score_part};
     anyhow::ensure!(a.batch_size >= 1, "--batch-size must be at least 1");
     let device = crate::device::open(global.device)?;
-    let loaded = load_run(&a.model, &device)?;
+    let loaded = load_run(
+        &crate::train::hub::resolve_model(
+            &a.model,
+            &crate::train::hub::RunFiles::HEAD,
+            global.show_progress(),
+        )?,
+        &device,
+    )?;
     let cfg = &loaded.config;
     let (part, dir) = model_eval_part(&a, &cfg.data, cfg.seed, global)?;
     let r = score_part(&loaded.model, &part, a.batch_size, &device)?;

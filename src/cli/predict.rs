@@ -37,6 +37,7 @@ use crate::data::png::{write_png, PngColor};
 use crate::data::resample::area_matrix;
 use crate::data::sample::{LABEL_NAMES, MASK_CLASS_NAMES, NUM_MASK_CLASSES};
 use crate::train::heads::HeadData;
+use crate::train::hub::{resolve_model, RunFiles};
 
 #[derive(Debug, Subcommand)]
 pub enum PredictCommand {
@@ -49,7 +50,8 @@ pub enum PredictCommand {
 
 #[derive(Debug, Args)]
 pub struct PredictArgs {
-    /// Run directory of `insar-mm train classify|segment`.
+    /// Run directory of `insar-mm train classify|segment`, or a Hugging Face Hub id
+    /// `owner/name[@revision]` (fetched into the HF cache; cache only with HF_HUB_OFFLINE=1).
     #[arg(long, value_name = "RUN")]
     pub model: PathBuf,
     /// Phase preview PNGs (`*.geo.diff.png`, `InSAR.png`, patch PNGs) or folders holding them.
@@ -330,7 +332,10 @@ fn finish(args: &PredictArgs, results: Vec<Value>, lines: Vec<String>) -> Result
 fn classify(args: PredictArgs, global: &GlobalArgs) -> Result<()> {
     ensure!(args.batch_size >= 1, "--batch-size must be at least 1");
     let device: Device = crate::device::open(global.device)?;
-    let loaded = crate::train::classify::load_run(&args.model, &device)?;
+    let loaded = crate::train::classify::load_run(
+        &resolve_model(&args.model, &RunFiles::HEAD, global.show_progress())?,
+        &device,
+    )?;
     let cfg = &loaded.config;
     let arch = cfg.model()?;
     let thresholds = match args.threshold {
@@ -435,7 +440,10 @@ fn classify(args: PredictArgs, global: &GlobalArgs) -> Result<()> {
 fn segment(args: PredictArgs, global: &GlobalArgs) -> Result<()> {
     ensure!(args.batch_size >= 1, "--batch-size must be at least 1");
     let device: Device = crate::device::open(global.device)?;
-    let loaded = crate::train::segment::load_run(&args.model, &device)?;
+    let loaded = crate::train::segment::load_run(
+        &resolve_model(&args.model, &RunFiles::HEAD, global.show_progress())?,
+        &device,
+    )?;
     let cfg = &loaded.config;
     let arch = cfg.model()?;
     let (window, overlap) = window_of(&cfg.data, args.window, args.overlap)?;

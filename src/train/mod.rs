@@ -15,6 +15,7 @@ pub mod driver;
 #[cfg(test)]
 mod fringes;
 pub mod heads;
+pub mod hub;
 pub mod log;
 pub mod optim;
 pub mod pretrain;
