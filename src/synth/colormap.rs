@@ -133,9 +133,14 @@ pub enum Palette {
     Gamma,
 }
 
-/// Pixels whose channels differ by less than this carry no phase: GAMMA draws
+/// GAMMA pixels whose channels differ by less than this carry no phase: GAMMA draws
 /// low-coherence pixels as gray backscatter, and very dark pixels have no usable hue.
+/// (RdYlBu_r has near-gray entries of its own, so there the misfit decides.)
 const GRAY_SPREAD: u8 = 16;
+
+/// RdYlBu_r pixels farther than this (squared RGB distance) from every table entry carry
+/// no phase (gray, black, foreign colours).
+const RDYLBU_MAX_MISFIT: f32 = 40.0 * 40.0;
 
 /// Pixels sampled to choose the palette of an image.
 const PALETTE_SAMPLE: usize = 4096;
@@ -176,7 +181,8 @@ fn has_hue(rgb: [u8; 3]) -> bool {
 /// inverse of [`rdylbu_color`] and of the GAMMA rendering (hue only; the amplitude
 /// brightness is fitted away). The palette is chosen per image as the one that explains
 /// its colours best. Returns the palette and the phase per pixel, NaN where `valid` is
-/// false or the pixel has no hue (gray / near-black). `rgb` is interleaved, 3 bytes per
+/// false or the pixel carries no phase (GAMMA: gray or near-black; RdYlBu_r: far from
+/// every table entry). `rgb` is interleaved, 3 bytes per
 /// pixel. Resolution: 1/256 cycle (RdYlBu_r) or 1/16 cycle (GAMMA).
 pub fn decode_preview(rgb: &[u8], valid: &[bool]) -> (Palette, Vec<f32>) {
     let rgb: Vec<[u8; 3]> = rgb.chunks_exact(3).map(|p| [p[0], p[1], p[2]]).collect();
@@ -197,12 +203,16 @@ pub fn decode_preview(rgb: &[u8], valid: &[bool]) -> (Palette, Vec<f32>) {
         Palette::RdYlBuR
     };
     // Previews use few distinct colours (256, or 16 hues × brightness levels): memoise.
-    let mut memo: std::collections::HashMap<[u8; 3], f32> = std::collections::HashMap::new();
+    let mut memo: std::collections::HashMap<[u8; 3], (f32, f32)> = std::collections::HashMap::new();
     let mut phase = vec![f32::NAN; rgb.len()];
-    for i in usable {
-        phase[i] = *memo
-            .entry(rgb[i])
-            .or_insert_with(|| fit_color(palette, rgb[i]).0);
+    for (i, &c) in rgb.iter().enumerate() {
+        if !valid[i] || (palette == Palette::Gamma && !has_hue(c)) {
+            continue;
+        }
+        let &mut (phi, misfit) = memo.entry(c).or_insert_with(|| fit_color(palette, c));
+        if palette == Palette::Gamma || misfit <= RDYLBU_MAX_MISFIT {
+            phase[i] = phi;
+        }
     }
     (palette, phase)
 }

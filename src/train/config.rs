@@ -394,9 +394,13 @@ mod tests {
                 ("large", 64, 224)
             ]
         );
-        // The tiny preset is the encoder's tiny architecture.
         let tiny: PretrainConfig = resolve_layers(Some("tiny"), None).unwrap();
-        assert_eq!(tiny.model.encoder().unwrap(), EncoderConfig::tiny());
+        // The tiny preset is the encoder's tiny architecture, with the default input's
+        // channels.
+        assert_eq!(
+            tiny.model.encoder().unwrap(),
+            EncoderConfig::tiny().with_in_channels(InputFormat::default().channels())
+        );
     }
 
     #[test]

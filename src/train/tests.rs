@@ -11,6 +11,8 @@ use candle_nn::VarMap;
 use insar_mm_models::encoder::is_trainable_name;
 use serde_json::Value;
 
+use crate::data::frames::InputFormat;
+
 use super::checkpoint::{load_model, save_model, RunDir, MODEL_FILE, STATE_FILE};
 use super::config::{resolve_layers, PretrainConfig};
 use super::driver::{Batch, LoopConfig, Outcome, StepOutput, TrainTask, Trainer};
@@ -53,9 +55,16 @@ fn no_temporaries(dir: &Path) {
     }
 }
 
+/// `cfg` taking what [`FringeSource`] draws: two planes, `[gray phase, coherence]`.
+fn fringe_input(cfg: &mut PretrainConfig) {
+    cfg.data.input_format = InputFormat::PhaseCoherence;
+    cfg.model.in_channels = InputFormat::PhaseCoherence.channels();
+}
+
 /// A small SimCLR config: tiny encoder (width 8), 24² views, batch 4.
 fn small_pretrain_config(seed: u64) -> PretrainConfig {
     let mut cfg: PretrainConfig = resolve_layers(Some("tiny"), None).unwrap();
+    fringe_input(&mut cfg);
     cfg.seed = seed;
     cfg.model.width = Some(8);
     cfg.model.projection.out_dim = 16;
@@ -434,6 +443,7 @@ fn short_cpu_pretraining_lowers_the_loss_and_lifts_top1() {
     // Tiny preset at 32², batch 16 (chance top-1 = 1/31), 150 AdamW steps on fringe images.
     let dir = tempfile::tempdir().unwrap();
     let mut cfg: PretrainConfig = resolve_layers(Some("tiny"), None).unwrap();
+    fringe_input(&mut cfg);
     cfg.seed = 11;
     cfg.data.image_size = 32;
     cfg.data.batch_size = 16;
