@@ -380,14 +380,14 @@ fn train_predict_eval_classify_and_segment_end_to_end() {
         err.contains("smaller than the 128-pixel window") && err.contains(".geo.diff.png"),
         "{err}"
     );
-    // A phase image without coherence for a two-channel model.
+    // A phase image without coherence for a model that takes a coherence channel.
     let lone = tmp.path().join("lone");
     std::fs::create_dir_all(&lone).unwrap();
     let lone_png = lone.join("x.geo.diff.png");
     std::fs::copy(&pngs[0], &lone_png).unwrap();
     let err = fails(&["predict", "classify", "--model", s(&crun), s(&lone_png)]);
     assert!(
-        err.contains("x.geo.diff.png") && err.contains("2 channels") && err.contains("coherence"),
+        err.contains("x.geo.diff.png") && err.contains("3 channels") && err.contains("coherence"),
         "{err}"
     );
     // A pretrained encoder of a run without one.

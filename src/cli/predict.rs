@@ -175,10 +175,12 @@ pub fn read_input(path: &Path, format: InputFormat, channels: usize) -> Result<F
     let files = input_files(path);
     if format.needs_coherence() && files.coherence.is_none() {
         bail!(
-            "{}: the model takes {channels} channels ({}) but only 1 was found: no coherence image \
-             next to it (expected *{COHERENCE_SUFFIX}, Coherence.png or coherence/<cls>/<name>.png)",
+            "{}: the model takes {channels} channels ({}) but the phase image alone gives {}: no coherence \
+             image next to it (expected *{COHERENCE_SUFFIX}, Coherence.png or \
+             coherence/<cls>/<name>.png)",
             path.display(),
-            format.channel_names().join(", ")
+            format.channel_names().join(", "),
+            format.channels() - 1
         );
     }
     let input = load_input(&files, format).with_context(|| format!("{}", path.display()))?;
