@@ -299,8 +299,9 @@ fn stream_matches_what_the_loader_reads_from_disk() {
         r.write(tmp.path(), false).unwrap();
     }
     let ds = DatasetDir::open(tmp.path(), LoadOptions::default()).unwrap();
+    // The stream's input format is the default (cos/sin decoded from the colours).
     let frames = ds
-        .frame_samples(InputFormat::PhaseCoherence, None, None)
+        .frame_samples(InputFormat::default(), None, None)
         .unwrap();
     for i in 0..5 {
         let s = stream.get(i).unwrap();

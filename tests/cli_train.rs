@@ -6,6 +6,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use insar_mm::data::png::{write_png, PngColor};
+use insar_mm::synth::colormap::rdylbu_color;
 use serde_json::Value;
 
 fn insar_mm(args: &[&str]) -> Output {
@@ -69,16 +70,16 @@ fn read_npy(path: &Path) -> (String, Vec<f32>) {
     (header, values)
 }
 
-/// A patch folder of `n` 40×40 patches (phase preview + coherence) with labels.
+/// A patch folder of `n` 40×40 patches (RdYlBu_r phase preview + coherence) with labels.
 fn patch_folder(root: &Path, n: usize) {
     for i in 0..n {
         let name = format!("{}", 100 + i);
         let (w, h) = (40usize, 40usize);
         let phase: Vec<u8> = (0..w * h)
-            .map(|k| {
+            .flat_map(|k| {
                 let (x, y) = ((k % w) as f32, (k / w) as f32);
                 let r = ((x - 20.0).powi(2) + (y - 20.0).powi(2)).sqrt();
-                (((r * (0.3 + 0.1 * i as f32)).sin() * 0.5 + 0.5) * 240.0) as u8
+                rdylbu_color((r * (0.3 + 0.1 * i as f32)).sin() * 3.0)
             })
             .collect();
         let coh: Vec<u8> = (0..w * h)
@@ -88,7 +89,7 @@ fn patch_folder(root: &Path, n: usize) {
             &root.join(format!("labeled/0/{name}.png")),
             w,
             h,
-            PngColor::Gray,
+            PngColor::Rgb,
             &phase,
         )
         .unwrap();
@@ -407,7 +408,10 @@ fn usage_and_input_errors() {
         ],
         1,
     );
-    assert!(err.contains("config.json"), "{err}");
+    assert!(
+        err.contains(s(&missing)) && err.contains("no such run directory"),
+        "{err}"
+    );
     let err = fails(
         &["bench", "train", "--arch", "resnet101", "--steps", "1"],
         1,
