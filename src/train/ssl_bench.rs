@@ -32,7 +32,9 @@ use anyhow::{bail, ensure, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use insar_mm_eval::classification::{auroc, average_precision, BinaryConfusion};
-use insar_mm_models::heads::{Classifier, ClassifierConfig, ClassifierLoss, EncoderMode};
+use insar_mm_models::heads::{
+    Classifier, ClassifierConfig, ClassifierLoss, EncoderMode, GlobalPool,
+};
 use insar_mm_models::nn::seeded_var_builder;
 use rand::{Rng, RngCore};
 use rayon::prelude::*;
@@ -48,6 +50,7 @@ use super::schedule::ScheduleConfig;
 use crate::data::array::{batch_tensor, Image};
 use crate::data::atomic::write_atomic;
 use crate::data::augment::{sample_rng, AugmentConfig, Augmenter};
+use crate::data::frames::InputFormat;
 use crate::data::sample::{LabelVector, Sample, SampleSource, NUM_LABELS};
 use crate::synth::scene::SceneConfig;
 use crate::synth::stream::SyntheticStream;
@@ -57,7 +60,9 @@ use crate::synth::stream::SyntheticStream;
 pub const DEFAULT_CONFIG: &str = include_str!("../../configs/experiments/ssl-vs-scratch.toml");
 
 /// Version of the cached data sets (part of each cache key); bump when their content changes.
-pub const DATA_VERSION: u32 = 1;
+/// Bumped when the cached model inputs change (2: `[cos φ, sin φ, coherence]` shrunk by area
+/// averaging, the stream's default since the heads' input fix).
+pub const DATA_VERSION: u32 = 2;
 
 /// Sizes of the generated sets and of the few-label training set.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -128,6 +133,9 @@ pub struct SslBenchConfig {
     pub finetune: HeadTraining,
     /// Decision threshold on the deformation probability.
     pub threshold: f64,
+    /// How every method's classifier pools the C5 feature map (`max` finds a pattern
+    /// covering a few per cent of the frame; `avg` is the usual SimCLR linear-probe protocol).
+    pub pool: GlobalPool,
 }
 
 /// The file layout before resolution: `[pretrain]` is a pretrain config on its preset,
@@ -146,6 +154,12 @@ struct RawConfig {
     finetune: HeadTraining,
     #[serde(default = "default_threshold")]
     threshold: f64,
+    #[serde(default = "default_pool")]
+    pool: GlobalPool,
+}
+
+fn default_pool() -> GlobalPool {
+    GlobalPool::Max
 }
 
 fn default_threshold() -> f64 {
@@ -207,6 +221,7 @@ impl SslBenchConfig {
             probe: raw.probe,
             finetune: raw.finetune,
             threshold: raw.threshold,
+            pool: raw.pool,
         };
         cfg.validate().with_context(|| origin.to_string())?;
         Ok(cfg)
@@ -311,6 +326,7 @@ struct CacheKey {
     seed: u64,
     count: usize,
     size: usize,
+    format: InputFormat,
     scenes: SceneConfig,
 }
 
@@ -358,12 +374,14 @@ pub fn load_or_generate(
 ) -> Result<(SetData, bool)> {
     let (scenes, count, seed) = set.spec(cfg);
     let size = cfg.image_size();
+    let format = InputFormat::default();
     let key = CacheKey {
         version: DATA_VERSION,
         set,
         seed,
         count,
         size,
+        format,
         scenes: scenes.clone(),
     };
     let path = cache.join(format!("{}.safetensors", set.name()));
@@ -373,7 +391,9 @@ pub fn load_or_generate(
         }
         log::info!("{}: made with other settings; regenerating", path.display());
     }
-    let stream = SyntheticStream::new(scenes.clone(), seed, count)?.with_size(size, size);
+    let stream = SyntheticStream::new(scenes.clone(), seed, count)?
+        .with_size(size, size)
+        .with_format(format);
     let samples: Vec<Sample> = (0..count)
         .into_par_iter()
         .map(|i| {
@@ -735,6 +755,7 @@ fn train_method(
     head.num_labels = 1;
     head.mode = method.mode();
     head.loss = ClassifierLoss::Bce;
+    head.pool = cfg.pool;
     let varmap = VarMap::new();
     // The same initial weights for every method: (a) then replaces the encoder's.
     let init_seed = cfg.derived_seed(100);
@@ -1005,6 +1026,14 @@ pub fn render_table(report: &SslBenchReport) -> String {
     t
 }
 
+fn pool_name(pool: GlobalPool) -> &'static str {
+    match pool {
+        GlobalPool::Avg => "global average",
+        GlobalPool::Max => "global max",
+        GlobalPool::AvgMax => "global average + max",
+    }
+}
+
 /// `table.md`: the command, the setting and the table.
 pub fn render_markdown(report: &SslBenchReport, command: &str) -> String {
     let cfg = &report.config;
@@ -1012,7 +1041,7 @@ pub fn render_markdown(report: &SslBenchReport, command: &str) -> String {
         String::from("# SSL vs. scratch (Bountos et al. 2021, Table II) on synthetic data\n\n");
     s.push_str(&format!("Command: `{command}`\n\n"));
     s.push_str(&format!(
-        "Seed {}; {}² model inputs, {} encoder (width {}); few-label training set: {} deformation + {} non-deformation interferograms; SimCLR: {} steps on {} unlabeled interferograms; threshold {}.\n\n",
+        "Seed {}; {}² model inputs, {} encoder (width {}); few-label training set: {} deformation + {} non-deformation interferograms; SimCLR: {} steps on {} unlabeled interferograms; {} pooling; threshold {}.\n\n",
         report.seed,
         report.image_size,
         cfg.pretrain.model.arch,
@@ -1021,6 +1050,7 @@ pub fn render_markdown(report: &SslBenchReport, command: &str) -> String {
         report.train_negatives,
         report.pretrain_steps,
         cfg.sets.unlabeled,
+        pool_name(cfg.pool),
         cfg.threshold
     ));
     s.push_str(&format!(
@@ -1079,6 +1109,7 @@ mod tests {
             (cfg.scenes.width, cfg.scenes.classes)
         );
         assert_eq!((cfg.sets.positives, cfg.sets.negatives), (150, 150));
+        assert_eq!(cfg.pool, GlobalPool::Max);
         assert!(cfg.finetune.augment.is_some() && cfg.probe.augment.is_none());
         // Every purpose gets its own seed.
         let mut seeds: Vec<u64> = DataSet::ALL.iter().map(|s| s.spec(&cfg).2).collect();
@@ -1116,6 +1147,8 @@ mod tests {
         assert!(e.contains("sets.labelled_pool"), "{e}");
         let e = err(&DEFAULT_CONFIG.replace("threshold = 0.5", "threshold = 2"));
         assert!(e.contains("threshold"), "{e}");
+        let e = err(&DEFAULT_CONFIG.replace("pool = \"max\"", "pool = \"median\""));
+        assert!(e.contains("pool") && e.contains("median"), "{e}");
         let e = err(&DEFAULT_CONFIG.replace("preset = \"tiny\"", "preset = \"huge\""));
         assert!(e.contains("[pretrain]") && e.contains("huge"), "{e}");
         let e = err(&DEFAULT_CONFIG.replace("[pretrain.data]", "[pretrain.data]\nsize = 3"));
@@ -1177,6 +1210,7 @@ mod tests {
             seed: 5,
             count: 3,
             size: 2,
+            format: InputFormat::CosSinCoherence,
             scenes: SceneConfig::default(),
         };
         write_cache(&path, &key, &data).unwrap();
@@ -1192,6 +1226,14 @@ mod tests {
         for other in [
             CacheKey {
                 seed: 6,
+                ..key.clone()
+            },
+            CacheKey {
+                format: InputFormat::PhaseCoherence,
+                ..key.clone()
+            },
+            CacheKey {
+                version: DATA_VERSION - 1,
                 ..key.clone()
             },
             CacheKey {
