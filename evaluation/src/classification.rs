@@ -275,6 +275,12 @@ pub fn evaluate_per_class(
 /// consecutive distinct scores (or just below the lowest), highest F1 first, then the
 /// highest threshold (fewest positives). `None` without positive samples.
 pub fn best_f1_threshold(scores: &[f64], truth: &[bool]) -> Option<f64> {
+    best_f1(scores, truth).map(|(_, cut)| cut)
+}
+
+/// The highest F1 any threshold reaches on one binary label, and that threshold (as
+/// [`best_f1_threshold`]). `None` without positive samples.
+pub fn best_f1(scores: &[f64], truth: &[bool]) -> Option<(f64, f64)> {
     let positives = truth.iter().filter(|&&t| t).count();
     if positives == 0 || scores.len() != truth.len() {
         return None;
@@ -304,7 +310,7 @@ pub fn best_f1_threshold(scores: &[f64], truth: &[bool]) -> Option<f64> {
             best = Some((f1, cut));
         }
     }
-    best.map(|(_, t)| t)
+    best
 }
 
 fn evaluate_at(
@@ -600,6 +606,8 @@ mod tests {
         let t = [true, false, true, true, false];
         let cut = best_f1_threshold(&s, &t).unwrap();
         assert!((cut - 0.3).abs() < 1e-12, "{cut}");
+        let (f1, cut) = best_f1(&s, &t).unwrap();
+        assert!((f1 - 6.0 / 7.0).abs() < 1e-12 && (cut - 0.3).abs() < 1e-12);
         // Separable: the highest cut that keeps every positive.
         let cut = best_f1_threshold(&[0.1, 0.6, 0.8], &[false, true, true]).unwrap();
         assert!((cut - 0.35).abs() < 1e-12, "{cut}");

@@ -242,6 +242,9 @@ pub struct SegmentReport {
     /// Mean IoU over the deformation classes (1..7) present in the ground truth (`None`
     /// when there is none).
     pub miou_deformation: Option<f64>,
+    /// IoU of "any deformation" against the background, the six types merged (where the
+    /// deformation is, whatever its type; `None` when neither truth nor prediction has any).
+    pub iou_any_deformation: Option<f64>,
     pub images: usize,
 }
 
@@ -255,10 +258,25 @@ impl SegmentReport {
             .collect();
         let miou_deformation =
             (!present.is_empty()).then(|| present.iter().sum::<f64>() / present.len() as f64);
+        let cells = &scores.confusion;
+        let (mut hit, mut missed, mut false_alarm) = (0u64, 0u64, 0u64);
+        for (truth, row) in cells.iter().enumerate() {
+            for (pred, &n) in row.iter().enumerate() {
+                match (truth > 0, pred > 0) {
+                    (true, true) => hit += n,
+                    (true, false) => missed += n,
+                    (false, true) => false_alarm += n,
+                    (false, false) => {}
+                }
+            }
+        }
+        let union = hit + missed + false_alarm;
+        let iou_any_deformation = (union > 0).then(|| hit as f64 / union as f64);
         Ok(Self {
             scores,
             support,
             miou_deformation,
+            iou_any_deformation,
             images,
         })
     }
@@ -269,6 +287,7 @@ impl SegmentReport {
         v["names"] = json!(MASK_CLASS_NAMES);
         v["support"] = json!(self.support);
         v["mIoU_deformation_present"] = json!(self.miou_deformation);
+        v["IoU_any_deformation"] = json!(self.iou_any_deformation);
         v["images"] = json!(self.images);
         if let (Some(obj), serde_json::Value::Object(e)) = (v.as_object_mut(), extra) {
             obj.extend(e);
@@ -302,9 +321,10 @@ impl SegmentReport {
             );
         }
         println!(
-            "mIoU {:.4}  mIoU (deformation classes present) {}  mDice {:.4}  mAcc {:.4}  aAcc {:.4}  ({} images, {} pixels)",
+            "mIoU {:.4}  mIoU (deformation classes present) {}  IoU (any deformation vs background) {}  mDice {:.4}  mAcc {:.4}  aAcc {:.4}  ({} images, {} pixels)",
             s.miou,
             opt(self.miou_deformation),
+            opt(self.iou_any_deformation),
             s.mdice,
             s.macc,
             s.aacc,
@@ -439,6 +459,9 @@ impl TrainTask for SegmentTask {
             ("val_miou".into(), r.scores.miou),
             ("val_aacc".into(), r.scores.aacc),
         ];
+        if let Some(d) = r.iou_any_deformation {
+            out.push(("val_iou_any_deformation".into(), d));
+        }
         if let Some(d) = r.miou_deformation {
             out.push(("val_miou_deformation".into(), d));
         }
@@ -681,6 +704,17 @@ mod tests {
         let v = r.to_json(json!({"split": "val"})).unwrap();
         assert_eq!(v["names"][1], "Mogi");
         assert_eq!(v["mIoU_deformation_present"], 0.5);
+        // Any deformation: hit 1 (Mogi as Mogi), missed 1, false alarm 1 (the Sill) → 1/3;
+        // a type mix-up inside the deformation still counts as a hit.
+        assert_eq!(r.iou_any_deformation, Some(1.0 / 3.0));
+        let mut mixed = Confusion::new(NUM_MASK_CLASSES, None).unwrap();
+        mixed.add(&[2, 3, 0], &[1, 1, 0]).unwrap();
+        let m = SegmentReport::from_confusion(&mixed, 1).unwrap();
+        assert_eq!(
+            (m.iou_any_deformation, m.miou_deformation),
+            (Some(1.0), Some(0.0))
+        );
+        assert_eq!(v["IoU_any_deformation"], 1.0 / 3.0);
         let probs =
             Tensor::from_vec(vec![0.9f32, 0.1, 0.2, 0.8], (1, 2, 1, 2), &Device::Cpu).unwrap();
         assert_eq!(argmax_classes(&probs).unwrap(), vec![vec![0, 1]]);
