@@ -175,10 +175,8 @@ pub fn goldstein(
                     sumsq += *s * *s;
                 }
             } else {
-                for s in smooth.iter_mut() {
-                    *s = pow_approx(*s, params.alpha);
-                    sumsq += *s * *s;
-                }
+                pow_approx_slice(&mut smooth, params.alpha);
+                sumsq = smooth.iter().map(|s| s * s).sum();
             }
             let norm = if sumsq > 0.0 {
                 (n as f32 / sumsq).sqrt()
@@ -220,19 +218,16 @@ pub fn goldstein(
 
 /// `x^a` for `x ≥ 0` as `2^(a·log2 x)` with polynomial `log2` and `exp2` (relative error
 /// < 3e-5, tested): filter weights and 8-bit brightness need no more, and `powf` was a
-/// third of the filter's cost. 0 for `x ≤ 0` (and non-finite input), like `powf` for `a > 0`.
+/// third of the filter's cost. 0 for `x ≤ 0` (and NaN), ∞ for `x = ∞` and on overflow,
+/// 0 for subnormal `x` and on underflow, like `powf` for `a > 0`.
+///
+/// Branch-free (every special case is a select after the arithmetic), so loops over
+/// slices ([`pow_approx_slice`]) vectorise; the arithmetic of the normal path is the same
+/// sequence of operations as the scalar series, so results do not depend on the caller.
+#[inline(always)]
 pub(crate) fn pow_approx(x: f32, a: f32) -> f32 {
-    if x.is_nan() || x <= 0.0 {
-        return 0.0;
-    }
-    if x == f32::INFINITY {
-        return x;
-    }
     // log2 x = e + log2 m, m ∈ [1, 2) (normals only; subnormals are below any spectrum).
     let bits = x.to_bits();
-    if bits < 0x0080_0000 {
-        return 0.0;
-    }
     let e = ((bits >> 23) & 0xff) as i32 - 127;
     let m = f32::from_bits((bits & 0x007f_ffff) | 0x3f80_0000);
     // log2 m on [1, 2) via t = (m − 1)/(m + 1): log2 m = 2/ln2 · atanh t (odd series).
@@ -241,20 +236,32 @@ pub(crate) fn pow_approx(x: f32, a: f32) -> f32 {
     let atanh = t * (1.0 + t2 * (1.0 / 3.0 + t2 * (1.0 / 5.0 + t2 * (1.0 / 7.0 + t2 / 9.0))));
     let log2 = e as f32 + atanh * (2.0 / std::f32::consts::LN_2);
     let y = a * log2;
-    if y < -126.0 {
-        return 0.0;
-    }
-    if y > 127.0 {
-        return f32::INFINITY;
-    }
     // 2^y = 2^k · 2^f, f ∈ [−0.5, 0.5], 2^f = e^(f·ln2) by its Taylor series.
-    // k = round(y) without a libm call (y + 127.5 > 0, so truncation floors).
-    let k = ((y + 127.5) as i32 - 127) as f32;
+    // k = round(y) without a libm call (y + 127.5 > 0 in range, so truncation floors;
+    // out of range the casts saturate, wrap, and the result is replaced below).
+    let k = ((y + 127.5) as i32).wrapping_sub(127) as f32;
     let z = (y - k) * std::f32::consts::LN_2;
     let p = 1.0
         + z * (1.0
             + z * (0.5 + z * (1.0 / 6.0 + z * (1.0 / 24.0 + z * (1.0 / 120.0 + z / 720.0)))));
-    p * f32::from_bits(((k as i32 + 127) as u32) << 23)
+    let r = p * f32::from_bits(((k as i32).wrapping_add(127) as u32) << 23);
+    // Special cases, lowest priority first.
+    let r = if y > 127.0 { f32::INFINITY } else { r };
+    let r = if y < -126.0 { 0.0 } else { r };
+    let r = if bits < 0x0080_0000 { 0.0 } else { r };
+    let r = if x == f32::INFINITY { x } else { r };
+    if x.is_nan() || x <= 0.0 {
+        0.0
+    } else {
+        r
+    }
+}
+
+/// [`pow_approx`] of every element, in place (vectorised).
+pub(crate) fn pow_approx_slice(xs: &mut [f32], a: f32) {
+    for x in xs.iter_mut() {
+        *x = pow_approx(*x, a);
+    }
 }
 
 #[cfg(test)]
@@ -307,6 +314,19 @@ mod tests {
         assert_eq!(pow_approx(1.0, 0.8), 1.0);
         assert_eq!(pow_approx(1e30, 1.5), f32::INFINITY);
         assert_eq!(pow_approx(f32::NAN, 0.8), 0.0);
+        assert_eq!(pow_approx(f32::INFINITY, 0.8), f32::INFINITY);
+        assert_eq!(pow_approx(f32::NEG_INFINITY, 0.8), 0.0);
+        assert_eq!(pow_approx(1e-40, 0.8), 0.0, "subnormal input");
+        assert_eq!(pow_approx(1e-30, 5.0), 0.0, "underflow");
+        // The slice form is the same function, element by element (special cases too).
+        let xs = [0.0f32, -2.0, 1e-40, 1e-30, 0.37, 1.0, 3.5, 7e12, 1e30, f32::INFINITY];
+        for a in [0.35f32, 0.8, 5.0] {
+            let mut v = xs;
+            pow_approx_slice(&mut v, a);
+            for (x, y) in xs.iter().zip(&v) {
+                assert_eq!(pow_approx(*x, a).to_bits(), y.to_bits(), "{x}^{a}");
+            }
+        }
     }
 
     #[test]

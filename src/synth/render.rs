@@ -9,7 +9,7 @@ use std::path::Path;
 use anyhow::{bail, ensure, Context, Result};
 
 use super::colormap::{gamma_index, rdylbu_color, GAMMA_RAINBOW};
-use super::goldstein::pow_approx;
+use super::goldstein::pow_approx_slice;
 use super::grid::{Field, Geometry};
 use crate::data::atomic::write_atomic;
 use crate::data::png::{write_png, PngColor};
@@ -85,14 +85,21 @@ pub fn render_gamma(phase: &Field, valid: &[bool], style: &GammaStyle) -> Result
     } else {
         1.0
     };
+    // (P/P̄)^0.35 for every pixel in one vectorised pass.
+    let mut brightness: Vec<f32> = style
+        .amplitude
+        .data
+        .iter()
+        .map(|a| a.max(0.0) / mean)
+        .collect();
+    pow_approx_slice(&mut brightness, GAMMA_EXPONENT);
     let mut out = vec![0u8; phase.data.len() * 4];
     for i in 0..phase.data.len() {
         let p = phase.data[i];
         if !valid[i] || !p.is_finite() {
             continue;
         }
-        let a = style.amplitude.data[i].max(0.0) / mean;
-        let v = (pow_approx(a, GAMMA_EXPONENT) * GAMMA_SCALE).clamp(0.0, 1.0);
+        let v = (brightness[i] * GAMMA_SCALE).clamp(0.0, 1.0);
         let low = style.coherence.is_some_and(|c| c.data[i] < style.cc_min);
         let rgb = if low {
             let g = (255.0 * v).round() as u8;
