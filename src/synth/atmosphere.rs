@@ -444,8 +444,16 @@ pub fn robust_ptp(v: &[f32], valid: Option<&[bool]>) -> f64 {
     let n = xs.len();
     let lo_i = ((n - 1) as f64 * 0.02).round() as usize;
     let hi_i = ((n - 1) as f64 * 0.98).round() as usize;
-    let (_, &mut lo, _) = xs.select_nth_unstable_by(lo_i, f32::total_cmp);
-    let (_, &mut hi, _) = xs.select_nth_unstable_by(hi_i, f32::total_cmp);
+    let (_, &mut lo, above) = xs.select_nth_unstable_by(lo_i, f32::total_cmp);
+    // The `hi_i`-th smallest is the `(hi_i − lo_i − 1)`-th of the part above `lo_i`
+    // (`hi_i ≥ lo_i` always; equal only for tiny inputs).
+    let hi = if hi_i > lo_i {
+        *above
+            .select_nth_unstable_by(hi_i - lo_i - 1, f32::total_cmp)
+            .1
+    } else {
+        lo
+    };
     (hi - lo) as f64
 }
 

@@ -19,7 +19,7 @@ use rand_distr::{Distribution, StandardNormal};
 
 use super::atmosphere::{coarse_factor, power_law_pair_coarse, Spectrum};
 use super::grid::{Field, Geometry};
-use super::terrain::{radar_geometry, Terrain};
+use super::terrain::{radar_geometry, RadarGeometry, Terrain};
 
 /// Scene-level coherence parameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -67,6 +67,18 @@ const VEG_LONG_TERM: f32 = 0.04;
 /// True coherence map γ ∈ [0, 0.98] (water 0). Random parts: the land-cover field and a
 /// finer texture field (one FFT for both).
 pub fn coherence_map(terrain: &Terrain, params: &CoherenceParams, rng: &mut impl Rng) -> Field {
+    let geo = radar_geometry(&terrain.elevation, params.heading_deg, params.incidence_deg);
+    coherence_map_with(terrain, &geo, params, rng)
+}
+
+/// [`coherence_map`] with the terrain's [`radar_geometry`] for the look of `params`
+/// already computed (the generator keeps it per frame).
+pub fn coherence_map_with(
+    terrain: &Terrain,
+    geo: &RadarGeometry,
+    params: &CoherenceParams,
+    rng: &mut impl Rng,
+) -> Field {
     let g = terrain.elevation.geometry;
     // Both fields are smooth at the pixel scale (f^−3: < 3 % of the variance lies at
     // wavelengths under 4 px at 370 m), so they are drawn on a grid of ≤ 750 m and
@@ -83,7 +95,6 @@ pub fn coherence_map(terrain: &Terrain, params: &CoherenceParams, rng: &mut impl
     } else {
         *sorted.select_nth_unstable_by(k, f32::total_cmp).1
     };
-    let geo = radar_geometry(&terrain.elevation, params.heading_deg, params.incidence_deg);
     let inc = params.incidence_deg.to_radians() as f32;
     let t = params.temporal_baseline_days.max(0.0) as f32;
     let veg_tau = params.vegetation_tau_days.max(0.1) as f32;
