@@ -12,6 +12,7 @@
 use rustfft::num_complex::Complex32;
 
 use super::atmosphere::with_planner;
+use super::coherence::atan2_approx;
 use super::grid::Field;
 
 /// Filter settings.
@@ -208,9 +209,16 @@ pub fn goldstein(
         }
     }
     let mut out = phase.clone();
-    for i in 0..g.len() {
-        if valid.is_none_or(|v| v[i]) && acc[i].norm_sqr() > 0.0 {
-            out.data[i] = super::coherence::wrap(acc[i].arg());
+    for (i, (o, a)) in out.data.iter_mut().zip(&acc).enumerate() {
+        // The argument lies in [−π, π]; −π is π in (−π, π] (what `wrap` would do).
+        let arg = atan2_approx(a.im, a.re);
+        let arg = if arg <= -std::f32::consts::PI {
+            std::f32::consts::PI
+        } else {
+            arg
+        };
+        if valid.is_none_or(|v| v[i]) && a.norm_sqr() > 0.0 {
+            *o = arg;
         }
     }
     out
@@ -237,23 +245,30 @@ pub(crate) fn pow_approx(x: f32, a: f32) -> f32 {
     let log2 = e as f32 + atanh * (2.0 / std::f32::consts::LN_2);
     let y = a * log2;
     // 2^y = 2^k · 2^f, f ∈ [−0.5, 0.5], 2^f = e^(f·ln2) by its Taylor series.
-    // k = round(y) without a libm call (y + 127.5 > 0 in range, so truncation floors;
-    // out of range the casts saturate, wrap, and the result is replaced below).
-    let k = ((y + 127.5) as i32).wrapping_sub(127) as f32;
+    // k = round(y) (halves up) = floor(y + 127.5) − 127 without a libm call or a
+    // saturating float → int cast (either keeps the loop from vectorising): y is clamped
+    // (min/max also turn NaN into a bound; out of range the result is replaced below, in
+    // range the clamp changes nothing), v + 2^23 holds the integer nearest v in its low
+    // mantissa bits, and one comparison turns nearest into floor.
+    let v = y.max(-126.0).min(127.0) + 127.5;
+    let nearest = ((v + 8_388_608.0).to_bits() & 0x007f_ffff) as i32;
+    let ki = nearest - i32::from(nearest as f32 > v) - 127;
+    let k = ki as f32;
     let z = (y - k) * std::f32::consts::LN_2;
     let p = 1.0
         + z * (1.0
             + z * (0.5 + z * (1.0 / 6.0 + z * (1.0 / 24.0 + z * (1.0 / 120.0 + z / 720.0)))));
-    let r = p * f32::from_bits(((k as i32).wrapping_add(127) as u32) << 23);
-    // Special cases, lowest priority first.
+    let r = p * f32::from_bits(((ki + 127) as u32) << 23);
+    // Special cases, lowest priority first (as selects, not branches).
     let r = if y > 127.0 { f32::INFINITY } else { r };
     let r = if y < -126.0 { 0.0 } else { r };
-    let r = if bits < 0x0080_0000 { 0.0 } else { r };
+    // Zero and subnormal x (for negative x and NaN the last select decides).
+    let r = if x < f32::MIN_POSITIVE { 0.0 } else { r };
     let r = if x == f32::INFINITY { x } else { r };
-    if x.is_nan() || x <= 0.0 {
-        0.0
-    } else {
+    if x > 0.0 {
         r
+    } else {
+        0.0
     }
 }
 
@@ -291,6 +306,70 @@ mod tests {
             }
         }
         f
+    }
+
+    /// The branchy scalar form `pow_approx` had before it was made vectorisable.
+    fn pow_approx_branchy(x: f32, a: f32) -> f32 {
+        if x.is_nan() || x <= 0.0 {
+            return 0.0;
+        }
+        if x == f32::INFINITY {
+            return x;
+        }
+        let bits = x.to_bits();
+        if bits < 0x0080_0000 {
+            return 0.0;
+        }
+        let e = ((bits >> 23) & 0xff) as i32 - 127;
+        let m = f32::from_bits((bits & 0x007f_ffff) | 0x3f80_0000);
+        let t = (m - 1.0) / (m + 1.0);
+        let t2 = t * t;
+        let atanh =
+            t * (1.0 + t2 * (1.0 / 3.0 + t2 * (1.0 / 5.0 + t2 * (1.0 / 7.0 + t2 / 9.0))));
+        let log2 = e as f32 + atanh * (2.0 / std::f32::consts::LN_2);
+        let y = a * log2;
+        if y < -126.0 {
+            return 0.0;
+        }
+        if y > 127.0 {
+            return f32::INFINITY;
+        }
+        let k = ((y + 127.5) as i32 - 127) as f32;
+        let z = (y - k) * std::f32::consts::LN_2;
+        let p = 1.0
+            + z * (1.0
+                + z * (0.5
+                    + z * (1.0 / 6.0 + z * (1.0 / 24.0 + z * (1.0 / 120.0 + z / 720.0)))));
+        p * f32::from_bits(((k as i32 + 127) as u32) << 23)
+    }
+
+    /// The branch-free form gives the same bits as the branchy one (generated content
+    /// does not depend on which is used), including halfway `k` roundings and specials.
+    #[test]
+    fn pow_approx_is_bit_identical_to_the_branchy_form() {
+        let mut state = 0x2545_F491_u32;
+        let mut xs: Vec<f32> = (0..400_000)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                f32::from_bits(state)
+            })
+            .collect();
+        // Exact powers of two make y = a·e land on halves (k rounding ties).
+        xs.extend((-149..=127).map(|e| 2f32.powi(e)));
+        xs.extend([0.0, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, 1e-40]);
+        for a in [0.35f32, 0.5, 0.8, 1.0, 1.5, 5.0] {
+            let mut v = xs.clone();
+            pow_approx_slice(&mut v, a);
+            for (x, y) in xs.iter().zip(&v) {
+                let want = pow_approx_branchy(*x, a);
+                assert!(
+                    want.to_bits() == y.to_bits() || (want.is_nan() && y.is_nan()),
+                    "{x:e}^{a}: {y:e} vs {want:e}"
+                );
+            }
+        }
     }
 
     #[test]
