@@ -105,22 +105,22 @@ pub fn goldstein(
     let mut mag = vec![0.0f32; n];
     let mut smooth = vec![0.0f32; n];
     let mut tmp_re = vec![0.0f32; n];
-    let fft2 =
-        |buf: &mut [Complex32], tmp: &mut [Complex32], scratch: &mut [Complex32], inverse: bool| {
-            let plan = if inverse { &inv } else { &fwd };
-            plan.process_with_scratch(buf, scratch);
-            for r in 0..window {
-                for c in 0..window {
-                    tmp[c * window + r] = buf[r * window + c];
-                }
+    // 2-D transforms with one transpose each way: the forward transform leaves the
+    // spectrum transposed in `tmp` (the weighting is the same either way: the 3×3 box is
+    // symmetric), and the inverse transform starts from that layout and ends in `patch`'s.
+    let transform = |from: &mut [Complex32],
+                     to: &mut [Complex32],
+                     scratch: &mut [Complex32],
+                     inverse: bool| {
+        let plan = if inverse { &inv } else { &fwd };
+        plan.process_with_scratch(from, scratch);
+        for r in 0..window {
+            for c in 0..window {
+                to[c * window + r] = from[r * window + c];
             }
-            plan.process_with_scratch(tmp, scratch);
-            for r in 0..window {
-                for c in 0..window {
-                    buf[c * window + r] = tmp[r * window + c];
-                }
-            }
-        };
+        }
+        plan.process_with_scratch(to, scratch);
+    };
     for &r0 in &rows {
         for &c0 in &cols {
             let mut energy = 0.0f32;
@@ -143,8 +143,8 @@ pub fn goldstein(
             if energy == 0.0 {
                 continue;
             }
-            fft2(&mut patch, &mut tmp, &mut scratch, false);
-            for (m, v) in mag.iter_mut().zip(&patch) {
+            transform(&mut patch, &mut tmp, &mut scratch, false);
+            for (m, v) in mag.iter_mut().zip(&tmp) {
                 *m = v.norm_sqr().sqrt();
             }
             // 3×3 circular box smoothing of |S|, separably: circular row sums of 3,
@@ -184,10 +184,10 @@ pub fn goldstein(
             } else {
                 0.0
             };
-            for (v, s) in patch.iter_mut().zip(&smooth) {
+            for (v, s) in tmp.iter_mut().zip(&smooth) {
                 *v *= s * norm;
             }
-            fft2(&mut patch, &mut tmp, &mut scratch, true);
+            transform(&mut tmp, &mut patch, &mut scratch, true);
             let scale = 1.0 / n as f32;
             for r in 0..window {
                 let rr = r0 + r as isize;
