@@ -149,15 +149,25 @@ pub fn phase_noise(gamma: &Field, looks: f64, rng: &mut impl Rng) -> PhaseNoise 
     let l = looks.max(1.0) as f32;
     let mut noise = Field::zeros(g);
     let mut observed = Field::zeros(g);
-    for i in 0..g.len() {
-        let y = gamma.data[i].clamp(0.0, 1.0);
-        let a: f32 = StandardNormal.sample(rng);
-        let b: f32 = StandardNormal.sample(rng);
+    // The draws first (pixel by pixel, along then across), the arithmetic in a separate
+    // pass that vectorises.
+    for (a, b) in noise.data.iter_mut().zip(observed.data.iter_mut()) {
+        *a = StandardNormal.sample(rng);
+        *b = StandardNormal.sample(rng);
+    }
+    for ((n, o), &y) in noise
+        .data
+        .iter_mut()
+        .zip(observed.data.iter_mut())
+        .zip(&gamma.data)
+    {
+        let y = y.clamp(0.0, 1.0);
+        let (a, b) = (*n, *o);
         let along = y + a * ((1.0 + y * y) / (2.0 * l)).sqrt();
         let across = b * ((1.0 - y * y) / (2.0 * l)).sqrt();
-        noise.data[i] = atan2_approx(across, along);
+        *n = atan2_approx(across, along);
         // |z| without hypot's overflow care: both parts are O(1).
-        observed.data[i] = (along * along + across * across).sqrt().min(1.0);
+        *o = (along * along + across * across).sqrt().min(1.0);
     }
     PhaseNoise {
         noise,

@@ -208,15 +208,21 @@ pub fn goldstein(
             }
         }
     }
+    // Arguments of every pixel in one pass that vectorises; [−π, π] → (−π, π] (−π is π,
+    // what `wrap` would do).
+    let args: Vec<f32> = acc
+        .iter()
+        .map(|a| {
+            let arg = atan2_approx(a.im, a.re);
+            if arg <= -std::f32::consts::PI {
+                std::f32::consts::PI
+            } else {
+                arg
+            }
+        })
+        .collect();
     let mut out = phase.clone();
-    for (i, (o, a)) in out.data.iter_mut().zip(&acc).enumerate() {
-        // The argument lies in [−π, π]; −π is π in (−π, π] (what `wrap` would do).
-        let arg = atan2_approx(a.im, a.re);
-        let arg = if arg <= -std::f32::consts::PI {
-            std::f32::consts::PI
-        } else {
-            arg
-        };
+    for (i, ((o, a), arg)) in out.data.iter_mut().zip(&acc).zip(args).enumerate() {
         if valid.is_none_or(|v| v[i]) && a.norm_sqr() > 0.0 {
             *o = arg;
         }
