@@ -110,12 +110,13 @@ pub fn gamma_index(phase: f32) -> usize {
 #[inline]
 pub(crate) fn round_half_away(x: f32) -> f32 {
     // Beyond 2^23 every float is an integer; NaN and ±∞ take the same path.
-    if !(x.abs() < 8_388_608.0) {
+    if x.is_nan() || x.abs() >= 8_388_608.0 {
         return x.round();
     }
     let t = x as i32; // toward zero
-    let f = x - t as f32; // exact: |f| < 1, same sign as x
-    // Branch-free: the fractions are random, so branches would be mispredicted.
+                      // Exact: |f| < 1, same sign as x. Branch-free below: the fractions are random, so
+                      // branches would be mispredicted.
+    let f = x - t as f32;
     (t + i32::from(f >= 0.5) - i32::from(f <= -0.5)) as f32
 }
 
@@ -239,8 +240,24 @@ mod tests {
     #[test]
     fn round_half_away_matches_round() {
         let mut xs = vec![
-            0.0f32, -0.0, 0.5, -0.5, 1.5, -1.5, 2.5, 254.5, 255.49998, 0.49999997, -0.49999997,
-            8_388_607.5, 8_388_608.0, -8_388_607.5, 1e10, -1e10, f32::INFINITY, f32::NEG_INFINITY,
+            0.0f32,
+            -0.0,
+            0.5,
+            -0.5,
+            1.5,
+            -1.5,
+            2.5,
+            254.5,
+            255.49998,
+            0.49999997,
+            -0.49999997,
+            8_388_607.5,
+            8_388_608.0,
+            -8_388_607.5,
+            1e10,
+            -1e10,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
         ];
         // A sweep through the colour range at sub-ulp-of-a-half resolution, and bit patterns.
         xs.extend((0..=600_000).map(|k| k as f32 * (256.0 / 600_000.0) - 0.5));
@@ -253,7 +270,10 @@ mod tests {
         }));
         for x in xs {
             let (got, want) = (round_half_away(x), x.round());
-            assert!(got == want || (got.is_nan() && want.is_nan()), "{x}: {got} vs {want}");
+            assert!(
+                got == want || (got.is_nan() && want.is_nan()),
+                "{x}: {got} vs {want}"
+            );
         }
     }
 

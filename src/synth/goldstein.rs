@@ -108,19 +108,17 @@ pub fn goldstein(
     // 2-D transforms with one transpose each way: the forward transform leaves the
     // spectrum transposed in `tmp` (the weighting is the same either way: the 3×3 box is
     // symmetric), and the inverse transform starts from that layout and ends in `patch`'s.
-    let transform = |from: &mut [Complex32],
-                     to: &mut [Complex32],
-                     scratch: &mut [Complex32],
-                     inverse: bool| {
-        let plan = if inverse { &inv } else { &fwd };
-        plan.process_with_scratch(from, scratch);
-        for r in 0..window {
-            for c in 0..window {
-                to[c * window + r] = from[r * window + c];
+    let transform =
+        |from: &mut [Complex32], to: &mut [Complex32], scratch: &mut [Complex32], inverse: bool| {
+            let plan = if inverse { &inv } else { &fwd };
+            plan.process_with_scratch(from, scratch);
+            for r in 0..window {
+                for c in 0..window {
+                    to[c * window + r] = from[r * window + c];
+                }
             }
-        }
-        plan.process_with_scratch(to, scratch);
-    };
+            plan.process_with_scratch(to, scratch);
+        };
     for &r0 in &rows {
         for &c0 in &cols {
             let mut energy = 0.0f32;
@@ -253,10 +251,10 @@ pub(crate) fn pow_approx(x: f32, a: f32) -> f32 {
     // 2^y = 2^k · 2^f, f ∈ [−0.5, 0.5], 2^f = e^(f·ln2) by its Taylor series.
     // k = round(y) (halves up) = floor(y + 127.5) − 127 without a libm call or a
     // saturating float → int cast (either keeps the loop from vectorising): y is clamped
-    // (min/max also turn NaN into a bound; out of range the result is replaced below, in
-    // range the clamp changes nothing), v + 2^23 holds the integer nearest v in its low
-    // mantissa bits, and one comparison turns nearest into floor.
-    let v = y.max(-126.0).min(127.0) + 127.5;
+    // (out of range the result is replaced below, in range the clamp changes nothing; a
+    // NaN y gives a NaN z and result whatever k is), v + 2^23 holds the integer nearest v
+    // in its low mantissa bits, and one comparison turns nearest into floor.
+    let v = y.clamp(-126.0, 127.0) + 127.5;
     let nearest = ((v + 8_388_608.0).to_bits() & 0x007f_ffff) as i32;
     let ki = nearest - i32::from(nearest as f32 > v) - 127;
     let k = ki as f32;
@@ -330,8 +328,7 @@ mod tests {
         let m = f32::from_bits((bits & 0x007f_ffff) | 0x3f80_0000);
         let t = (m - 1.0) / (m + 1.0);
         let t2 = t * t;
-        let atanh =
-            t * (1.0 + t2 * (1.0 / 3.0 + t2 * (1.0 / 5.0 + t2 * (1.0 / 7.0 + t2 / 9.0))));
+        let atanh = t * (1.0 + t2 * (1.0 / 3.0 + t2 * (1.0 / 5.0 + t2 * (1.0 / 7.0 + t2 / 9.0))));
         let log2 = e as f32 + atanh * (2.0 / std::f32::consts::LN_2);
         let y = a * log2;
         if y < -126.0 {
@@ -344,8 +341,7 @@ mod tests {
         let z = (y - k) * std::f32::consts::LN_2;
         let p = 1.0
             + z * (1.0
-                + z * (0.5
-                    + z * (1.0 / 6.0 + z * (1.0 / 24.0 + z * (1.0 / 120.0 + z / 720.0)))));
+                + z * (0.5 + z * (1.0 / 6.0 + z * (1.0 / 24.0 + z * (1.0 / 120.0 + z / 720.0)))));
         p * f32::from_bits(((k as i32 + 127) as u32) << 23)
     }
 
@@ -404,7 +400,18 @@ mod tests {
         assert_eq!(pow_approx(1e-40, 0.8), 0.0, "subnormal input");
         assert_eq!(pow_approx(1e-30, 5.0), 0.0, "underflow");
         // The slice form is the same function, element by element (special cases too).
-        let xs = [0.0f32, -2.0, 1e-40, 1e-30, 0.37, 1.0, 3.5, 7e12, 1e30, f32::INFINITY];
+        let xs = [
+            0.0f32,
+            -2.0,
+            1e-40,
+            1e-30,
+            0.37,
+            1.0,
+            3.5,
+            7e12,
+            1e30,
+            f32::INFINITY,
+        ];
         for a in [0.35f32, 0.8, 5.0] {
             let mut v = xs;
             pow_approx_slice(&mut v, a);
