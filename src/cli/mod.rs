@@ -120,6 +120,7 @@ fn init_logging(global: &GlobalArgs) {
 /// Parses the command line, runs the command and maps the outcome to an exit code:
 /// 0 success, 1 runtime error (one line naming the file or argument), 2 usage error.
 pub fn main() -> ExitCode {
+    tune_allocator();
     install_panic_hook();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -134,6 +135,24 @@ pub fn main() -> ExitCode {
         }
     }
 }
+
+/// glibc's malloc hands freed memory of worker-thread arenas back to the OS as soon as
+/// the free top passes a small (dynamic) threshold, and serves blocks from 128 KiB up by
+/// fresh `mmap`s: the synthetic generator's per-sample fields (hundreds of KiB each) were
+/// page-faulted and zeroed again for every sample, 10 % of its CPU time in the kernel.
+/// Blocks below 32 MiB now come from the arenas, which keep up to 64 MiB free; peak memory
+/// is unchanged (measured: `data synth --bench` at 224² and 1000×900).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn tune_allocator() {
+    // SAFETY: mallopt only sets allocator parameters; it runs before any other thread.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn tune_allocator() {}
 
 /// Help and version go to stdout with exit 0; any other clap error is printed as one line
 /// (plus a pointer to `--help`) with exit code 2.

@@ -47,7 +47,10 @@ use super::scene::{stream_rng, RenderStyle, Scene, SceneSource, SourceParams};
 use super::sources::{
     Evaluator, MogiParams, OkadaParams, PennyParams, Source, SpheroidParams, DEFAULT_POISSON,
 };
-use super::terrain::{amplitude, build_terrain, Terrain, TerrainSpec};
+use super::terrain::{
+    build_terrain, radar_geometry, radar_hillshade_from, speckle, RadarGeometry, Terrain,
+    TerrainSpec,
+};
 use crate::data::annotation::{ActivityType, Annotation, Intensity, Label, Phase, Polygon};
 use crate::data::array::ClassMask;
 use crate::data::frames::InterferogramFiles;
@@ -87,44 +90,70 @@ pub fn terrain_spec(scene: &Scene) -> TerrainSpec {
     )
 }
 
-/// The terrain of the scene's frame: a pure function of the frame's terrain seed and the
-/// geometry, so every pair of a frame shows the same volcano. Kept in a small per-thread
-/// cache (frames repeat across samples).
-pub fn frame_terrain(scene: &Scene) -> std::sync::Arc<Terrain> {
-    use std::cell::RefCell;
-    use std::sync::Arc;
-    type Key = (u64, usize, usize, u64);
-    thread_local! {
-        static CACHE: RefCell<Vec<(Key, Arc<Terrain>)>> = const { RefCell::new(Vec::new()) };
-    }
+/// What the generator keeps per frame: the terrain and, for the frame's look, its radar
+/// geometry (coherence) and noise-free hillshade (GAMMA amplitude).
+#[derive(Debug)]
+pub struct FrameTerrain {
+    pub terrain: Terrain,
+    pub radar: RadarGeometry,
+    pub hillshade: Field,
+}
+
+/// Memory the frame cache may hold (bytes; at least 8 frames are kept whatever the size).
+const FRAME_CACHE_BYTES: usize = 512 << 20;
+
+/// The terrain of the scene's frame: a pure function of the frame's terrain seed, look and
+/// geometry, so every pair of a frame shows the same volcano. Kept in a cache shared by
+/// all threads (frames repeat across samples; the lock is only held to find the entry,
+/// and a frame is built once even when two threads ask for it at the same time).
+pub fn frame_terrain(scene: &Scene) -> std::sync::Arc<FrameTerrain> {
+    use std::sync::{Arc, Mutex, OnceLock};
+    type Key = (u64, usize, usize, u64, u64, u64);
+    type Slot = Arc<OnceLock<Arc<FrameTerrain>>>;
+    static CACHE: Mutex<Vec<(Key, Slot)>> = Mutex::new(Vec::new());
+    let g = geometry(scene);
+    let (heading, incidence) = (scene.frame.heading_deg, scene.frame.incidence_deg);
     let key = (
         scene.frame.terrain_seed,
         scene.width,
         scene.height,
         scene.pixel_m.to_bits(),
+        heading.to_bits(),
+        incidence.to_bits(),
     );
-    if let Some(t) = CACHE.with(|c| {
-        c.borrow()
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, t)| t.clone())
-    }) {
-        return t;
-    }
-    let spec = terrain_spec(scene);
-    let t = Arc::new(build_terrain(
-        geometry(scene),
-        &spec,
-        &mut stream_rng(scene.frame.terrain_seed, 1),
-    ));
-    CACHE.with(|c| {
-        let mut c = c.borrow_mut();
-        if c.len() >= 48 {
-            c.remove(0);
+    let slot = {
+        // A panic elsewhere cannot leave the list inconsistent: keep using it.
+        let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+        match cache.iter().find(|(k, _)| *k == key) {
+            Some((_, slot)) => slot.clone(),
+            None => {
+                // elevation, local incidence, hillshade (f32) + water (bool) per pixel.
+                let bytes = g.len().max(1) * 13;
+                let capacity = (FRAME_CACHE_BYTES / bytes).clamp(8, 64);
+                while cache.len() >= capacity {
+                    cache.remove(0);
+                }
+                let slot = Slot::default();
+                cache.push((key, slot.clone()));
+                slot
+            }
         }
-        c.push((key, t.clone()));
-    });
-    t
+    };
+    slot.get_or_init(|| {
+        let terrain = build_terrain(
+            g,
+            &terrain_spec(scene),
+            &mut stream_rng(scene.frame.terrain_seed, 1),
+        );
+        let radar = radar_geometry(&terrain.elevation, heading, incidence);
+        let hillshade = radar_hillshade_from(&terrain, &radar, incidence);
+        Arc::new(FrameTerrain {
+            terrain,
+            radar,
+            hillshade,
+        })
+    })
+    .clone()
 }
 
 fn geometry(scene: &Scene) -> Geometry {
@@ -680,7 +709,8 @@ pub fn render_scene(
     let los = los_vector(heading, incidence);
 
     // 1. Terrain (fixed per frame) and the valid (land, in-frame) pixels.
-    let terrain = frame_terrain(scene);
+    let frame = frame_terrain(scene);
+    let terrain = &frame.terrain;
     let mut valid: Vec<bool> = terrain.water.iter().map(|&w| !w).collect();
     frame_edges(scene, g, &mut valid, &mut stage_rng(scene, stage::EDGES));
 
@@ -746,7 +776,7 @@ pub fn render_scene(
     let orbital = orbital_fringes(&ramp, Some(&valid));
     let glacier = n.glacier.then(|| {
         glacier_motion(
-            &terrain,
+            terrain,
             heading,
             incidence,
             days,
@@ -790,7 +820,8 @@ pub fn render_scene(
     // 4. Coherence: land cover, baseline, terrain; dense deformation fringes decorrelate.
     let mut crng = stage_rng(scene, stage::COHERENCE);
     let cparams = CoherenceParams::random(days, heading, incidence, &mut crng);
-    let mut gamma = super::coherence::coherence_map(&terrain, &cparams, &mut crng);
+    let mut gamma =
+        super::coherence::coherence_map_with(terrain, &frame.radar, &cparams, &mut crng);
     let k = n.decorrelation as f32;
     for y in gamma.data.iter_mut() {
         *y = (1.0 - (1.0 - *y) * k).clamp(0.0, 0.98);
@@ -847,10 +878,8 @@ pub fn render_scene(
     let diff_rgba = match scene.style {
         RenderStyle::Licsar2020 => render_licsar2020(&wrapped, &valid)?,
         RenderStyle::Gamma => {
-            let amp = amplitude(
-                &terrain,
-                heading,
-                incidence,
+            let amp = speckle(
+                &frame.hillshade,
                 80.0,
                 &mut stage_rng(scene, stage::AMPLITUDE),
             );

@@ -167,9 +167,30 @@ fn morph(mask: &[bool], width: usize, height: usize, rows: &[usize], dilate: boo
             p[x + 1] = p[x] + u32::from(m);
         }
     }
+    // Summed-area table (sat[y·(width+1) + x] = set pixels above row y and left of column
+    // x): a disk whose bounding box is empty (dilation) or full (erosion) needs no row
+    // walk — most of a frame is far from a pattern's edge.
+    let mut sat = vec![0u32; (height + 1) * (width + 1)];
+    for y in 0..height {
+        for x in 0..=width {
+            sat[(y + 1) * (width + 1) + x] = sat[y * (width + 1) + x] + prefix[y * (width + 1) + x];
+        }
+    }
     let mut out = vec![false; mask.len()];
     for y in 0..height {
+        let (y0, y1) = (y.saturating_sub(r), (y + r + 1).min(height));
         for x in 0..width {
+            let (x0, x1) = (x.saturating_sub(r), (x + r + 1).min(width));
+            let set = sat[y1 * (width + 1) + x1] + sat[y0 * (width + 1) + x0]
+                - sat[y0 * (width + 1) + x1]
+                - sat[y1 * (width + 1) + x0];
+            if dilate && set == 0 {
+                continue; // stays false
+            }
+            if !dilate && set as usize == (y1 - y0) * (x1 - x0) {
+                out[y * width + x] = true;
+                continue;
+            }
             let mut hit = !dilate;
             for (k, &w) in rows.iter().enumerate() {
                 let yy = y as isize + k as isize - r as isize;

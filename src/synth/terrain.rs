@@ -399,6 +399,12 @@ pub fn radar_geometry(elevation: &Field, heading_deg: f64, incidence_deg: f64) -
 /// the radar are bright), layover at the cap, shadow at the noise floor 0.02, water 0.05.
 pub fn radar_hillshade(terrain: &Terrain, heading_deg: f64, incidence_deg: f64) -> Field {
     let geo = radar_geometry(&terrain.elevation, heading_deg, incidence_deg);
+    radar_hillshade_from(terrain, &geo, incidence_deg)
+}
+
+/// [`radar_hillshade`] from the terrain's [`radar_geometry`] for the same look (computed
+/// once per frame by the generator).
+pub fn radar_hillshade_from(terrain: &Terrain, geo: &RadarGeometry, incidence_deg: f64) -> Field {
     let inc = incidence_deg.to_radians() as f32;
     let mut out = Field::zeros(terrain.elevation.geometry);
     for (i, v) in out.data.iter_mut().enumerate() {
@@ -426,7 +432,17 @@ pub fn amplitude(
     looks: f64,
     rng: &mut impl Rng,
 ) -> Field {
-    let mut a = radar_hillshade(terrain, heading_deg, incidence_deg);
+    speckle(
+        &radar_hillshade(terrain, heading_deg, incidence_deg),
+        looks,
+        rng,
+    )
+}
+
+/// `hillshade` times multiplicative speckle `Gamma(looks, 1/looks)` (the random part of
+/// [`amplitude`]).
+pub fn speckle(hillshade: &Field, looks: f64, rng: &mut impl Rng) -> Field {
+    let mut a = hillshade.clone();
     let looks = looks.max(1.0);
     let speckle = Gamma::new(looks as f32, 1.0 / looks as f32).expect("looks ≥ 1");
     for v in &mut a.data {
