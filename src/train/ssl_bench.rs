@@ -1096,7 +1096,7 @@ mod tests {
         assert_eq!((cfg.seed, cfg.pretrain.seed), (9, 9));
         assert_eq!(cfg.pretrain.preset.as_deref(), Some("tiny"));
         // The preset fills what the file leaves out; the file wins where it sets a value.
-        assert_eq!(cfg.image_size(), 64);
+        assert_eq!(cfg.image_size(), 112);
         assert_eq!(cfg.pretrain.data.batch_size, 64);
         // The OOD set differs from the in-distribution one in style, pixel and atmosphere,
         // and inherits everything else.
