@@ -498,6 +498,30 @@ pub(crate) fn reference_to_mean(v: &mut [f32], reference: Option<&[bool]>) {
 /// Robust peak-to-peak (2nd to 98th percentile) of `v` over `valid` pixels, or 0 when
 /// fewer than 2 pixels are valid.
 pub fn robust_ptp(v: &[f32], valid: Option<&[bool]>) -> f64 {
+    ptp_between_ranks(v, valid, |n| {
+        (
+            ((n - 1) as f64 * 0.02).round() as usize,
+            ((n - 1) as f64 * 0.98).round() as usize,
+        )
+    })
+}
+
+/// Peak-to-peak of `v` over `valid` pixels without its `trim` lowest and `trim` highest
+/// values (fewer when there are not enough), or 0 when fewer than 2 pixels are valid.
+pub fn trimmed_ptp(v: &[f32], valid: Option<&[bool]>, trim: usize) -> f64 {
+    ptp_between_ranks(v, valid, |n| {
+        let k = trim.min((n - 1) / 2);
+        (k, n - 1 - k)
+    })
+}
+
+/// `x_(hi) − x_(lo)` of the finite valid values, the ranks `(lo, hi)` (`lo ≤ hi < n`) from
+/// their count `n ≥ 2`.
+fn ptp_between_ranks(
+    v: &[f32],
+    valid: Option<&[bool]>,
+    ranks: impl Fn(usize) -> (usize, usize),
+) -> f64 {
     let mut xs: Vec<f32> = match valid {
         Some(m) => v
             .iter()
@@ -510,9 +534,7 @@ pub fn robust_ptp(v: &[f32], valid: Option<&[bool]>) -> f64 {
     if xs.len() < 2 {
         return 0.0;
     }
-    let n = xs.len();
-    let lo_i = ((n - 1) as f64 * 0.02).round() as usize;
-    let hi_i = ((n - 1) as f64 * 0.98).round() as usize;
+    let (lo_i, hi_i) = ranks(xs.len());
     let (_, &mut lo, above) = xs.select_nth_unstable_by(lo_i, f32::total_cmp);
     // The `hi_i`-th smallest is the `(hi_i − lo_i − 1)`-th of the part above `lo_i`
     // (`hi_i ≥ lo_i` always; equal only for tiny inputs).
@@ -534,19 +556,36 @@ pub fn visible_fringes(screen_m: &Field, valid: Option<&[bool]>) -> f64 {
 /// Fringes at which an atmospheric component counts as visible in the annotation.
 pub const ATMOSPHERE_VISIBLE_FRINGES: f64 = 0.5;
 
+/// Ground area (m²) below which a patch of delay does not count as seen: the extreme
+/// values a stratified screen reaches on less than this (a few pixels) are trimmed.
+pub const STRATIFIED_MIN_AREA_M2: f64 = 1.0e6;
+
+/// Fringes a stratified screen shows: its peak-to-peak without the extreme
+/// [`STRATIFIED_MIN_AREA_M2`] at either end. Not the 2–98 % range of [`visible_fringes`]:
+/// the stratified delay follows the terrain, so on a volcano it is concentrated on the
+/// edifice, often less than 2 % of the frame, where it draws concentric fringes that look
+/// like deformation (the classic false positive) and must be flagged.
+pub fn stratified_visible_fringes(screen_m: &Field, valid: Option<&[bool]>) -> f64 {
+    let px = screen_m.geometry.pixel_m.max(f64::MIN_POSITIVE);
+    let trim = (STRATIFIED_MIN_AREA_M2 / (px * px)).ceil() as usize;
+    trimmed_ptp(&screen_m.data, valid, trim) / FRINGE_M
+}
+
 /// The Hephaestus `atmospheric_fringes` level (0..3) of a pair of screens.
 ///
 /// The real annotations encode *which* atmospheric effect is visible (from their captions,
 /// notes/hephaestus.md): 0 none, 1 vertical stratification, 2 turbulent mixing, 3 both.
-/// Rule: a component is visible when its robust peak-to-peak (2nd–98th percentile) over the
-/// valid pixels is at least [`ATMOSPHERE_VISIBLE_FRINGES`] fringe (λ/4 ≈ 13.9 mm of LOS);
-/// the level is `1·[stratified visible] + 2·[turbulent visible]`.
+/// Rule: a component is visible when it spans at least [`ATMOSPHERE_VISIBLE_FRINGES`] fringe
+/// (λ/4 ≈ 13.9 mm of LOS) over the valid pixels — the turbulent screen by its robust
+/// peak-to-peak (2nd–98th percentile; it covers the frame), the stratified one without
+/// only its extreme square kilometre ([`stratified_visible_fringes`]; it sits on the
+/// relief); the level is `1·[stratified visible] + 2·[turbulent visible]`.
 pub fn atmospheric_fringes(
     stratified_m: &Field,
     turbulent_m: &Field,
     valid: Option<&[bool]>,
 ) -> u8 {
-    let s = visible_fringes(stratified_m, valid) >= ATMOSPHERE_VISIBLE_FRINGES;
+    let s = stratified_visible_fringes(stratified_m, valid) >= ATMOSPHERE_VISIBLE_FRINGES;
     let t = visible_fringes(turbulent_m, valid) >= ATMOSPHERE_VISIBLE_FRINGES;
     u8::from(s) + 2 * u8::from(t)
 }
@@ -785,7 +824,53 @@ mod tests {
         let r = robust_ptp(&ramp.data, None);
         let below = scale(&ramp, (0.49 * FRINGE_M / r) as f32);
         let above = scale(&ramp, (0.51 * FRINGE_M / r) as f32);
+        assert_eq!(atmospheric_fringes(&flat, &below, None), 0);
+        assert_eq!(atmospheric_fringes(&flat, &above, None), 2);
+        let r = stratified_visible_fringes(&ramp, None) * FRINGE_M;
+        let below = scale(&ramp, (0.49 * FRINGE_M / r) as f32);
+        let above = scale(&ramp, (0.51 * FRINGE_M / r) as f32);
         assert_eq!(atmospheric_fringes(&below, &flat, None), 0);
         assert_eq!(atmospheric_fringes(&above, &flat, None), 1);
+    }
+
+    #[test]
+    fn summit_stratification_is_flagged_and_pixel_spikes_are_not() {
+        // 224² frame at 370 m: 1 km² is 8 pixels. A summit delay of 1.5 fringes on a cone
+        // of radius 6 px (113 px, 0.23 % of the frame) is invisible to the 2–98 % range
+        // but is a ring pattern a reader sees.
+        let g = Geometry::new(224, 224, 370.0);
+        let mut summit = Field::zeros(g);
+        let mut spike = Field::zeros(g);
+        for r in 0..224usize {
+            for c in 0..224usize {
+                let d = ((r as f64 - 100.0).powi(2) + (c as f64 - 120.0).powi(2)).sqrt();
+                let i = r * 224 + c;
+                summit.data[i] = (1.5 * FRINGE_M * (1.0 - d / 6.0).max(0.0)) as f32;
+                if d < 1.5 {
+                    spike.data[i] = (3.0 * FRINGE_M) as f32; // 9 px
+                }
+            }
+        }
+        let flat = Field::zeros(g);
+        assert!(visible_fringes(&summit, None) < 0.01);
+        assert!(stratified_visible_fringes(&summit, None) > 1.0);
+        assert_eq!(atmospheric_fringes(&summit, &flat, None), 1);
+        // The trim scales with the pixel: at 30 m, 1 km² is 1,112 pixels, more than the cone.
+        let fine = Field {
+            geometry: Geometry::new(224, 224, 30.0),
+            data: summit.data.clone(),
+        };
+        assert_eq!(atmospheric_fringes(&fine, &flat, None), 0);
+        // 9 pixels: one more than the trim keeps a single pixel at the full value.
+        assert_eq!(spike.data.iter().filter(|&&v| v > 0.0).count(), 9);
+        assert_eq!(atmospheric_fringes(&spike, &flat, None), 1);
+        let mut five = Field::zeros(g);
+        five.data[..5].fill((3.0 * FRINGE_M) as f32);
+        assert_eq!(atmospheric_fringes(&five, &flat, None), 0);
+        // trimmed_ptp by hand: 0..9 without the 2 lowest and 2 highest → 7 − 2.
+        let v: Vec<f32> = (0..10).map(|x| x as f32).collect();
+        assert_eq!(trimmed_ptp(&v, None, 2), 5.0);
+        assert_eq!(trimmed_ptp(&v, None, 50), 1.0);
+        assert_eq!(trimmed_ptp(&v[..1], None, 0), 0.0);
     }
 }
