@@ -686,6 +686,19 @@ pub struct ModelEvalArgs {
     pub batch_size: usize,
 }
 
+/// The checked `--batch-size`, the device and the `--model` run directory (a Hub id
+/// fetched) of `eval classify|segment`.
+fn open_head_run(a: &ModelEvalArgs, global: &GlobalArgs) -> Result<(PathBuf, candle_core::Device)> {
+    anyhow::ensure!(a.batch_size >= 1, "--batch-size must be at least 1");
+    let device = crate::device::open(global.device)?;
+    let run = crate::train::hub::resolve_model(
+        &a.model,
+        &crate::train::hub::RunFiles::HEAD,
+        global.show_progress(),
+    )?;
+    Ok((run, device))
+}
+
 /// The `--split` part of the run's (or `--data`'s) dataset at the run's input size.
 fn model_eval_part(
     a: &ModelEvalArgs,
@@ -730,16 +743,8 @@ fn write_report(a: &ModelEvalArgs, v: &Value) -> Result<()> {
 
 fn eval_classify(a: ModelEvalArgs, global: &GlobalArgs) -> Result<()> {
     use crate::train::classify::{load_run, report_json, score_part};
-    anyhow::ensure!(a.batch_size >= 1, "--batch-size must be at least 1");
-    let device = crate::device::open(global.device)?;
-    let loaded = load_run(
-        &crate::train::hub::resolve_model(
-            &a.model,
-            &crate::train::hub::RunFiles::HEAD,
-            global.show_progress(),
-        )?,
-        &device,
-    )?;
+    let (run, device) = open_head_run(&a, global)?;
+    let loaded = load_run(&run, &device)?;
     let cfg = &loaded.config;
     let (part, dir) = model_eval_part(&a, &cfg.data, cfg.seed, global)?;
     let thresholds = cfg.decision_thresholds();
@@ -771,16 +776,8 @@ fn eval_classify(a: ModelEvalArgs, global: &GlobalArgs) -> Result<()> {
 
 fn eval_segment(a: ModelEvalArgs, global: &GlobalArgs) -> Result<()> {
     use crate::train::segment::{load_run, score_part};
-    anyhow::ensure!(a.batch_size >= 1, "--batch-size must be at least 1");
-    let device = crate::device::open(global.device)?;
-    let loaded = load_run(
-        &crate::train::hub::resolve_model(
-            &a.model,
-            &crate::train::hub::RunFiles::HEAD,
-            global.show_progress(),
-        )?,
-        &device,
-    )?;
+    let (run, device) = open_head_run(&a, global)?;
+    let loaded = load_run(&run, &device)?;
     let cfg = &loaded.config;
     let (part, dir) = model_eval_part(&a, &cfg.data, cfg.seed, global)?;
     let r = score_part(&loaded.model, &part, a.batch_size, &device)?;
