@@ -22,6 +22,7 @@ use realfft::RealFftPlanner;
 use rustfft::num_complex::Complex32;
 use rustfft::FftPlanner;
 
+use super::fastmath::exp_approx;
 use super::grid::{Field, Geometry};
 
 /// Sentinel-1 C-band wavelength (m), DESIGN §2.2.
@@ -195,13 +196,22 @@ fn spectral_filter(rows: usize, cols: usize, pixel_m: f64, spectrum: &Spectrum) 
         };
         k / (n as f64 * pixel_m)
     };
-    let col_f: Vec<f64> = (0..cols).map(|c| freq(c, cols)).collect();
-    let mut filter = Vec::with_capacity(rows * cols);
-    for r in 0..rows {
+    // |f| is the same at k and n − k, so the amplitude (two `powf`s) is evaluated on one
+    // quadrant and mirrored: bit for bit what every entry would give.
+    let (qr, qc) = (rows / 2 + 1, cols / 2 + 1);
+    let col_f: Vec<f64> = (0..qc).map(|c| freq(c, cols)).collect();
+    let mut quadrant = Vec::with_capacity(qr * qc);
+    for r in 0..qr {
         let fr = freq(r, rows);
         for fc in &col_f {
-            filter.push(spectrum.amplitude((fr * fr + fc * fc).sqrt()) as f32);
+            quadrant.push(spectrum.amplitude((fr * fr + fc * fc).sqrt()) as f32);
         }
+    }
+    let mirror = |k: usize, n: usize| if k <= n / 2 { k } else { n - k };
+    let mut filter = Vec::with_capacity(rows * cols);
+    for r in 0..rows {
+        let q = &quadrant[mirror(r, rows) * qc..][..qc];
+        filter.extend((0..cols).map(|c| q[mirror(c, cols)]));
     }
     let filter = Rc::new(filter);
     FILTERS.with(|c| {
@@ -457,16 +467,50 @@ pub fn stratified(
     let (k2, h2) = draw(rng);
     let slant = 1.0 / params.incidence_deg.to_radians().cos();
     let mut field = Field::zeros(elevation_m.geometry);
-    for (out, &h) in field.data.iter_mut().zip(&elevation_m.data) {
-        let hk = (h as f64).max(0.0) / 1000.0;
-        let d1 = k1 * h1 * (1.0 - (-hk / h1).exp());
-        let d2 = k2 * h2 * (1.0 - (-hk / h2).exp());
-        *out = (-(d1 - d2) * slant) as f32;
-    }
+    stratified_delay(
+        &elevation_m.data,
+        [(k1, h1), (k2, h2)],
+        slant,
+        &mut field.data,
+    );
     reference_to_mean(&mut field.data, reference);
     Stratified {
         field,
         gradient_m_per_km: k1 - k2,
+    }
+}
+
+/// The slant delay difference of two acquisitions `(K, H)` at every height (m), as LOS
+/// displacement (f32 with a polynomial exp: vectorises; the profile needs no more).
+#[multiversion::multiversion(targets("x86_64+avx2+fma"))]
+fn stratified_delay(
+    elevation_m: &[f32],
+    acquisitions: [(f64, f64); 2],
+    slant: f64,
+    out: &mut [f32],
+) {
+    let [(k1, h1), (k2, h2)] = acquisitions;
+    let (a1, a2) = ((k1 * h1 * slant) as f32, (k2 * h2 * slant) as f32);
+    // 1/H per metre of height (H in km).
+    let (r1, r2) = ((1.0 / (1000.0 * h1)) as f32, (1.0 / (1000.0 * h2)) as f32);
+    for (o, &h) in out.iter_mut().zip(elevation_m) {
+        let h = h.max(0.0);
+        let d1 = a1 * one_minus_exp_neg(h * r1);
+        let d2 = a2 * one_minus_exp_neg(h * r2);
+        *o = -(d1 - d2);
+    }
+}
+
+/// `1 − e^{−x}` for `x ≥ 0` without the cancellation of the plain form at small `x` (a
+/// scale height far above the relief): its series below 0.01, a select so loops vectorise.
+#[inline(always)]
+fn one_minus_exp_neg(x: f32) -> f32 {
+    let series = x * (1.0 - x / 2.0 * (1.0 - x / 3.0 * (1.0 - x / 4.0)));
+    let plain = 1.0 - exp_approx(-x);
+    if x < 0.01 {
+        series
+    } else {
+        plain
     }
 }
 
@@ -535,17 +579,65 @@ fn ptp_between_ranks(
         return 0.0;
     }
     let (lo_i, hi_i) = ranks(xs.len());
-    let (_, &mut lo, above) = xs.select_nth_unstable_by(lo_i, f32::total_cmp);
-    // The `hi_i`-th smallest is the `(hi_i − lo_i − 1)`-th of the part above `lo_i`
-    // (`hi_i ≥ lo_i` always; equal only for tiny inputs).
-    let hi = if hi_i > lo_i {
-        *above
-            .select_nth_unstable_by(hi_i - lo_i - 1, f32::total_cmp)
-            .1
-    } else {
-        lo
-    };
+    let (lo, hi) = two_ranks(&mut xs, lo_i, hi_i);
     (hi - lo) as f64
+}
+
+/// The `lo`-th and `hi`-th smallest (0-based, `lo ≤ hi < len`) of finite values, exactly:
+/// a histogram over [min, max] finds the bins holding the two ranks (binning is monotone,
+/// so a bin's values have consecutive ranks), then only those bins' values are ordered.
+/// Two light passes instead of partitioning the whole slice (the flags and captions ask
+/// for several such ranks per sample); `xs` is reordered.
+pub(crate) fn two_ranks(xs: &mut [f32], lo: usize, hi: usize) -> (f32, f32) {
+    assert!(
+        lo <= hi && hi < xs.len(),
+        "ranks {lo}, {hi} of {} values",
+        xs.len()
+    );
+    const BINS: usize = 1024;
+    let (min, max) = xs
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| {
+            (a.min(x), b.max(x))
+        });
+    let scale = (BINS - 1) as f32 / (max - min);
+    if xs.len() < 4 * BINS || max <= min || !scale.is_finite() {
+        // Few values, or all equal, or a range too large to scale: select directly.
+        let (_, &mut a, above) = xs.select_nth_unstable_by(lo, f32::total_cmp);
+        let b = if hi > lo {
+            *above.select_nth_unstable_by(hi - lo - 1, f32::total_cmp).1
+        } else {
+            a
+        };
+        return (a, b);
+    }
+    let bin = |x: f32| (((x - min) * scale) as usize).min(BINS - 1);
+    let mut counts = [0usize; BINS];
+    for &x in xs.iter() {
+        counts[bin(x)] += 1;
+    }
+    // The bin holding rank r, and r's rank within it.
+    let locate = |r: usize| {
+        let mut below = 0;
+        for (b, &c) in counts.iter().enumerate() {
+            if r < below + c {
+                return (b, r - below);
+            }
+            below += c;
+        }
+        unreachable!("rank {r} below the total count")
+    };
+    let (b_lo, r_lo) = locate(lo);
+    let (b_hi, r_hi) = locate(hi);
+    let mut in_lo: Vec<f32> = xs.iter().copied().filter(|&x| bin(x) == b_lo).collect();
+    let a = *in_lo.select_nth_unstable_by(r_lo, f32::total_cmp).1;
+    let b = if b_hi == b_lo {
+        *in_lo.select_nth_unstable_by(r_hi, f32::total_cmp).1
+    } else {
+        let mut in_hi: Vec<f32> = xs.iter().copied().filter(|&x| bin(x) == b_hi).collect();
+        *in_hi.select_nth_unstable_by(r_hi, f32::total_cmp).1
+    };
+    (a, b)
 }
 
 /// Fringes (robust peak-to-peak / (λ/2)) a screen shows over the valid pixels.
@@ -872,5 +964,47 @@ mod tests {
         assert_eq!(trimmed_ptp(&v, None, 2), 5.0);
         assert_eq!(trimmed_ptp(&v, None, 50), 1.0);
         assert_eq!(trimmed_ptp(&v[..1], None, 0), 0.0);
+    }
+
+    /// The histogram selection gives exactly what sorting gives, whatever the data look like.
+    #[test]
+    fn two_ranks_match_sorting() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let cases: Vec<Vec<f32>> = vec![
+            (0..50_000)
+                .map(|_| rng.random::<f32>() * 3.0 - 1.0)
+                .collect(),
+            // Heavy tails: most values in one bin.
+            (0..20_000)
+                .map(|_| {
+                    let x: f32 = StandardNormal.sample(&mut rng);
+                    x * x * x * x * x
+                })
+                .collect(),
+            (0..9_000).map(|k| (k / 7) as f32 * 0.5).collect(), // duplicates, sorted
+            (0..9_000).rev().map(|k| k as f32).collect(),       // reversed ramp
+            vec![2.5; 6_000],                                   // constant
+            (0..5_000)
+                .map(|k| if k % 2 == 0 { -0.0 } else { 0.0 })
+                .collect(),
+            (0..100).map(|k| (k * 37 % 101) as f32).collect(), // small: direct selection
+        ];
+        for v in cases {
+            let mut sorted = v.clone();
+            sorted.sort_by(f32::total_cmp);
+            let n = v.len();
+            for (lo, hi) in [
+                (0, n - 1),
+                (n / 50, n - 1 - n / 50),
+                (8, n - 9),
+                (n / 2, n / 2),
+                (3, 3),
+            ] {
+                let mut xs = v.clone();
+                let (a, b) = two_ranks(&mut xs, lo, hi);
+                assert_eq!(a.to_bits(), sorted[lo].to_bits(), "rank {lo} of {n}");
+                assert_eq!(b.to_bits(), sorted[hi].to_bits(), "rank {hi} of {n}");
+            }
+        }
     }
 }

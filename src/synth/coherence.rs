@@ -18,6 +18,7 @@ use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
 
 use super::atmosphere::{coarse_factor, power_law_pair_coarse, Spectrum};
+use super::fastmath::{atan2_approx, exp_approx};
 use super::grid::{Field, Geometry};
 use super::terrain::{radar_geometry, RadarGeometry, Terrain};
 
@@ -73,6 +74,7 @@ pub fn coherence_map(terrain: &Terrain, params: &CoherenceParams, rng: &mut impl
 
 /// [`coherence_map`] with the terrain's [`radar_geometry`] for the look of `params`
 /// already computed (the generator keeps it per frame).
+#[multiversion::multiversion(targets("x86_64+avx2+fma"))]
 pub fn coherence_map_with(
     terrain: &Terrain,
     geo: &RadarGeometry,
@@ -99,32 +101,47 @@ pub fn coherence_map_with(
     let t = params.temporal_baseline_days.max(0.0) as f32;
     let veg_tau = params.vegetation_tau_days.max(0.1) as f32;
     let bare_inf = params.bare_long_term as f32;
+    let (ln_bare_tau, ln_veg_tau) = (BARE_TAU_DAYS.ln(), veg_tau.ln());
+    // One branch-free pass over all pixels (vectorises); water, layover and shadow are
+    // selects, the snow line a second pass only when there is one.
     let mut out = Field::zeros(g);
-    for i in 0..g.len() {
-        if terrain.water[i] {
-            continue;
-        }
+    for ((o, (&c, &tex)), &loc) in out
+        .data
+        .iter_mut()
+        .zip(cover.data.iter().zip(&texture.data))
+        .zip(&geo.local_incidence)
+    {
         // Soft vegetation indicator (transition width ~0.25 σ of the cover field).
-        let v = 1.0 / (1.0 + (-(cover.data[i] - threshold) / 0.12).exp());
-        let gamma_inf = ((1.0 - v) * bare_inf + v * VEG_LONG_TERM)
-            * (1.0 + 0.25 * texture.data[i]).clamp(0.3, 1.5);
+        let v = 1.0 / (1.0 + exp_approx(-(c - threshold) / 0.12));
+        let gamma_inf =
+            ((1.0 - v) * bare_inf + v * VEG_LONG_TERM) * (1.0 + 0.25 * tex).clamp(0.3, 1.5);
         let gamma_inf = gamma_inf.min(GAMMA0);
-        let tau = ((1.0 - v) * BARE_TAU_DAYS.ln() + v * veg_tau.ln()).exp();
-        let mut gamma = gamma_inf + (GAMMA0 - gamma_inf) * (-t / tau).exp();
-        if let Some(snow) = params.snowline_m {
-            let s = smoothstep((terrain.elevation.data[i] - snow as f32) / 300.0);
-            gamma *= 1.0 - 0.85 * s;
-        }
-        if geo.layover(i) || geo.shadow(i) {
-            gamma = gamma.min(0.08);
+        let tau = exp_approx((1.0 - v) * ln_bare_tau + v * ln_veg_tau);
+        let gamma = gamma_inf + (GAMMA0 - gamma_inf) * exp_approx(-t / tau);
+        // Steep slopes facing the radar: range-spectrum (geometric) decorrelation (layover,
+        // loc ≤ 0, is capped below instead).
+        let geometric = if loc > 0.0 && loc < inc {
+            (loc / inc).sqrt()
         } else {
-            let loc = geo.local_incidence[i];
-            if loc < inc {
-                // Steep slopes facing the radar: range-spectrum (geometric) decorrelation.
-                gamma *= (loc / inc).sqrt();
-            }
+            1.0
+        };
+        *o = gamma * geometric;
+    }
+    if let Some(snow) = params.snowline_m {
+        for (o, &z) in out.data.iter_mut().zip(&terrain.elevation.data) {
+            *o *= 1.0 - 0.85 * smoothstep((z - snow as f32) / 300.0);
         }
-        out.data[i] = gamma.clamp(0.0, 0.98);
+    }
+    for ((o, &loc), &water) in out
+        .data
+        .iter_mut()
+        .zip(&geo.local_incidence)
+        .zip(&terrain.water)
+    {
+        // Layover (local incidence ≤ 0) or shadow (≥ π/2).
+        let radar_blind = loc <= 0.0 || loc >= std::f32::consts::FRAC_PI_2;
+        let y = if radar_blind { o.min(0.08) } else { *o };
+        *o = if water { 0.0 } else { y.clamp(0.0, 0.98) };
     }
     out
 }
@@ -144,6 +161,7 @@ pub struct PhaseNoise {
 
 /// Draws decorrelation phase noise for true coherence `gamma` with `looks` looks (LiCSAR
 /// multilooks 20×4 = 80; fewer looks → noisier). See the module docs for the statistics.
+#[multiversion::multiversion(targets("x86_64+avx2+fma"))]
 pub fn phase_noise(gamma: &Field, looks: f64, rng: &mut impl Rng) -> PhaseNoise {
     let g = gamma.geometry;
     let l = looks.max(1.0) as f32;
@@ -175,42 +193,6 @@ pub fn phase_noise(gamma: &Field, looks: f64, rng: &mut impl Rng) -> PhaseNoise 
     }
 }
 
-/// `atan2(y, x)` for finite inputs, in [−π, π]: atan on [0, 1] by an odd polynomial
-/// (least-squares fit of degree 15, max error 1.5e-7 rad ≈ one f32 ulp at π, tested
-/// against `atan2`), then the octant. Branch-free and without a libm call (`atan2f` was
-/// 8 % of the generator's time in phase noise and the Goldstein output), so loops over
-/// pixels vectorise. `(0, 0)` gives 0 like `atan2`; the sign of a zero `y` is ignored.
-#[inline(always)]
-pub fn atan2_approx(y: f32, x: f32) -> f32 {
-    use std::f32::consts::{FRAC_PI_2, PI};
-    const C: [f32; 8] = [
-        0.999_999_34,
-        -0.333_298_6,
-        0.199_465_66,
-        -0.139_086_29,
-        0.096_421_97,
-        -0.055_912_33,
-        0.021_862_96,
-        -0.004_054_57,
-    ];
-    let (ax, ay) = (x.abs(), y.abs());
-    let (lo, hi) = (ax.min(ay), ax.max(ay));
-    let t = if hi > 0.0 { lo / hi } else { 0.0 };
-    let t2 = t * t;
-    let mut p = C[7];
-    for &c in C[..7].iter().rev() {
-        p = p * t2 + c;
-    }
-    let r = t * p;
-    let r = if ay > ax { FRAC_PI_2 - r } else { r };
-    let r = if x < 0.0 { PI - r } else { r };
-    if y < 0.0 {
-        -r
-    } else {
-        r
-    }
-}
-
 /// Wraps to (−π, π] with `x − 2π·ceil((x − π)/2π)` (DESIGN §2.2).
 pub fn wrap(x: f32) -> f32 {
     use std::f32::consts::{PI, TAU};
@@ -224,6 +206,7 @@ pub fn wrap(x: f32) -> f32 {
 }
 
 /// Adds decorrelation noise to a phase (radians) and wraps to (−π, π].
+#[multiversion::multiversion(targets("x86_64+avx2+fma"))]
 pub fn add_phase_noise(phase: &Field, noise: &PhaseNoise) -> Field {
     Field {
         geometry: phase.geometry,
@@ -326,47 +309,6 @@ mod tests {
 
     fn mean(v: &[f32]) -> f64 {
         v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64
-    }
-
-    #[test]
-    fn atan2_approx_matches_atan2() {
-        let mut worst = 0.0f64;
-        let mut state = 0x1234_5678_u32;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
-            state as f32 / u32::MAX as f32 * 2.0 - 1.0
-        };
-        for k in 0..400_000 {
-            // Scales from tiny to large, all four quadrants, and the axes / diagonals.
-            let scale = 10f32.powi(k % 9 - 4);
-            let (y, x) = match k % 50 {
-                0 => (0.0, next() * scale),
-                1 => (next() * scale, 0.0),
-                2 => {
-                    let v = next() * scale;
-                    (v, v)
-                }
-                3 => {
-                    let v = next() * scale;
-                    (v, -v)
-                }
-                _ => (next() * scale, next() * scale),
-            };
-            let want = (y as f64).atan2(x as f64);
-            let got = atan2_approx(y, x) as f64;
-            // ±π are the same angle (the sign of a zero y is ignored).
-            let d = (got - want).abs();
-            worst = worst.max(d.min((d - std::f64::consts::TAU).abs()));
-        }
-        assert!(worst < 5e-7, "max error {worst} rad");
-        assert_eq!(atan2_approx(0.0, 0.0), 0.0);
-        assert_eq!(atan2_approx(0.0, 1.0), 0.0);
-        assert_eq!(atan2_approx(1.0, 0.0), std::f32::consts::FRAC_PI_2);
-        assert_eq!(atan2_approx(-1.0, 0.0), -std::f32::consts::FRAC_PI_2);
-        assert_eq!(atan2_approx(0.0, -1.0), PI);
-        assert!(atan2_approx(-1e-30, -1.0) < 0.0);
     }
 
     #[test]

@@ -25,7 +25,7 @@ use anyhow::{Context, Result};
 use rand::{Rng, RngCore};
 use rand_chacha::ChaCha8Rng;
 
-use super::atmosphere::{atmospheric_fringes, stratified, turbulent, StratifiedParams};
+use super::atmosphere::{atmospheric_fringes, stratified, turbulent, two_ranks, StratifiedParams};
 use super::captions::{caption, CaptionFacts, CaptionStyle, Cell, PatternFact};
 use super::coherence::{
     add_phase_noise, low_coherence, no_info, phase_noise, CoherenceParams, LOW_COHERENCE,
@@ -33,6 +33,7 @@ use super::coherence::{
 use super::errors::{
     burst_error, corrupt_frame, glacier_fringes, glacier_motion, image_artifact, subswath_error,
 };
+use super::fastmath::exp_approx;
 use super::goldstein::{goldstein, GoldsteinParams};
 use super::grid::{Field, Geometry};
 use super::los::los_vector;
@@ -667,9 +668,8 @@ fn cell_ptp(field: &Field, valid: &[bool]) -> [[f64; 3]; 3] {
         if v.len() < 8 {
             continue;
         }
-        v.sort_by(f32::total_cmp);
-        let lo = v[v.len() / 50];
-        let hi = v[v.len() - 1 - v.len() / 50];
+        let n = v.len();
+        let (lo, hi) = two_ranks(v, n / 50, n - 1 - n / 50);
         out[k / 3][k % 3] = f64::from(hi - lo);
     }
     out
@@ -831,7 +831,7 @@ pub fn render_scene(
     let mut defo_pixels = 0usize;
     for i in 0..g.len() {
         if dense[i] > 0.0 {
-            gamma.data[i] *= (-dense[i]).exp();
+            gamma.data[i] *= exp_approx(-dense[i]);
         }
         if patterns.iter().any(|p| p.mask[i]) && valid[i] {
             defo_pixels += 1;
@@ -1017,6 +1017,7 @@ pub fn render_scene(
 
 /// Decorrelation strength from dense deformation fringes: 0 where the deformation phase
 /// gradient is below [`DENSE_FRINGE_RAD_PER_PX`], growing above it.
+#[multiversion::multiversion(targets("x86_64+avx2+fma"))]
 fn dense_fringes(defo_m: &[f64], g: Geometry) -> Vec<f32> {
     let k = (4.0 * std::f64::consts::PI / super::phase::WAVELENGTH_M) as f32;
     let mut out = vec![0.0f32; g.len()];
@@ -1032,7 +1033,8 @@ fn dense_fringes(defo_m: &[f64], g: Geometry) -> Vec<f32> {
                 (defo_m[g.index(row, c1)] - defo_m[g.index(row, c0)]) as f32 / (c1 - c0) as f32;
             let gy =
                 (defo_m[g.index(r1, col)] - defo_m[g.index(r0, col)]) as f32 / (r1 - r0) as f32;
-            let grad = k * gx.hypot(gy);
+            // sqrt, not hypot: the gradients are far from overflow and hypot is a libm call.
+            let grad = k * (gx * gx + gy * gy).sqrt();
             if grad > DENSE_FRINGE_RAD_PER_PX {
                 out[i] = (grad / DENSE_FRINGE_RAD_PER_PX - 1.0) * 2.0;
             }

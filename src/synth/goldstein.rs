@@ -12,7 +12,7 @@
 use rustfft::num_complex::Complex32;
 
 use super::atmosphere::with_planner;
-use super::coherence::atan2_approx;
+use super::fastmath::{atan2_approx, pow_approx_slice, sin_cos_approx};
 use super::grid::Field;
 
 /// Filter settings.
@@ -54,6 +54,7 @@ fn origins(n: usize, window: usize, step: usize) -> Vec<isize> {
 /// observed coherence or amplitude; `None` = 1), skipping pixels where `valid` is false.
 /// Returns the filtered wrapped phase in (−π, π]. Frames smaller than the window are
 /// filtered with the largest power-of-two window that fits (unchanged below 4 pixels).
+#[multiversion::multiversion(targets("x86_64+avx2+fma"))]
 pub fn goldstein(
     phase: &Field,
     magnitude: Option<&Field>,
@@ -73,17 +74,15 @@ pub fn goldstein(
     let step = window / 2;
     let n = window * window;
     // Input complex interferogram.
-    let z: Vec<Complex32> = (0..g.len())
-        .map(|i| {
-            let ok = valid.is_none_or(|v| v[i]);
-            let m = if ok {
-                magnitude.map_or(1.0, |m| m.data[i].max(0.0))
-            } else {
-                0.0
-            };
-            Complex32::from_polar(m, phase.data[i])
-        })
-        .collect();
+    // Input complex interferogram, one plain loop over slices so it vectorises.
+    let mut z = vec![Complex32::new(0.0, 0.0); g.len()];
+    for (i, (zi, &p)) in z.iter_mut().zip(&phase.data).enumerate() {
+        let ok = valid.is_none_or(|v| v[i]);
+        let m = magnitude.map_or(1.0, |m| m.data[i].max(0.0));
+        let m = if ok { m } else { 0.0 };
+        let (sin, cos) = sin_cos_approx(p);
+        *zi = Complex32::new(m * cos, m * sin);
+    }
     // Triangular blending weights, strictly positive so every pixel is covered.
     let tri: Vec<f32> = (0..window)
         .map(|k| {
@@ -228,61 +227,6 @@ pub fn goldstein(
     out
 }
 
-/// `x^a` for `x ≥ 0` as `2^(a·log2 x)` with polynomial `log2` and `exp2` (relative error
-/// < 3e-5, tested): filter weights and 8-bit brightness need no more, and `powf` was a
-/// third of the filter's cost. 0 for `x ≤ 0` (and NaN), ∞ for `x = ∞` and on overflow,
-/// 0 for subnormal `x` and on underflow, like `powf` for `a > 0`.
-///
-/// Branch-free (every special case is a select after the arithmetic), so loops over
-/// slices ([`pow_approx_slice`]) vectorise; the arithmetic of the normal path is the same
-/// sequence of operations as the scalar series, so results do not depend on the caller.
-#[inline(always)]
-pub(crate) fn pow_approx(x: f32, a: f32) -> f32 {
-    // log2 x = e + log2 m, m ∈ [1, 2) (normals only; subnormals are below any spectrum).
-    let bits = x.to_bits();
-    let e = ((bits >> 23) & 0xff) as i32 - 127;
-    let m = f32::from_bits((bits & 0x007f_ffff) | 0x3f80_0000);
-    // log2 m on [1, 2) via t = (m − 1)/(m + 1): log2 m = 2/ln2 · atanh t (odd series).
-    let t = (m - 1.0) / (m + 1.0);
-    let t2 = t * t;
-    let atanh = t * (1.0 + t2 * (1.0 / 3.0 + t2 * (1.0 / 5.0 + t2 * (1.0 / 7.0 + t2 / 9.0))));
-    let log2 = e as f32 + atanh * (2.0 / std::f32::consts::LN_2);
-    let y = a * log2;
-    // 2^y = 2^k · 2^f, f ∈ [−0.5, 0.5], 2^f = e^(f·ln2) by its Taylor series.
-    // k = round(y) (halves up) = floor(y + 127.5) − 127 without a libm call or a
-    // saturating float → int cast (either keeps the loop from vectorising): y is clamped
-    // (out of range the result is replaced below, in range the clamp changes nothing; a
-    // NaN y gives a NaN z and result whatever k is), v + 2^23 holds the integer nearest v
-    // in its low mantissa bits, and one comparison turns nearest into floor.
-    let v = y.clamp(-126.0, 127.0) + 127.5;
-    let nearest = ((v + 8_388_608.0).to_bits() & 0x007f_ffff) as i32;
-    let ki = nearest - i32::from(nearest as f32 > v) - 127;
-    let k = ki as f32;
-    let z = (y - k) * std::f32::consts::LN_2;
-    let p = 1.0
-        + z * (1.0
-            + z * (0.5 + z * (1.0 / 6.0 + z * (1.0 / 24.0 + z * (1.0 / 120.0 + z / 720.0)))));
-    let r = p * f32::from_bits(((ki + 127) as u32) << 23);
-    // Special cases, lowest priority first (as selects, not branches).
-    let r = if y > 127.0 { f32::INFINITY } else { r };
-    let r = if y < -126.0 { 0.0 } else { r };
-    // Zero and subnormal x (for negative x and NaN the last select decides).
-    let r = if x < f32::MIN_POSITIVE { 0.0 } else { r };
-    let r = if x == f32::INFINITY { x } else { r };
-    if x > 0.0 {
-        r
-    } else {
-        0.0
-    }
-}
-
-/// [`pow_approx`] of every element, in place (vectorised).
-pub(crate) fn pow_approx_slice(xs: &mut [f32], a: f32) {
-    for x in xs.iter_mut() {
-        *x = pow_approx(*x, a);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -310,115 +254,6 @@ mod tests {
             }
         }
         f
-    }
-
-    /// The branchy scalar form `pow_approx` had before it was made vectorisable.
-    fn pow_approx_branchy(x: f32, a: f32) -> f32 {
-        if x.is_nan() || x <= 0.0 {
-            return 0.0;
-        }
-        if x == f32::INFINITY {
-            return x;
-        }
-        let bits = x.to_bits();
-        if bits < 0x0080_0000 {
-            return 0.0;
-        }
-        let e = ((bits >> 23) & 0xff) as i32 - 127;
-        let m = f32::from_bits((bits & 0x007f_ffff) | 0x3f80_0000);
-        let t = (m - 1.0) / (m + 1.0);
-        let t2 = t * t;
-        let atanh = t * (1.0 + t2 * (1.0 / 3.0 + t2 * (1.0 / 5.0 + t2 * (1.0 / 7.0 + t2 / 9.0))));
-        let log2 = e as f32 + atanh * (2.0 / std::f32::consts::LN_2);
-        let y = a * log2;
-        if y < -126.0 {
-            return 0.0;
-        }
-        if y > 127.0 {
-            return f32::INFINITY;
-        }
-        let k = ((y + 127.5) as i32 - 127) as f32;
-        let z = (y - k) * std::f32::consts::LN_2;
-        let p = 1.0
-            + z * (1.0
-                + z * (0.5 + z * (1.0 / 6.0 + z * (1.0 / 24.0 + z * (1.0 / 120.0 + z / 720.0)))));
-        p * f32::from_bits(((k as i32 + 127) as u32) << 23)
-    }
-
-    /// The branch-free form gives the same bits as the branchy one (generated content
-    /// does not depend on which is used), including halfway `k` roundings and specials.
-    #[test]
-    fn pow_approx_is_bit_identical_to_the_branchy_form() {
-        let mut state = 0x2545_F491_u32;
-        let mut xs: Vec<f32> = (0..400_000)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 17;
-                state ^= state << 5;
-                f32::from_bits(state)
-            })
-            .collect();
-        // Exact powers of two make y = a·e land on halves (k rounding ties).
-        xs.extend((-149..=127).map(|e| 2f32.powi(e)));
-        xs.extend([0.0, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, 1e-40]);
-        for a in [0.35f32, 0.5, 0.8, 1.0, 1.5, 5.0] {
-            let mut v = xs.clone();
-            pow_approx_slice(&mut v, a);
-            for (x, y) in xs.iter().zip(&v) {
-                let want = pow_approx_branchy(*x, a);
-                assert!(
-                    want.to_bits() == y.to_bits() || (want.is_nan() && y.is_nan()),
-                    "{x:e}^{a}: {y:e} vs {want:e}"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn pow_approx_matches_powf() {
-        let mut worst = 0.0f64;
-        for a in [0.1f32, 0.3, 0.5, 0.8, 0.95, 1.0, 1.5] {
-            let mut x = 1e-30f32;
-            while x < 1e30 {
-                let want = (x as f64).powf(a as f64);
-                let got = pow_approx(x, a) as f64;
-                // Within the normal f32 range (beyond it: 0 or ∞, like powf).
-                if (1e-37..1e38).contains(&want) {
-                    worst = worst.max(((got - want) / want).abs());
-                }
-                x *= 1.013;
-            }
-        }
-        assert!(worst < 3e-5, "relative error {worst}");
-        assert_eq!(pow_approx(0.0, 0.8), 0.0);
-        assert_eq!(pow_approx(-1.0, 0.8), 0.0);
-        assert_eq!(pow_approx(1.0, 0.8), 1.0);
-        assert_eq!(pow_approx(1e30, 1.5), f32::INFINITY);
-        assert_eq!(pow_approx(f32::NAN, 0.8), 0.0);
-        assert_eq!(pow_approx(f32::INFINITY, 0.8), f32::INFINITY);
-        assert_eq!(pow_approx(f32::NEG_INFINITY, 0.8), 0.0);
-        assert_eq!(pow_approx(1e-40, 0.8), 0.0, "subnormal input");
-        assert_eq!(pow_approx(1e-30, 5.0), 0.0, "underflow");
-        // The slice form is the same function, element by element (special cases too).
-        let xs = [
-            0.0f32,
-            -2.0,
-            1e-40,
-            1e-30,
-            0.37,
-            1.0,
-            3.5,
-            7e12,
-            1e30,
-            f32::INFINITY,
-        ];
-        for a in [0.35f32, 0.8, 5.0] {
-            let mut v = xs;
-            pow_approx_slice(&mut v, a);
-            for (x, y) in xs.iter().zip(&v) {
-                assert_eq!(pow_approx(*x, a).to_bits(), y.to_bits(), "{x}^{a}");
-            }
-        }
     }
 
     #[test]

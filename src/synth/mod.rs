@@ -6,6 +6,7 @@ pub mod captions;
 pub mod coherence;
 pub mod colormap;
 pub mod errors;
+pub mod fastmath;
 pub mod gallery;
 pub mod generate;
 pub mod goldstein;
