@@ -118,9 +118,9 @@ pub fn coherence_map_with(
         let gamma_inf = gamma_inf.min(GAMMA0);
         let tau = exp_approx((1.0 - v) * ln_bare_tau + v * ln_veg_tau);
         let gamma = gamma_inf + (GAMMA0 - gamma_inf) * exp_approx(-t / tau);
-        // Steep slopes facing the radar: range-spectrum (geometric) decorrelation (layover,
-        // loc ≤ 0, is capped below instead).
-        let geometric = if loc > 0.0 && loc < inc {
+        // Steep slopes facing the radar: range-spectrum (geometric) decorrelation (layover
+        // is capped below instead).
+        let geometric = if !RadarGeometry::is_layover(loc) && loc < inc {
             (loc / inc).sqrt()
         } else {
             1.0
@@ -138,8 +138,7 @@ pub fn coherence_map_with(
         .zip(&geo.local_incidence)
         .zip(&terrain.water)
     {
-        // Layover (local incidence ≤ 0) or shadow (≥ π/2).
-        let radar_blind = loc <= 0.0 || loc >= std::f32::consts::FRAC_PI_2;
+        let radar_blind = RadarGeometry::is_layover(loc) || RadarGeometry::is_shadow(loc);
         let y = if radar_blind { o.min(0.08) } else { *o };
         *o = if water { 0.0 } else { y.clamp(0.0, 0.98) };
     }

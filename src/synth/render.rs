@@ -95,8 +95,8 @@ pub fn render_gamma(phase: &Field, valid: &[bool], style: &GammaStyle) -> Result
         .map(|a| a.max(0.0) / mean)
         .collect();
     pow_approx_slice(&mut brightness, GAMMA_EXPONENT);
-    // Branch-free per pixel (the selects vectorise): low coherence is white × brightness,
-    // i.e. gray; invalid pixels stay transparent black.
+    // One path per pixel with selects: low coherence is white × brightness, i.e. gray;
+    // invalid pixels stay transparent black.
     let mut out = vec![0u8; phase.data.len() * 4];
     for (i, (px, (&p, &ok))) in out
         .chunks_exact_mut(4)

@@ -366,11 +366,21 @@ pub struct RadarGeometry {
 impl RadarGeometry {
     /// True where the pixel is in layover (slope facing the radar steeper than incidence).
     pub fn layover(&self, i: usize) -> bool {
-        self.local_incidence[i] <= 0.0
+        Self::is_layover(self.local_incidence[i])
     }
     /// True where the pixel is in radar shadow.
     pub fn shadow(&self, i: usize) -> bool {
-        self.local_incidence[i] >= std::f32::consts::FRAC_PI_2
+        Self::is_shadow(self.local_incidence[i])
+    }
+    /// Layover from a local incidence angle (for loops over the angles themselves).
+    #[inline(always)]
+    pub fn is_layover(local_incidence: f32) -> bool {
+        local_incidence <= 0.0
+    }
+    /// Radar shadow from a local incidence angle.
+    #[inline(always)]
+    pub fn is_shadow(local_incidence: f32) -> bool {
+        local_incidence >= std::f32::consts::FRAC_PI_2
     }
 }
 
