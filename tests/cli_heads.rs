@@ -45,6 +45,10 @@ fn fails(args: &[&str]) -> String {
     err
 }
 
+fn json_stdout(args: &[&str]) -> Value {
+    serde_json::from_str(&ok(args)).unwrap()
+}
+
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -257,6 +261,41 @@ fn train_predict_eval_classify_and_segment_end_to_end() {
         ])
     );
 
+    // Test-time augmentation: the scores averaged over the 8 views of the square are still
+    // probabilities, recorded with the choice; an unknown choice is a usage error naming the
+    // valid ones.
+    let tta = ok(&[
+        "predict",
+        "classify",
+        "--model",
+        s(&crun),
+        s(&pngs[0]),
+        "--tta",
+        "dihedral",
+        "--json",
+        "-q",
+    ]);
+    let tv: Value = serde_json::from_str(&tta).unwrap();
+    assert_eq!(tv[0]["test_time_augment"], "dihedral");
+    assert_eq!(arr[0]["test_time_augment"], "none");
+    let tsc = tv[0]["scores"].as_object().unwrap();
+    assert!(tsc
+        .values()
+        .all(|x| (0.0..=1.0).contains(&x.as_f64().unwrap())));
+    assert_ne!(tsc, sc, "8 views averaged must differ from the plain image");
+    let out = insar_mm(&[
+        "predict",
+        "classify",
+        "--model",
+        s(&crun),
+        s(&pngs[0]),
+        "--tta",
+        "rot45",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--tta") && err.contains("dihedral"), "{err}");
+
     // --- segment from the classifier's encoder, frozen (linear): the encoder is unchanged.
     let srun = tmp.path().join("segment");
     let mut args = train_args("segment", s(&data), s(&srun), "3");
@@ -337,6 +376,21 @@ fn train_predict_eval_classify_and_segment_end_to_end() {
     // The test split scored by eval = the run's own test scores (same best weights).
     let own = json(&crun.join("test_scores.json"));
     assert_eq!(r["samples"], own["samples"]);
+    assert_eq!(r["test_time_augment"], "none");
+    let flipped = json_stdout(&[
+        "eval",
+        "classify",
+        "--model",
+        s(&crun),
+        "--data",
+        s(&data),
+        "--tta",
+        "flips",
+        "--json",
+        "-q",
+    ]);
+    assert_eq!(flipped["test_time_augment"], "flips");
+    assert_eq!(flipped["samples"], own["samples"]);
     let report = tmp.path().join("eval-s.json");
     ok(&[
         "eval",

@@ -684,6 +684,10 @@ pub struct ModelEvalArgs {
     /// Images per forward pass.
     #[arg(long, value_name = "B", default_value_t = 32)]
     pub batch_size: usize,
+    /// Average the predictions over these views of each image: none, flips or dihedral
+    /// (8 symmetries of the square) [default: the run's `test_time_augment`].
+    #[arg(long, value_name = "VIEWS")]
+    pub tta: Option<insar_mm_models::heads::TestTimeAugment>,
 }
 
 /// The checked `--batch-size`, the device and the `--model` run directory (a Hub id
@@ -748,10 +752,19 @@ fn eval_classify(a: ModelEvalArgs, global: &GlobalArgs) -> Result<()> {
     let cfg = &loaded.config;
     let (part, dir) = model_eval_part(&a, &cfg.data, cfg.seed, global)?;
     let thresholds = cfg.decision_thresholds();
-    let r = score_part(&loaded.model, &part, &thresholds, a.batch_size, &device)?;
+    let tta = a.tta.unwrap_or(cfg.test_time_augment);
+    let r = score_part(
+        &loaded.model,
+        &part,
+        &thresholds,
+        a.batch_size,
+        tta,
+        &device,
+    )?;
     let v = report_json(
         &r,
         json!({
+            "test_time_augment": tta,
             "model": a.model.display().to_string(),
             "weights": loaded.weights.display().to_string(),
             "data": dir.display().to_string(),
@@ -780,8 +793,10 @@ fn eval_segment(a: ModelEvalArgs, global: &GlobalArgs) -> Result<()> {
     let loaded = load_run(&run, &device)?;
     let cfg = &loaded.config;
     let (part, dir) = model_eval_part(&a, &cfg.data, cfg.seed, global)?;
-    let r = score_part(&loaded.model, &part, a.batch_size, &device)?;
+    let tta = a.tta.unwrap_or(cfg.test_time_augment);
+    let r = score_part(&loaded.model, &part, a.batch_size, tta, &device)?;
     let v = r.to_json(json!({
+        "test_time_augment": tta,
         "model": a.model.display().to_string(),
         "weights": loaded.weights.display().to_string(),
         "data": dir.display().to_string(),

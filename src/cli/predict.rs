@@ -77,6 +77,10 @@ pub struct PredictArgs {
     /// thresholds tuned on its val split, else its `threshold`].
     #[arg(long, value_name = "T")]
     pub threshold: Option<f64>,
+    /// Average each window's prediction over these views: none, flips or dihedral (8
+    /// symmetries of the square) [default: the run's `test_time_augment`].
+    #[arg(long, value_name = "VIEWS")]
+    pub tta: Option<insar_mm_models::heads::TestTimeAugment>,
 }
 
 const PHASE_SUFFIX: &str = ".geo.diff.png";
@@ -354,13 +358,14 @@ fn classify(args: PredictArgs, global: &GlobalArgs) -> Result<()> {
     let mut names = Names(BTreeSet::new());
     let (mut results, mut lines) = (Vec::new(), Vec::new());
     let model = &loaded.model;
+    let tta = args.tta.unwrap_or(cfg.test_time_augment);
     for path in &paths {
         let input = read_input(path, cfg.data.input_format, arch.encoder.in_channels)?;
         check_fits(path, &input, window)?;
         let frame = input.image.to_tensor(&device)?;
         let (scores, tiles) =
             predict_frame_windows(&frame, window, overlap, args.batch_size, |x| {
-                at_model_size(x, size, |m| model.predict(m))
+                at_model_size(x, size, |m| tta.scores(m, |v| model.predict(v)))
             })
             .with_context(|| format!("{}", path.display()))?;
         let per_window: Vec<Vec<f32>> = scores.to_vec2()?;
@@ -379,6 +384,7 @@ fn classify(args: PredictArgs, global: &GlobalArgs) -> Result<()> {
             "height": input.image.height,
             "width": input.image.width,
             "window": window,
+            "test_time_augment": tta,
             "overlap": overlap,
             "windows": tiles.len(),
             "scores": LABEL_NAMES.iter().zip(&frame_scores).map(|(n, s)| (n.to_string(), json!(s))).collect::<serde_json::Map<_, _>>(),
@@ -397,7 +403,7 @@ fn classify(args: PredictArgs, global: &GlobalArgs) -> Result<()> {
             // The Deformation score of each window, blended over the frame.
             let map = predict_frame_map(&frame, window, overlap, args.batch_size, |x| {
                 let (b, _, h, w) = x.dims4()?;
-                let s = at_model_size(x, size, |m| model.predict(m))?;
+                let s = at_model_size(x, size, |m| tta.scores(m, |v| model.predict(v)))?;
                 s.narrow(1, 0, 1)?
                     .reshape((b, 1, 1, 1))?
                     .broadcast_as((b, 1, h, w))?
@@ -455,13 +461,14 @@ fn segment(args: PredictArgs, global: &GlobalArgs) -> Result<()> {
     let mut names = Names(BTreeSet::new());
     let (mut results, mut lines) = (Vec::new(), Vec::new());
     let model = &loaded.model;
+    let tta = args.tta.unwrap_or(cfg.test_time_augment);
     for path in &paths {
         let input = read_input(path, cfg.data.input_format, arch.encoder.in_channels)?;
         check_fits(path, &input, window)?;
         let frame = input.image.to_tensor(&device)?;
         let (h, w) = (input.image.height, input.image.width);
         let probs = predict_frame_map(&frame, window, overlap, args.batch_size, |x| {
-            at_model_size(x, size, |m| model.predict(m))
+            at_model_size(x, size, |m| tta.maps(m, |v| model.predict(v)))
         })
         .with_context(|| format!("{}", path.display()))?;
         let mut mask: Vec<u8> = probs
@@ -488,6 +495,7 @@ fn segment(args: PredictArgs, global: &GlobalArgs) -> Result<()> {
             "height": h,
             "width": w,
             "window": window,
+            "test_time_augment": tta,
             "overlap": overlap,
             "windows": insar_mm_models::heads::WindowPlan::new(h, w, window, overlap)
                 .map_err(anyhow::Error::msg)?

@@ -30,7 +30,7 @@ use insar_mm_eval::classification::{best_f1, evaluate, evaluate_per_class, Class
 use insar_mm_eval::npy::Matrix;
 use insar_mm_models::encoder::EncoderConfig;
 use insar_mm_models::heads::{
-    Classifier, ClassifierConfig, ClassifierLoss, EncoderMode, GlobalPool,
+    Classifier, ClassifierConfig, ClassifierLoss, EncoderMode, GlobalPool, TestTimeAugment,
 };
 use insar_mm_models::nn::seeded_var_builder;
 use rand::Rng;
@@ -115,6 +115,10 @@ pub struct ClassifyConfig {
     pub threshold_rule: ThresholdRule,
     /// The per-label thresholds chosen at the end of the run (written to config.json).
     pub thresholds: Option<Vec<f64>>,
+    /// Views each image is scored in after training (threshold tuning, the test report,
+    /// `eval`, `predict`): `none`, `flips` or `dihedral`; the sigmoid scores are averaged.
+    /// Validation during training scores the plain image.
+    pub test_time_augment: TestTimeAugment,
     /// Validation samples scored per validation (the first ones; 0 = all).
     pub val_samples: usize,
     pub data: HeadData,
@@ -143,6 +147,7 @@ impl Default for ClassifyConfig {
             tune_thresholds: true,
             threshold_rule: ThresholdRule::HalfBestF1,
             thresholds: None,
+            test_time_augment: TestTimeAugment::None,
             val_samples: 0,
             // Native resolution: fringes a few pixels apart do not survive shrinking.
             data: HeadData {
@@ -284,17 +289,22 @@ pub fn build_model(
     Ok((varmap, model))
 }
 
-/// Sigmoid scores `(N, 10)` of `images` in evaluation mode, `batch` at a time.
+/// Sigmoid scores `(N, 10)` of `images` in evaluation mode, `batch` at a time, averaged
+/// over the `tta` views of each image.
 pub fn predict_scores(
     model: &Classifier,
     images: &[&Image],
     batch: usize,
+    tta: TestTimeAugment,
     device: &Device,
 ) -> Result<Vec<Vec<f32>>> {
     let mut out = Vec::with_capacity(images.len());
     for chunk in images.chunks(batch.max(1)) {
         let x = batch_tensor(chunk, device)?;
-        let p: Vec<Vec<f32>> = model.predict(&x)?.to_dtype(DType::F32)?.to_vec2()?;
+        let p: Vec<Vec<f32>> = tta
+            .scores(&x, |v| model.predict(v))?
+            .to_dtype(DType::F32)?
+            .to_vec2()?;
         out.extend(p);
     }
     Ok(out)
@@ -366,30 +376,32 @@ pub fn tune_thresholds(
         .collect()
 }
 
-/// The report of `model` on `part`.
+/// The report of `model` on `part` (scores averaged over the `tta` views).
 pub fn score_part(
     model: &Classifier,
     part: &LabeledPart,
     thresholds: &[f64],
     batch: usize,
+    tta: TestTimeAugment,
     device: &Device,
 ) -> Result<ClassificationReport> {
     score_labels(
-        &part_scores(model, part, batch, device)?,
+        &part_scores(model, part, batch, tta, device)?,
         &part.labels,
         thresholds,
     )
 }
 
-/// Sigmoid scores of every sample of `part`.
+/// Sigmoid scores of every sample of `part` (averaged over the `tta` views).
 pub fn part_scores(
     model: &Classifier,
     part: &LabeledPart,
     batch: usize,
+    tta: TestTimeAugment,
     device: &Device,
 ) -> Result<Vec<Vec<f32>>> {
     let images: Vec<&Image> = part.images.iter().collect();
-    predict_scores(model, &images, batch, device)
+    predict_scores(model, &images, batch, tta, device)
 }
 
 /// `test_scores.json` / `eval classify` JSON: the report plus the deformation-vs-none
@@ -506,6 +518,7 @@ impl TrainTask for ClassifyTask {
             &self.val,
             &[self.threshold; NUM_LABELS],
             self.batch.max(32),
+            TestTimeAugment::None,
             &self.device,
         )?;
         let mut out = vec![
@@ -676,7 +689,13 @@ pub fn run(opts: ClassifyRun) -> Result<ClassifyOutcome> {
     load_model(&weights, &varmap)?;
     let batch = cfg.data.batch_size.max(32);
     if cfg.tune_thresholds && !task.val.is_empty() {
-        let scores = part_scores(task.model(), &task.val, batch, &device)?;
+        let scores = part_scores(
+            task.model(),
+            &task.val,
+            batch,
+            cfg.test_time_augment,
+            &device,
+        )?;
         let tuned = tune_thresholds(&scores, &task.val.labels, cfg.threshold, cfg.threshold_rule);
         log::info!("per-label thresholds tuned on the val split: {tuned:.3?}");
         cfg.thresholds = Some(tuned);
@@ -687,6 +706,7 @@ pub fn run(opts: ClassifyRun) -> Result<ClassifyOutcome> {
         &test,
         &cfg.decision_thresholds(),
         batch,
+        cfg.test_time_augment,
         &device,
     )?;
     let v = report_json(

@@ -22,7 +22,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use insar_mm_eval::segmentation::{Confusion, SegmentationScores};
 use insar_mm_models::encoder::EncoderConfig;
-use insar_mm_models::heads::{EncoderMode, FpnConfig, Segmenter, SegmenterConfig};
+use insar_mm_models::heads::{EncoderMode, FpnConfig, Segmenter, SegmenterConfig, TestTimeAugment};
 use insar_mm_models::nn::seeded_var_builder;
 use rand::Rng;
 use rayon::prelude::*;
@@ -66,6 +66,10 @@ pub struct SegmentConfig {
     pub dice_weight: f64,
     /// Per-class cross-entropy weights (7 values).
     pub class_weights: Option<Vec<f64>>,
+    /// Views each image is predicted in for the test report, `eval` and `predict`: `none`,
+    /// `flips` or `dihedral`; the probability maps, each taken back to the image's
+    /// orientation, are averaged. Validation during training predicts the plain image.
+    pub test_time_augment: TestTimeAugment,
     /// Validation samples scored per validation (the first ones; 0 = all).
     pub val_samples: usize,
     pub data: HeadData,
@@ -90,6 +94,7 @@ impl Default for SegmentConfig {
             dice_weight: 1.0,
             // Deformation is ≈ 2 % of the pixels: unweighted, the loss settles on background.
             class_weights: Some(vec![0.1, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]),
+            test_time_augment: TestTimeAugment::None,
             val_samples: 0,
             data: HeadData {
                 image_size: 112,
@@ -207,19 +212,21 @@ pub fn build_model(
     Ok((varmap, model))
 }
 
-/// Class probabilities `(B, K, S, S)` of `images` in evaluation mode, `batch` at a time,
-/// reduced by `each` (called with the probabilities of one chunk).
+/// Class probabilities `(B, K, S, S)` of `images` in evaluation mode (averaged over the
+/// `tta` views), `batch` at a time, reduced by `each` (called with the probabilities of one
+/// chunk).
 pub fn for_each_prediction(
     model: &Segmenter,
     images: &[&Image],
     batch: usize,
+    tta: TestTimeAugment,
     device: &Device,
     mut each: impl FnMut(usize, &Tensor) -> Result<()>,
 ) -> Result<()> {
     let mut start = 0;
     for chunk in images.chunks(batch.max(1)) {
         let x = batch_tensor(chunk, device)?;
-        let p = model.predict(&x)?;
+        let p = tta.maps(&x, |v| model.predict(v))?;
         each(start, &p)?;
         start += chunk.len();
     }
@@ -334,17 +341,19 @@ impl SegmentReport {
     }
 }
 
-/// The report of `model` on `part` (every sample needs a mask).
+/// The report of `model` on `part` (every sample needs a mask; predictions averaged over
+/// the `tta` views).
 pub fn score_part(
     model: &Segmenter,
     part: &LabeledPart,
     batch: usize,
+    tta: TestTimeAugment,
     device: &Device,
 ) -> Result<SegmentReport> {
     ensure!(!part.is_empty(), "no samples to score");
     let mut cm = Confusion::new(NUM_MASK_CLASSES, None)?;
     let images: Vec<&Image> = part.images.iter().collect();
-    for_each_prediction(model, &images, batch, device, |start, probs| {
+    for_each_prediction(model, &images, batch, tta, device, |start, probs| {
         for (k, pred) in argmax_classes(probs)?.into_iter().enumerate() {
             let i = start + k;
             let mask = part.masks[i]
@@ -454,7 +463,13 @@ impl TrainTask for SegmentTask {
         if self.val.is_empty() {
             return Ok(Vec::new());
         }
-        let r = score_part(&self.model, &self.val, self.batch.max(16), &self.device)?;
+        let r = score_part(
+            &self.model,
+            &self.val,
+            self.batch.max(16),
+            TestTimeAugment::None,
+            &self.device,
+        )?;
         let mut out = vec![
             ("val_miou".into(), r.scores.miou),
             ("val_aacc".into(), r.scores.aacc),
@@ -614,7 +629,13 @@ pub fn run(opts: SegmentRun) -> Result<SegmentOutcome> {
     }
     let weights = run_weights(&run_dir)?;
     load_model(&weights, &varmap)?;
-    let report = score_part(task.model(), &test, cfg.data.batch_size.max(16), &device)?;
+    let report = score_part(
+        task.model(),
+        &test,
+        cfg.data.batch_size.max(16),
+        cfg.test_time_augment,
+        &device,
+    )?;
     let v = report.to_json(json!({
         "split": "test",
         "weights": weights.file_name().map(|f| f.to_string_lossy().into_owned()),

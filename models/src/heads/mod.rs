@@ -29,6 +29,7 @@ pub mod classifier;
 pub mod segmentation;
 #[cfg(test)]
 mod testing;
+pub mod tta;
 pub mod window;
 
 use serde::{Deserialize, Serialize};
@@ -40,6 +41,7 @@ pub use segmentation::{
     dice_loss, resize_bilinear, segmentation_loss, FpnConfig, Segmenter, SegmenterConfig,
     NUM_CLASSES,
 };
+pub use tta::TestTimeAugment;
 pub use window::{
     blend_weights, predict_frame_map, predict_frame_windows, window_starts, Blender, WindowPlan,
 };
