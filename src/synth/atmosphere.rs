@@ -17,12 +17,12 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use rand::Rng;
-use rand_distr::{Distribution, Normal, StandardNormal};
+use rand_distr::{Distribution, Normal};
 use realfft::RealFftPlanner;
 use rustfft::num_complex::Complex32;
 use rustfft::FftPlanner;
 
-use super::fastmath::exp_approx;
+use super::fastmath::{exp_approx, fill_standard_normal};
 use super::grid::{Field, Geometry};
 
 /// Sentinel-1 C-band wavelength (m), DESIGN §2.2.
@@ -233,8 +233,11 @@ pub fn power_law_pair(
     rng: &mut impl Rng,
 ) -> (Field, Field) {
     let (rows, cols) = padded_size(geometry, spectrum.outer_scale_m);
-    let mut buf: Vec<Complex32> = (0..rows * cols)
-        .map(|_| Complex32::new(StandardNormal.sample(rng), StandardNormal.sample(rng)))
+    let mut white = vec![0f32; 2 * rows * cols];
+    fill_standard_normal(rng, &mut white);
+    let mut buf: Vec<Complex32> = white
+        .chunks_exact(2)
+        .map(|z| Complex32::new(z[0], z[1]))
         .collect();
     // Filter in the frequency domain (white noise's FFT is white noise, so we shape it
     // directly: one inverse transform). The filter is cached per thread.
@@ -322,11 +325,16 @@ fn half_spectrum_field(
     let self_mirrored = |c: usize| c == 0 || (cols % 2 == 0 && c == cols / 2);
     // Column-major (`half × rows`): each column's vertical transform is contiguous.
     let mut buf = vec![Complex32::new(0.0, 0.0); half * rows];
-    for (c, column) in buf.chunks_exact_mut(rows).enumerate() {
+    let mut white = vec![0f32; 2 * half * rows];
+    fill_standard_normal(rng, &mut white);
+    for (c, (column, white)) in buf
+        .chunks_exact_mut(rows)
+        .zip(white.chunks_exact(2 * rows))
+        .enumerate()
+    {
         let gain = if self_mirrored(c) { mirrored_gain } else { 1.0 };
-        for (r, v) in column.iter_mut().enumerate() {
-            let w = Complex32::new(StandardNormal.sample(rng), StandardNormal.sample(rng));
-            *v = w * (filter[r * cols + c] * gain);
+        for (r, (v, z)) in column.iter_mut().zip(white.chunks_exact(2)).enumerate() {
+            *v = Complex32::new(z[0], z[1]) * (filter[r * cols + c] * gain);
         }
     }
     let mut out = Field::zeros(geometry);
@@ -687,6 +695,7 @@ mod tests {
     use super::*;
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
+    use rand_distr::StandardNormal;
 
     fn rng(seed: u64) -> ChaCha8Rng {
         ChaCha8Rng::seed_from_u64(seed)

@@ -24,7 +24,7 @@ use crate::data::loader::{load_annotations, LoadOptions};
 use crate::data::split::frame_split;
 
 /// Version of the built-in dataset (part of the cache folder name).
-pub const VERSION: u32 = 5;
+pub const VERSION: u32 = 6;
 
 /// Frames in the built-in dataset.
 pub const FRAMES: usize = 1000;

@@ -15,10 +15,9 @@
 //! (`≈ √(π/4L)` at γ = 0) comes for free. At γ → 0 the phase is uniform.
 
 use rand::Rng;
-use rand_distr::{Distribution, StandardNormal};
 
 use super::atmosphere::{coarse_factor, power_law_pair_coarse, Spectrum};
-use super::fastmath::{atan2_approx, exp_approx};
+use super::fastmath::{atan2_approx, exp_approx, fill_standard_normal};
 use super::grid::{Field, Geometry};
 use super::terrain::{radar_geometry, RadarGeometry, Terrain};
 
@@ -166,12 +165,10 @@ pub fn phase_noise(gamma: &Field, looks: f64, rng: &mut impl Rng) -> PhaseNoise 
     let l = looks.max(1.0) as f32;
     let mut noise = Field::zeros(g);
     let mut observed = Field::zeros(g);
-    // The draws first (pixel by pixel, along then across), the arithmetic in a separate
-    // pass that vectorises.
-    for (a, b) in noise.data.iter_mut().zip(observed.data.iter_mut()) {
-        *a = StandardNormal.sample(rng);
-        *b = StandardNormal.sample(rng);
-    }
+    // The draws first (the along-track parts, then the across-track parts), the arithmetic
+    // in a separate pass that vectorises.
+    fill_standard_normal(rng, &mut noise.data);
+    fill_standard_normal(rng, &mut observed.data);
     for ((n, o), &y) in noise
         .data
         .iter_mut()
