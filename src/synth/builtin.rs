@@ -26,8 +26,10 @@ use crate::data::split::frame_split;
 /// Version of the built-in dataset (part of the cache folder name).
 pub const VERSION: u32 = 6;
 
-/// Frames in the built-in dataset.
-pub const FRAMES: usize = 1000;
+/// Frames in the built-in dataset: an 80/10/10 frame split of 2027/237/236. With 1000 the
+/// 104 test frames (49 with deformation) could not tell an F1 of 0.89 from 0.91, and the
+/// same training steps over 2.5× the frames generalise better (README, heads).
+pub const FRAMES: usize = 2500;
 
 /// Side of the built-in frames (pixels); 370 m pixels as Hephaestus.
 pub const SIDE: usize = 224;

@@ -209,7 +209,7 @@ impl Default for CaptionTrainConfig {
                 min_lr_ratio: 0.01,
             },
             train: TrainSection {
-                epochs: Some(40),
+                epochs: Some(16),
                 checkpoint_every: 250,
                 log_every: 10,
                 validate_every: 250,

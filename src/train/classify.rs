@@ -170,7 +170,7 @@ impl Default for ClassifyConfig {
                 min_lr_ratio: 0.01,
             },
             train: super::config::TrainSection {
-                epochs: Some(32),
+                epochs: Some(12),
                 checkpoint_every: 100,
                 log_every: 10,
                 validate_every: 50,

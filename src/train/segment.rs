@@ -116,7 +116,7 @@ impl Default for SegmentConfig {
                 min_lr_ratio: 0.01,
             },
             train: super::config::TrainSection {
-                epochs: Some(8),
+                epochs: Some(3),
                 checkpoint_every: 100,
                 log_every: 10,
                 validate_every: 100,
