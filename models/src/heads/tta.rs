@@ -268,7 +268,8 @@ mod tests {
             .scores(&view(true, true, false).apply(&x).unwrap(), score)
             .unwrap();
         assert!(max_abs_diff(&f, &ff) / 1e9 < 1e-6);
-        assert!(max_abs_diff(&f, &ft) > 1e5);
+        // (4e4 here; rounding differences are O(10))
+        assert!(max_abs_diff(&f, &ft) > 1e4);
         // An identity map comes back unchanged; `None` is one plain call.
         let id = TestTimeAugment::Dihedral
             .maps(&x, |t| Ok(t.clone()))
