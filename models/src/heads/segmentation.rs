@@ -414,7 +414,7 @@ fn interpolation_matrix_t(n_in: usize, n_out: usize, device: &Device) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::heads::testing::{blob_dataset, snapshot, train_steps};
+    use crate::heads::testing::{blob_dataset, max_abs_diff, snapshot, train_steps};
     use crate::heads::Stage;
     use crate::nn::check::{
         finite_difference_check, gradient_gaps, is_running_statistic, random_projection,
@@ -431,21 +431,6 @@ mod tests {
         (varmap, model)
     }
 
-    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_dtype(DType::F64)
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap()
-    }
-
     #[test]
     fn bilinear_matches_candle_forward_and_torch_values() -> Result<()> {
         let dev = Device::Cpu;
@@ -453,7 +438,7 @@ mod tests {
         for (oh, ow) in [(10, 14), (20, 28), (8, 9), (3, 4), (5, 7)] {
             let ours = resize_bilinear(&x, oh, ow)?;
             let theirs = x.upsample_bilinear2d(oh, ow, false)?;
-            assert!(max_diff(&ours, &theirs) < 1e-5, "{oh}×{ow}");
+            assert!(max_abs_diff(&ours, &theirs) < 1e-5, "{oh}×{ow}");
         }
         // torch.nn.functional.interpolate([[0, 1, 2, 3]], size=8, mode="linear") by hand.
         let row = Tensor::new(&[0f64, 1.0, 2.0, 3.0], &dev)?.reshape((1, 1, 1, 4))?;

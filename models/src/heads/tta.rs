@@ -171,6 +171,7 @@ impl TestTimeAugment {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::heads::testing::max_abs_diff;
     use candle_core::{Device, D};
 
     /// A `(2, 3, 5, 5)` batch without any symmetry.
@@ -181,19 +182,6 @@ mod tests {
             .reshape((2, 3, 5, 5))
             .unwrap()
             .sqr()
-            .unwrap()
-    }
-
-    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
             .unwrap()
     }
 
