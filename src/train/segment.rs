@@ -252,6 +252,12 @@ pub struct SegmentReport {
     /// IoU of "any deformation" against the background, the six types merged (where the
     /// deformation is, whatever its type; `None` when neither truth nor prediction has any).
     pub iou_any_deformation: Option<f64>,
+    /// Of the deformation pixels found as deformation (any type), the share given their
+    /// true type (`None` when none was found): the typing half of the error.
+    pub type_accuracy: Option<f64>,
+    /// [`Self::miou_deformation`] had every found deformation pixel been given its true
+    /// type: the ceiling that this localisation allows (the localisation half).
+    pub miou_deformation_true_type: Option<f64>,
     pub images: usize,
 }
 
@@ -279,11 +285,28 @@ impl SegmentReport {
         }
         let union = hit + missed + false_alarm;
         let iou_any_deformation = (union > 0).then(|| hit as f64 / union as f64);
+        let typed_right: u64 = (1..cm.classes).map(|c| cells[c][c]).sum();
+        let type_accuracy = (hit > 0).then(|| typed_right as f64 / hit as f64);
+        // With true types a class keeps the pixels found anywhere in the deformation and
+        // loses only what background takes from it or it takes from background.
+        let true_type_iou = |c: usize| {
+            let found: u64 = cells[c][1..].iter().sum();
+            let union = found + cells[c][0] + cells[0][c];
+            (union > 0).then(|| found as f64 / union as f64)
+        };
+        let ceiling: Vec<f64> = (1..cm.classes)
+            .filter(|&c| support[c] > 0)
+            .filter_map(true_type_iou)
+            .collect();
+        let miou_deformation_true_type =
+            (!ceiling.is_empty()).then(|| ceiling.iter().sum::<f64>() / ceiling.len() as f64);
         Ok(Self {
             scores,
             support,
             miou_deformation,
             iou_any_deformation,
+            type_accuracy,
+            miou_deformation_true_type,
             images,
         })
     }
@@ -295,6 +318,8 @@ impl SegmentReport {
         v["support"] = json!(self.support);
         v["mIoU_deformation_present"] = json!(self.miou_deformation);
         v["IoU_any_deformation"] = json!(self.iou_any_deformation);
+        v["type_accuracy_found_deformation"] = json!(self.type_accuracy);
+        v["mIoU_deformation_present_true_type"] = json!(self.miou_deformation_true_type);
         v["images"] = json!(self.images);
         if let (Some(obj), serde_json::Value::Object(e)) = (v.as_object_mut(), extra) {
             obj.extend(e);
@@ -337,6 +362,11 @@ impl SegmentReport {
             s.aacc,
             self.images,
             s.pixels
+        );
+        println!(
+            "type accuracy on the deformation pixels found {}  mIoU (deformation classes present) had they been typed right {}",
+            opt(self.type_accuracy),
+            opt(self.miou_deformation_true_type)
         );
     }
 }
@@ -691,6 +721,20 @@ mod tests {
             "configs/segment-tiny.toml = the built-in defaults"
         );
         def.validate().unwrap();
+        // The GPU recipe differs from the default only in encoder, input size and length.
+        let gpu = SegmentConfig::from_file(Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/configs/segment-resnet18.toml"
+        )))
+        .unwrap();
+        gpu.validate().unwrap();
+        let mut expected = def.clone();
+        expected.preset = "resnet18".into();
+        expected.data.image_size = 224;
+        expected.train.epochs = Some(12);
+        expected.train.checkpoint_every = 250;
+        expected.train.validate_every = 250;
+        assert_eq!(gpu, expected, "configs/segment-resnet18.toml");
         let bad = SegmentConfig {
             class_weights: Some(vec![1.0; 3]),
             ..def.clone()
@@ -735,6 +779,30 @@ mod tests {
             (m.iou_any_deformation, m.miou_deformation),
             (Some(1.0), Some(0.0))
         );
+        // Both found, both mistyped: typing is all of the error.
+        assert_eq!(
+            (m.type_accuracy, m.miou_deformation_true_type),
+            (Some(0.0), Some(1.0))
+        );
+        // First case: of the one Mogi pixel found it is typed right (1/1); typed right, Mogi
+        // keeps 1 found of 1 + 1 missed + 0 taken from background → 0.5 (Sill's false alarm
+        // is background taken by a class absent from the truth).
+        assert_eq!(
+            (r.type_accuracy, r.miou_deformation_true_type),
+            (Some(1.0), Some(0.5))
+        );
+        assert_eq!(v["type_accuracy_found_deformation"], 1.0);
+        // (prediction, truth): Mogi 4 px (2 found as Mogi, 1 as Dyke, 1 missed), Dyke 2 px
+        // (1 as Mogi, 1 as Dyke), one background pixel taken by Dyke.
+        let mut three = Confusion::new(NUM_MASK_CLASSES, None).unwrap();
+        three
+            .add(&[1, 1, 2, 0, 1, 2, 2], &[1, 1, 1, 1, 2, 2, 0])
+            .unwrap();
+        let t = SegmentReport::from_confusion(&three, 1).unwrap();
+        assert_eq!(t.type_accuracy, Some(3.0 / 5.0));
+        // True types: Mogi 3 found / (3 + 1 missed) = 0.75; Dyke 2 / (2 + 1 false alarm).
+        let want = (0.75 + 2.0 / 3.0) / 2.0;
+        assert!((t.miou_deformation_true_type.unwrap() - want).abs() < 1e-12);
         assert_eq!(v["IoU_any_deformation"], 1.0 / 3.0);
         let probs =
             Tensor::from_vec(vec![0.9f32, 0.1, 0.2, 0.8], (1, 2, 1, 2), &Device::Cpu).unwrap();
