@@ -6,8 +6,8 @@ use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
 
 use super::{BlockKind, EncoderConfig};
 use crate::nn::{
-    batch_norm, conv2d, conv2d_on_data, global_avg_pool, max_pool2d, max_pool2d_composed,
-    BatchNorm, BatchNormOptions, MaxPool2dConfig, KAIMING_NORMAL_FAN_OUT,
+    batch_norm, conv2d, conv2d_im2col, conv2d_on_data, global_avg_pool, max_pool2d,
+    max_pool2d_composed, BatchNorm, BatchNormOptions, MaxPool2dConfig, KAIMING_NORMAL_FAN_OUT,
 };
 
 /// Output of [`ResNet::forward_t`].
@@ -107,13 +107,13 @@ impl Block {
         let mut h = x.clone();
         let last = self.convs.len() - 1;
         for (i, (c, bn)) in self.convs.iter().enumerate() {
-            h = bn.forward_t(&c.forward(&h)?, train)?;
+            h = bn.forward_t(&conv2d_im2col(c, &h)?, train)?;
             if i < last {
                 h = h.relu()?;
             }
         }
         let shortcut = match &self.downsample {
-            Some(d) => d.bn.forward_t(&d.conv.forward(x)?, train)?,
+            Some(d) => d.bn.forward_t(&conv2d_im2col(&d.conv, x)?, train)?,
             None => x.clone(),
         };
         (h + shortcut)?.relu()

@@ -21,7 +21,8 @@ use serde::{Deserialize, Serialize};
 use super::{is_trainable, EncoderMode};
 use crate::encoder::{EncoderConfig, ResNet};
 use crate::nn::{
-    conv2d, group_norm, torch_default_init, upsample_nearest2d, KAIMING_NORMAL_FAN_OUT,
+    conv2d, conv2d_im2col, group_norm, torch_default_init, upsample_nearest2d,
+    KAIMING_NORMAL_FAN_OUT,
 };
 
 /// Background + Mogi, Dyke, Sill, Spheroid, Earthquake, Unidentified.
@@ -158,7 +159,7 @@ impl ConvBlock {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.norm.forward(&self.conv.forward(x)?)?.relu()
+        self.norm.forward(&conv2d_im2col(&self.conv, x)?)?.relu()
     }
 }
 
@@ -246,7 +247,7 @@ impl Segmenter {
         // Top-down pathway: P5 = lateral(C5), P_i = lateral(C_i) + nearest-up(P_{i+1}).
         let mut p: Vec<Tensor> = Vec::with_capacity(4);
         for i in (0..4).rev() {
-            let lat = self.lateral[i].forward(&enc.features[i])?;
+            let lat = conv2d_im2col(&self.lateral[i], &enc.features[i])?;
             let merged = match p.last() {
                 None => lat,
                 Some(above) => {
@@ -265,7 +266,7 @@ impl Segmenter {
             .collect::<Result<_>>()?;
         let mut sum: Option<Tensor> = None;
         for (i, level) in p.iter().enumerate() {
-            let mut h = self.smooth[i].forward(level)?;
+            let mut h = conv2d_im2col(&self.smooth[i], level)?;
             for (j, block) in self.scale[i].iter().enumerate() {
                 h = block.forward(&h)?;
                 if i > 0 {
@@ -279,7 +280,7 @@ impl Segmenter {
             });
         }
         let sum = sum.ok_or_else(|| candle_core::Error::Msg("no pyramid levels".into()))?;
-        let logits = self.classifier.forward(&sum)?;
+        let logits = conv2d_im2col(&self.classifier, &sum)?;
         resize_bilinear(&logits, height, width)
     }
 

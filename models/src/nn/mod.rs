@@ -12,6 +12,7 @@
 //! | [`group_norm`] | candle-nn's (composed, checked here), validated |
 //! | [`BatchNorm`] | PyTorch semantics; fused CPU training kernels (~10× faster backward) |
 //! | [`conv2d_on_data`] | first-layer conv without the wasted input gradient |
+//! | [`conv2d_im2col`] | CPU conv by row-wise im2col + GEMM, backward by GEMM + col2im |
 //! | [`Mlp`], [`timestep_embedding`], [`SeededDropout`] | common pieces, reproducible |
 //!
 //! Every op here has a finite-difference gradient test (f64, CPU); [`check`] holds the
@@ -37,7 +38,8 @@ pub use dropout::SeededDropout;
 pub use embedding::{sinusoidal_position_embedding, timestep_embedding};
 pub use init::seeded_var_builder;
 pub use layers::{
-    conv2d, conv2d_on_data, linear, linear_no_bias, torch_default_init, KAIMING_NORMAL_FAN_OUT,
+    conv2d, conv2d_im2col, conv2d_on_data, linear, linear_no_bias, torch_default_init,
+    KAIMING_NORMAL_FAN_OUT,
 };
 pub use loss::{bce_with_logits, bce_with_logits_elementwise, sigmoid_focal_loss, softplus};
 pub use mlp::{mlp, Activation, Mlp, MlpConfig};
