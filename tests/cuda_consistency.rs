@@ -39,6 +39,31 @@ fn gradients(varmap: &VarMap, loss: &Tensor) -> Result<BTreeMap<String, Tensor>>
     Ok(out)
 }
 
+/// Three train-mode steps (`forward` then `loss`), the gradients of the last loss, then
+/// `predict` in eval mode; everything brought to the CPU.
+fn three_steps(
+    varmap: &VarMap,
+    forward: impl Fn() -> Result<Tensor>,
+    loss: impl Fn(&Tensor) -> Result<Tensor>,
+    predict: impl Fn() -> Result<Tensor>,
+) -> Result<Run> {
+    let mut losses = Vec::new();
+    let mut last = None;
+    for _ in 0..3 {
+        let logits = forward()?;
+        let l = loss(&logits)?;
+        losses.push(l.to_dtype(DType::F32)?.to_scalar::<f32>()?);
+        last = Some((logits, l));
+    }
+    let (logits, l) = last.expect("three steps");
+    Ok(Run {
+        train_logits: logits.to_device(&Device::Cpu)?,
+        losses,
+        grads: gradients(varmap, &l)?,
+        eval_out: predict()?.to_device(&Device::Cpu)?,
+    })
+}
+
 fn segmenter_run(device: &Device) -> Result<Run> {
     let varmap = VarMap::new();
     let cfg = SegmenterConfig::new(EncoderConfig::tiny().with_in_channels(3));
@@ -49,21 +74,12 @@ fn segmenter_run(device: &Device) -> Result<Run> {
         .clamp(0.0, 6.0)?
         .to_dtype(DType::U32)?
         .to_device(device)?;
-    let mut losses = Vec::new();
-    let mut last = None;
-    for _ in 0..3 {
-        let logits = model.forward_t(&x, true)?;
-        let loss = model.loss(&logits, &ids)?;
-        losses.push(loss.to_dtype(DType::F32)?.to_scalar::<f32>()?);
-        last = Some((logits, loss));
-    }
-    let (logits, loss) = last.expect("three steps");
-    Ok(Run {
-        train_logits: logits.to_device(&Device::Cpu)?,
-        losses,
-        grads: gradients(&varmap, &loss)?,
-        eval_out: model.predict(&x)?.to_device(&Device::Cpu)?,
-    })
+    three_steps(
+        &varmap,
+        || model.forward_t(&x, true),
+        |logits| model.loss(logits, &ids),
+        || model.predict(&x),
+    )
 }
 
 fn classifier_run(device: &Device) -> Result<Run> {
@@ -75,21 +91,12 @@ fn classifier_run(device: &Device) -> Result<Run> {
         .gt(0.0)?
         .to_dtype(DType::F32)?
         .to_device(device)?;
-    let mut losses = Vec::new();
-    let mut last = None;
-    for _ in 0..3 {
-        let logits = model.forward_t(&x, true)?;
-        let loss = model.loss(&logits, &targets)?;
-        losses.push(loss.to_dtype(DType::F32)?.to_scalar::<f32>()?);
-        last = Some((logits, loss));
-    }
-    let (logits, loss) = last.expect("three steps");
-    Ok(Run {
-        train_logits: logits.to_device(&Device::Cpu)?,
-        losses,
-        grads: gradients(&varmap, &loss)?,
-        eval_out: model.predict(&x)?.to_device(&Device::Cpu)?,
-    })
+    three_steps(
+        &varmap,
+        || model.forward_t(&x, true),
+        |logits| model.loss(logits, &targets),
+        || model.predict(&x),
+    )
 }
 
 /// `max |a − b| / max(max |a|, 1e-12)`.

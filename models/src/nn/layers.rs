@@ -93,14 +93,9 @@ pub fn conv2d_on_data(conv: &Conv2d, x: &Tensor) -> Result<Tensor> {
     let w = conv.weight();
     let (b, o) = (x.dim(0)?, w.dim(0)?);
     let cols = geom.unfold_any(x)?;
-    // (B·L, C·kh·kw) × (C·kh·kw, O) → (B, L, O) → (B, O, OH, OW), outside the graph; the
-    // result is attached to the weight alone, so the backward never forms dL/d(patches).
-    let value = cols
-        .matmul(&w.detach().reshape((o, geom.k()))?.t()?)?
-        .reshape((b, geom.l(), o))?
-        .transpose(1, 2)?
-        .contiguous()?
-        .reshape((b, o, geom.oh, geom.ow))?;
+    // Computed outside the graph; the result is attached to the weight alone, so the
+    // backward never forms dL/d(patches).
+    let value = geom.output(&cols, &w.detach().reshape((o, geom.k()))?.t()?, b)?;
     let y = w.apply_op1(WeightOnlyConv {
         patches: cols.reshape((b, geom.l(), geom.k()))?,
         value,
@@ -117,7 +112,7 @@ pub fn conv2d_on_data(conv: &Conv2d, x: &Tensor) -> Result<Tensor> {
 /// computes the input gradient with a direct `conv_transpose2d` (a dot product per output
 /// element); together they were ~45 % of a segmentation training step. Here the patches are
 /// unfolded row by row, the input gradient is one GEMM and a fold (col2im), the weight
-/// gradient one batched GEMM. Images are processed in chunks of at most
+/// gradient one GEMM per chunk. Images are processed in chunks of at most
 /// [`IM2COL_CHUNK_ELEMENTS`] patch values, so memory does not grow with the batch; the
 /// backward unfolds again instead of keeping the patches.
 pub fn conv2d_im2col(conv: &Conv2d, x: &Tensor) -> Result<Tensor> {
@@ -169,12 +164,7 @@ impl CustomOp2 for TrackedConv {
         _w: &CpuStorage,
         _wl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let flat = self.value.flatten_all()?;
-        let storage = match flat.dtype() {
-            DType::F64 => CpuStorage::F64(flat.to_vec1()?),
-            _ => CpuStorage::F32(flat.to_vec1()?),
-        };
-        Ok((storage, self.value.shape().clone()))
+        precomputed_storage(&self.value)
     }
 
     fn bwd(
@@ -215,7 +205,7 @@ impl CustomOp2 for TrackedConv {
 }
 
 /// The convolution output `value` as a function of the weight only:
-/// `dL/dW = Σ_b dL/dy_b · patches_b` (`(O, L) × (L, C·kh·kw)` per image).
+/// `dL/dW = Σ_b dL/dy_b · patches_b`, as one GEMM ([`weight_gradient`]).
 struct WeightOnlyConv {
     /// `(B, L, C·kh·kw)` unfolded input.
     patches: Tensor,
@@ -229,12 +219,7 @@ impl CustomOp1 for WeightOnlyConv {
     }
 
     fn cpu_fwd(&self, _w: &CpuStorage, _l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let flat = self.value.flatten_all()?;
-        let storage = match flat.dtype() {
-            DType::F64 => CpuStorage::F64(flat.to_vec1()?),
-            _ => CpuStorage::F32(flat.to_vec1()?),
-        };
-        Ok((storage, self.value.shape().clone()))
+        precomputed_storage(&self.value)
     }
 
     fn bwd(&self, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
@@ -244,6 +229,17 @@ impl CustomOp1 for WeightOnlyConv {
         let cols = self.patches.reshape((b * oh * ow, k))?;
         Ok(Some(weight_gradient(&gy, &cols)?.reshape(w.shape())?))
     }
+}
+
+/// The forward result of the two custom ops above: their output, computed beforehand with
+/// tensor ops, as storage.
+fn precomputed_storage(value: &Tensor) -> Result<(CpuStorage, Shape)> {
+    let flat = value.flatten_all()?;
+    let storage = match flat.dtype() {
+        DType::F64 => CpuStorage::F64(flat.to_vec1()?),
+        _ => CpuStorage::F32(flat.to_vec1()?),
+    };
+    Ok((storage, value.shape().clone()))
 }
 
 /// `dL/dW` `(O, K)` of a convolution from the output gradient `gy` `(B, O, L)` and the
@@ -332,15 +328,20 @@ impl Im2Col {
         let mut parts = Vec::new();
         for (n0, len) in self.chunks(b) {
             let cols = self.unfold_any(&x.narrow(0, n0, len)?)?;
-            parts.push(
-                cols.matmul(&wt)?
-                    .reshape((len, self.l(), o))?
-                    .transpose(1, 2)?
-                    .contiguous()?
-                    .reshape((len, o, self.oh, self.ow))?,
-            );
+            parts.push(self.output(&cols, &wt, len)?);
         }
         Tensor::cat(&parts, 0)
+    }
+
+    /// The convolution of `b` images from their patches `cols` `(B·L, K)` and the flattened,
+    /// transposed weight `wt` `(K, O)`: `(B·L, O)` → `(B, O, OH, OW)`.
+    fn output(&self, cols: &Tensor, wt: &Tensor, b: usize) -> Result<Tensor> {
+        let o = wt.dim(1)?;
+        cols.matmul(wt)?
+            .reshape((b, self.l(), o))?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((b, o, self.oh, self.ow))
     }
 
     fn unfold_any(&self, x: &Tensor) -> Result<Tensor> {
