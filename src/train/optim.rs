@@ -100,16 +100,18 @@ impl Grads {
 
     /// The global L2 norm over all gradients (NaN or ∞ when any entry is not finite).
     pub fn global_norm(&self) -> Result<f64> {
-        let mut sum = 0f64;
-        for g in self.0.iter().flatten() {
-            sum += g
-                .to_dtype(DType::F32)?
-                .sqr()?
-                .sum_all()?
-                .to_dtype(DType::F64)?
-                .to_scalar::<f64>()?;
+        let squares = self
+            .0
+            .iter()
+            .flatten()
+            .map(|g| g.to_dtype(DType::F32)?.sqr()?.sum_all())
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        if squares.is_empty() {
+            return Ok(0.0);
         }
-        Ok(sum.sqrt())
+        // One read back for all the tensors: on a GPU every read is a synchronisation.
+        let squares = Tensor::stack(&squares, 0)?.to_vec1::<f32>()?;
+        Ok(squares.iter().map(|&s| f64::from(s)).sum::<f64>().sqrt())
     }
 
     /// Scales the gradients so that their global norm is at most `max_norm` (PyTorch's
@@ -832,6 +834,7 @@ mod tests {
             h.0[0].as_ref().unwrap().to_vec1::<f32>().unwrap(),
             [0.3, 0.4]
         );
+        assert_eq!(Grads(vec![None, None]).global_norm().unwrap(), 0.0);
         // A NaN gradient gives a NaN norm (the loop stops on it) and is not "clipped".
         let mut n = Grads(vec![t(&[f32::NAN, 1.0])]);
         assert!(n.clip_global_norm(1.0).unwrap().is_nan());
