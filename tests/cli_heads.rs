@@ -92,6 +92,24 @@ fn gray_png(path: &Path) -> (u32, u32, Vec<u8>) {
     }
 }
 
+/// A run's test-time augmentation was chosen on the val split by `metric` among the three
+/// view sets, saved in its config and used for its test scores.
+fn assert_tta_chosen_on_val(cfg: &Value, scores: &Value, metric: &str) {
+    let choice = &scores["test_time_augment_choice"];
+    assert_eq!(choice["metric"], metric, "{scores}");
+    let val = choice["val"].as_object().unwrap();
+    assert_eq!(val.len(), 3, "{choice}");
+    let chosen = choice["chosen"].as_str().unwrap();
+    assert!(val.contains_key(chosen), "{choice}");
+    let best = val
+        .values()
+        .map(|v| v.as_f64().unwrap())
+        .fold(f64::MIN, f64::max);
+    assert_eq!(val[chosen].as_f64().unwrap(), best, "{choice}");
+    assert_eq!(cfg["test_time_augment"], chosen);
+    assert_eq!(scores["test_time_augment"], chosen);
+}
+
 fn train_args<'a>(task: &'a str, data: &'a str, out: &'a str, steps: &'a str) -> Vec<&'a str> {
     vec![
         "train",
@@ -163,6 +181,7 @@ fn train_predict_eval_classify_and_segment_end_to_end() {
     assert!((0.0..=1.0).contains(&f1), "{scores}");
     let metrics = std::fs::read_to_string(crun.join("metrics.jsonl")).unwrap();
     assert!(metrics.contains("val_macro_f1"), "{metrics}");
+    assert_tta_chosen_on_val(&cfg, &scores, "val_macro_f1");
     // Resume to 6 steps: the run continues from its checkpoint.
     ok(&[
         "train",
@@ -175,6 +194,8 @@ fn train_predict_eval_classify_and_segment_end_to_end() {
     ]);
     let state = json(&crun.join("state.json"));
     assert_eq!(state["step"], 6);
+    // The views the resumed run chose: what predict and eval use unless told otherwise.
+    let run_tta = json(&crun.join("config.json"))["test_time_augment"].clone();
     // Resume refuses to change the encoder (usage error).
     let out = insar_mm(&[
         "train",
@@ -277,7 +298,7 @@ fn train_predict_eval_classify_and_segment_end_to_end() {
     ]);
     let tv: Value = serde_json::from_str(&tta).unwrap();
     assert_eq!(tv[0]["test_time_augment"], "dihedral");
-    assert_eq!(arr[0]["test_time_augment"], "none");
+    assert_eq!(arr[0]["test_time_augment"], run_tta);
     let tsc = tv[0]["scores"].as_object().unwrap();
     assert!(tsc
         .values()
@@ -318,6 +339,7 @@ fn train_predict_eval_classify_and_segment_end_to_end() {
     );
     let scores = json(&srun.join("test_scores.json"));
     assert_eq!(scores["IoU"].as_array().unwrap().len(), 7);
+    assert_tta_chosen_on_val(&cfg, &scores, "val_miou");
     assert_eq!(scores["names"][0], "background");
 
     // --- predict segment: mask, probability map and overlay at frame resolution.
@@ -376,7 +398,7 @@ fn train_predict_eval_classify_and_segment_end_to_end() {
     // The test split scored by eval = the run's own test scores (same best weights).
     let own = json(&crun.join("test_scores.json"));
     assert_eq!(r["samples"], own["samples"]);
-    assert_eq!(r["test_time_augment"], "none");
+    assert_eq!(r["test_time_augment"], run_tta);
     let flipped = json_stdout(&[
         "eval",
         "classify",

@@ -12,8 +12,10 @@
 //!   `threshold`): `val_macro_f1` (mean F1 over the 10 labels, sklearn's zero-division 0),
 //!   `val_deformation_f1` (the Deformation entry: deformation vs none) and `val_map`; the
 //!   best checkpoint is kept by `val_macro_f1` (configurable in `[train]`).
-//! - At the end the best model (else the last) is scored on the test split; the report
-//!   (per-label P/R/F1/support/AP/AUROC, averages) goes to `test_scores.json`.
+//! - At the end the best model (else the last) chooses on the val split its test-time
+//!   augmentation (`tune_test_time_augment`, by the best-checkpoint metric) and its per-label
+//!   thresholds (`tune_thresholds`), and is scored on the test split; the report (per-label
+//!   P/R/F1/support/AP/AUROC, averages, the choice) goes to `test_scores.json`.
 //!
 //! The run's `config.json` records `task = "classify"` and the resolved architecture
 //! (`model`), which is all `predict`/`eval` need to rebuild the model.
@@ -41,8 +43,9 @@ use serde_json::json;
 use super::checkpoint::{load_model, RunDir};
 use super::driver::{Batch, BestMetric, MetricMode, Outcome, StepOutput, TrainTask, Trainer};
 use super::heads::{
-    config_from_file, encoder_run, expect_task, load_encoder, resolve_source, run_weights,
-    EpochOrder, HeadData, HeadSource, LabeledData, LabeledPart, TEST_SCORES_FILE,
+    choose_test_time_augment, config_from_file, encoder_run, expect_task, load_encoder,
+    resolve_source, run_weights, EpochOrder, HeadData, HeadSource, LabeledData, LabeledPart,
+    TtaChoice, TEST_SCORES_FILE, TEST_TIME_AUGMENT_CHOICES,
 };
 use super::optim::{trainable_params, OptimConfig, Optimizer};
 use super::pretrain::RunOptions;
@@ -119,6 +122,10 @@ pub struct ClassifyConfig {
     /// `eval`, `predict`): `none`, `flips` or `dihedral`; the sigmoid scores are averaged.
     /// Validation during training scores the plain image.
     pub test_time_augment: TestTimeAugment,
+    /// After training, choose `test_time_augment` among none, flips and dihedral by the
+    /// best-checkpoint metric on the val split (thresholds tuned for each) and save the
+    /// choice; a tie keeps the fewer views.
+    pub tune_test_time_augment: bool,
     /// Validation samples scored per validation (the first ones; 0 = all).
     pub val_samples: usize,
     pub data: HeadData,
@@ -148,6 +155,7 @@ impl Default for ClassifyConfig {
             threshold_rule: ThresholdRule::HalfBestF1,
             thresholds: None,
             test_time_augment: TestTimeAugment::None,
+            tune_test_time_augment: true,
             val_samples: 0,
             // Native resolution: fringes a few pixels apart do not survive shrinking.
             data: HeadData {
@@ -521,15 +529,77 @@ impl TrainTask for ClassifyTask {
             TestTimeAugment::None,
             &self.device,
         )?;
-        let mut out = vec![
-            ("val_macro_f1".into(), r.macro_avg.f1),
-            ("val_deformation_f1".into(), r.classes[0].f1),
-        ];
-        if let Some(m) = r.map {
-            out.push(("val_map".into(), m));
-        }
-        Ok(out)
+        Ok(val_metrics(&r))
     }
+}
+
+/// The validation metrics of a val-split report (what `validate` logs and the best
+/// checkpoint and the test-time augmentation are chosen by).
+fn val_metrics(r: &ClassificationReport) -> Vec<(String, f64)> {
+    let mut out = vec![
+        ("val_macro_f1".into(), r.macro_avg.f1),
+        ("val_deformation_f1".into(), r.classes[0].f1),
+    ];
+    if let Some(m) = r.map {
+        out.push(("val_map".into(), m));
+    }
+    out
+}
+
+/// Chooses on the val split the views (`tune_test_time_augment`) and per-label thresholds
+/// (`tune_thresholds`) that `cfg`'s predictions use from now on, and writes them into `cfg`.
+/// Each candidate view set gets thresholds tuned on its own scores before the best-checkpoint
+/// metric compares them. Returns the view choice when one was made.
+fn tune_on_val(
+    cfg: &mut ClassifyConfig,
+    model: &Classifier,
+    val: &LabeledPart,
+    batch: usize,
+    device: &Device,
+) -> Result<Option<TtaChoice>> {
+    if val.is_empty() || !(cfg.tune_thresholds || cfg.tune_test_time_augment) {
+        return Ok(None);
+    }
+    let candidates = if cfg.tune_test_time_augment {
+        &TEST_TIME_AUGMENT_CHOICES[..]
+    } else {
+        std::slice::from_ref(&cfg.test_time_augment)
+    };
+    let by = cfg.train.best_metric.clone().unwrap_or(BestMetric {
+        name: "val_macro_f1".into(),
+        mode: MetricMode::Max,
+    });
+    let mut thresholds = Vec::with_capacity(candidates.len());
+    let choice = choose_test_time_augment(candidates, &by, |tta| {
+        let scores = part_scores(model, val, batch, tta, device)?;
+        let t = if cfg.tune_thresholds {
+            tune_thresholds(&scores, &val.labels, cfg.threshold, cfg.threshold_rule)
+        } else {
+            cfg.decision_thresholds()
+        };
+        let metrics = val_metrics(&score_labels(&scores, &val.labels, &t)?);
+        thresholds.push(t);
+        Ok(metrics)
+    })?;
+    let chosen = candidates
+        .iter()
+        .position(|&c| c == choice.chosen)
+        .context("the chosen view set is a candidate")?;
+    if cfg.tune_thresholds {
+        let t = thresholds.swap_remove(chosen);
+        log::info!("per-label thresholds tuned on the val split: {t:.3?}");
+        cfg.thresholds = Some(t);
+    }
+    cfg.test_time_augment = choice.chosen;
+    Ok(cfg.tune_test_time_augment.then(|| {
+        log::info!(
+            "test-time augmentation chosen on the val split by {}: {:?} ({:.4?})",
+            choice.metric,
+            choice.chosen,
+            choice.val
+        );
+        choice
+    }))
 }
 
 /// Everything [`run`] needs.
@@ -688,19 +758,8 @@ pub fn run(opts: ClassifyRun) -> Result<ClassifyOutcome> {
     let weights = run_weights(&run_dir)?;
     load_model(&weights, &varmap)?;
     let batch = cfg.data.batch_size.max(32);
-    if cfg.tune_thresholds && !task.val.is_empty() {
-        let scores = part_scores(
-            task.model(),
-            &task.val,
-            batch,
-            cfg.test_time_augment,
-            &device,
-        )?;
-        let tuned = tune_thresholds(&scores, &task.val.labels, cfg.threshold, cfg.threshold_rule);
-        log::info!("per-label thresholds tuned on the val split: {tuned:.3?}");
-        cfg.thresholds = Some(tuned);
-        run_dir.write_config(&*cfg)?;
-    }
+    let tta_choice = tune_on_val(cfg, task.model(), &task.val, batch, &device)?;
+    run_dir.write_config(&*cfg)?;
     let report = score_part(
         task.model(),
         &test,
@@ -711,7 +770,12 @@ pub fn run(opts: ClassifyRun) -> Result<ClassifyOutcome> {
     )?;
     let v = report_json(
         &report,
-        json!({"split": "test", "weights": weights.file_name().map(|f| f.to_string_lossy().into_owned())}),
+        json!({
+            "split": "test",
+            "weights": weights.file_name().map(|f| f.to_string_lossy().into_owned()),
+            "test_time_augment": cfg.test_time_augment,
+            "test_time_augment_choice": tta_choice.map(|c| c.to_json()),
+        }),
     )?;
     crate::data::atomic::write_atomic(
         &run_dir.path(TEST_SCORES_FILE),

@@ -2,7 +2,8 @@
 //! in three parts and decoded up front ([`LabeledData`]), the `[data]` config section
 //! ([`HeadData`]), the `task` tag of a run's `config.json` ([`run_task`], [`expect_task`]),
 //! loading a pretrained encoder into a head model ([`load_encoder`]) and the epoch order with
-//! optional class-balanced oversampling ([`EpochOrder`]).
+//! optional class-balanced oversampling ([`EpochOrder`]) and the choice of a run's
+//! test-time augmentation on the val split ([`choose_test_time_augment`]).
 //!
 //! # Scale
 //!
@@ -16,12 +17,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, ensure, Context, Result};
 use candle_nn::VarMap;
 use insar_mm_models::encoder::EncoderConfig;
+use insar_mm_models::heads::TestTimeAugment;
 use rayon::prelude::*;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{RunDir, BEST_MODEL_FILE, CONFIG_FILE, MODEL_FILE};
 use super::config::{merge_tables, PretrainConfig};
+use super::driver::{BestMetric, MetricMode};
 use super::optim::read_tensors;
 use crate::data::array::{ClassMask, Image};
 use crate::data::augment::sample_rng;
@@ -562,9 +565,130 @@ pub fn seeded_subset(n: usize, keep: usize, seed: u64) -> Vec<usize> {
     order
 }
 
+/// What `tune_test_time_augment` may choose, cheapest first.
+pub const TEST_TIME_AUGMENT_CHOICES: [TestTimeAugment; 3] = TestTimeAugment::ALL;
+
+/// A run's test-time augmentation as chosen on the val split, with what every candidate
+/// scored (written to `test_scores.json`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TtaChoice {
+    pub chosen: TestTimeAugment,
+    /// The validation metric that chose (the run's best-checkpoint metric).
+    pub metric: String,
+    /// `(candidate, its value of metric)`, in the order tried.
+    pub val: Vec<(TestTimeAugment, f64)>,
+}
+
+impl TtaChoice {
+    /// `{"chosen": "flips", "metric": "val_macro_f1", "val": {"none": 0.41, "flips": 0.44}}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let val: serde_json::Map<String, serde_json::Value> = self
+            .val
+            .iter()
+            .map(|&(tta, v)| (tta.name().to_string(), serde_json::json!(v)))
+            .collect();
+        serde_json::json!({"chosen": self.chosen, "metric": self.metric, "val": val})
+    }
+}
+
+/// The candidate whose validation metric `by` is best. `val_metrics` scores the val split
+/// predicted in the given views and returns the head's validation metrics, the same keys its
+/// `validate` logs. A tie keeps the earlier candidate, so with [`TEST_TIME_AUGMENT_CHOICES`]
+/// the extra model calls must earn a strict gain; a NaN value never wins.
+pub fn choose_test_time_augment(
+    candidates: &[TestTimeAugment],
+    by: &BestMetric,
+    mut val_metrics: impl FnMut(TestTimeAugment) -> Result<Vec<(String, f64)>>,
+) -> Result<TtaChoice> {
+    ensure!(
+        !candidates.is_empty(),
+        "no test-time augmentation to choose from"
+    );
+    let mut val = Vec::with_capacity(candidates.len());
+    for &tta in candidates {
+        let metrics = val_metrics(tta)?;
+        let Some(&(_, value)) = metrics.iter().find(|(k, _)| *k == by.name) else {
+            let keys: Vec<&str> = metrics.iter().map(|(k, _)| k.as_str()).collect();
+            bail!(
+                "test-time augmentation is chosen by {:?}, which is not a validation metric ({})",
+                by.name,
+                keys.join(", ")
+            );
+        };
+        val.push((tta, value));
+    }
+    let better = |a: f64, b: f64| match by.mode {
+        MetricMode::Max => a > b,
+        MetricMode::Min => a < b,
+    };
+    let mut chosen = val[0];
+    for &(tta, value) in &val[1..] {
+        if !value.is_nan() && (chosen.1.is_nan() || better(value, chosen.1)) {
+            chosen = (tta, value);
+        }
+    }
+    Ok(TtaChoice {
+        chosen: chosen.0,
+        metric: by.name.clone(),
+        val,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_time_augment_is_chosen_by_the_val_metric() {
+        let by = |mode| BestMetric {
+            name: "val_f1".into(),
+            mode,
+        };
+        let values = |v: [f64; 3]| {
+            move |tta: TestTimeAugment| {
+                let i = TEST_TIME_AUGMENT_CHOICES
+                    .iter()
+                    .position(|&t| t == tta)
+                    .unwrap();
+                Ok(vec![("val_other".into(), 9.0), ("val_f1".into(), v[i])])
+            }
+        };
+        let pick = |v, mode| {
+            choose_test_time_augment(&TEST_TIME_AUGMENT_CHOICES, &by(mode), values(v))
+                .unwrap()
+                .chosen
+        };
+        use TestTimeAugment::{Dihedral, Flips, None as Plain};
+        assert_eq!(pick([0.5, 0.6, 0.55], MetricMode::Max), Flips);
+        assert_eq!(pick([0.5, 0.6, 0.55], MetricMode::Min), Plain);
+        // A tie keeps the cheaper views; NaN never wins and is replaced by any number.
+        assert_eq!(pick([0.6, 0.6, 0.6], MetricMode::Max), Plain);
+        assert_eq!(pick([0.5, f64::NAN, 0.7], MetricMode::Max), Dihedral);
+        assert_eq!(pick([f64::NAN, 0.1, 0.05], MetricMode::Max), Flips);
+        let c = choose_test_time_augment(
+            &TEST_TIME_AUGMENT_CHOICES,
+            &by(MetricMode::Max),
+            values([0.1, 0.2, 0.3]),
+        )
+        .unwrap();
+        assert_eq!(c.metric, "val_f1");
+        assert_eq!(c.val, vec![(Plain, 0.1), (Flips, 0.2), (Dihedral, 0.3)]);
+        assert_eq!(
+            c.to_json(),
+            serde_json::json!({"chosen": "dihedral", "metric": "val_f1",
+                "val": {"none": 0.1, "flips": 0.2, "dihedral": 0.3}})
+        );
+        let missing = BestMetric {
+            name: "val_nope".into(),
+            mode: MetricMode::Max,
+        };
+        let err = choose_test_time_augment(&[Plain], &missing, values([0.0; 3])).unwrap_err();
+        let err = format!("{err:#}");
+        assert!(
+            err.contains("val_nope") && err.contains("val_other, val_f1"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn balanced_order_is_seeded_and_oversamples_rare_labels() {

@@ -33,8 +33,9 @@ use super::checkpoint::{load_model, RunDir};
 use super::classify::{default_augment, mode_name};
 use super::driver::{Batch, BestMetric, MetricMode, Outcome, StepOutput, TrainTask, Trainer};
 use super::heads::{
-    config_from_file, encoder_run, expect_task, load_encoder, resolve_source, run_weights,
-    EpochOrder, HeadData, HeadSource, LabeledData, LabeledPart, TEST_SCORES_FILE,
+    choose_test_time_augment, config_from_file, encoder_run, expect_task, load_encoder,
+    resolve_source, run_weights, EpochOrder, HeadData, HeadSource, LabeledData, LabeledPart,
+    TtaChoice, TEST_SCORES_FILE, TEST_TIME_AUGMENT_CHOICES,
 };
 use super::optim::{trainable_params, OptimConfig, Optimizer};
 use super::pretrain::RunOptions;
@@ -70,6 +71,10 @@ pub struct SegmentConfig {
     /// `flips` or `dihedral`; the probability maps, each taken back to the image's
     /// orientation, are averaged. Validation during training predicts the plain image.
     pub test_time_augment: TestTimeAugment,
+    /// After training, choose `test_time_augment` among none, flips and dihedral by the
+    /// best-checkpoint metric on the val split and save the choice; a tie keeps the fewer
+    /// views.
+    pub tune_test_time_augment: bool,
     /// Validation samples scored per validation (the first ones; 0 = all).
     pub val_samples: usize,
     pub data: HeadData,
@@ -95,6 +100,7 @@ impl Default for SegmentConfig {
             // Deformation is ≈ 2 % of the pixels: unweighted, the loss settles on background.
             class_weights: Some(vec![0.1, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]),
             test_time_augment: TestTimeAugment::None,
+            tune_test_time_augment: true,
             val_samples: 0,
             data: HeadData {
                 image_size: 112,
@@ -500,18 +506,53 @@ impl TrainTask for SegmentTask {
             TestTimeAugment::None,
             &self.device,
         )?;
-        let mut out = vec![
-            ("val_miou".into(), r.scores.miou),
-            ("val_aacc".into(), r.scores.aacc),
-        ];
-        if let Some(d) = r.iou_any_deformation {
-            out.push(("val_iou_any_deformation".into(), d));
-        }
-        if let Some(d) = r.miou_deformation {
-            out.push(("val_miou_deformation".into(), d));
-        }
-        Ok(out)
+        Ok(val_metrics(&r))
     }
+}
+
+/// The validation metrics of a val-split report (what `validate` logs and the best
+/// checkpoint and the test-time augmentation are chosen by).
+fn val_metrics(r: &SegmentReport) -> Vec<(String, f64)> {
+    let mut out = vec![
+        ("val_miou".into(), r.scores.miou),
+        ("val_aacc".into(), r.scores.aacc),
+    ];
+    if let Some(d) = r.iou_any_deformation {
+        out.push(("val_iou_any_deformation".into(), d));
+    }
+    if let Some(d) = r.miou_deformation {
+        out.push(("val_miou_deformation".into(), d));
+    }
+    out
+}
+
+/// Chooses `cfg.test_time_augment` on the val split by the best-checkpoint metric
+/// (`tune_test_time_augment`).
+fn tune_on_val(
+    cfg: &mut SegmentConfig,
+    model: &Segmenter,
+    val: &LabeledPart,
+    batch: usize,
+    device: &Device,
+) -> Result<Option<TtaChoice>> {
+    if val.is_empty() || !cfg.tune_test_time_augment {
+        return Ok(None);
+    }
+    let by = cfg.train.best_metric.clone().unwrap_or(BestMetric {
+        name: "val_miou".into(),
+        mode: MetricMode::Max,
+    });
+    let choice = choose_test_time_augment(&TEST_TIME_AUGMENT_CHOICES, &by, |tta| {
+        Ok(val_metrics(&score_part(model, val, batch, tta, device)?))
+    })?;
+    log::info!(
+        "test-time augmentation chosen on the val split by {}: {:?} ({:.4?})",
+        choice.metric,
+        choice.chosen,
+        choice.val
+    );
+    cfg.test_time_augment = choice.chosen;
+    Ok(Some(choice))
 }
 
 /// Everything [`run`] needs (as [`super::classify::ClassifyRun`]).
@@ -659,16 +700,15 @@ pub fn run(opts: SegmentRun) -> Result<SegmentOutcome> {
     }
     let weights = run_weights(&run_dir)?;
     load_model(&weights, &varmap)?;
-    let report = score_part(
-        task.model(),
-        &test,
-        cfg.data.batch_size.max(16),
-        cfg.test_time_augment,
-        &device,
-    )?;
+    let batch = cfg.data.batch_size.max(16);
+    let tta_choice = tune_on_val(cfg, task.model(), &task.val, batch, &device)?;
+    run_dir.write_config(&*cfg)?;
+    let report = score_part(task.model(), &test, batch, cfg.test_time_augment, &device)?;
     let v = report.to_json(json!({
         "split": "test",
         "weights": weights.file_name().map(|f| f.to_string_lossy().into_owned()),
+        "test_time_augment": cfg.test_time_augment,
+        "test_time_augment_choice": tta_choice.map(|c| c.to_json()),
     }))?;
     crate::data::atomic::write_atomic(
         &run_dir.path(TEST_SCORES_FILE),

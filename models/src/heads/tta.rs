@@ -93,18 +93,28 @@ impl std::str::FromStr for TestTimeAugment {
 
     /// `none`, `flips` or `dihedral` (the config and command-line names).
     fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "none" => Ok(Self::None),
-            "flips" => Ok(Self::Flips),
-            "dihedral" => Ok(Self::Dihedral),
-            _ => Err(format!(
-                "unknown test-time augmentation {s:?} (none, flips or dihedral)"
-            )),
-        }
+        Self::ALL
+            .into_iter()
+            .find(|t| t.name() == s)
+            .ok_or_else(|| {
+                format!("unknown test-time augmentation {s:?} (none, flips or dihedral)")
+            })
     }
 }
 
 impl TestTimeAugment {
+    /// Every choice, fewest views first.
+    pub const ALL: [Self; 3] = [Self::None, Self::Flips, Self::Dihedral];
+
+    /// The config and command-line name (`none`, `flips`, `dihedral`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Flips => "flips",
+            Self::Dihedral => "dihedral",
+        }
+    }
+
     fn views(self) -> &'static [View] {
         match self {
             Self::None => &DIHEDRAL[..1],
