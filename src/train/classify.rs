@@ -178,7 +178,7 @@ impl Default for ClassifyConfig {
                 min_lr_ratio: 0.01,
             },
             train: super::config::TrainSection {
-                epochs: Some(12),
+                epochs: Some(20),
                 checkpoint_every: 100,
                 log_every: 10,
                 validate_every: 50,
