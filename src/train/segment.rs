@@ -122,7 +122,7 @@ impl Default for SegmentConfig {
                 min_lr_ratio: 0.01,
             },
             train: super::config::TrainSection {
-                epochs: Some(3),
+                epochs: Some(12),
                 checkpoint_every: 100,
                 log_every: 10,
                 validate_every: 100,
@@ -761,7 +761,7 @@ mod tests {
             "configs/segment-tiny.toml = the built-in defaults"
         );
         def.validate().unwrap();
-        // The GPU recipe differs from the default only in encoder, input size and length.
+        // The GPU recipe differs from the default only in encoder, input size and cadence.
         let gpu = SegmentConfig::from_file(Path::new(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/configs/segment-resnet18.toml"
@@ -771,7 +771,6 @@ mod tests {
         let mut expected = def.clone();
         expected.preset = "resnet18".into();
         expected.data.image_size = 224;
-        expected.train.epochs = Some(12);
         expected.train.checkpoint_every = 250;
         expected.train.validate_every = 250;
         assert_eq!(gpu, expected, "configs/segment-resnet18.toml");
