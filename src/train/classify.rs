@@ -45,7 +45,7 @@ use super::driver::{Batch, BestMetric, MetricMode, Outcome, StepOutput, TrainTas
 use super::heads::{
     choose_test_time_augment, config_from_file, encoder_run, expect_task, load_encoder,
     resolve_source, run_weights, EpochOrder, HeadData, HeadSource, LabeledData, LabeledPart,
-    TtaChoice, TEST_SCORES_FILE, TEST_TIME_AUGMENT_CHOICES,
+    TtaChoice, TEST_SCORES_FILE,
 };
 use super::optim::{trainable_params, OptimConfig, Optimizer};
 use super::pretrain::RunOptions;
@@ -561,7 +561,7 @@ fn tune_on_val(
         return Ok(None);
     }
     let candidates = if cfg.tune_test_time_augment {
-        &TEST_TIME_AUGMENT_CHOICES[..]
+        &TestTimeAugment::ALL[..]
     } else {
         std::slice::from_ref(&cfg.test_time_augment)
     };
@@ -591,15 +591,7 @@ fn tune_on_val(
         cfg.thresholds = Some(t);
     }
     cfg.test_time_augment = choice.chosen;
-    Ok(cfg.tune_test_time_augment.then(|| {
-        log::info!(
-            "test-time augmentation chosen on the val split by {}: {:?} ({:.4?})",
-            choice.metric,
-            choice.chosen,
-            choice.val
-        );
-        choice
-    }))
+    Ok(cfg.tune_test_time_augment.then_some(choice))
 }
 
 /// Everything [`run`] needs.

@@ -565,9 +565,6 @@ pub fn seeded_subset(n: usize, keep: usize, seed: u64) -> Vec<usize> {
     order
 }
 
-/// What `tune_test_time_augment` may choose, cheapest first.
-pub const TEST_TIME_AUGMENT_CHOICES: [TestTimeAugment; 3] = TestTimeAugment::ALL;
-
 /// A run's test-time augmentation as chosen on the val split, with what every candidate
 /// scored (written to `test_scores.json`).
 #[derive(Debug, Clone, PartialEq)]
@@ -593,8 +590,9 @@ impl TtaChoice {
 
 /// The candidate whose validation metric `by` is best. `val_metrics` scores the val split
 /// predicted in the given views and returns the head's validation metrics, the same keys its
-/// `validate` logs. A tie keeps the earlier candidate, so with [`TEST_TIME_AUGMENT_CHOICES`]
-/// the extra model calls must earn a strict gain; a NaN value never wins.
+/// `validate` logs. A tie keeps the earlier candidate, so with [`TestTimeAugment::ALL`]
+/// the extra model calls must earn a strict gain; a NaN value never wins. A choice among
+/// several is logged.
 pub fn choose_test_time_augment(
     candidates: &[TestTimeAugment],
     by: &BestMetric,
@@ -627,6 +625,14 @@ pub fn choose_test_time_augment(
             chosen = (tta, value);
         }
     }
+    if val.len() > 1 {
+        log::info!(
+            "test-time augmentation chosen on the val split by {}: {:?} ({:.4?})",
+            by.name,
+            chosen.0,
+            val
+        );
+    }
     Ok(TtaChoice {
         chosen: chosen.0,
         metric: by.name.clone(),
@@ -646,15 +652,12 @@ mod tests {
         };
         let values = |v: [f64; 3]| {
             move |tta: TestTimeAugment| {
-                let i = TEST_TIME_AUGMENT_CHOICES
-                    .iter()
-                    .position(|&t| t == tta)
-                    .unwrap();
+                let i = TestTimeAugment::ALL.iter().position(|&t| t == tta).unwrap();
                 Ok(vec![("val_other".into(), 9.0), ("val_f1".into(), v[i])])
             }
         };
         let pick = |v, mode| {
-            choose_test_time_augment(&TEST_TIME_AUGMENT_CHOICES, &by(mode), values(v))
+            choose_test_time_augment(&TestTimeAugment::ALL, &by(mode), values(v))
                 .unwrap()
                 .chosen
         };
@@ -666,7 +669,7 @@ mod tests {
         assert_eq!(pick([0.5, f64::NAN, 0.7], MetricMode::Max), Dihedral);
         assert_eq!(pick([f64::NAN, 0.1, 0.05], MetricMode::Max), Flips);
         let c = choose_test_time_augment(
-            &TEST_TIME_AUGMENT_CHOICES,
+            &TestTimeAugment::ALL,
             &by(MetricMode::Max),
             values([0.1, 0.2, 0.3]),
         )

@@ -35,7 +35,7 @@ use super::driver::{Batch, BestMetric, MetricMode, Outcome, StepOutput, TrainTas
 use super::heads::{
     choose_test_time_augment, config_from_file, encoder_run, expect_task, load_encoder,
     resolve_source, run_weights, EpochOrder, HeadData, HeadSource, LabeledData, LabeledPart,
-    TtaChoice, TEST_SCORES_FILE, TEST_TIME_AUGMENT_CHOICES,
+    TtaChoice, TEST_SCORES_FILE,
 };
 use super::optim::{trainable_params, OptimConfig, Optimizer};
 use super::pretrain::RunOptions;
@@ -542,15 +542,9 @@ fn tune_on_val(
         name: "val_miou".into(),
         mode: MetricMode::Max,
     });
-    let choice = choose_test_time_augment(&TEST_TIME_AUGMENT_CHOICES, &by, |tta| {
+    let choice = choose_test_time_augment(&TestTimeAugment::ALL, &by, |tta| {
         Ok(val_metrics(&score_part(model, val, batch, tta, device)?))
     })?;
-    log::info!(
-        "test-time augmentation chosen on the val split by {}: {:?} ({:.4?})",
-        choice.metric,
-        choice.chosen,
-        choice.val
-    );
     cfg.test_time_augment = choice.chosen;
     Ok(Some(choice))
 }
