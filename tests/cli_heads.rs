@@ -207,6 +207,20 @@ fn train_predict_eval_classify_and_segment_end_to_end() {
     ]);
     assert_eq!(out.status.code(), Some(2));
 
+    // --- classify with the auxiliary mask loss: logged, saved, and the run predicts.
+    let mrun = tmp.path().join("classify-mask");
+    let mcfg = tmp.path().join("mask.toml");
+    std::fs::write(&mcfg, "mask_loss_weight = 0.5\n").unwrap();
+    let mut args = train_args("classify", s(&data), s(&mrun), "3");
+    args.extend(["--config", s(&mcfg)]);
+    ok(&args);
+    let cfg = json(&mrun.join("config.json"));
+    assert_eq!(cfg["mask_loss_weight"], 0.5);
+    assert_eq!(cfg["model"]["mask_head"], true);
+    let metrics = std::fs::read_to_string(mrun.join("metrics.jsonl")).unwrap();
+    assert!(metrics.contains("\"mask_loss\""), "{metrics}");
+    ok(&["predict", "classify", "--model", s(&mrun), s(&pngs[0])]);
+
     // --- predict classify: one PNG (one window), then sliding windows with maps.
     let one = ok(&[
         "predict",

@@ -50,8 +50,9 @@ use super::heads::{
 use super::optim::{trainable_params, OptimConfig, Optimizer};
 use super::pretrain::RunOptions;
 use super::schedule::ScheduleConfig;
-use crate::data::array::{batch_tensor, Image};
+use crate::data::array::{batch_tensor, ClassMask, Image};
 use crate::data::augment::{sample_rng, AugmentConfig, Augmenter};
+use crate::data::resample::resize_area;
 use crate::data::sample::{LabelVector, LABEL_NAMES, NUM_LABELS};
 
 /// The `task` of a classification run.
@@ -107,6 +108,10 @@ pub struct ClassifyConfig {
     pub loss: ClassifierLoss,
     /// Per-label positive weights of the BCE (10 values).
     pub pos_weight: Option<Vec<f64>>,
+    /// Weight of the auxiliary mask loss (0 = off): a mask head on C5 learns the share of
+    /// deformation pixels in each cell from the training masks, so the encoder learns where
+    /// the pattern is. Training only; the scores do not use it.
+    pub mask_loss_weight: f64,
     /// Decision threshold on the sigmoid scores for P/R/F1 (validation during training, and
     /// every label the tuning leaves alone).
     pub threshold: f64,
@@ -150,6 +155,7 @@ impl Default for ClassifyConfig {
             pool: GlobalPool::Max,
             loss: ClassifierLoss::Bce,
             pos_weight: None,
+            mask_loss_weight: 0.0,
             threshold: 0.5,
             tune_thresholds: true,
             threshold_rule: ThresholdRule::HalfBestF1,
@@ -237,9 +243,19 @@ impl ClassifyConfig {
                 "thresholds: {NUM_LABELS} finite values needed, got {t:?}"
             );
         }
+        ensure!(
+            self.mask_loss_weight.is_finite() && self.mask_loss_weight >= 0.0,
+            "mask_loss_weight = {} must be finite and ≥ 0",
+            self.mask_loss_weight
+        );
         self.augment.validate()?;
         if let Some(m) = &self.model {
             m.validate().map_err(|e| anyhow::anyhow!("model: {e}"))?;
+            ensure!(
+                m.mask_head || self.mask_loss_weight == 0.0,
+                "mask_loss_weight = {} but the saved model has no mask head",
+                self.mask_loss_weight
+            );
             ensure!(
                 m.encoder.in_channels == self.data.input_format.channels(),
                 "data.input_format gives {} channels but the model takes {}",
@@ -275,6 +291,7 @@ impl ClassifyConfig {
             loss: self.loss.clone(),
             pos_weight: self.pos_weight.clone(),
             pool: self.pool,
+            mask_head: self.mask_loss_weight > 0.0,
         })
     }
 
@@ -439,7 +456,18 @@ pub struct ClassifyTask {
     augmenter: Augmenter,
     batch: usize,
     threshold: f64,
+    mask_loss_weight: f64,
     device: Device,
+}
+
+/// One augmented training batch of [`ClassifyTask`].
+pub struct ClassifyBatch {
+    /// `(B, C, S, S)` images.
+    pub images: Tensor,
+    /// `(B, 10)` label vectors.
+    pub labels: Tensor,
+    /// The augmented masks (only with the mask loss; `None` for a negative without one).
+    pub masks: Vec<Option<ClassMask>>,
 }
 
 impl ClassifyTask {
@@ -451,6 +479,18 @@ impl ClassifyTask {
         device: &Device,
     ) -> Result<Self> {
         val.truncate(cfg.val_samples);
+        if cfg.mask_loss_weight > 0.0 {
+            let missing =
+                (0..train.len()).find(|&i| train.masks[i].is_none() && train.labels[i][0] > 0.0);
+            if let Some(i) = missing {
+                anyhow::bail!(
+                    "mask_loss_weight = {} needs the masks of the deformation samples; \
+                     training sample {} has none",
+                    cfg.mask_loss_weight,
+                    train.ids[i]
+                );
+            }
+        }
         Ok(Self {
             model,
             order: EpochOrder::new(&train.labels, cfg.data.balanced, cfg.seed)?,
@@ -459,6 +499,7 @@ impl ClassifyTask {
             augmenter: Augmenter::new(cfg.augment.clone())?,
             batch: cfg.data.batch_size,
             threshold: cfg.threshold,
+            mask_loss_weight: cfg.mask_loss_weight,
             device: device.clone(),
         })
     }
@@ -467,20 +508,21 @@ impl ClassifyTask {
         &self.model
     }
 
-    /// Augmented images `(B, C, S, S)` and targets `(B, 10)` of training samples `indices`;
-    /// image `i` draws from `sample_rng(seed, i)` (independent of the thread count).
-    pub fn batch_tensors(&self, indices: &[usize], seed: u64) -> Result<(Tensor, Tensor)> {
-        let images: Vec<Image> = indices
+    /// The augmented training samples `indices` (masks only with the mask loss); sample `k`
+    /// of the batch draws from `sample_rng(seed, k)` (independent of the thread count).
+    pub fn batch_tensors(&self, indices: &[usize], seed: u64) -> Result<ClassifyBatch> {
+        let with_masks = self.mask_loss_weight > 0.0;
+        let (images, masks): (Vec<Image>, Vec<Option<ClassMask>>) = indices
             .par_iter()
             .enumerate()
             .map(|(k, &i)| {
                 let mut rng = sample_rng(seed, k as u64);
-                Ok(self
-                    .augmenter
-                    .apply(&self.train.images[i], None, &mut rng)?
-                    .0)
+                let mask = self.train.masks[i].as_ref().filter(|_| with_masks);
+                self.augmenter.apply(&self.train.images[i], mask, &mut rng)
             })
-            .collect::<Result<_>>()?;
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .unzip();
         let refs: Vec<&Image> = images.iter().collect();
         let x = batch_tensor(&refs, &self.device)?;
         let y: Vec<f32> = indices
@@ -488,7 +530,11 @@ impl ClassifyTask {
             .flat_map(|&i| self.train.labels[i].iter().copied())
             .collect();
         let y = Tensor::from_vec(y, (indices.len(), NUM_LABELS), &self.device)?;
-        Ok((x, y))
+        Ok(ClassifyBatch {
+            images: x,
+            labels: y,
+            masks,
+        })
     }
 }
 
@@ -508,12 +554,25 @@ impl TrainTask for ClassifyTask {
             .map(|&i| self.order.map(batch.epoch, i))
             .collect();
         let seed: u64 = batch.rng.random();
-        let (x, y) = self.batch_tensors(&indices, seed)?;
-        let logits = self.model.forward_t(&x, true)?;
-        let loss = self.model.loss(&logits, &y)?;
+        let b = self.batch_tensors(&indices, seed)?;
+        let with_mask = self.mask_loss_weight > 0.0;
+        let (logits, mask_logits) = self.model.forward_with_mask_t(&b.images, true, with_mask)?;
+        let loss = self.model.loss(&logits, &b.labels)?;
+        let Some(mask_logits) = mask_logits else {
+            return Ok(StepOutput {
+                loss,
+                metrics: Vec::new(),
+            });
+        };
+        let (_, _, h, w) = mask_logits.dims4()?;
+        let shares = deformation_cell_shares(&b.masks, h, w)?;
+        let shares = Tensor::from_vec(shares, mask_logits.shape(), &self.device)?;
+        let mask_loss = Classifier::mask_loss(&mask_logits, &shares)?;
+        let total = (loss + mask_loss.affine(self.mask_loss_weight, 0.0)?)?;
+        let mask_loss = mask_loss.to_scalar::<f32>()? as f64;
         Ok(StepOutput {
-            loss,
-            metrics: Vec::new(),
+            loss: total,
+            metrics: vec![("mask_loss".into(), mask_loss)],
         })
     }
 
@@ -531,6 +590,32 @@ impl TrainTask for ClassifyTask {
         )?;
         Ok(val_metrics(&r))
     }
+}
+
+/// The share of deformation pixels (any class id > 0) of each mask in each cell of an
+/// `h × w` grid over it (area averaging; `None` is a mask without deformation), flattened
+/// batch-major: the targets of the mask head.
+pub fn deformation_cell_shares(
+    masks: &[Option<ClassMask>],
+    h: usize,
+    w: usize,
+) -> Result<Vec<f32>> {
+    let mut out = Vec::with_capacity(masks.len() * h * w);
+    for mask in masks {
+        match mask {
+            None => out.extend(std::iter::repeat_n(0.0, h * w)),
+            Some(m) => {
+                let binary = Image {
+                    channels: 1,
+                    height: m.height,
+                    width: m.width,
+                    data: m.data.iter().map(|&v| f32::from(v > 0)).collect(),
+                };
+                out.extend(resize_area(&binary, h, w)?.data);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The validation metrics of a val-split report (what `validate` logs and the best
@@ -880,10 +965,82 @@ mod tests {
                 },
                 "huge",
             ),
+            (
+                ClassifyConfig {
+                    mask_loss_weight: -1.0,
+                    ..def.clone()
+                },
+                "mask_loss_weight",
+            ),
+            (
+                ClassifyConfig {
+                    mask_loss_weight: f64::NAN,
+                    ..def.clone()
+                },
+                "mask_loss_weight",
+            ),
         ] {
             let err = format!("{:#}", bad.validate().unwrap_err());
             assert!(err.contains(key), "{key}: {err}");
         }
+    }
+
+    #[test]
+    fn mask_shares_average_each_cell() {
+        // 4×4 mask: class 3 fills the top-left 2×2 block, class 1 one pixel bottom-right.
+        let mut data = vec![0u8; 16];
+        for i in [0, 1, 4, 5] {
+            data[i] = 3;
+        }
+        data[15] = 1;
+        let m = ClassMask {
+            height: 4,
+            width: 4,
+            data,
+        };
+        let shares = deformation_cell_shares(&[Some(m.clone()), None], 2, 2).unwrap();
+        assert_eq!(shares, vec![1.0, 0.0, 0.0, 0.25, 0.0, 0.0, 0.0, 0.0]);
+        // Uneven cells (4 → 3): every cell is a share, and the mean is kept.
+        let shares = deformation_cell_shares(&[Some(m)], 3, 3).unwrap();
+        assert!(shares.iter().all(|v| (0.0..=1.0).contains(v)), "{shares:?}");
+        let mean = shares.iter().sum::<f32>() / 9.0;
+        assert!((mean - 5.0 / 16.0).abs() < 1e-6, "{mean}");
+    }
+
+    /// The mask loss on data without the masks of its positives: an error naming the sample.
+    #[test]
+    fn mask_loss_needs_masks_of_the_positives() {
+        let cfg = ClassifyConfig {
+            mask_loss_weight: 1.0,
+            ..ClassifyConfig::default()
+        };
+        let arch = cfg.architecture(None).unwrap();
+        assert!(arch.mask_head);
+        assert!(
+            !ClassifyConfig::default()
+                .architecture(None)
+                .unwrap()
+                .mask_head
+        );
+        let (_, model) = build_model(&arch, 1, &Device::Cpu).unwrap();
+        let mut part = LabeledPart::default();
+        for (id, positive) in [("negative-without-mask", false), ("uid-77", true)] {
+            let mut labels = [0.0; NUM_LABELS];
+            labels[0] = f32::from(u8::from(positive));
+            part.ids.push(id.into());
+            part.images.push(Image::zeros(2, 32, 32));
+            part.labels.push(labels);
+            part.masks.push(None);
+            part.source_sizes.push((32, 32));
+        }
+        let err = ClassifyTask::new(&cfg, model, part, LabeledPart::default(), &Device::Cpu)
+            .err()
+            .expect("a positive without a mask");
+        let err = format!("{err:#}");
+        assert!(
+            err.contains("uid-77") && err.contains("mask_loss_weight"),
+            "{err}"
+        );
     }
 
     #[test]

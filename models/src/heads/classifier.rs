@@ -3,10 +3,16 @@
 //! Low, Medium, High]` (DESIGN §2.1), trained with the numerically stable BCE-with-logits
 //! (optionally per-class positive weights) or the sigmoid focal loss.
 //!
-//! Variables: `encoder.*`, `classifier.layers.{i}.{weight,bias}`.
+//! An optional mask head (`mask_head`), a 1×1 convolution on C5, predicts per C5 cell the
+//! share of deformation pixels. It is an auxiliary training signal only: it tells the
+//! encoder *where* the pattern is, which the frame-level labels never say; the scores do
+//! not use it.
+//!
+//! Variables: `encoder.*`, `classifier.layers.{i}.{weight,bias}`, and with the mask head
+//! `classifier.mask.{weight,bias}`.
 
-use candle_core::{DType, ModuleT, Result, Tensor};
-use candle_nn::VarBuilder;
+use candle_core::{DType, Module, ModuleT, Result, Tensor};
+use candle_nn::{conv2d, Conv2d, Conv2dConfig, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use super::{is_trainable, EncoderMode};
@@ -83,6 +89,9 @@ pub struct ClassifierConfig {
     /// Pooling of C5 into the head input (runs saved before this option: `avg`).
     #[serde(default)]
     pub pool: GlobalPool,
+    /// Adds the auxiliary mask head (trained with [`Classifier::mask_loss`]).
+    #[serde(default)]
+    pub mask_head: bool,
 }
 
 fn default_num_labels() -> usize {
@@ -104,6 +113,7 @@ impl ClassifierConfig {
             loss: ClassifierLoss::Bce,
             pos_weight: None,
             pool: GlobalPool::Avg,
+            mask_head: false,
         }
     }
 
@@ -139,6 +149,7 @@ impl ClassifierConfig {
 pub struct Classifier {
     encoder: ResNet,
     head: Mlp,
+    mask_head: Option<Conv2d>,
     cfg: ClassifierConfig,
 }
 
@@ -158,9 +169,22 @@ impl Classifier {
             },
             vb.pp("classifier"),
         )?;
+        let mask_head = if cfg.mask_head {
+            let c5 = cfg.encoder.out_dim();
+            Some(conv2d(
+                c5,
+                1,
+                1,
+                Conv2dConfig::default(),
+                vb.pp("classifier.mask"),
+            )?)
+        } else {
+            None
+        };
         Ok(Self {
             encoder,
             head,
+            mask_head,
             cfg: cfg.clone(),
         })
     }
@@ -186,15 +210,35 @@ impl Classifier {
     /// Logits `(B, num_labels)` for images `(B, in_channels, H, W)`. Frozen stages run in
     /// evaluation mode whatever `train` says.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        Ok(self.forward_with_mask_t(x, train, false)?.0)
+    }
+
+    /// Logits `(B, num_labels)` and, when `with_mask` and the model has a mask head, the
+    /// mask logits `(B, 1, h5, w5)` on the C5 grid, from one encoder pass.
+    pub fn forward_with_mask_t(
+        &self,
+        x: &Tensor,
+        train: bool,
+        with_mask: bool,
+    ) -> Result<(Tensor, Option<Tensor>)> {
         let enc = self.cfg.mode.encode(&self.encoder, x, train)?;
+        let c5 = &enc.features[3];
+        let mask = match &self.mask_head {
+            Some(conv) if with_mask => Some(conv.forward(c5)?),
+            _ => None,
+        };
         let pooled = match self.cfg.pool {
             GlobalPool::Avg => enc.pooled,
-            GlobalPool::Max => global_max_pool(&enc.features[3])?,
-            GlobalPool::AvgMax => {
-                Tensor::cat(&[enc.pooled, global_max_pool(&enc.features[3])?], 1)?
-            }
+            GlobalPool::Max => global_max_pool(c5)?,
+            GlobalPool::AvgMax => Tensor::cat(&[enc.pooled, global_max_pool(c5)?], 1)?,
         };
-        self.head.forward_t(&pooled, train)
+        Ok((self.head.forward_t(&pooled, train)?, mask))
+    }
+
+    /// Mean BCE-with-logits of mask logits `(B, 1, h, w)` against the share of deformation
+    /// pixels in each cell (same shape, values in [0, 1]).
+    pub fn mask_loss(mask_logits: &Tensor, cell_shares: &Tensor) -> Result<Tensor> {
+        bce_with_logits(mask_logits, cell_shares, None)
     }
 
     /// Sigmoid probabilities `(B, num_labels)` in evaluation mode.
@@ -322,6 +366,26 @@ mod tests {
         assert!(err.contains("(batch, 2, height, width)"), "{err}");
         let targets = Tensor::zeros((3, 4), DType::F32, &Device::Cpu)?;
         assert!(model.loss(&logits, &targets).is_err());
+        // No mask head: no mask logits, and no mask variables.
+        assert!(model
+            .forward_with_mask_t(&input(3, 32, 2), false, true)?
+            .1
+            .is_none());
+        assert!(!names.iter().any(|k| k.starts_with("classifier.mask")));
+        // With one: a logit per C5 cell, the same scores, the mask variables.
+        cfg.mask_head = true;
+        let (varmap, with_mask) = build(&cfg, 1);
+        let (same, mask) = with_mask.forward_with_mask_t(&input(3, 32, 2), false, true)?;
+        assert_eq!(mask.unwrap().dims(), &[3, 1, 1, 1]);
+        let d = (&same - &with_mask.forward_t(&input(3, 32, 2), false)?)?
+            .abs()?
+            .max_all()?
+            .to_scalar::<f32>()?;
+        assert_eq!(d, 0.0);
+        let names: Vec<String> = varmap.data().lock().unwrap().keys().cloned().collect();
+        for n in ["classifier.mask.weight", "classifier.mask.bias"] {
+            assert!(names.iter().any(|k| k == n), "{n} missing");
+        }
         Ok(())
     }
 
@@ -357,9 +421,18 @@ mod tests {
             cfg.loss = loss;
             cfg.hidden = hidden;
             cfg.pos_weight = Some((0..NUM_LABELS).map(|i| 1.0 + i as f64).collect());
+            // The fine-tuned case trains the auxiliary mask head too.
+            cfg.mask_head = pool == GlobalPool::AvgMax;
             let (varmap, model) = build(&cfg, 3);
-            let logits = model.forward_t(&input(2, 32, 4), true)?;
-            let grads = model.loss(&logits, &targets)?.backward()?;
+            let (logits, mask) = model.forward_with_mask_t(&input(2, 32, 4), true, true)?;
+            let mut loss = model.loss(&logits, &targets)?;
+            assert_eq!(mask.is_some(), cfg.mask_head);
+            if let Some(mask) = mask {
+                let shares = candle_nn::ops::sigmoid(&seeded_randn(mask.dims(), 9, &Device::Cpu)?)?
+                    .to_dtype(DType::F32)?;
+                loss = (loss + Classifier::mask_loss(&mask, &shares)?)?;
+            }
+            let grads = loss.backward()?;
             let gaps = gradient_gaps(&varmap, &grads, |n| model.is_trainable(n))?;
             assert!(gaps.is_empty(), "{mode:?}: no gradient for {gaps:?}");
             // Frozen variables get none at all (no wasted backward work).
