@@ -23,6 +23,7 @@
 //! Library entry point: [`run`] with a [`ClassifyRun`] (data directory, built-in data or
 //! samples in memory; optional encoder; mode; seed; output directory; device).
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use anyhow::{ensure, Context, Result};
@@ -110,7 +111,9 @@ pub struct ClassifyConfig {
     pub pos_weight: Option<Vec<f64>>,
     /// Weight of the auxiliary mask loss (0 = off): a mask head on C5 learns the share of
     /// deformation pixels in each cell from the training masks, so the encoder learns where
-    /// the pattern is. Training only; the scores do not use it.
+    /// the pattern is. Training only; the scores do not use it. A deformation sample without
+    /// a mask is left out of this loss. Runs saved before this key read as 0.
+    #[serde(default)]
     pub mask_loss_weight: f64,
     /// Decision threshold on the sigmoid scores for P/R/F1 (validation during training, and
     /// every label the tuning leaves alone).
@@ -155,7 +158,7 @@ impl Default for ClassifyConfig {
             pool: GlobalPool::Max,
             loss: ClassifierLoss::Bce,
             pos_weight: None,
-            mask_loss_weight: 0.0,
+            mask_loss_weight: 1.0,
             threshold: 0.5,
             tune_thresholds: true,
             threshold_rule: ThresholdRule::HalfBestF1,
@@ -466,7 +469,8 @@ pub struct ClassifyBatch {
     pub images: Tensor,
     /// `(B, 10)` label vectors.
     pub labels: Tensor,
-    /// The augmented masks (only with the mask loss; `None` for a negative without one).
+    /// The augmented masks (only with the mask loss): a negative without a mask has an
+    /// empty one, a deformation sample without one `None` (unknown).
     pub masks: Vec<Option<ClassMask>>,
 }
 
@@ -480,14 +484,15 @@ impl ClassifyTask {
     ) -> Result<Self> {
         val.truncate(cfg.val_samples);
         if cfg.mask_loss_weight > 0.0 {
-            let missing =
-                (0..train.len()).find(|&i| train.masks[i].is_none() && train.labels[i][0] > 0.0);
-            if let Some(i) = missing {
-                anyhow::bail!(
-                    "mask_loss_weight = {} needs the masks of the deformation samples; \
-                     training sample {} has none",
+            let unknown = (0..train.len())
+                .filter(|&i| mask_target(&train, i).is_none())
+                .count();
+            if unknown > 0 {
+                log::warn!(
+                    "mask_loss_weight = {}: {unknown} of {} deformation training samples have \
+                     no mask and are left out of the mask loss",
                     cfg.mask_loss_weight,
-                    train.ids[i]
+                    train.labels.iter().filter(|l| l[0] > 0.0).count()
                 );
             }
         }
@@ -517,8 +522,13 @@ impl ClassifyTask {
             .enumerate()
             .map(|(k, &i)| {
                 let mut rng = sample_rng(seed, k as u64);
-                let mask = self.train.masks[i].as_ref().filter(|_| with_masks);
-                self.augmenter.apply(&self.train.images[i], mask, &mut rng)
+                let mask = if with_masks {
+                    mask_target(&self.train, i)
+                } else {
+                    None
+                };
+                self.augmenter
+                    .apply(&self.train.images[i], mask.as_deref(), &mut rng)
             })
             .collect::<Result<Vec<_>>>()?
             .into_iter()
@@ -564,9 +574,28 @@ impl TrainTask for ClassifyTask {
                 metrics: Vec::new(),
             });
         };
+        let known: Vec<u32> = (0..b.masks.len() as u32)
+            .filter(|&k| b.masks[k as usize].is_some())
+            .collect();
+        if known.is_empty() {
+            return Ok(StepOutput {
+                loss,
+                metrics: Vec::new(),
+            });
+        }
         let (_, _, h, w) = mask_logits.dims4()?;
-        let shares = deformation_cell_shares(&b.masks, h, w)?;
-        let shares = Tensor::from_vec(shares, mask_logits.shape(), &self.device)?;
+        let masks: Vec<ClassMask> = known
+            .iter()
+            .filter_map(|&k| b.masks[k as usize].clone())
+            .collect();
+        let shares = deformation_cell_shares(&masks, h, w)?;
+        let shares = Tensor::from_vec(shares, (known.len(), 1, h, w), &self.device)?;
+        let mask_logits = if known.len() == b.masks.len() {
+            mask_logits
+        } else {
+            let rows = Tensor::new(known.as_slice(), &self.device)?;
+            mask_logits.index_select(&rows, 0)?
+        };
         let mask_loss = Classifier::mask_loss(&mask_logits, &shares)?;
         let total = (loss + mask_loss.affine(self.mask_loss_weight, 0.0)?)?;
         let mask_loss = mask_loss.to_scalar::<f32>()? as f64;
@@ -592,28 +621,31 @@ impl TrainTask for ClassifyTask {
     }
 }
 
-/// The share of deformation pixels (any class id > 0) of each mask in each cell of an
-/// `h × w` grid over it (area averaging; `None` is a mask without deformation), flattened
-/// batch-major: the targets of the mask head.
-pub fn deformation_cell_shares(
-    masks: &[Option<ClassMask>],
-    h: usize,
-    w: usize,
-) -> Result<Vec<f32>> {
-    let mut out = Vec::with_capacity(masks.len() * h * w);
-    for mask in masks {
-        match mask {
-            None => out.extend(std::iter::repeat_n(0.0, h * w)),
-            Some(m) => {
-                let binary = Image {
-                    channels: 1,
-                    height: m.height,
-                    width: m.width,
-                    data: m.data.iter().map(|&v| f32::from(v > 0)).collect(),
-                };
-                out.extend(resize_area(&binary, h, w)?.data);
-            }
+/// The mask-loss target of training sample `i`: its mask; an empty one for a negative
+/// without a mask; `None` (unknown) for a deformation sample without one.
+fn mask_target(part: &LabeledPart, i: usize) -> Option<Cow<'_, ClassMask>> {
+    match &part.masks[i] {
+        Some(m) => Some(Cow::Borrowed(m)),
+        None if part.labels[i][0] > 0.0 => None,
+        None => {
+            let image = &part.images[i];
+            Some(Cow::Owned(ClassMask::zeros(image.height, image.width)))
         }
+    }
+}
+
+/// The share of deformation pixels (any class id > 0) of each mask in each cell of an
+/// `h × w` grid over it (area averaging), flattened mask-major: the mask head's targets.
+pub fn deformation_cell_shares(masks: &[ClassMask], h: usize, w: usize) -> Result<Vec<f32>> {
+    let mut out = Vec::with_capacity(masks.len() * h * w);
+    for m in masks {
+        let binary = Image {
+            channels: 1,
+            height: m.height,
+            width: m.width,
+            data: m.data.iter().map(|&v| f32::from(v > 0)).collect(),
+        };
+        out.extend(resize_area(&binary, h, w)?.data);
     }
     Ok(out)
 }
@@ -998,49 +1030,100 @@ mod tests {
             width: 4,
             data,
         };
-        let shares = deformation_cell_shares(&[Some(m.clone()), None], 2, 2).unwrap();
+        let empty = ClassMask::zeros(4, 4);
+        let shares = deformation_cell_shares(&[m.clone(), empty], 2, 2).unwrap();
         assert_eq!(shares, vec![1.0, 0.0, 0.0, 0.25, 0.0, 0.0, 0.0, 0.0]);
         // Uneven cells (4 → 3): every cell is a share, and the mean is kept.
-        let shares = deformation_cell_shares(&[Some(m)], 3, 3).unwrap();
+        let shares = deformation_cell_shares(&[m], 3, 3).unwrap();
         assert!(shares.iter().all(|v| (0.0..=1.0).contains(v)), "{shares:?}");
         let mean = shares.iter().sum::<f32>() / 9.0;
         assert!((mean - 5.0 / 16.0).abs() < 1e-6, "{mean}");
     }
 
-    /// The mask loss on data without the masks of its positives: an error naming the sample.
+    /// The mask-loss targets: a negative without a mask has an empty one, a deformation
+    /// sample without one is left out, and the rows that are in get the gradient.
     #[test]
-    fn mask_loss_needs_masks_of_the_positives() {
-        let cfg = ClassifyConfig {
-            mask_loss_weight: 1.0,
-            ..ClassifyConfig::default()
-        };
+    fn mask_loss_leaves_out_positives_without_a_mask() {
+        use rand::SeedableRng;
+        let cfg = ClassifyConfig::default();
         let arch = cfg.architecture(None).unwrap();
-        assert!(arch.mask_head);
-        assert!(
-            !ClassifyConfig::default()
-                .architecture(None)
-                .unwrap()
-                .mask_head
-        );
-        let (_, model) = build_model(&arch, 1, &Device::Cpu).unwrap();
+        assert!(cfg.mask_loss_weight > 0.0 && arch.mask_head);
+        let (varmap, model) = build_model(&arch, 1, &Device::Cpu).unwrap();
         let mut part = LabeledPart::default();
-        for (id, positive) in [("negative-without-mask", false), ("uid-77", true)] {
+        let mut blob = ClassMask::zeros(64, 64);
+        blob.data[..200].fill(2);
+        for (id, positive, mask) in [
+            ("negative-without-mask", false, None),
+            ("positive-without-mask", true, None),
+            ("positive-with-mask", true, Some(blob)),
+        ] {
             let mut labels = [0.0; NUM_LABELS];
             labels[0] = f32::from(u8::from(positive));
             part.ids.push(id.into());
-            part.images.push(Image::zeros(2, 32, 32));
+            let mut image = Image::zeros(3, 64, 64);
+            for (k, v) in image.data.iter_mut().enumerate() {
+                *v = (k as f32 * 0.37 + id.len() as f32).sin();
+            }
+            part.images.push(image);
             part.labels.push(labels);
-            part.masks.push(None);
-            part.source_sizes.push((32, 32));
+            part.masks.push(mask);
+            part.source_sizes.push((64, 64));
         }
-        let err = ClassifyTask::new(&cfg, model, part, LabeledPart::default(), &Device::Cpu)
-            .err()
-            .expect("a positive without a mask");
-        let err = format!("{err:#}");
-        assert!(
-            err.contains("uid-77") && err.contains("mask_loss_weight"),
-            "{err}"
+        let mut task =
+            ClassifyTask::new(&cfg, model, part, LabeledPart::default(), &Device::Cpu).unwrap();
+        let b = task.batch_tensors(&[0, 1, 2], 5).unwrap();
+        let empty = b.masks[0].as_ref().unwrap();
+        assert!(empty.data.iter().all(|&v| v == 0) && empty.height == 64);
+        assert!(b.masks[1].is_none());
+        assert_eq!(
+            b.masks[2]
+                .as_ref()
+                .unwrap()
+                .data
+                .iter()
+                .filter(|&&v| v == 2)
+                .count(),
+            200
         );
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let mut step = |indices: &[usize]| {
+            task.step(Batch {
+                indices,
+                step: 0,
+                epoch: 0,
+                micro: 0,
+                rng: &mut rng,
+            })
+            .unwrap()
+        };
+        // Only the unknown sample: no mask loss at all.
+        assert!(step(&[1, 1]).metrics.is_empty());
+        let out = step(&[0, 1, 2]);
+        let (name, value) = &out.metrics[0];
+        assert!(name == "mask_loss" && value.is_finite() && *value > 0.0);
+        let grads = out.loss.backward().unwrap();
+        let data = varmap.data().lock().unwrap();
+        let g = grads
+            .get(data["classifier.mask.weight"].as_tensor())
+            .unwrap();
+        let g = g
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(g > 0.0);
+    }
+
+    /// A run saved before the mask loss existed reads as one without it.
+    #[test]
+    fn runs_without_the_mask_key_read_as_no_mask_loss() {
+        let mut v = serde_json::to_value(ClassifyConfig::default()).unwrap();
+        v.as_object_mut().unwrap().remove("mask_loss_weight");
+        let old: ClassifyConfig = serde_json::from_value(v).unwrap();
+        assert_eq!(old.mask_loss_weight, 0.0);
+        assert!(!old.architecture(None).unwrap().mask_head);
     }
 
     #[test]
