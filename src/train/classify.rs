@@ -485,7 +485,7 @@ impl ClassifyTask {
         val.truncate(cfg.val_samples);
         if cfg.mask_loss_weight > 0.0 {
             let unknown = (0..train.len())
-                .filter(|&i| mask_target(&train, i).is_none())
+                .filter(|&i| mask_is_unknown(&train, i))
                 .count();
             if unknown > 0 {
                 log::warn!(
@@ -548,6 +548,34 @@ impl ClassifyTask {
     }
 }
 
+impl ClassifyTask {
+    /// The mask loss of `mask_logits` `(B, 1, h, w)` over the batch samples whose mask is
+    /// known; `None` when none is.
+    fn mask_loss(
+        &self,
+        mask_logits: &Tensor,
+        masks: &[Option<ClassMask>],
+    ) -> Result<Option<Tensor>> {
+        let (known, known_masks): (Vec<u32>, Vec<&ClassMask>) = masks
+            .iter()
+            .enumerate()
+            .filter_map(|(k, m)| Some((k as u32, m.as_ref()?)))
+            .unzip();
+        if known.is_empty() {
+            return Ok(None);
+        }
+        let (_, _, h, w) = mask_logits.dims4()?;
+        let shares = deformation_cell_shares(&known_masks, h, w)?;
+        let shares = Tensor::from_vec(shares, (known.len(), 1, h, w), &self.device)?;
+        let rows = if known.len() == masks.len() {
+            mask_logits.clone()
+        } else {
+            mask_logits.index_select(&Tensor::new(known.as_slice(), &self.device)?, 0)?
+        };
+        Ok(Some(Classifier::mask_loss(&rows, &shares)?))
+    }
+}
+
 impl TrainTask for ClassifyTask {
     fn len(&self) -> usize {
         self.train.len()
@@ -568,35 +596,16 @@ impl TrainTask for ClassifyTask {
         let with_mask = self.mask_loss_weight > 0.0;
         let (logits, mask_logits) = self.model.forward_with_mask_t(&b.images, true, with_mask)?;
         let loss = self.model.loss(&logits, &b.labels)?;
-        let Some(mask_logits) = mask_logits else {
+        let mask_loss = match mask_logits {
+            Some(m) => self.mask_loss(&m, &b.masks)?,
+            None => None,
+        };
+        let Some(mask_loss) = mask_loss else {
             return Ok(StepOutput {
                 loss,
                 metrics: Vec::new(),
             });
         };
-        let known: Vec<u32> = (0..b.masks.len() as u32)
-            .filter(|&k| b.masks[k as usize].is_some())
-            .collect();
-        if known.is_empty() {
-            return Ok(StepOutput {
-                loss,
-                metrics: Vec::new(),
-            });
-        }
-        let (_, _, h, w) = mask_logits.dims4()?;
-        let masks: Vec<ClassMask> = known
-            .iter()
-            .filter_map(|&k| b.masks[k as usize].clone())
-            .collect();
-        let shares = deformation_cell_shares(&masks, h, w)?;
-        let shares = Tensor::from_vec(shares, (known.len(), 1, h, w), &self.device)?;
-        let mask_logits = if known.len() == b.masks.len() {
-            mask_logits
-        } else {
-            let rows = Tensor::new(known.as_slice(), &self.device)?;
-            mask_logits.index_select(&rows, 0)?
-        };
-        let mask_loss = Classifier::mask_loss(&mask_logits, &shares)?;
         let total = (loss + mask_loss.affine(self.mask_loss_weight, 0.0)?)?;
         let mask_loss = mask_loss.to_scalar::<f32>()? as f64;
         Ok(StepOutput {
@@ -626,7 +635,7 @@ impl TrainTask for ClassifyTask {
 fn mask_target(part: &LabeledPart, i: usize) -> Option<Cow<'_, ClassMask>> {
     match &part.masks[i] {
         Some(m) => Some(Cow::Borrowed(m)),
-        None if part.labels[i][0] > 0.0 => None,
+        None if mask_is_unknown(part, i) => None,
         None => {
             let image = &part.images[i];
             Some(Cow::Owned(ClassMask::zeros(image.height, image.width)))
@@ -634,9 +643,15 @@ fn mask_target(part: &LabeledPart, i: usize) -> Option<Cow<'_, ClassMask>> {
     }
 }
 
+/// Whether training sample `i` is a deformation sample without a mask (left out of the
+/// mask loss).
+fn mask_is_unknown(part: &LabeledPart, i: usize) -> bool {
+    part.masks[i].is_none() && part.labels[i][0] > 0.0
+}
+
 /// The share of deformation pixels (any class id > 0) of each mask in each cell of an
 /// `h × w` grid over it (area averaging), flattened mask-major: the mask head's targets.
-pub fn deformation_cell_shares(masks: &[ClassMask], h: usize, w: usize) -> Result<Vec<f32>> {
+pub fn deformation_cell_shares(masks: &[&ClassMask], h: usize, w: usize) -> Result<Vec<f32>> {
     let mut out = Vec::with_capacity(masks.len() * h * w);
     for m in masks {
         let binary = Image {
@@ -1031,10 +1046,10 @@ mod tests {
             data,
         };
         let empty = ClassMask::zeros(4, 4);
-        let shares = deformation_cell_shares(&[m.clone(), empty], 2, 2).unwrap();
+        let shares = deformation_cell_shares(&[&m, &empty], 2, 2).unwrap();
         assert_eq!(shares, vec![1.0, 0.0, 0.0, 0.25, 0.0, 0.0, 0.0, 0.0]);
         // Uneven cells (4 → 3): every cell is a share, and the mean is kept.
-        let shares = deformation_cell_shares(&[m], 3, 3).unwrap();
+        let shares = deformation_cell_shares(&[&m], 3, 3).unwrap();
         assert!(shares.iter().all(|v| (0.0..=1.0).contains(v)), "{shares:?}");
         let mean = shares.iter().sum::<f32>() / 9.0;
         assert!((mean - 5.0 / 16.0).abs() < 1e-6, "{mean}");
