@@ -135,14 +135,21 @@ fn pretrain_resume_and_embed() {
     ok(&args);
     for f in [
         "config.json",
+        "checkpoint.json",
+        "checkpoints/step-6/model.safetensors",
+        "checkpoints/step-6/optimizer.safetensors",
+        "checkpoints/step-6/state.json",
         "model.safetensors",
-        "optimizer.safetensors",
         "state.json",
         "metrics.jsonl",
         "loss.png",
     ] {
         assert!(run.join(f).is_file(), "missing {f}");
     }
+    assert_eq!(
+        json(&run.join("checkpoint.json")),
+        serde_json::json!({"step": 6, "dir": "checkpoints/step-6"})
+    );
     let state = json(&run.join("state.json"));
     assert_eq!(state["step"], 6);
     assert_eq!(state["finished"], true);
@@ -268,21 +275,17 @@ fn pretrain_resume_and_embed() {
     assert_eq!(json(&run2.join("state.json"))["step"], 2);
 }
 
-#[test]
-fn ctrl_c_saves_a_checkpoint_and_the_run_resumes() {
-    let dir = tempfile::tempdir().unwrap();
-    let run = dir.path().join("run");
-    let mut args: Vec<&str> = vec!["-q", "train", "pretrain"];
-    args.extend(SMALL);
-    args.extend(["--steps", "100000", "--out", s(&run)]);
-    let child = Command::new(env!("CARGO_BIN_EXE_insar-mm"))
-        .args(&args)
-        .env("RAYON_NUM_THREADS", "1")
-        .env("CANDLE_NUM_THREADS", "1")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Wait for the first log line (step 10), then interrupt.
+/// The optimizer file of the run's current checkpoint.
+fn current_optimizer(run: &Path) -> std::path::PathBuf {
+    let dir = json(&run.join("checkpoint.json"))["dir"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    run.join(dir).join("optimizer.safetensors")
+}
+
+/// Waits until the run in `run` has logged its first line.
+fn wait_for_progress(run: &Path) {
     let metrics = run.join("metrics.jsonl");
     let start = Instant::now();
     loop {
@@ -292,44 +295,162 @@ fn ctrl_c_saves_a_checkpoint_and_the_run_resumes() {
         assert!(start.elapsed() < Duration::from_secs(60), "no progress");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+}
+
+#[test]
+fn ctrl_c_and_sigterm_save_a_checkpoint_and_the_run_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    for signal in ["-INT", "-TERM"] {
+        let run = dir.path().join(format!("run{signal}"));
+        let mut args: Vec<&str> = vec!["-q", "train", "pretrain"];
+        args.extend(SMALL);
+        args.extend(["--steps", "100000", "--out", s(&run)]);
+        let child = Command::new(env!("CARGO_BIN_EXE_insar-mm"))
+            .args(&args)
+            .env("RAYON_NUM_THREADS", "1")
+            .env("CANDLE_NUM_THREADS", "1")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait for the first log line (step 10), then interrupt.
+        wait_for_progress(&run);
+        let status = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{signal}: {stderr}");
+        assert!(
+            stderr.contains("interrupted at step") && stderr.contains("--resume"),
+            "{signal}: {stderr}"
+        );
+        let state = json(&run.join("state.json"));
+        let step = state["step"].as_u64().unwrap();
+        assert!(step >= 10 && state["finished"] == false, "{state}");
+        assert_eq!(
+            safetensors_metadata(&run.join("model.safetensors"))["step"],
+            step.to_string()
+        );
+        assert_eq!(
+            safetensors_metadata(&current_optimizer(&run))["steps"],
+            step.to_string()
+        );
+        // Resume and finish two more steps.
+        let total = (step + 2).to_string();
+        ok(&[
+            "-q",
+            "train",
+            "pretrain",
+            "--resume",
+            s(&run),
+            "--steps",
+            &total,
+        ]);
+        assert_eq!(
+            json(&run.join("state.json"))["step"].as_u64(),
+            Some(step + 2)
+        );
+    }
+}
+
+/// Every tensor of a safetensors file as raw bytes, by name.
+fn tensor_bytes(path: &Path) -> Vec<(String, Vec<u8>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut v: Vec<(String, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, t)| (n, t.data().to_vec()))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn sigkill_at_any_moment_resumes_to_the_weights_of_an_uninterrupted_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let steps = "40";
+    let train = |run: &Path, resume: bool| -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_insar-mm"));
+        cmd.args(["-q", "train", "pretrain"]);
+        if resume {
+            cmd.args(["--resume", s(run)]);
+        } else {
+            // SMALL without its --checkpoint-every.
+            cmd.args(&SMALL[..6]).args(["--out", s(run)]);
+        }
+        cmd.args(["--steps", steps, "--checkpoint-every", "1"])
+            .env("RAYON_NUM_THREADS", "1")
+            .env("CANDLE_NUM_THREADS", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        cmd
+    };
+    let reference = dir.path().join("reference");
+    let out = train(&reference, false).output().unwrap();
     assert!(
-        stderr.contains("interrupted at step") && stderr.contains("--resume"),
-        "{stderr}"
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
+
+    // 32 SIGKILLs at delays spread over 0.05-0.9 s after each (re)start, i.e. at any point
+    // of model building, steps and checkpoint writes; each restart resumes the last
+    // complete checkpoint (or starts again when the first one was never completed).
+    let run = dir.path().join("killed");
+    let mut kills = 0;
+    let mut resumed_from = Vec::new();
+    for i in 0..1000u64 {
+        let resume = run.join("checkpoint.json").is_file();
+        if resume {
+            resumed_from.push(json(&run.join("checkpoint.json"))["step"].as_u64().unwrap());
+        }
+        let mut child = train(&run, resume).spawn().unwrap();
+        if kills == 32 {
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50 + (i * 137) % 850));
+        if child.try_wait().unwrap().is_some() {
+            // It finished (or failed) before the kill: start over to keep killing.
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::fs::remove_dir_all(&run).unwrap();
+            continue;
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        kills += 1;
+    }
+    assert_eq!(kills, 32);
+    eprintln!("resumed from steps {resumed_from:?}");
+    assert!(resumed_from.iter().any(|&s| s > 0), "{resumed_from:?}");
     let state = json(&run.join("state.json"));
-    let step = state["step"].as_u64().unwrap();
-    assert!(step >= 10 && state["finished"] == false, "{state}");
     assert_eq!(
-        safetensors_metadata(&run.join("model.safetensors"))["step"],
-        step.to_string()
+        (state["step"].as_u64(), state["finished"].as_bool()),
+        (Some(40), Some(true))
     );
     assert_eq!(
-        safetensors_metadata(&run.join("optimizer.safetensors"))["steps"],
-        step.to_string()
+        tensor_bytes(&run.join("model.safetensors")),
+        tensor_bytes(&reference.join("model.safetensors")),
+        "weights differ from the uninterrupted run"
     );
-    // Resume and finish two more steps.
-    let total = (step + 2).to_string();
-    ok(&[
-        "-q",
-        "train",
-        "pretrain",
-        "--resume",
-        s(&run),
-        "--steps",
-        &total,
-    ]);
     assert_eq!(
-        json(&run.join("state.json"))["step"].as_u64(),
-        Some(step + 2)
+        tensor_bytes(&current_optimizer(&run)),
+        tensor_bytes(&current_optimizer(&reference))
     );
+    assert_eq!(state, json(&reference.join("state.json")));
 }
 
 #[test]

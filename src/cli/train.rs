@@ -155,8 +155,8 @@ pub fn run(cmd: TrainCommand, global: &GlobalArgs) -> Result<()> {
     }
 }
 
-/// A flag set by the first Ctrl-C (the loop then checkpoints and returns); a second Ctrl-C
-/// exits at once.
+/// A flag set by the first Ctrl-C, SIGTERM or SIGHUP (the loop then checkpoints and
+/// returns); a second one exits at once.
 pub fn interrupt_flag() -> Result<Arc<AtomicBool>> {
     static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
     if let Some(f) = FLAG.get() {
@@ -169,9 +169,12 @@ pub fn interrupt_flag() -> Result<Arc<AtomicBool>> {
             eprintln!("\ninterrupted twice: exiting without a final checkpoint");
             std::process::exit(130);
         }
-        eprintln!("\ninterrupt: saving a checkpoint after this step (Ctrl-C again to quit now)");
+        eprintln!(
+            "\ninterrupt (Ctrl-C or SIGTERM): saving a checkpoint after this step (interrupt \
+             again to quit now)"
+        );
     })
-    .context("cannot install the Ctrl-C handler")?;
+    .context("cannot install the Ctrl-C / SIGTERM handler")?;
     Ok(FLAG.get_or_init(|| flag).clone())
 }
 

@@ -2,24 +2,39 @@
 //!
 //! ```text
 //! RUN/config.json            the resolved training config (what `--resume` and `embed` rebuild from)
-//! RUN/model.safetensors      every variable of the model's VarMap, BatchNorm statistics included
-//! RUN/optimizer.safetensors  optimizer state (`<param>.exp_avg`, ...; metadata: kind, steps, lr)
-//! RUN/state.json             step, epoch, micro-batches, RNG state, best validation value
+//! RUN/checkpoint.json        {"step": N, "dir": "checkpoints/step-N"}: the checkpoint a resume uses
+//! RUN/checkpoints/step-N/    model.safetensors, optimizer.safetensors, state.json of step N
+//! RUN/model.safetensors      the current checkpoint's model (a hard link or copy), for inference
+//! RUN/state.json             the current checkpoint's state (a copy), for reading the run
 //! RUN/metrics.jsonl          one JSON object per logged step / validation
 //! RUN/loss.png               loss curve, written at the end
 //! RUN/best.safetensors       model at the best validation value (when a best metric is set)
 //! ```
 //!
-//! Every file is written atomically (temporary file + rename). A checkpoint writes the
-//! model, then the optimizer, then `state.json`; both safetensors files carry the step in
-//! their metadata, and [`Checkpoint::load`] refuses a set whose steps disagree (a crash
-//! between the renames), so a resumed run never mixes two checkpoints.
+//! # A checkpoint is one unit
+//!
+//! [`Checkpoint::save`] writes the model, optimizer and state of step N into
+//! `checkpoints/step-N.partial/` (each file synced), renames that folder to
+//! `checkpoints/step-N/`, and then switches `checkpoint.json` to it by renaming a new pointer
+//! file over the old one: that rename is the commit. Only then are the root copies
+//! (`model.safetensors`, `state.json`) refreshed and the previous checkpoint folder deleted.
+//! A process killed at any moment therefore leaves `checkpoint.json` naming a complete
+//! checkpoint (the old one or the new one); [`Checkpoint::load`] reads that one, reports any
+//! newer torn set it finds next to it, and the next save removes the leftovers.
+//!
+//! Runs written before this layout (model, optimizer and `state.json` at the run root, no
+//! `checkpoint.json`) still load; their first new checkpoint converts them.
+//!
+//! Before a checkpoint (or `best.safetensors`) is written, every model variable (BatchNorm
+//! statistics included) must be finite: a blown-up step errors out naming the tensor and
+//! never replaces a good checkpoint.
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context, Result};
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -35,6 +50,12 @@ pub const STATE_FILE: &str = "state.json";
 pub const METRICS_FILE: &str = "metrics.jsonl";
 pub const LOSS_PLOT_FILE: &str = "loss.png";
 pub const BEST_MODEL_FILE: &str = "best.safetensors";
+/// The pointer to the current checkpoint folder.
+pub const POINTER_FILE: &str = "checkpoint.json";
+/// The folder holding the checkpoint folders.
+pub const CHECKPOINTS_DIR: &str = "checkpoints";
+
+const PARTIAL_SUFFIX: &str = ".partial";
 
 /// The exact state of a `ChaCha8Rng` (seed, stream, position), as JSON-friendly strings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,6 +145,35 @@ impl TrainState {
     }
 }
 
+/// `checkpoint.json`: which checkpoint folder is current.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointPointer {
+    pub step: u64,
+    /// `checkpoints/<name>`, relative to the run root.
+    pub dir: String,
+}
+
+impl CheckpointPointer {
+    /// The folder's name inside `checkpoints/` (validated: one plain path component).
+    fn name(&self) -> Option<&str> {
+        let name = self.dir.strip_prefix(CHECKPOINTS_DIR)?.strip_prefix('/')?;
+        let plain = !name.is_empty()
+            && name != "."
+            && name != ".."
+            && !name.contains(['/', '\\'])
+            && !name.ends_with(PARTIAL_SUFFIX);
+        plain.then_some(name)
+    }
+}
+
+/// The step a checkpoint folder name (`step-N`, `step-N-2`, `step-N.partial`) stands for.
+fn folder_step(name: &str) -> Option<u64> {
+    let rest = name.strip_suffix(PARTIAL_SUFFIX).unwrap_or(name);
+    let rest = rest.strip_prefix("step-")?;
+    rest.split('-').next()?.parse().ok()
+}
+
 /// A run directory.
 #[derive(Debug, Clone)]
 pub struct RunDir {
@@ -139,9 +189,41 @@ impl RunDir {
         self.root.join(file)
     }
 
-    /// Whether the run has a checkpoint to resume from.
+    /// Whether the run has a checkpoint to resume from (`checkpoint.json`, or `state.json`
+    /// at the root for a run written before checkpoint folders).
     pub fn has_checkpoint(&self) -> bool {
-        self.path(STATE_FILE).is_file()
+        self.path(POINTER_FILE).is_file() || self.path(STATE_FILE).is_file()
+    }
+
+    /// `checkpoint.json`, if the run has one.
+    pub fn pointer(&self) -> Result<Option<CheckpointPointer>> {
+        let path = self.path(POINTER_FILE);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("{}: cannot read", path.display())),
+        };
+        let p: CheckpointPointer = crate::data::json::parse_json(&bytes)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        ensure!(
+            p.name().is_some(),
+            "{}: dir = {:?} is not a folder under {CHECKPOINTS_DIR}/",
+            path.display(),
+            p.dir
+        );
+        Ok(Some(p))
+    }
+
+    /// The folder holding the current checkpoint's files: `checkpoints/step-N/`, or the run
+    /// root for a run written before checkpoint folders (or one without a checkpoint).
+    pub fn checkpoint_dir(&self) -> Result<PathBuf> {
+        Ok(match self.pointer()? {
+            Some(p) => self
+                .root
+                .join(CHECKPOINTS_DIR)
+                .join(p.name().expect("validated")),
+            None => self.root.clone(),
+        })
     }
 
     /// Writes `config.json` (pretty JSON).
@@ -164,8 +246,9 @@ impl RunDir {
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
     }
 
+    /// The current checkpoint's `state.json`.
     pub fn read_state(&self) -> Result<TrainState> {
-        let path = self.path(STATE_FILE);
+        let path = self.checkpoint_dir()?.join(STATE_FILE);
         let bytes = std::fs::read(&path).with_context(|| {
             format!(
                 "{}: cannot read (no checkpoint in {})",
@@ -176,61 +259,371 @@ impl RunDir {
         crate::data::json::parse_json(&bytes)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
     }
+
+    /// Entries of `checkpoints/` other than the current checkpoint that are newer than
+    /// `step` or unfinished (`.partial`): sets a save was stopped in.
+    pub fn torn_checkpoints(&self, current: Option<&CheckpointPointer>) -> Vec<PathBuf> {
+        let Ok(entries) = std::fs::read_dir(self.path(CHECKPOINTS_DIR)) else {
+            return Vec::new();
+        };
+        let mut torn: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok())
+            .filter(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if current.and_then(CheckpointPointer::name) == Some(name.as_str()) {
+                    return false;
+                }
+                let newer = match (folder_step(&name), current) {
+                    (Some(s), Some(c)) => s > c.step,
+                    _ => true,
+                };
+                newer || name.ends_with(PARTIAL_SUFFIX)
+            })
+            .map(|e| e.path())
+            .collect();
+        torn.sort();
+        torn
+    }
+}
+
+/// Where a simulated kill stops [`Checkpoint::save_with_fault`]: before file operation `op`
+/// (0-based) is done, or, with `torn` and a file write, after half of its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SaveFault {
+    pub op: usize,
+    pub torn: bool,
+}
+
+/// The error a [`SaveFault`] stops a save with (nothing after it is written or cleaned up,
+/// as when the process is killed there).
+#[derive(Debug, thiserror::Error)]
+#[error("simulated kill at file operation {op} of a checkpoint save")]
+pub struct SimulatedKill {
+    pub op: usize,
+}
+
+/// The file operations of a save, counted so that a test can stop after any of them.
+struct FileOps {
+    next: usize,
+    fault: Option<SaveFault>,
+}
+
+impl FileOps {
+    fn gate(&mut self, write: Option<(&Path, &[u8])>) -> Result<()> {
+        if let Some(f) = self.fault.filter(|f| f.op == self.next) {
+            if let (true, Some((path, bytes))) = (f.torn, write) {
+                let _ = std::fs::write(path, &bytes[..bytes.len() / 2]);
+            }
+            return Err(SimulatedKill { op: f.op }.into());
+        }
+        self.next += 1;
+        Ok(())
+    }
+
+    /// Writes and syncs `path` (not atomically: callers write into unpublished names).
+    fn write(&mut self, path: &Path, bytes: &[u8]) -> Result<()> {
+        self.gate(Some((path, bytes)))?;
+        (|| -> std::io::Result<()> {
+            let mut f = std::fs::File::create(path)?;
+            f.write_all(bytes)?;
+            f.sync_all()
+        })()
+        .with_context(|| format!("{}: cannot write", path.display()))
+    }
+
+    fn rename(&mut self, from: &Path, to: &Path) -> Result<()> {
+        self.gate(None)?;
+        std::fs::rename(from, to)
+            .with_context(|| format!("{}: cannot rename to {}", from.display(), to.display()))?;
+        sync_parent(to);
+        Ok(())
+    }
+
+    fn mkdir(&mut self, dir: &Path) -> Result<()> {
+        self.gate(None)?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create directory", dir.display()))
+    }
+
+    fn remove(&mut self, path: &Path) -> Result<()> {
+        self.gate(None)?;
+        let r = if path.is_dir() {
+            std::fs::remove_dir_all(path)
+        } else {
+            std::fs::remove_file(path)
+        };
+        r.with_context(|| format!("{}: cannot remove", path.display()))
+    }
+
+    /// `dst` as a hard link to `src` (a copy where links are not supported).
+    fn link(&mut self, src: &Path, dst: &Path) -> Result<()> {
+        self.gate(None)?;
+        if dst.symlink_metadata().is_ok() {
+            std::fs::remove_file(dst)
+                .with_context(|| format!("{}: cannot remove", dst.display()))?;
+        }
+        if std::fs::hard_link(src, dst).is_err() {
+            std::fs::copy(src, dst)
+                .with_context(|| format!("{}: cannot copy to {}", src.display(), dst.display()))?;
+        }
+        Ok(())
+    }
+}
+
+/// Syncs the folder holding `path`, so that a rename in it survives a power loss (best
+/// effort: not every platform can open a folder).
+fn sync_parent(path: &Path) {
+    if let Some(dir) = path.parent() {
+        if let Ok(f) = std::fs::File::open(dir) {
+            let _ = f.sync_all();
+        }
+    }
+}
+
+fn tmp_path(path: &Path) -> PathBuf {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    PathBuf::from(tmp)
 }
 
 /// Saving and loading the model + optimizer + state triple.
 pub struct Checkpoint;
 
 impl Checkpoint {
-    /// Writes `model.safetensors`, `optimizer.safetensors` and `state.json` (in that order).
+    /// Saves the checkpoint of `state.step` as one unit (see the module docs). Fails without
+    /// touching the run when a model variable is not finite.
     pub fn save(
         run: &RunDir,
         varmap: &VarMap,
         optimizer: &Optimizer,
         state: &TrainState,
     ) -> Result<()> {
-        save_model(&run.path(MODEL_FILE), varmap, state.step)?;
-        optimizer.save(&run.path(OPTIMIZER_FILE))?;
-        let text = serde_json::to_string_pretty(state)?;
-        write_atomic(&run.path(STATE_FILE), text.as_bytes())
+        Self::save_with_fault(run, varmap, optimizer, state, None)
     }
 
-    /// Restores the model variables and optimizer state of `run` and returns its state.
+    /// [`Checkpoint::save`], stopped (as by a kill) at `fault` when one is given: tests use
+    /// it to reproduce every on-disk state a save can be interrupted in.
+    pub fn save_with_fault(
+        run: &RunDir,
+        varmap: &VarMap,
+        optimizer: &Optimizer,
+        state: &TrainState,
+        fault: Option<SaveFault>,
+    ) -> Result<()> {
+        // Everything that can fail for a reason other than the file system comes first.
+        let model = model_bytes(varmap, state.step)?;
+        let opt = optimizer.to_bytes()?;
+        let state_text = serde_json::to_string_pretty(state)?;
+        let current = run.pointer()?;
+        let current_name = current.as_ref().and_then(|p| p.name().map(str::to_owned));
+        let name = [
+            format!("step-{}", state.step),
+            format!("step-{}-2", state.step),
+        ]
+        .into_iter()
+        .find(|n| Some(n) != current_name.as_ref())
+        .expect("two different candidates");
+
+        let mut ops = FileOps { next: 0, fault };
+        let folders = run.path(CHECKPOINTS_DIR);
+        let dir = folders.join(&name);
+        let partial = folders.join(format!("{name}{PARTIAL_SUFFIX}"));
+        ops.mkdir(&folders)?;
+        for stale in [&partial, &dir] {
+            if stale.symlink_metadata().is_ok() {
+                ops.remove(stale)?;
+            }
+        }
+        ops.mkdir(&partial)?;
+        ops.write(&partial.join(MODEL_FILE), &model)?;
+        ops.write(&partial.join(OPTIMIZER_FILE), &opt)?;
+        ops.write(&partial.join(STATE_FILE), state_text.as_bytes())?;
+        sync_parent(&partial.join(STATE_FILE));
+        ops.rename(&partial, &dir)?;
+        // The commit: checkpoint.json now names the new folder.
+        let pointer = CheckpointPointer {
+            step: state.step,
+            dir: format!("{CHECKPOINTS_DIR}/{name}"),
+        };
+        let pointer_path = run.path(POINTER_FILE);
+        ops.write(
+            &tmp_path(&pointer_path),
+            serde_json::to_string_pretty(&pointer)?.as_bytes(),
+        )?;
+        ops.rename(&tmp_path(&pointer_path), &pointer_path)?;
+        // Root copies, a pre-folder run's optimizer file, and the previous folders.
+        update_root_copies(run, &dir, &mut ops)?;
+        if run.path(OPTIMIZER_FILE).is_file() {
+            ops.remove(&run.path(OPTIMIZER_FILE))?;
+        }
+        let mut old: Vec<PathBuf> = std::fs::read_dir(&folders)
+            .with_context(|| format!("{}: cannot list", folders.display()))?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy() != name.as_str())
+            .map(|e| e.path())
+            .collect();
+        old.sort();
+        for path in old {
+            ops.remove(&path)?;
+        }
+        Ok(())
+    }
+
+    /// Restores the model variables and optimizer state of `run`'s current checkpoint and
+    /// returns its state. A newer checkpoint a save was stopped in is reported (warning) and
+    /// left for the next save to remove.
     pub fn load(run: &RunDir, varmap: &VarMap, optimizer: &mut Optimizer) -> Result<TrainState> {
+        let pointer = run.pointer()?;
+        let torn = run.torn_checkpoints(pointer.as_ref());
+        let Some(pointer) = pointer else {
+            if run.path(STATE_FILE).is_file() {
+                return load_root_layout(run, varmap, optimizer);
+            }
+            let hint = if torn.is_empty() {
+                String::new()
+            } else {
+                " (the run was stopped while writing its first checkpoint: start it again \
+                 with the same --out)"
+                    .to_string()
+            };
+            bail!(
+                "{}: no checkpoint in {}{hint}",
+                run.path(POINTER_FILE).display(),
+                run.root.display()
+            );
+        };
+        for t in &torn {
+            log::warn!(
+                "{}: an incomplete checkpoint newer than step {} (the run was stopped while \
+                 saving it); resuming from the last complete one, step {}",
+                t.display(),
+                pointer.step,
+                pointer.step
+            );
+        }
+        let dir = run.checkpoint_dir()?;
         let state = run.read_state()?;
-        let model_step = load_model(&run.path(MODEL_FILE), varmap)?;
-        optimizer.load(&run.path(OPTIMIZER_FILE))?;
+        let model_step = load_model(&dir.join(MODEL_FILE), varmap)?;
+        optimizer.load(&dir.join(OPTIMIZER_FILE))?;
         ensure!(
-            model_step == Some(state.step) && optimizer.steps() == state.step,
-            "{}: inconsistent checkpoint (state at step {}, model at {:?}, optimizer at {}); \
-             the run was stopped while saving",
-            run.root.display(),
+            pointer.step == state.step
+                && model_step == Some(state.step)
+                && optimizer.steps() == state.step,
+            "{}: inconsistent checkpoint (checkpoint.json at step {}, state at step {}, model \
+             at {:?}, optimizer at {}): its files were changed after it was saved",
+            dir.display(),
+            pointer.step,
             state.step,
             model_step,
             optimizer.steps()
         );
         Ok(state)
     }
+
+    /// Rewrites the root copies (`model.safetensors`, `state.json`) from the current
+    /// checkpoint (a kill between the commit of a save and its copies leaves them one
+    /// checkpoint behind). Nothing to do for a run without `checkpoint.json`.
+    pub fn refresh_root_copies(run: &RunDir) -> Result<()> {
+        if run.pointer()?.is_none() {
+            return Ok(());
+        }
+        let dir = run.checkpoint_dir()?;
+        update_root_copies(
+            run,
+            &dir,
+            &mut FileOps {
+                next: 0,
+                fault: None,
+            },
+        )
+    }
 }
 
-/// Writes every variable of `varmap` (name-sorted) to `path` atomically, with `step` and
-/// `format = insar-mm` in the metadata.
-pub fn save_model(path: &Path, varmap: &VarMap, step: u64) -> Result<()> {
-    let tensors: Vec<(String, Tensor)> = {
+/// Hard-links the model of `dir` to `RUN/model.safetensors` and copies its `state.json`,
+/// each through a temporary name and a rename.
+fn update_root_copies(run: &RunDir, dir: &Path, ops: &mut FileOps) -> Result<()> {
+    let model = run.path(MODEL_FILE);
+    ops.link(&dir.join(MODEL_FILE), &tmp_path(&model))?;
+    ops.rename(&tmp_path(&model), &model)?;
+    let state = std::fs::read(dir.join(STATE_FILE))
+        .with_context(|| format!("{}: cannot read", dir.join(STATE_FILE).display()))?;
+    let root_state = run.path(STATE_FILE);
+    ops.write(&tmp_path(&root_state), &state)?;
+    ops.rename(&tmp_path(&root_state), &root_state)
+}
+
+/// A run written before checkpoint folders: model, optimizer and state at the root.
+fn load_root_layout(
+    run: &RunDir,
+    varmap: &VarMap,
+    optimizer: &mut Optimizer,
+) -> Result<TrainState> {
+    let state = run.read_state()?;
+    let model_step = load_model(&run.path(MODEL_FILE), varmap)?;
+    optimizer.load(&run.path(OPTIMIZER_FILE))?;
+    ensure!(
+        model_step == Some(state.step) && optimizer.steps() == state.step,
+        "{}: inconsistent checkpoint (state at step {}, model at {:?}, optimizer at {}): the \
+         run was stopped between the files of a save (a run written before checkpoints were \
+         saved as one unit), so it cannot be resumed. Its {MODEL_FILE} can still be used for \
+         inference; train again with another --out (or delete this run)",
+        run.root.display(),
+        state.step,
+        model_step,
+        optimizer.steps()
+    );
+    Ok(state)
+}
+
+/// The first non-finite value of `tensor` as an error naming `name`, if any.
+pub fn check_finite(name: &str, tensor: &Tensor) -> Result<()> {
+    if !tensor.dtype().is_float() {
+        return Ok(());
+    }
+    let values = tensor
+        .flatten_all()?
+        .to_dtype(DType::F64)?
+        .to_vec1::<f64>()?;
+    if let Some((i, v)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+        bail!(
+            "{name} is not finite ({v} at element {i} of {} values)",
+            values.len()
+        );
+    }
+    Ok(())
+}
+
+/// The safetensors bytes of every variable of `varmap` (name-sorted), with `step` and
+/// `format = insar-mm` in the metadata; an error names the first variable that is not
+/// finite.
+pub fn model_bytes(varmap: &VarMap, step: u64) -> Result<Vec<u8>> {
+    let mut tensors: Vec<(String, Tensor)> = {
         let data = varmap.data().lock().expect("VarMap lock poisoned");
         data.iter()
             .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
             .collect()
     };
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, t) in &tensors {
+        check_finite(&format!("model variable {name}"), t)
+            .context("the weights blew up (lower the learning rate or set train.clip_grad_norm)")?;
+    }
     let metadata = HashMap::from([
         ("format".to_string(), "insar-mm".to_string()),
         ("step".to_string(), step.to_string()),
     ]);
-    write_atomic(path, &serialize_tensors(tensors, metadata)?)
+    serialize_tensors(tensors, metadata)
 }
 
-/// Sets every variable of `varmap` from `path` (each must be present with the same shape;
-/// extra tensors in the file are an error too) and returns the step in its metadata.
+/// Writes every variable of `varmap` (name-sorted) to `path` atomically, with `step` and
+/// `format = insar-mm` in the metadata; refuses (writing nothing) when a variable is not
+/// finite.
+pub fn save_model(path: &Path, varmap: &VarMap, step: u64) -> Result<()> {
+    write_atomic(path, &model_bytes(varmap, step)?)
+}
+
+/// Sets every variable of `varmap` from `path` (each must be present with the same shape and
+/// dtype and be finite; extra tensors in the file are an error too) and returns the step in its metadata.
 pub fn load_model(path: &Path, varmap: &VarMap) -> Result<Option<u64>> {
     let data = varmap.data().lock().expect("VarMap lock poisoned");
     let device = data
@@ -250,7 +643,16 @@ pub fn load_model(path: &Path, varmap: &VarMap) -> Result<Option<u64>> {
                     t.dims(),
                     var.dims()
                 );
-                var.set(&t.to_dtype(var.dtype())?)
+                ensure!(
+                    t.dtype() == var.dtype(),
+                    "{}: {name} has dtype {:?}, the model expects {:?}",
+                    path.display(),
+                    t.dtype(),
+                    var.dtype()
+                );
+                check_finite(name, t)
+                    .with_context(|| format!("{}: the weights are unusable", path.display()))?;
+                var.set(t)
                     .with_context(|| format!("{}: setting {name}", path.display()))?;
             }
         }
@@ -358,6 +760,28 @@ mod tests {
             .unwrap();
         let err = format!("{:#}", load_model(&path, &third).unwrap_err());
         assert!(err.contains("shape"), "{err}");
+        // Non-finite weights and another dtype are refused, naming the tensor.
+        let bad = |name: &str, t: Tensor| {
+            let w = Tensor::ones((2, 3), candle_core::DType::F32, &dev).unwrap();
+            let tensors = vec![("a.weight".to_string(), w), (name.to_string(), t)];
+            std::fs::write(&path, serialize_tensors(tensors, HashMap::new()).unwrap()).unwrap();
+            let other = VarMap::new();
+            let vb = candle_nn::VarBuilder::from_varmap(&other, candle_core::DType::F32, &dev);
+            vb.get_with_hints((2, 3), "a.weight", candle_nn::Init::Const(0.0))
+                .unwrap();
+            vb.get_with_hints(3, "a.bias", candle_nn::Init::Const(0.0))
+                .unwrap();
+            format!("{:#}", load_model(&path, &other).unwrap_err())
+        };
+        let nan = Tensor::new(&[0.0f32, f32::NAN, 1.0], &dev).unwrap();
+        let err = bad("a.bias", nan);
+        assert!(
+            err.contains("a.bias is not finite") && err.contains("m.safetensors"),
+            "{err}"
+        );
+        let ints = Tensor::new(&[0i64, 1, 2], &dev).unwrap();
+        let err = bad("a.bias", ints);
+        assert!(err.contains("a.bias has dtype I64"), "{err}");
         // Not a safetensors file.
         std::fs::write(&path, b"garbage").unwrap();
         let err = format!("{:#}", load_model(&path, &third).unwrap_err());

@@ -217,6 +217,11 @@ impl Default for TrainSection {
 impl TrainSection {
     /// The loop config for `samples` training samples per epoch and `batch` per micro-batch.
     pub fn loop_config(&self, samples: usize, batch: usize) -> Result<LoopConfig> {
+        ensure!(batch > 0, "the batch size must be at least 1");
+        ensure!(
+            samples >= batch,
+            "{samples} training samples are fewer than one batch of {batch}: lower --batch-size or add data"
+        );
         let total_steps = match (self.steps, self.epochs) {
             (Some(_), Some(_)) => bail!("train.steps and train.epochs are exclusive; set one"),
             (Some(s), None) => s,

@@ -29,8 +29,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::checkpoint::{
-    save_model, BestValue, Checkpoint, RunDir, TrainState, BEST_MODEL_FILE, LOSS_PLOT_FILE,
-    METRICS_FILE,
+    save_model, BestValue, Checkpoint, RunDir, SaveFault, SimulatedKill, TrainState,
+    BEST_MODEL_FILE, CHECKPOINTS_DIR, CONFIG_FILE, LOSS_PLOT_FILE, METRICS_FILE, MODEL_FILE,
+    POINTER_FILE, STATE_FILE,
 };
 use super::log::{write_loss_plot, MetricsLog};
 use super::optim::{Grads, Optimizer};
@@ -230,6 +231,17 @@ pub struct Trainer {
     stop: Option<Arc<AtomicBool>>,
     show_progress: bool,
     last_checkpoint: u64,
+    /// What [`Trainer::start`] created (`None` for a resumed run): removed again when the
+    /// run fails before its first step.
+    fresh: Option<FreshRun>,
+    /// A simulated kill inside the save of a given step (tests).
+    save_fault: Option<(u64, SaveFault)>,
+}
+
+/// Whether [`Trainer::start`] created the run folder itself.
+#[derive(Debug, Clone, Copy)]
+struct FreshRun {
+    created_root: bool,
 }
 
 impl Trainer {
@@ -254,12 +266,24 @@ impl Trainer {
                 run.root.display()
             );
         }
+        let created_root = !run.root.exists();
         std::fs::create_dir_all(&run.root)
             .with_context(|| format!("{}: cannot create the run directory", run.root.display()))?;
-        run.write_config(config)?;
-        let rng = ChaCha8Rng::seed_from_u64(seed);
-        let state = TrainState::new(seed, cfg.total_steps, &rng);
-        let log = MetricsLog::create(&run.path(METRICS_FILE))?;
+        let fresh = FreshRun { created_root };
+        let files = (|| -> Result<(MetricsLog, ChaCha8Rng, TrainState)> {
+            run.write_config(config)?;
+            let rng = ChaCha8Rng::seed_from_u64(seed);
+            let state = TrainState::new(seed, cfg.total_steps, &rng);
+            let log = MetricsLog::create(&run.path(METRICS_FILE))?;
+            Ok((log, rng, state))
+        })();
+        let (log, rng, state) = match files {
+            Ok(f) => f,
+            Err(e) => {
+                remove_fresh_run(&run, fresh);
+                return Err(e);
+            }
+        };
         let base_lr = optimizer.config().lr();
         let trainer = Self {
             run,
@@ -274,8 +298,13 @@ impl Trainer {
             stop: None,
             show_progress: false,
             last_checkpoint: 0,
+            fresh: Some(fresh),
+            save_fault: None,
         };
-        trainer.checkpoint()?;
+        if let Err(e) = trainer.checkpoint() {
+            remove_fresh_run(&trainer.run, fresh);
+            return Err(e);
+        }
         Ok(trainer)
     }
 
@@ -292,6 +321,7 @@ impl Trainer {
         cfg.validate()?;
         schedule.validate()?;
         let mut state = Checkpoint::load(&run, &varmap, &mut optimizer)?;
+        Checkpoint::refresh_root_copies(&run)?;
         ensure!(
             cfg.total_steps >= state.step,
             "{}: the run is at step {}, beyond the requested {} steps",
@@ -323,6 +353,8 @@ impl Trainer {
             stop: None,
             show_progress: false,
             last_checkpoint,
+            fresh: None,
+            save_fault: None,
         })
     }
 
@@ -350,6 +382,14 @@ impl Trainer {
         &self.optimizer
     }
 
+    /// Stops (as a kill would) the save of step `step` at `fault`, leaving the files as
+    /// they are: for tests of interrupted saves.
+    #[doc(hidden)]
+    pub fn with_save_fault(mut self, step: u64, fault: SaveFault) -> Self {
+        self.save_fault = Some((step, fault));
+        self
+    }
+
     fn checkpoint(&self) -> Result<()> {
         let mut state = self.state.clone();
         state.rng = super::checkpoint::RngState::capture(&self.rng);
@@ -358,7 +398,19 @@ impl Trainer {
 
     fn save_checkpoint(&mut self) -> Result<()> {
         self.state.rng = super::checkpoint::RngState::capture(&self.rng);
-        Checkpoint::save(&self.run, &self.varmap, &self.optimizer, &self.state)?;
+        let fault = self
+            .save_fault
+            .filter(|(s, _)| *s == self.state.step)
+            .map(|(_, f)| f);
+        Checkpoint::save_with_fault(&self.run, &self.varmap, &self.optimizer, &self.state, fault)
+            .with_context(|| {
+            format!(
+                "step {}: no checkpoint written; the last good checkpoint (step {}) is kept in {}",
+                self.state.step,
+                self.last_checkpoint,
+                self.run.root.display()
+            )
+        })?;
         self.last_checkpoint = self.state.step;
         Ok(())
     }
@@ -368,6 +420,14 @@ impl Trainer {
     }
 
     fn non_finite(&self, what: &str, value: f64) -> anyhow::Error {
+        if self.fresh.is_some() && self.state.step == 0 {
+            return anyhow::anyhow!(
+                "step 1: the {what} is not finite ({value}); training stopped before its first \
+                 step, so the run folder {} is removed (lower the learning rate or set \
+                 train.clip_grad_norm)",
+                self.run.root.display()
+            );
+        }
         anyhow::anyhow!(
             "step {}: the {what} is not finite ({value}); training stopped. The last good \
              checkpoint (step {}) is kept in {}: resume it with --resume {} (e.g. after \
@@ -398,6 +458,16 @@ impl Trainer {
     /// Trains until `total_steps` (or the stop flag); checkpoints on the way and at the end,
     /// writes the loss curve at the end.
     pub fn run(&mut self, task: &mut dyn TrainTask) -> Result<Outcome> {
+        let result = self.run_steps(task);
+        if let (Err(e), Some(fresh)) = (&result, self.fresh) {
+            if self.state.step == 0 && e.downcast_ref::<SimulatedKill>().is_none() {
+                remove_fresh_run(&self.run, fresh);
+            }
+        }
+        result
+    }
+
+    fn run_steps(&mut self, task: &mut dyn TrainTask) -> Result<Outcome> {
         let mut plan = BatchPlan::new(
             task.len(),
             task.batch_size(),
@@ -577,7 +647,16 @@ impl Trainer {
                     &self.run.path(BEST_MODEL_FILE),
                     &self.varmap,
                     self.state.step,
-                )?;
+                )
+                .with_context(|| {
+                    format!(
+                        "step {}: {BEST_MODEL_FILE} not replaced (the last good checkpoint, \
+                         step {}, is kept in {})",
+                        self.state.step,
+                        self.last_checkpoint,
+                        self.run.root.display()
+                    )
+                })?;
                 self.state.best = Some(BestValue {
                     metric: best.name.clone(),
                     value,
@@ -586,6 +665,40 @@ impl Trainer {
             }
         }
         Ok(())
+    }
+}
+
+/// Removes what [`Trainer::start`] wrote: the whole folder when it created it, else only the
+/// run's own files (a failed start leaves no run behind).
+fn remove_fresh_run(run: &RunDir, fresh: FreshRun) {
+    let result = if fresh.created_root {
+        std::fs::remove_dir_all(&run.root)
+    } else {
+        for f in [
+            CONFIG_FILE,
+            METRICS_FILE,
+            POINTER_FILE,
+            MODEL_FILE,
+            STATE_FILE,
+            BEST_MODEL_FILE,
+            LOSS_PLOT_FILE,
+        ] {
+            let _ = std::fs::remove_file(run.path(f));
+        }
+        std::fs::remove_dir_all(run.path(CHECKPOINTS_DIR)).or_else(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        })
+    };
+    match result {
+        Ok(()) => log::info!(
+            "{}: removed the run again (it failed before its first step)",
+            run.root.display()
+        ),
+        Err(e) => log::warn!("{}: cannot remove the failed run: {e}", run.root.display()),
     }
 }
 

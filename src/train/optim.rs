@@ -431,13 +431,17 @@ impl Optimizer {
     /// Writes the state to `path` (safetensors, atomically). Metadata: `optimizer` (kind),
     /// `steps` (updates done), `lr` (current learning rate).
     pub fn save(&self, path: &Path) -> Result<()> {
+        write_atomic(path, &self.to_bytes()?)
+    }
+
+    /// The bytes [`Optimizer::save`] writes (safetensors with the metadata).
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
         let metadata = HashMap::from([
             ("optimizer".to_string(), self.cfg.kind().to_string()),
             ("steps".to_string(), self.steps.to_string()),
             ("lr".to_string(), format!("{:e}", self.lr)),
         ]);
-        let bytes = serialize_tensors(self.state_tensors(), metadata)?;
-        write_atomic(path, &bytes)
+        serialize_tensors(self.state_tensors(), metadata)
     }
 
     /// Restores the state written by [`Optimizer::save`] for the same parameter list and

@@ -13,7 +13,10 @@ use serde_json::Value;
 
 use crate::data::frames::InputFormat;
 
-use super::checkpoint::{load_model, save_model, RunDir, MODEL_FILE, STATE_FILE};
+use super::checkpoint::{
+    load_model, save_model, RunDir, SaveFault, SimulatedKill, CHECKPOINTS_DIR, MODEL_FILE,
+    OPTIMIZER_FILE, POINTER_FILE, STATE_FILE,
+};
 use super::config::{resolve_layers, PretrainConfig};
 use super::driver::{Batch, LoopConfig, Outcome, StepOutput, TrainTask, Trainer};
 use super::fringes::FringeSource;
@@ -23,8 +26,11 @@ use super::pretrain::{build_model, pretrain, PretrainTask, RunOptions};
 use super::schedule::ScheduleConfig;
 use super::Checkpoint;
 
+/// Tensors by name, flattened to f64.
+type Named = Vec<(String, Vec<f64>)>;
+
 /// Every tensor of a safetensors file, flattened to f64.
-fn tensors(path: &Path) -> Vec<(String, Vec<f64>)> {
+fn tensors(path: &Path) -> Named {
     let (map, _) = read_tensors(path, &Device::Cpu).unwrap();
     let mut v: Vec<(String, Vec<f64>)> = map
         .into_iter()
@@ -191,8 +197,14 @@ fn resumed_run_matches_an_uninterrupted_one() {
     assert!(diff <= 1e-6, "weights differ by {diff}");
     // BatchNorm running statistics are part of the model file and moved.
     assert!(wa.iter().any(|(k, _)| k.ends_with("running_mean")));
-    let oa = tensors(&a.join("optimizer.safetensors"));
-    let ob = tensors(&b.join("optimizer.safetensors"));
+    let optimizer_file = |p: &Path| {
+        RunDir::new(p)
+            .checkpoint_dir()
+            .unwrap()
+            .join(OPTIMIZER_FILE)
+    };
+    let oa = tensors(&optimizer_file(&a));
+    let ob = tensors(&optimizer_file(&b));
     assert!(max_abs_diff(&oa, &ob) <= 1e-6);
     let (sa, sb) = (
         RunDir::new(&a).read_state().unwrap(),
@@ -401,41 +413,292 @@ fn non_finite_loss_stops_and_keeps_the_last_good_checkpoint() {
     assert_eq!(steps, (1..=12).collect::<Vec<_>>());
 }
 
+fn regression_sgd() -> OptimConfig {
+    OptimConfig::Sgd {
+        lr: 0.1,
+        momentum: 0.9,
+        nesterov: false,
+        weight_decay: 0.0,
+    }
+}
+
+/// A fresh 12-step regression run checkpointing every step, killed (simulated) at `fault`
+/// inside the save of step `fault_step` when one is given.
+fn regression_run_with_fault(run: &Path, fault: Option<(u64, SaveFault)>) -> Result<Outcome> {
+    let varmap = VarMap::new();
+    let mut task = Regression::new(&varmap, 8, None);
+    let opt = Optimizer::new(regression_sgd(), trainable_params(&varmap, |_| true))?;
+    let mut t = Trainer::start(
+        RunDir::new(run),
+        &serde_json::json!({"task": "regression"}),
+        varmap,
+        opt,
+        ScheduleConfig::Constant { warmup_steps: 0 },
+        loop_config(12, 1, 1),
+        1,
+    )?;
+    if let Some((step, f)) = fault {
+        t = t.with_save_fault(step, f);
+    }
+    t.run(&mut task)
+}
+
+/// Resumes the regression run in `run` to step 12.
+fn resume_regression(run: &Path) -> Result<(u64, Outcome)> {
+    let varmap = VarMap::new();
+    let mut task = Regression::new(&varmap, 8, None);
+    let opt = Optimizer::new(regression_sgd(), trainable_params(&varmap, |_| true))?;
+    let mut t = Trainer::resume(
+        RunDir::new(run),
+        varmap,
+        opt,
+        ScheduleConfig::Constant { warmup_steps: 0 },
+        loop_config(12, 1, 1),
+    )?;
+    let from = t.state().step;
+    Ok((from, t.run(&mut task)?))
+}
+
+/// The files a finished run leaves: the current checkpoint's, and the root copies.
+fn final_files(run: &Path) -> (Named, Named, Value) {
+    let dir = RunDir::new(run).checkpoint_dir().unwrap();
+    assert_ne!(dir, run, "a run of this version has checkpoint folders");
+    let model = tensors(&dir.join(MODEL_FILE));
+    assert_eq!(tensors(&run.join(MODEL_FILE)), model, "root model copy");
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(dir.join(STATE_FILE)).unwrap()).unwrap();
+    let root_state: Value =
+        serde_json::from_slice(&std::fs::read(run.join(STATE_FILE)).unwrap()).unwrap();
+    assert_eq!(state, root_state, "root state copy");
+    (model, tensors(&dir.join(OPTIMIZER_FILE)), state)
+}
+
 #[test]
-fn a_checkpoint_torn_between_files_is_refused() {
+fn a_kill_at_any_file_operation_of_a_save_resumes_to_identical_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let reference = dir.path().join("reference");
+    assert_eq!(
+        regression_run_with_fault(&reference, None).unwrap(),
+        Outcome::Finished { step: 12 }
+    );
+    let (model, optimizer, state) = final_files(&reference);
+    // Only the current checkpoint folder is kept, and no temporary file.
+    let folders: Vec<String> = std::fs::read_dir(reference.join(CHECKPOINTS_DIR))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(folders, ["step-12"]);
+    assert!(!reference.join(OPTIMIZER_FILE).exists());
+    no_temporaries(&reference);
+
+    // Kill the save of step 6 before each of its file operations, and in the middle of each
+    // write; every time, a resume continues from step 5 or 6 to the same end.
+    let mut kills = 0;
+    let mut torn_seen = 0;
+    for op in 0.. {
+        let mut fired = false;
+        for torn in [false, true] {
+            let run = dir.path().join(format!("k{op}-{torn}"));
+            let fault = SaveFault { op, torn };
+            match regression_run_with_fault(&run, Some((6, fault))) {
+                Ok(out) => {
+                    assert_eq!(out, Outcome::Finished { step: 12 });
+                    continue;
+                }
+                Err(e) => assert!(
+                    e.downcast_ref::<SimulatedKill>().is_some(),
+                    "op {op}: {e:#}"
+                ),
+            }
+            fired = true;
+            kills += 1;
+            let rd = RunDir::new(&run);
+            let pointer = rd.pointer().unwrap().expect("a committed checkpoint");
+            assert!(
+                pointer.step == 5 || pointer.step == 6,
+                "op {op}: {pointer:?}"
+            );
+            let torn_sets = rd.torn_checkpoints(Some(&pointer));
+            if !torn_sets.is_empty() {
+                torn_seen += 1;
+                assert_eq!(pointer.step, 5, "op {op}: {torn_sets:?}");
+            }
+            let (from, out) = resume_regression(&run).unwrap();
+            assert_eq!(from, pointer.step, "op {op} torn {torn}");
+            assert_eq!(out, Outcome::Finished { step: 12 });
+            let (m, o, s) = final_files(&run);
+            assert_eq!(m, model, "op {op} torn {torn}: model");
+            assert_eq!(o, optimizer, "op {op} torn {torn}: optimizer");
+            assert_eq!(s, state, "op {op} torn {torn}: state");
+            no_temporaries(&run);
+            assert_eq!(
+                std::fs::read_dir(run.join(CHECKPOINTS_DIR))
+                    .unwrap()
+                    .count(),
+                1,
+                "op {op}: leftovers of the torn save are removed"
+            );
+            std::fs::remove_dir_all(&run).unwrap();
+        }
+        if !fired {
+            break;
+        }
+    }
+    eprintln!("{kills} simulated kills, {torn_seen} left a newer torn set");
+    // mkdir, 2 removals skipped (nothing stale), mkdir, 3 writes, rename, pointer write +
+    // rename, link + rename, state copy write + rename, removal of step-5.
+    assert!(kills >= 2 * 12, "{kills} simulated kills");
+    assert!(torn_seen >= 6, "{torn_seen} kills left a newer torn set");
+}
+
+#[test]
+fn a_kill_during_the_first_save_leaves_a_run_that_starts_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("r");
+    let varmap = VarMap::new();
+    let _task = Regression::new(&varmap, 8, None);
+    let opt = Optimizer::new(regression_sgd(), trainable_params(&varmap, |_| true)).unwrap();
+    let rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(1);
+    let state = super::TrainState::new(1, 12, &rng);
+    // Killed after the checkpoint folder is written but before checkpoint.json.
+    let fault = SaveFault { op: 6, torn: false };
+    let err = Checkpoint::save_with_fault(&RunDir::new(&run), &varmap, &opt, &state, Some(fault))
+        .unwrap_err();
+    assert!(err.downcast_ref::<SimulatedKill>().is_some(), "{err:#}");
+    assert!(!RunDir::new(&run).has_checkpoint());
+    let mut opt2 = Optimizer::new(regression_sgd(), trainable_params(&varmap, |_| true)).unwrap();
+    let err = format!(
+        "{:#}",
+        Checkpoint::load(&RunDir::new(&run), &varmap, &mut opt2).unwrap_err()
+    );
+    assert!(
+        err.contains("no checkpoint") && err.contains("first checkpoint"),
+        "{err}"
+    );
+    // A fresh start in the same folder works and clears the leftovers.
+    assert_eq!(
+        regression_run_with_fault(&run, None).unwrap(),
+        Outcome::Finished { step: 12 }
+    );
+    assert_eq!(
+        std::fs::read_dir(run.join(CHECKPOINTS_DIR))
+            .unwrap()
+            .count(),
+        1
+    );
+}
+
+/// Turns a finished run into the layout written before checkpoint folders (model,
+/// optimizer and state at the root).
+fn to_root_layout(run: &Path) {
+    let dir = RunDir::new(run).checkpoint_dir().unwrap();
+    for f in [MODEL_FILE, OPTIMIZER_FILE, STATE_FILE] {
+        std::fs::remove_file(run.join(f)).ok();
+        std::fs::copy(dir.join(f), run.join(f)).unwrap();
+    }
+    std::fs::remove_file(run.join(POINTER_FILE)).unwrap();
+    std::fs::remove_dir_all(run.join(CHECKPOINTS_DIR)).unwrap();
+}
+
+#[test]
+fn runs_of_the_root_layout_resume_and_convert() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    regression_run_with_fault(&a, None).unwrap();
+    // b: stopped at step 7 (simulated kill in the save of step 8), then made an old run.
+    let fault = SaveFault { op: 0, torn: false };
+    regression_run_with_fault(&b, Some((8, fault))).unwrap_err();
+    to_root_layout(&b);
+    assert_eq!(RunDir::new(&b).read_state().unwrap().step, 7);
+    let (from, out) = resume_regression(&b).unwrap();
+    assert_eq!((from, out), (7, Outcome::Finished { step: 12 }));
+    assert_eq!(final_files(&a), final_files(&b));
+    assert!(!b.join(OPTIMIZER_FILE).exists(), "converted");
+}
+
+#[test]
+fn a_torn_root_layout_checkpoint_is_refused_with_advice() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("r");
     regression_run(&run, 8, 1, None).unwrap();
-    no_temporaries(&run);
-    // Simulate a crash after the model of a later checkpoint was renamed into place but
-    // before its state.json: model at step 15, state at 12.
+    to_root_layout(&run);
+    // A crash of the old layout after the model of a later checkpoint was renamed into
+    // place but before its state.json: model at step 15, state at 12.
     let varmap = VarMap::new();
     let _ = Regression::new(&varmap, 8, None);
     load_model(&run.join(MODEL_FILE), &varmap).unwrap();
     save_model(&run.join(MODEL_FILE), &varmap, 15).unwrap();
-    let opt = Optimizer::new(
-        OptimConfig::Sgd {
-            lr: 0.1,
-            momentum: 0.9,
-            nesterov: false,
-            weight_decay: 0.0,
-        },
-        trainable_params(&varmap, |_| true),
-    )
-    .unwrap();
-    let mut opt = opt;
+    let mut opt = Optimizer::new(regression_sgd(), trainable_params(&varmap, |_| true)).unwrap();
     let err = format!(
         "{:#}",
         Checkpoint::load(&RunDir::new(&run), &varmap, &mut opt).unwrap_err()
     );
-    assert!(err.contains("inconsistent checkpoint"), "{err}");
+    assert!(
+        err.contains("inconsistent checkpoint") && err.contains("another --out"),
+        "{err}"
+    );
     // A missing state.json names the file.
     std::fs::remove_file(run.join(STATE_FILE)).unwrap();
     let err = format!(
         "{:#}",
         Checkpoint::load(&RunDir::new(&run), &varmap, &mut opt).unwrap_err()
     );
-    assert!(err.contains("state.json"), "{err}");
+    assert!(err.contains("checkpoint.json"), "{err}");
+}
+
+#[test]
+fn a_non_finite_model_never_replaces_a_good_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("r");
+    regression_run(&run, 8, 1, None).unwrap();
+    let rd = RunDir::new(&run);
+    let before = final_files(&run);
+    let varmap = VarMap::new();
+    let _ = Regression::new(&varmap, 8, None);
+    let mut opt = Optimizer::new(regression_sgd(), trainable_params(&varmap, |_| true)).unwrap();
+    let mut state = Checkpoint::load(&rd, &varmap, &mut opt).unwrap();
+    // A blown-up BatchNorm statistic and weight.
+    let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    vb.get_with_hints(2, "bn.running_var", candle_nn::Init::Const(f64::INFINITY))
+        .unwrap();
+    state.step += 1;
+    let err = format!(
+        "{:#}",
+        Checkpoint::save(&rd, &varmap, &opt, &state).unwrap_err()
+    );
+    assert!(
+        err.contains("bn.running_var") && err.contains("not finite"),
+        "{err}"
+    );
+    let err = format!(
+        "{:#}",
+        save_model(&run.join("best.safetensors"), &varmap, 13).unwrap_err()
+    );
+    assert!(err.contains("bn.running_var"), "{err}");
+    assert!(!run.join("best.safetensors").exists());
+    assert_eq!(final_files(&run), before);
+    assert_eq!(rd.pointer().unwrap().unwrap().step, 12);
+}
+
+#[test]
+fn a_failed_start_leaves_no_run_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("r");
+    // 32 samples, batch 64.
+    let err = format!("{:#}", regression_run(&run, 64, 1, None).unwrap_err());
+    assert!(err.contains("fewer than one batch"), "{err}");
+    assert!(!run.exists());
+    // A NaN loss at the first step: nothing was trained, nothing is kept.
+    let err = format!("{:#}", regression_run(&run, 8, 1, Some(0)).unwrap_err());
+    assert!(
+        err.contains("removed") && !err.contains("--resume"),
+        "{err}"
+    );
+    assert!(!run.exists());
+    // A folder that existed before (empty) is kept, emptied of the run's files.
+    std::fs::create_dir(&run).unwrap();
+    regression_run(&run, 64, 1, None).unwrap_err();
+    assert_eq!(std::fs::read_dir(&run).unwrap().count(), 0);
 }
 
 #[test]
