@@ -1035,3 +1035,66 @@ fn check_reports_usable_and_broken_interferograms() {
     // Without decoding, only presence is checked.
     ok(&["data", "check", s(&root), "--no-decode", "-q"]);
 }
+
+/// A tiny gray PNG whose header claims `width`×`height` pixels.
+fn png_claiming(width: u32, height: u32) -> Vec<u8> {
+    fn chunk(out: &mut Vec<u8>, kind: &[u8], data: &[u8]) {
+        out.extend((data.len() as u32).to_be_bytes());
+        out.extend(kind);
+        out.extend(data);
+        let mut crc = flate2::Crc::new();
+        crc.update(kind);
+        crc.update(data);
+        out.extend(crc.sum().to_be_bytes());
+    }
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = Vec::new();
+    ihdr.extend(width.to_be_bytes());
+    ihdr.extend(height.to_be_bytes());
+    ihdr.extend([8, 0, 0, 0, 0]);
+    chunk(&mut png, b"IHDR", &ihdr);
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+    std::io::Write::write_all(&mut z, &[0u8; 64]).unwrap();
+    chunk(&mut png, b"IDAT", &z.finish().unwrap());
+    chunk(&mut png, b"IEND", &[]);
+    png
+}
+
+#[test]
+fn a_png_claiming_a_huge_size_is_reported_not_fatal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("ds");
+    let anns = make_dataset(&root, 2, 3, 9);
+    let files = InterferogramFiles::locate(&root, &anns[1]).unwrap();
+    std::fs::write(&files.phase, png_claiming(100_000, 100_000)).unwrap();
+    let name = files.phase.file_name().unwrap().to_str().unwrap();
+    let out = insar_mm(&["data", "check", s(&root), "-q"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(name) && stdout.contains("INSAR_MM_MAX_IMAGE_SIDE"),
+        "{stdout}"
+    );
+    // patches --skip-bad skips it with a warning; without, it fails naming the file.
+    let out_dir = tmp.path().join("patches");
+    let out = insar_mm(&patches_args(&root, &out_dir, &["--skip-bad"]));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out_dir = tmp.path().join("patches2");
+    let err = fails(&patches_args(&root, &out_dir, &[]), 1);
+    assert!(err.contains(name) && err.contains("limit"), "{err}");
+    // A raised limit lets the header through; the truncated data then fails decoding.
+    let out = insar_mm_env(
+        &["data", "check", s(&root), "-q"],
+        &[
+            ("INSAR_MM_MAX_IMAGE_SIDE", "100000"),
+            ("INSAR_MM_MAX_IMAGE_MB", "1"),
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("INSAR_MM_MAX_IMAGE_MB"), "{stdout}");
+}

@@ -16,7 +16,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use image::codecs::png::{CompressionType, FilterType, PngDecoder, PngEncoder};
-use image::{DynamicImage, ExtendedColorType, ImageEncoder};
+use image::{DynamicImage, ExtendedColorType, ImageDecoder, ImageEncoder};
 
 use super::atomic::write_atomic;
 
@@ -25,6 +25,73 @@ use super::atomic::write_atomic;
 const RED_COEF: u32 = 9797;
 const GREEN_COEF: u32 = 19234;
 const BLUE_COEF: u32 = 32768 - RED_COEF - GREEN_COEF;
+
+/// The environment variable that raises (or lowers) the largest image side read, in pixels.
+pub const MAX_SIDE_ENV: &str = "INSAR_MM_MAX_IMAGE_SIDE";
+/// The environment variable for the largest decoded image, in MiB.
+pub const MAX_MIB_ENV: &str = "INSAR_MM_MAX_IMAGE_MB";
+
+/// The largest image every PNG read accepts: a file whose header claims more is refused
+/// before its pixels are allocated (a 74-byte file can claim 100000×100000 pixels).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageLimits {
+    /// Largest width and height, in pixels.
+    pub max_side: u32,
+    /// Largest decoded size (all channels and bits), in bytes.
+    pub max_bytes: u64,
+}
+
+impl Default for ImageLimits {
+    /// 16384 pixels per side, 1 GiB decoded (a 16384² RGBA image).
+    fn default() -> Self {
+        Self {
+            max_side: 16384,
+            max_bytes: 1 << 30,
+        }
+    }
+}
+
+impl ImageLimits {
+    /// The defaults, overridden by `INSAR_MM_MAX_IMAGE_SIDE` (pixels) and
+    /// `INSAR_MM_MAX_IMAGE_MB` (MiB) when set.
+    pub fn from_env() -> Result<Self> {
+        let mut limits = Self::default();
+        let read = |name: &str| -> Result<Option<u64>> {
+            match std::env::var(name) {
+                Ok(v) => v
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .map(Some)
+                    .with_context(|| format!("{name} = {v:?} must be a positive integer")),
+                Err(_) => Ok(None),
+            }
+        };
+        if let Some(side) = read(MAX_SIDE_ENV)? {
+            limits.max_side = u32::try_from(side).unwrap_or(u32::MAX);
+        }
+        if let Some(mib) = read(MAX_MIB_ENV)? {
+            limits.max_bytes = mib.saturating_mul(1 << 20);
+        }
+        Ok(limits)
+    }
+
+    /// Refuses a `width`×`height` image of `bytes` decoded bytes beyond the limits.
+    pub fn check(&self, width: u32, height: u32, bytes: u64) -> Result<()> {
+        if width > self.max_side || height > self.max_side || bytes > self.max_bytes {
+            bail!(
+                "the header claims {width}×{height} pixels ({} MiB decoded), beyond the image \
+                 size limit of {} pixels per side and {} MiB; if the file is genuine, raise \
+                 the limit with {MAX_SIDE_ENV}=<pixels> and {MAX_MIB_ENV}=<MiB>",
+                bytes.div_ceil(1 << 20),
+                self.max_side,
+                self.max_bytes / (1 << 20)
+            );
+        }
+        Ok(())
+    }
+}
 
 /// Samples of a decoded PNG, 8 or 16 bits, with alpha when the file has transparency.
 #[derive(Debug, Clone)]
@@ -68,9 +135,26 @@ impl Png {
         Self::decode(&bytes).with_context(|| format!("{}: not a readable PNG", path.display()))
     }
 
-    /// Decodes PNG bytes.
+    /// Decodes PNG bytes within [`ImageLimits::from_env`].
     pub fn decode(bytes: &[u8]) -> Result<Self> {
-        let decoder = PngDecoder::new(BufReader::new(Cursor::new(bytes)))?;
+        Self::decode_with_limits(bytes, ImageLimits::from_env()?)
+    }
+
+    /// Decodes PNG bytes; a header larger than `limits` is refused before any pixel memory
+    /// is allocated.
+    pub fn decode_with_limits(bytes: &[u8], limits: ImageLimits) -> Result<Self> {
+        let decoder = PngDecoder::with_limits(
+            BufReader::new(Cursor::new(bytes)),
+            image::Limits::no_limits(),
+        )?;
+        let (w, h) = decoder.dimensions();
+        limits.check(w, h, decoder.total_bytes())?;
+        let mut image_limits = image::Limits::no_limits();
+        image_limits.max_image_width = Some(limits.max_side);
+        image_limits.max_image_height = Some(limits.max_side);
+        image_limits.max_alloc = Some(limits.max_bytes.saturating_mul(2));
+        let mut decoder = decoder;
+        decoder.set_limits(image_limits)?;
         let image = DynamicImage::from_decoder(decoder)?;
         let (width, height) = (image.width() as usize, image.height() as usize);
         let samples = match image {
@@ -233,6 +317,74 @@ pub fn write_png(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A tiny gray PNG whose header claims `width`×`height` pixels (one zlib byte of data).
+    fn claims(width: u32, height: u32) -> Vec<u8> {
+        fn chunk(out: &mut Vec<u8>, kind: &[u8], data: &[u8]) {
+            out.extend((data.len() as u32).to_be_bytes());
+            out.extend(kind);
+            out.extend(data);
+            let mut crc = flate2::Crc::new();
+            crc.update(kind);
+            crc.update(data);
+            out.extend(crc.sum().to_be_bytes());
+        }
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        let mut ihdr = Vec::new();
+        ihdr.extend(width.to_be_bytes());
+        ihdr.extend(height.to_be_bytes());
+        ihdr.extend([8, 0, 0, 0, 0]);
+        chunk(&mut png, b"IHDR", &ihdr);
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+        std::io::Write::write_all(&mut z, &[0u8; 64]).unwrap();
+        chunk(&mut png, b"IDAT", &z.finish().unwrap());
+        chunk(&mut png, b"IEND", &[]);
+        png
+    }
+
+    #[test]
+    fn a_header_claiming_a_huge_image_is_refused_before_allocation() {
+        let bytes = claims(100_000, 100_000);
+        assert!(bytes.len() < 80, "{} bytes", bytes.len());
+        let err = format!("{:#}", Png::decode(&bytes).unwrap_err());
+        assert!(
+            err.contains("100000×100000") && err.contains(MAX_SIDE_ENV),
+            "{err}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bomb.png");
+        std::fs::write(&path, &bytes).unwrap();
+        let err = format!("{:#}", Png::read(&path).unwrap_err());
+        assert!(err.contains("bomb.png") && err.contains("limit"), "{err}");
+        // Within the side limit but beyond the bytes limit.
+        let limits = ImageLimits {
+            max_side: 200_000,
+            max_bytes: 1 << 20,
+        };
+        let err = format!(
+            "{:#}",
+            Png::decode_with_limits(&claims(2000, 2000), limits).unwrap_err()
+        );
+        assert!(err.contains("4 MiB") && err.contains("limit"), "{err}");
+        // A small real image decodes; raising the limits lets a header through to the
+        // decoder (which then finds the data truncated).
+        let ok = encode_png(8, 4, PngColor::Gray, &[7u8; 32]).unwrap();
+        assert_eq!(Png::decode(&ok).unwrap().gray(), vec![7u8; 32]);
+        let tight = ImageLimits {
+            max_side: 4,
+            max_bytes: 1 << 30,
+        };
+        assert!(Png::decode_with_limits(&ok, tight).is_err());
+        let loose = ImageLimits {
+            max_side: 1 << 20,
+            max_bytes: 1 << 40,
+        };
+        let err = format!(
+            "{:#}",
+            Png::decode_with_limits(&claims(3000, 3000), loose).unwrap_err()
+        );
+        assert!(!err.contains("limit"), "{err}");
+    }
 
     #[test]
     fn gray_of_equal_channels_is_the_channel() {
