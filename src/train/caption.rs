@@ -18,8 +18,11 @@ use anyhow::{bail, ensure, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use insar_mm_eval::captions::{score_tokenized, tokenizer::tokenize, CaptionScores, ImageId};
-use insar_mm_models::caption::{CaptionConfig, CaptionModel, EncoderMode, SearchConfig};
+use insar_mm_models::caption::{
+    CaptionConfig, CaptionModel, EncoderMode, LabelHeadConfig, SearchConfig,
+};
 use insar_mm_models::encoder::is_trainable_name;
+use insar_mm_models::nn::bce_with_logits;
 use insar_mm_models::nn::seeded_var_builder;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -27,19 +30,24 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{load_model, RunDir, BEST_MODEL_FILE, MODEL_FILE};
+use super::classify::deformation_cell_shares;
 use super::config::{merge_tables, TrainSection};
 use super::driver::{Batch, BestMetric, MetricMode, Outcome, StepOutput, TrainTask, Trainer};
 use super::optim::{trainable_params, OptimConfig, Optimizer};
 use super::pretrain::RunOptions;
 use super::schedule::ScheduleConfig;
 use crate::data::annotation::Annotation;
-use crate::data::array::{batch_tensor, Image};
+use crate::data::array::{batch_tensor, ClassMask, Image};
+use crate::data::augment::{
+    flip_horizontal, flip_mask_horizontal, flip_mask_vertical, flip_vertical,
+};
 use crate::data::dataset::DatasetDir;
 use crate::data::frames::{InputFormat, InterferogramFiles};
 use crate::data::loader::{load_annotations, AnnotationSet, LoadOptions};
-use crate::data::sample::SampleSource;
+use crate::data::sample::{LabelVector, SampleSource, NUM_LABELS};
 use crate::data::sampler::{rarest_label_keys, stratified_subset};
 use crate::data::split::{frame_split, Part, Split};
+use crate::text::mirror_caption;
 use crate::text::tokenizer::{CaptionTokenizer, TokenizerConfig};
 
 /// File of the tokenizer in a caption run.
@@ -74,6 +82,11 @@ pub struct CaptionData {
     pub annotation_limit: usize,
     /// Where the run's images and captions came from (recorded by `train caption`).
     pub source: Option<CaptionSource>,
+    /// Mirror each training image left–right and/or top–bottom at random, with the
+    /// caption's location words mirrored to match ([`mirror_caption`]). Runs saved before
+    /// this key read as off.
+    #[serde(default)]
+    pub flips: bool,
 }
 
 /// The annotations a run took its captions from (`--annotations`).
@@ -159,6 +172,7 @@ impl Default for CaptionData {
             annotations: None,
             annotation_limit: 0,
             source: None,
+            flips: true,
         }
     }
 }
@@ -179,6 +193,17 @@ pub struct CaptionTrainConfig {
     /// `--encoder RUN`: a SimCLR run (`insar-mm train pretrain`) whose encoder architecture
     /// and `encoder.*` weights the caption model starts from.
     pub encoder_init: Option<PathBuf>,
+    /// Weight of the label head's BCE (the frame's multi-label vector read from C5) added
+    /// to the caption loss; 0 = no label head. Runs saved before the head read as 0.
+    #[serde(default = "no_aux_loss")]
+    pub label_loss_weight: f64,
+    /// Weight of the mask head's BCE (share of deformation pixels per C5 cell, learnt from
+    /// the training masks; needs the label head). Runs saved before it read as 0.
+    #[serde(default = "no_aux_loss")]
+    pub mask_loss_weight: f64,
+    /// Append the label head's probabilities to the visual memory as one token.
+    #[serde(default)]
+    pub label_token: bool,
     /// The resolved architecture (filled once the tokenizer's vocabulary is known).
     pub model: Option<CaptionConfig>,
     pub optim: OptimConfig,
@@ -196,6 +221,9 @@ impl Default for CaptionTrainConfig {
             label_smoothing: 0.1,
             freeze_encoder: false,
             encoder_init: None,
+            label_loss_weight: 1.0,
+            mask_loss_weight: 1.0,
+            label_token: true,
             model: None,
             optim: OptimConfig::Adamw {
                 lr: 1e-3,
@@ -222,6 +250,10 @@ impl Default for CaptionTrainConfig {
             },
         }
     }
+}
+
+fn no_aux_loss() -> f64 {
+    0.0
 }
 
 impl CaptionTrainConfig {
@@ -267,6 +299,21 @@ impl CaptionTrainConfig {
             self.data.max_len
         );
         ensure!(
+            self.label_loss_weight.is_finite() && self.label_loss_weight >= 0.0,
+            "label_loss_weight = {} must be finite and ≥ 0",
+            self.label_loss_weight
+        );
+        ensure!(
+            self.mask_loss_weight.is_finite() && self.mask_loss_weight >= 0.0,
+            "mask_loss_weight = {} must be finite and ≥ 0",
+            self.mask_loss_weight
+        );
+        ensure!(
+            self.mask_loss_weight == 0.0 || self.label_loss_weight > 0.0,
+            "mask_loss_weight = {} needs the label head (label_loss_weight > 0)",
+            self.mask_loss_weight
+        );
+        ensure!(
             (0.0..1.0).contains(&self.label_smoothing),
             "label_smoothing = {} must be in [0, 1)",
             self.label_smoothing
@@ -293,6 +340,13 @@ impl CaptionTrainConfig {
             .encoder
             .with_in_channels(self.data.input_format.channels());
         m.decoder.max_len = self.data.max_len;
+        if self.label_loss_weight > 0.0 {
+            m.labels = Some(LabelHeadConfig {
+                num_labels: NUM_LABELS,
+                label_token: self.label_token,
+                mask: self.mask_loss_weight > 0.0,
+            });
+        }
         Ok(m)
     }
 
@@ -310,6 +364,10 @@ pub struct CaptionPart {
     pub ids: Vec<String>,
     pub images: Vec<Image>,
     pub captions: Vec<String>,
+    /// The frames' multi-label vectors (the label head's targets).
+    pub labels: Vec<LabelVector>,
+    /// The frames' class masks, when known (the mask head's targets).
+    pub masks: Vec<Option<ClassMask>>,
 }
 
 impl CaptionPart {
@@ -371,6 +429,8 @@ pub fn caption_parts(
             out.ids.push(s.id);
             out.images.push(s.image);
             out.captions.push(c);
+            out.labels.push(s.labels);
+            out.masks.push(s.mask);
         }
         Ok(out)
     };
@@ -646,6 +706,40 @@ pub fn caption_images(
     Ok(out)
 }
 
+/// The label head's sigmoid probabilities for `images` (batched by `batch`), one row each;
+/// `None` when the model has no label head.
+pub fn label_probabilities(
+    model: &CaptionModel,
+    images: &[&Image],
+    batch: usize,
+    device: &Device,
+) -> Result<Option<Vec<Vec<f32>>>> {
+    if model.config().labels.is_none() {
+        return Ok(None);
+    }
+    let mut out = Vec::with_capacity(images.len());
+    for chunk in images.chunks(batch.max(1)) {
+        let x = batch_tensor(chunk, device)?;
+        let p = model
+            .predict_labels(&x)?
+            .context("label head without probabilities")?;
+        out.extend(p.to_dtype(DType::F32)?.to_vec2::<f32>()?);
+    }
+    Ok(Some(out))
+}
+
+/// F1 of binary predictions against the truth (0 when neither has a positive).
+fn binary_f1(found: &[bool], truth: &[bool]) -> f64 {
+    let tp = found.iter().zip(truth).filter(|(f, t)| **f && **t).count() as f64;
+    let positives =
+        found.iter().filter(|f| **f).count() as f64 + truth.iter().filter(|t| **t).count() as f64;
+    if positives == 0.0 {
+        0.0
+    } else {
+        2.0 * tp / positives
+    }
+}
+
 /// Corpus scores (pycocoevalcap rules) of `candidates` against one reference each.
 pub fn score_captions(
     ids: &[String],
@@ -763,6 +857,10 @@ pub struct CaptionEvaluation {
     pub most_frequent: CaptionScores,
     /// The caption of the training image nearest in the encoder's pooled feature space.
     pub nearest_neighbour: CaptionScores,
+    /// Fact scores (`insar_mm_eval::captions::fact_metrics`) of the model and the baselines.
+    pub model_facts: insar_mm_eval::captions::FactScores,
+    pub most_frequent_facts: insar_mm_eval::captions::FactScores,
+    pub nearest_neighbour_facts: insar_mm_eval::captions::FactScores,
 }
 
 /// Decodes `part` with `search` (at most [`decode_limit`] tokens of the `train` captions, as
@@ -802,13 +900,18 @@ pub fn evaluate_captions(
     let model = score_captions(&part.ids, &captions, &part.captions);
     let frequent = most_frequent_caption(&train.captions)
         .context("the train split has no caption for the most-frequent baseline")?;
-    let most_frequent = score_captions(&part.ids, &vec![frequent; part.len()], &part.captions);
+    let frequent = vec![frequent; part.len()];
+    let most_frequent = score_captions(&part.ids, &frequent, &part.captions);
     let train_images: Vec<&Image> = train.images.iter().collect();
     let gallery = pooled_features(&loaded.model, &train_images, batch, device)?;
     let queries = pooled_features(&loaded.model, &images, batch, device)?;
     let nn = nearest_neighbour_captions(&gallery, &train.captions, &queries)?;
     let nearest_neighbour = score_captions(&part.ids, &nn, &part.captions);
+    use insar_mm_eval::captions::fact_scores;
     Ok(CaptionEvaluation {
+        model_facts: fact_scores(&captions, &part.captions),
+        most_frequent_facts: fact_scores(&frequent, &part.captions),
+        nearest_neighbour_facts: fact_scores(&nn, &part.captions),
         captions,
         model,
         most_frequent,
@@ -831,12 +934,19 @@ pub struct CaptionTask {
     train: CaptionPart,
     /// The training captions' token ids (`[BOS] … [EOS]`, cut at `max_len`), encoded once.
     train_ids: Vec<Vec<u32>>,
+    /// With `data.flips`: the token ids of the captions mirrored left–right, top–bottom and
+    /// both ([`Flip::index`] 1, 2, 3).
+    mirrored_ids: Option<[Vec<Vec<u32>>; 3]>,
     val: CaptionPart,
     batch: usize,
     length_group: usize,
     /// Longest training sequence minus `[BOS]`: the most tokens decoding generates.
     decode_tokens: usize,
     label_smoothing: f64,
+    /// Weight of the label head's loss (0 or no head: caption loss only).
+    label_loss_weight: f64,
+    /// Weight of the mask head's loss (0 or no mask head: none).
+    mask_loss_weight: f64,
     mode: EncoderMode,
     device: Device,
 }
@@ -855,6 +965,8 @@ impl CaptionTask {
             val.ids.truncate(n);
             val.images.truncate(n);
             val.captions.truncate(n);
+            val.labels.truncate(n);
+            val.masks.truncate(n);
         }
         let train_ids = train
             .captions
@@ -867,16 +979,49 @@ impl CaptionTask {
             })
             .collect::<Result<Vec<_>>>()?;
         let decode_tokens = decode_limit(&train_ids);
+        let mirrored_ids = if cfg.data.flips {
+            let encode = |h: bool, v: bool| -> Result<Vec<Vec<u32>>> {
+                train
+                    .captions
+                    .iter()
+                    .zip(&train.ids)
+                    .map(|(c, id)| {
+                        tokenizer
+                            .encode(&mirror_caption(c, h, v), Some(cfg.data.max_len))
+                            .with_context(|| format!("mirrored caption of {id}"))
+                    })
+                    .collect()
+            };
+            Some([
+                encode(true, false)?,
+                encode(false, true)?,
+                encode(true, true)?,
+            ])
+        } else {
+            None
+        };
+        let head = model.config().labels.clone();
+        let label_loss_weight = match &head {
+            Some(_) => cfg.label_loss_weight,
+            None => 0.0,
+        };
+        let mask_loss_weight = match &head {
+            Some(h) if h.mask => cfg.mask_loss_weight,
+            _ => 0.0,
+        };
         Ok(Self {
             model,
             tokenizer,
             train,
             train_ids,
+            mirrored_ids,
             val,
             batch: cfg.data.batch_size,
             length_group: cfg.data.length_group,
             decode_tokens,
             label_smoothing: cfg.label_smoothing,
+            label_loss_weight,
+            mask_loss_weight,
             mode: if cfg.freeze_encoder {
                 EncoderMode::Frozen
             } else {
@@ -900,17 +1045,45 @@ impl CaptionTask {
         }
     }
 
-    /// The label-smoothed loss of training samples `indices` (dropout from `rng`), with the
-    /// batch in length groups ([`CaptionModel::loss_grouped`]).
-    pub fn loss(
+    /// The label-smoothed caption loss of training samples `indices` (dropout from `rng`),
+    /// with the batch in length groups ([`CaptionModel::losses`]), and the label head's loss
+    /// when it is trained.
+    pub fn losses(
         &self,
         indices: &[usize],
-        rng: Option<&mut rand_chacha::ChaCha8Rng>,
-    ) -> Result<Tensor> {
-        let images: Vec<&Image> = indices.iter().map(|&i| &self.train.images[i]).collect();
+        mut rng: Option<&mut rand_chacha::ChaCha8Rng>,
+    ) -> Result<TaskLosses> {
+        // One flip per sample, drawn before the dropout masks (same stream, so resumable).
+        let flips: Vec<Flip> = match (&self.mirrored_ids, rng.as_deref_mut()) {
+            (Some(_), Some(r)) => indices.iter().map(|_| Flip::draw(r)).collect(),
+            _ => vec![Flip::default(); indices.len()],
+        };
+        let ids: Vec<&Vec<u32>> = indices
+            .iter()
+            .zip(&flips)
+            .map(|(&i, f)| match (f.index(), &self.mirrored_ids) {
+                (0, _) | (_, None) => &self.train_ids[i],
+                (k, Some(m)) => &m[k - 1][i],
+            })
+            .collect();
+        let flipped: Vec<Image> = indices
+            .iter()
+            .zip(&flips)
+            .filter(|(_, f)| f.any())
+            .map(|(&i, f)| f.image(&self.train.images[i]))
+            .collect();
+        let mut next_flipped = flipped.iter();
+        let images: Vec<&Image> = indices
+            .iter()
+            .zip(&flips)
+            .map(|(&i, f)| match f.any() {
+                true => next_flipped.next().expect("one flipped image per flip"),
+                false => &self.train.images[i],
+            })
+            .collect();
         let x = batch_tensor(&images, &self.device)?;
         let mut order: Vec<usize> = (0..indices.len()).collect();
-        order.sort_by_key(|&j| self.train_ids[indices[j]].len());
+        order.sort_by_key(|&j| ids[j].len());
         let size = if self.length_group == 0 {
             order.len().max(1)
         } else {
@@ -920,16 +1093,11 @@ impl CaptionTask {
         let groups = order
             .chunks(size)
             .map(|rows| -> Result<(Tensor, Tensor)> {
-                let t = rows
-                    .iter()
-                    .map(|&j| self.train_ids[indices[j]].len())
-                    .max()
-                    .unwrap_or(0);
+                let t = rows.iter().map(|&j| ids[j].len()).max().unwrap_or(0);
                 let mut flat = Vec::with_capacity(rows.len() * t);
                 for &j in rows {
-                    let ids = &self.train_ids[indices[j]];
-                    flat.extend_from_slice(ids);
-                    flat.extend(std::iter::repeat_n(pad, t - ids.len()));
+                    flat.extend_from_slice(ids[j]);
+                    flat.extend(std::iter::repeat_n(pad, t - ids[j].len()));
                 }
                 let r: Vec<u32> = rows.iter().map(|&j| j as u32).collect();
                 Ok((
@@ -938,10 +1106,124 @@ impl CaptionTask {
                 ))
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(self
+        let enc = self.model.encode_with_labels(&x, self.mode)?;
+        let caption = self
             .model
-            .loss_grouped(&x, &groups, self.label_smoothing, self.mode, rng)?)
+            .caption_loss(&enc.memory, &groups, self.label_smoothing, rng)?;
+        let labels = match &enc.label_logits {
+            Some(logits) if self.label_loss_weight > 0.0 => {
+                let flat: Vec<f32> = indices.iter().flat_map(|&i| self.train.labels[i]).collect();
+                let t = Tensor::from_vec(flat, (indices.len(), NUM_LABELS), &self.device)?;
+                Some(bce_with_logits(logits, &t, None)?)
+            }
+            _ => None,
+        };
+        let mask = match &enc.mask_logits {
+            Some(logits) if self.mask_loss_weight > 0.0 => {
+                self.mask_loss(logits, indices, &flips)?
+            }
+            _ => None,
+        };
+        Ok(TaskLosses {
+            caption,
+            labels,
+            mask,
+        })
     }
+
+    /// The mask head's BCE over the samples whose mask is known (a negative without a mask
+    /// counts as empty; a deformation without one is left out), `None` when none is.
+    fn mask_loss(
+        &self,
+        logits: &Tensor,
+        indices: &[usize],
+        flips: &[Flip],
+    ) -> Result<Option<Tensor>> {
+        let (_, _, h, w) = logits.dims4()?;
+        let mut rows = Vec::new();
+        let mut masks = Vec::new();
+        for (k, (&i, f)) in indices.iter().zip(flips).enumerate() {
+            let img = &self.train.images[i];
+            let mask = match &self.train.masks[i] {
+                Some(m) => f.mask(m),
+                None if self.train.labels[i][0] == 0.0 => ClassMask::zeros(img.height, img.width),
+                None => continue,
+            };
+            rows.push(k as u32);
+            masks.push(mask);
+        }
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let refs: Vec<&ClassMask> = masks.iter().collect();
+        let shares = Tensor::from_vec(
+            deformation_cell_shares(&refs, h, w)?,
+            (rows.len(), 1, h, w),
+            &self.device,
+        )?;
+        let n = rows.len();
+        let rows = Tensor::from_vec(rows, n, &self.device)?;
+        Ok(Some(bce_with_logits(
+            &logits.index_select(&rows, 0)?,
+            &shares,
+            None,
+        )?))
+    }
+}
+
+/// A training sample's mirroring (`data.flips`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Flip {
+    pub horizontal: bool,
+    pub vertical: bool,
+}
+
+impl Flip {
+    /// Each axis with probability ½.
+    fn draw(rng: &mut impl rand::Rng) -> Self {
+        Self {
+            horizontal: rng.random_bool(0.5),
+            vertical: rng.random_bool(0.5),
+        }
+    }
+
+    fn any(self) -> bool {
+        self.horizontal || self.vertical
+    }
+
+    /// 0 none, 1 left–right, 2 top–bottom, 3 both.
+    fn index(self) -> usize {
+        usize::from(self.horizontal) + 2 * usize::from(self.vertical)
+    }
+
+    fn image(self, image: &Image) -> Image {
+        let mut out = image.clone();
+        if self.horizontal {
+            flip_horizontal(&mut out);
+        }
+        if self.vertical {
+            flip_vertical(&mut out);
+        }
+        out
+    }
+
+    fn mask(self, mask: &ClassMask) -> ClassMask {
+        let mut out = mask.clone();
+        if self.horizontal {
+            flip_mask_horizontal(&mut out);
+        }
+        if self.vertical {
+            flip_mask_vertical(&mut out);
+        }
+        out
+    }
+}
+
+/// The losses of one training batch of a [`CaptionTask`].
+pub struct TaskLosses {
+    pub caption: Tensor,
+    pub labels: Option<Tensor>,
+    pub mask: Option<Tensor>,
 }
 
 impl TrainTask for CaptionTask {
@@ -954,11 +1236,22 @@ impl TrainTask for CaptionTask {
     }
 
     fn step(&mut self, batch: Batch<'_>) -> Result<StepOutput> {
-        let loss = self.loss(batch.indices, Some(batch.rng))?;
-        Ok(StepOutput {
-            loss,
-            metrics: Vec::new(),
-        })
+        let l = self.losses(batch.indices, Some(batch.rng))?;
+        let mut loss = l.caption.clone();
+        let mut metrics = Vec::new();
+        for (name, part, weight) in [
+            ("label_loss", &l.labels, self.label_loss_weight),
+            ("mask_loss", &l.mask, self.mask_loss_weight),
+        ] {
+            if let Some(t) = part {
+                if metrics.is_empty() {
+                    metrics.push(("caption_loss".into(), l.caption.to_scalar::<f32>()? as f64));
+                }
+                metrics.push((name.into(), t.to_scalar::<f32>()? as f64));
+                loss = (loss + (t * weight)?)?;
+            }
+        }
+        Ok(StepOutput { loss, metrics })
     }
 
     fn validate(&mut self) -> Result<Vec<(String, f64)>> {
@@ -976,10 +1269,15 @@ impl TrainTask for CaptionTask {
             &self.device,
         )?;
         let s = score_captions(&self.val.ids, &cands, &self.val.captions);
-        Ok(vec![
-            ("val_bleu4".into(), s.bleu4),
-            ("val_cider".into(), s.cider),
-        ])
+        let mut metrics = vec![("val_bleu4".into(), s.bleu4), ("val_cider".into(), s.cider)];
+        if let Some(probs) =
+            label_probabilities(&self.model, &images, self.batch.max(16), &self.device)?
+        {
+            let truth: Vec<bool> = self.val.labels.iter().map(|l| l[0] > 0.5).collect();
+            let found: Vec<bool> = probs.iter().map(|p| p[0] > 0.5).collect();
+            metrics.push(("val_label_deformation_f1".into(), binary_f1(&found, &truth)));
+        }
+        Ok(metrics)
     }
 }
 

@@ -106,8 +106,9 @@ impl VisualMemory {
         })
     }
 
-    /// Visual tokens `(B, Σ h·w, d_model)` of the encoder's `[C2, C3, C4, C5]`.
-    pub fn forward(&self, features: &[Tensor; 4]) -> Result<Tensor> {
+    /// Visual tokens `(B, Σ h·w [+ k], d_model)` of the encoder's `[C2, C3, C4, C5]`, with
+    /// `extra` tokens `(B, k, d_model)` (e.g. the label token) appended before the norm.
+    pub fn forward(&self, features: &[Tensor; 4], extra: Option<&Tensor>) -> Result<Tensor> {
         let mut tokens = Vec::with_capacity(self.levels.len());
         for (i, (&l, proj)) in self.levels.iter().zip(&self.proj).enumerate() {
             let (b, c, h, w) = features[l].dims4()?;
@@ -119,6 +120,9 @@ impl VisualMemory {
                 t = t.broadcast_add(&e.narrow(0, i, 1)?.unsqueeze(0)?)?;
             }
             tokens.push(t);
+        }
+        if let Some(e) = extra {
+            tokens.push(e.clone());
         }
         let tokens = Tensor::cat(&tokens, 1)?;
         self.norm.forward(&tokens)

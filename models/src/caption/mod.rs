@@ -24,19 +24,36 @@
 //! decoder.layers.{j}.fc1.*, fc2.*               feed-forward d → ff_dim → d (GELU)
 //! decoder.layer_norm.*                          final LayerNorm
 //! decoder.lm_head.weight                        (vocab, d_model), untied output only
+//! labels.head.{weight,bias}                     (num_labels, C5): frame labels from max-pooled C5
+//! labels.token.{weight,bias}                    (d_model, num_labels): label probabilities → one memory token
+//! labels.mask.{weight,bias}                     1×1 conv C5 → 1: share of deformation pixels per C5 cell
 //! ```
+//!
+//! # Label head
+//!
+//! With [`CaptionConfig::labels`] set, a linear head reads the frame's multi-label vector
+//! (deformation, activity types, intensities) from the max-pooled C5 map. Training adds its
+//! BCE to the caption loss, which gives the encoder the direct supervision the classifier
+//! gets: through the caption loss alone the encoder learns slowly, and the decoder falls
+//! back on the most frequent sentences. With `label_token`, the head's sigmoid
+//! probabilities are projected to `d_model` and appended to the visual memory as one more
+//! token (attribute-conditioned captioning, Yao et al. 2017), so the decoder reads the
+//! image's facts from one place. With `mask`, a 1×1 convolution on C5 also learns the share
+//! of deformation pixels of each C5 cell from the training masks (where the deformation is,
+//! which the labels do not say; the classifier's auxiliary mask loss).
 
 pub mod decoder;
 pub mod loss;
 pub mod memory;
 pub mod search;
 
-use candle_core::{DType, Result, Tensor};
-use candle_nn::VarBuilder;
+use candle_core::{DType, Module, Result, Tensor};
+use candle_nn::{Linear, VarBuilder};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::encoder::{EncoderConfig, ResNet};
+use crate::nn::{bce_with_logits, global_max_pool, linear};
 
 pub use decoder::{CaptionDecoder, DecoderCache, DecoderConfig, PositionKind};
 pub use loss::label_smoothed_cross_entropy;
@@ -50,6 +67,44 @@ pub struct CaptionConfig {
     pub encoder: EncoderConfig,
     pub memory: MemoryConfig,
     pub decoder: DecoderConfig,
+    /// The auxiliary label head (see the [module docs](self)); `None` in runs saved before it.
+    #[serde(default)]
+    pub labels: Option<LabelHeadConfig>,
+}
+
+/// Shape of the auxiliary label head of a [`CaptionModel`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelHeadConfig {
+    /// Entries of the label vector (10 for Hephaestus).
+    pub num_labels: usize,
+    /// Append the label probabilities to the visual memory as one token.
+    pub label_token: bool,
+    /// A mask head on C5 (training signal only).
+    #[serde(default)]
+    pub mask: bool,
+}
+
+/// The losses of one training batch: caption cross-entropy, and the label head's BCE when
+/// the model has one and targets were given.
+#[derive(Debug, Clone)]
+pub struct CaptionLosses {
+    pub caption: Tensor,
+    pub labels: Option<Tensor>,
+    /// The mask head's BCE against the deformation share of each C5 cell, when the model
+    /// has one and targets were given.
+    pub mask: Option<Tensor>,
+}
+
+/// What [`CaptionModel::encode_with_labels`] returns.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    /// Visual tokens `(B, M, d_model)` (the label token last, when configured).
+    pub memory: Tensor,
+    /// Label logits `(B, num_labels)` of the label head, when the model has one.
+    pub label_logits: Option<Tensor>,
+    /// Mask logits `(B, 1, h5, w5)` on the C5 grid, when the model has a mask head.
+    pub mask_logits: Option<Tensor>,
 }
 
 impl CaptionConfig {
@@ -81,12 +136,18 @@ impl CaptionConfig {
                 ff_dim: 4 * d,
                 ..DecoderConfig::default()
             },
+            labels: None,
         })
     }
 
     pub fn validate(&self) -> std::result::Result<(), String> {
         self.encoder.validate()?;
         self.memory.validate()?;
+        if let Some(l) = &self.labels {
+            if l.num_labels == 0 {
+                return Err("labels.num_labels must be at least 1".into());
+            }
+        }
         self.decoder.validate()
     }
 }
@@ -102,11 +163,20 @@ pub enum EncoderMode {
     Eval,
 }
 
-/// Encoder + visual memory + decoder.
+/// The label head's layers.
+#[derive(Debug, Clone)]
+struct LabelHead {
+    head: Linear,
+    token: Option<Linear>,
+    mask: Option<candle_nn::Conv2d>,
+}
+
+/// Encoder + visual memory (+ label head) + decoder.
 #[derive(Debug, Clone)]
 pub struct CaptionModel {
     encoder: ResNet,
     memory: VisualMemory,
+    labels: Option<LabelHead>,
     decoder: CaptionDecoder,
     cfg: CaptionConfig,
 }
@@ -125,9 +195,36 @@ impl CaptionModel {
             vb.pp("memory"),
         )?;
         let decoder = CaptionDecoder::new(&cfg.decoder, vb.pp("decoder"))?;
+        let labels = match &cfg.labels {
+            Some(l) => Some(LabelHead {
+                head: linear(channels[3], l.num_labels, vb.pp("labels.head"))?,
+                token: if l.label_token {
+                    Some(linear(
+                        l.num_labels,
+                        cfg.decoder.d_model,
+                        vb.pp("labels.token"),
+                    )?)
+                } else {
+                    None
+                },
+                mask: if l.mask {
+                    Some(candle_nn::conv2d(
+                        channels[3],
+                        1,
+                        1,
+                        candle_nn::Conv2dConfig::default(),
+                        vb.pp("labels.mask"),
+                    )?)
+                } else {
+                    None
+                },
+            }),
+            None => None,
+        };
         Ok(Self {
             encoder,
             memory,
+            labels,
             decoder,
             cfg: cfg.clone(),
         })
@@ -147,6 +244,11 @@ impl CaptionModel {
 
     /// The visual tokens `(B, M, d_model)` of images `(B, in_channels, H, W)`.
     pub fn encode(&self, images: &Tensor, mode: EncoderMode) -> Result<Tensor> {
+        Ok(self.encode_with_labels(images, mode)?.memory)
+    }
+
+    /// The visual tokens and, with a label head, its logits, from one encoder pass.
+    pub fn encode_with_labels(&self, images: &Tensor, mode: EncoderMode) -> Result<Encoded> {
         let out = self
             .encoder
             .forward_t(images, matches!(mode, EncoderMode::Train))?;
@@ -160,7 +262,43 @@ impl CaptionModel {
         } else {
             out.features
         };
-        self.memory.forward(&features)
+        let Some(labels) = &self.labels else {
+            return Ok(Encoded {
+                memory: self.memory.forward(&features, None)?,
+                label_logits: None,
+                mask_logits: None,
+            });
+        };
+        let mask_logits = match &labels.mask {
+            Some(conv) if mode == EncoderMode::Train => Some(conv.forward(&features[3])?),
+            _ => None,
+        };
+        let logits = labels.head.forward(&global_max_pool(&features[3])?)?;
+        let token = match &labels.token {
+            // Composed sigmoid: differentiable, and the probabilities stay in (0, 1).
+            Some(proj) => Some(
+                proj.forward(&((logits.neg()?.exp()? + 1.0)?.recip()?))?
+                    .unsqueeze(1)?,
+            ),
+            None => None,
+        };
+        Ok(Encoded {
+            memory: self.memory.forward(&features, token.as_ref())?,
+            label_logits: Some(logits),
+            mask_logits,
+        })
+    }
+
+    /// Sigmoid probabilities `(B, num_labels)` of the label head in evaluation mode (`None`
+    /// without one).
+    pub fn predict_labels(&self, images: &Tensor) -> Result<Option<Tensor>> {
+        match self
+            .encode_with_labels(images, EncoderMode::Eval)?
+            .label_logits
+        {
+            Some(l) => Ok(Some(candle_nn::ops::sigmoid(&l.detach())?)),
+            None => Ok(None),
+        }
     }
 
     /// Teacher-forced logits `(B, T, vocab)` for `input_ids` `(B, T)` (`[BOS]` first, right
@@ -210,9 +348,53 @@ impl CaptionModel {
         groups: &[(Tensor, Tensor)],
         label_smoothing: f64,
         mode: EncoderMode,
-        mut dropout: Option<&mut ChaCha8Rng>,
+        dropout: Option<&mut ChaCha8Rng>,
     ) -> Result<Tensor> {
         let memory = self.encode(images, mode)?;
+        self.caption_loss(&memory, groups, label_smoothing, dropout)
+    }
+
+    /// [`Self::loss_grouped`] plus, when the model has a label head and `label_targets`
+    /// `(B, num_labels)` are given, the head's mean BCE-with-logits, and with a mask head
+    /// (training mode) and `mask_targets` `(B, 1, h5, w5)` (deformation share of each C5
+    /// cell), the mask BCE; all from one encoder pass.
+    #[allow(clippy::too_many_arguments)]
+    pub fn losses(
+        &self,
+        images: &Tensor,
+        groups: &[(Tensor, Tensor)],
+        label_targets: Option<&Tensor>,
+        mask_targets: Option<&Tensor>,
+        label_smoothing: f64,
+        mode: EncoderMode,
+        dropout: Option<&mut ChaCha8Rng>,
+    ) -> Result<CaptionLosses> {
+        let enc = self.encode_with_labels(images, mode)?;
+        let caption = self.caption_loss(&enc.memory, groups, label_smoothing, dropout)?;
+        let labels = match (&enc.label_logits, label_targets) {
+            (Some(logits), Some(t)) => Some(bce_with_logits(logits, t, None)?),
+            _ => None,
+        };
+        let mask = match (&enc.mask_logits, mask_targets) {
+            (Some(logits), Some(t)) => Some(bce_with_logits(logits, t, None)?),
+            _ => None,
+        };
+        Ok(CaptionLosses {
+            caption,
+            labels,
+            mask,
+        })
+    }
+
+    /// The caption cross-entropy of `groups` (see [`Self::loss_grouped`]) given the memory
+    /// (`(B, M, d_model)`, e.g. of [`Self::encode_with_labels`]).
+    pub fn caption_loss(
+        &self,
+        memory: &Tensor,
+        groups: &[(Tensor, Tensor)],
+        label_smoothing: f64,
+        mut dropout: Option<&mut ChaCha8Rng>,
+    ) -> Result<Tensor> {
         let pad = self.cfg.decoder.pad_id;
         let mut total: Option<Tensor> = None;
         let mut count = 0usize;

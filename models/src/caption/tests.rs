@@ -25,6 +25,7 @@ fn tiny_cfg() -> CaptionConfig {
             dropout: 0.1,
             ..DecoderConfig::default()
         },
+        labels: None,
     }
 }
 
@@ -98,6 +99,74 @@ fn every_trainable_variable_gets_a_gradient() -> Result<()> {
             cfg.memory.levels.len() > 1
         );
     }
+    Ok(())
+}
+
+/// The label head: both losses together reach every trainable variable (the head and the
+/// token projection included); the caption loss alone reaches the token projection (the
+/// decoder reads the label token) and the head through it, but the label loss alone does not
+/// reach the decoder.
+#[test]
+fn label_head_and_token_get_gradients() -> Result<()> {
+    let mut cfg = tiny_cfg();
+    cfg.labels = Some(LabelHeadConfig {
+        num_labels: 3,
+        label_token: true,
+        mask: true,
+    });
+    let (varmap, model) = build(&cfg, 4);
+    let seqs = sequences(&[&[5, 6, 7, 8], &[9, 4]]);
+    let rows = Tensor::arange(0u32, 2, &Device::Cpu)?;
+    let targets = Tensor::new(&[[1f32, 0., 1.], [0., 0., 0.]], &Device::Cpu)?;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    // C5 of a 32-pixel image is 1×1.
+    let shares = Tensor::new(&[[[[0.25f32]]], [[[0.0]]]], &Device::Cpu)?;
+    let l = model.losses(
+        &images(2, 1),
+        &[(rows.clone(), seqs.clone())],
+        Some(&targets),
+        Some(&shares),
+        0.1,
+        EncoderMode::Train,
+        Some(&mut rng),
+    )?;
+    let label_loss = l.labels.clone().expect("label loss");
+    assert!(label_loss.to_scalar::<f32>()? > 0.0);
+    let mask_loss = l.mask.clone().expect("mask loss");
+    let total = ((&l.caption + &label_loss)? + mask_loss)?;
+    let gaps = gradient_gaps(&varmap, &total.backward()?, is_trainable_name)?;
+    assert!(gaps.is_empty(), "no gradient for {gaps:?}");
+    let names: Vec<String> = varmap.data().lock().unwrap().keys().cloned().collect();
+    for n in [
+        "labels.head.weight",
+        "labels.token.weight",
+        "labels.mask.weight",
+    ] {
+        assert!(names.iter().any(|k| k == n), "{n} missing");
+    }
+    let decoder_only = gradient_gaps(&varmap, &label_loss.backward()?, |n| {
+        n.starts_with("decoder.")
+    })?;
+    assert!(
+        !decoder_only.is_empty(),
+        "the label loss must not train the decoder"
+    );
+    // The memory has one token more than without the head (C4 2x2 + C5 1x1 + label token).
+    let m = model.encode(&images(2, 1), EncoderMode::Eval)?;
+    assert_eq!(m.dims3()?, (2, 6, 32));
+    let probs = model.predict_labels(&images(2, 1))?.expect("probabilities");
+    assert_eq!(probs.dims2()?, (2, 3));
+    // Without targets, no label loss.
+    let none = model.losses(
+        &images(2, 1),
+        &[(rows, seqs)],
+        None,
+        None,
+        0.1,
+        EncoderMode::Eval,
+        None,
+    )?;
+    assert!(none.labels.is_none() && none.mask.is_none());
     Ok(())
 }
 
