@@ -1098,3 +1098,72 @@ fn a_png_claiming_a_huge_size_is_reported_not_fatal() {
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("INSAR_MM_MAX_IMAGE_MB"), "{stdout}");
 }
+
+#[test]
+fn dataset_level_json_files_are_not_annotations() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("ds");
+    ok(&[
+        "data",
+        "synth",
+        "--out",
+        s(&root),
+        "--frames",
+        "12",
+        "--size",
+        "64x64",
+        "--seed",
+        "3",
+        "-q",
+    ]);
+    // split writes DIR/split.json; stats, check and split again still read DIR.
+    ok(&["data", "split", s(&root), "-q"]);
+    assert!(root.join("split.json").is_file());
+    let stats: Value =
+        serde_json::from_str(&ok(&["data", "stats", s(&root), "--json", "-q"])).unwrap();
+    let n = load_annotations(&root.join("annotations"), LoadOptions::default())
+        .unwrap()
+        .len();
+    assert!(n > 0);
+    assert_eq!(stats["annotations"], n, "{stats}");
+    ok(&["data", "check", s(&root), "-q"]);
+    ok(&["data", "split", s(&root), "-q"]);
+    // Files at the top of a flat annotation folder too.
+    let flat = tmp.path().join("flat");
+    std::fs::create_dir(&flat).unwrap();
+    for e in std::fs::read_dir(root.join("annotations")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), flat.join(e.file_name())).unwrap();
+    }
+    for f in ["split.json", "synth.json", "patches.json", "config.json"] {
+        std::fs::write(flat.join(f), "{}").unwrap();
+    }
+    let stats: Value =
+        serde_json::from_str(&ok(&["data", "stats", s(&flat), "--json", "-q"])).unwrap();
+    assert_eq!(stats["annotations"], n);
+    // DIR/annotations.tar.gz is read by stats as by check and split.
+    let tarred = tmp.path().join("tarred");
+    std::fs::create_dir(&tarred).unwrap();
+    let status = Command::new("tar")
+        .args([
+            "-czf",
+            s(&tarred.join("annotations.tar.gz")),
+            "-C",
+            s(&root),
+            "annotations",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::write(tarred.join("split.json"), "{}").unwrap();
+    let stats: Value =
+        serde_json::from_str(&ok(&["data", "stats", s(&tarred), "--json", "-q"])).unwrap();
+    assert_eq!(stats["annotations"], n);
+    // --skip-bad never turns "nothing loaded" into success.
+    let bad = tmp.path().join("bad");
+    std::fs::create_dir(&bad).unwrap();
+    std::fs::write(bad.join("1.json"), "{}").unwrap();
+    std::fs::write(bad.join("2.json"), "[").unwrap();
+    let err = fails(&["data", "stats", s(&bad), "--skip-bad", "-q"], 1);
+    assert!(err.contains("none of the 2 annotation files"), "{err}");
+}

@@ -100,31 +100,67 @@ fn source_kind(path: &Path) -> Result<SourceKind> {
     }
 }
 
-/// Whether an archive entry or file name is an annotation (skips macOS resource forks).
+/// JSON files the suite writes next to annotations that are not annotations: a dataset's
+/// `split.json` (`data split`), `synth.json` (`data synth`), a patch folder's
+/// `patches.json`, and the JSON files of a run directory.
+pub const NOT_ANNOTATIONS: [&str; 7] = [
+    "split.json",
+    "synth.json",
+    "patches.json",
+    "config.json",
+    "state.json",
+    "checkpoint.json",
+    "tokenizer.json",
+];
+
+/// Whether an archive entry or file name is an annotation (skips macOS resource forks and
+/// the [`NOT_ANNOTATIONS`] files).
 fn is_annotation_name(name: &str) -> bool {
     let base = name.rsplit('/').next().unwrap_or(name);
-    base.to_ascii_lowercase().ends_with(".json")
+    let lower = base.to_ascii_lowercase();
+    lower.ends_with(".json")
         && !base.starts_with("._")
         && !name.starts_with("__MACOSX/")
+        && !NOT_ANNOTATIONS.contains(&lower.as_str())
+}
+
+/// The annotations of a directory: its own JSON files, else `path/annotations/`, else
+/// `path/annotations.tar.gz` / `.tgz` / `.zip` (a dataset directory).
+fn directory_source(path: &Path) -> Result<(PathBuf, SourceKind)> {
+    let dir = annotation_dir(path)?;
+    if dir != path || has_annotation_files(path)? {
+        return Ok((dir, SourceKind::Directory));
+    }
+    for (name, kind) in [
+        ("annotations.tar.gz", SourceKind::TarGz),
+        ("annotations.tgz", SourceKind::TarGz),
+        ("annotations.zip", SourceKind::Zip),
+    ] {
+        let archive = path.join(name);
+        if archive.is_file() {
+            return Ok((archive, kind));
+        }
+    }
+    Ok((dir, SourceKind::Directory))
+}
+
+fn has_annotation_files(dir: &Path) -> Result<bool> {
+    for entry in std::fs::read_dir(dir)
+        .with_context(|| format!("{}: cannot list directory", dir.display()))?
+    {
+        let entry = entry.with_context(|| format!("{}: cannot list directory", dir.display()))?;
+        if is_annotation_name(&entry.file_name().to_string_lossy()) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// The directory holding the JSON files: `path` itself, or `path/annotations` when `path`
-/// is a dataset directory with no JSON files at its top level.
+/// is a dataset directory with no annotation JSON files at its top level.
 fn annotation_dir(path: &Path) -> Result<PathBuf> {
-    let has_json = |dir: &Path| -> Result<bool> {
-        for entry in std::fs::read_dir(dir)
-            .with_context(|| format!("{}: cannot list directory", dir.display()))?
-        {
-            let entry =
-                entry.with_context(|| format!("{}: cannot list directory", dir.display()))?;
-            if is_annotation_name(&entry.file_name().to_string_lossy()) {
-                return Ok(true);
-            }
-        }
-        Ok(false)
-    };
     let nested = path.join("annotations");
-    if !has_json(path)? && nested.is_dir() {
+    if !has_annotation_files(path)? && nested.is_dir() {
         Ok(nested)
     } else {
         Ok(path.to_path_buf())
@@ -135,9 +171,9 @@ fn annotation_dir(path: &Path) -> Result<PathBuf> {
 fn read_raw(path: &Path, kind: SourceKind) -> Result<Vec<(String, Vec<u8>)>> {
     let mut files = match kind {
         SourceKind::Directory => {
-            let dir = annotation_dir(path)?;
+            let dir = path;
             let mut names = Vec::new();
-            for entry in std::fs::read_dir(&dir)
+            for entry in std::fs::read_dir(dir)
                 .with_context(|| format!("{}: cannot list directory", dir.display()))?
             {
                 let entry =
@@ -238,13 +274,18 @@ fn read_zip(path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
     Ok(out)
 }
 
-/// Loads every annotation under `path` (directory, `.tar.gz`, `.tgz`, `.tar` or `.zip`).
+/// Loads every annotation under `path` (directory, `.tar.gz`, `.tgz`, `.tar` or `.zip`; a
+/// dataset directory's `annotations/` or `annotations.tar.gz` / `.tgz` / `.zip`).
 ///
 /// Errors (strict mode): the first malformed file in name order, as
 /// `<source>: <file>: field `x`: …`; duplicate uniqueIDs; a source with no annotations.
+/// With `skip_bad`, a source none of whose files could be read is still an error.
 pub fn load_annotations(path: &Path, options: LoadOptions) -> Result<AnnotationSet> {
-    let kind = source_kind(path)?;
-    let raw = read_raw(path, kind)?;
+    let (source, kind) = match source_kind(path)? {
+        SourceKind::Directory => directory_source(path)?,
+        kind => (path.to_path_buf(), kind),
+    };
+    let raw = read_raw(&source, kind)?;
     if raw.is_empty() {
         bail!("{}: no annotation *.json files found", path.display());
     }
@@ -260,7 +301,7 @@ pub fn load_annotations(path: &Path, options: LoadOptions) -> Result<AnnotationS
         if kind == SourceKind::Directory {
             name.to_string()
         } else {
-            format!("{}: {name}", path.display())
+            format!("{}: {name}", source.display())
         }
     };
 
@@ -293,6 +334,16 @@ pub fn load_annotations(path: &Path, options: LoadOptions) -> Result<AnnotationS
             file: prefix(&name),
             error,
         });
+    }
+    if rows.is_empty() {
+        let first = &set.bad[0];
+        bail!(
+            "{}: none of the {} annotation files could be read (first: {}: {})",
+            path.display(),
+            set.bad.len(),
+            first.file,
+            first.error
+        );
     }
     rows.sort_by_key(|(a, _)| a.unique_id);
     (set.annotations, set.files) = rows.into_iter().unzip();
