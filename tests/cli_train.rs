@@ -273,6 +273,33 @@ fn pretrain_resume_and_embed() {
         s(&run2),
     ]);
     assert_eq!(json(&run2.join("state.json"))["step"], 2);
+
+    // A batch larger than the training set fails before a run folder exists, so the same
+    // --out then starts cleanly.
+    let run3 = dir.path().join("run3");
+    let mut args3 = vec![
+        "-q",
+        "train",
+        "pretrain",
+        "--config",
+        s(&tiny_cfg),
+        "--data",
+        s(&patches),
+        "--image-size",
+        "24",
+        "--batch-size",
+        "8",
+        "--epochs",
+        "2",
+        "--out",
+        s(&run3),
+    ];
+    let err = fails(&args3, 1);
+    assert!(err.contains("fewer than one batch"), "{err}");
+    assert!(!run3.exists());
+    args3[10] = "4";
+    ok(&args3);
+    assert_eq!(json(&run3.join("state.json"))["step"], 2);
 }
 
 /// The optimizer file of the run's current checkpoint.
