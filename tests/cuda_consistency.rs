@@ -4,7 +4,7 @@
 //!   ../shared/gpu/cuda-build.sh --release --features cuda --test cuda_consistency
 //!   (on the GPU machine) target/release/deps/cuda_consistency-* --ignored
 //! Why: the same segmentation weights scored on the same data gave per-class IoUs a few
-//! hundredths apart on an H200 and on the CPU (docs/segmentation-study.md). The CPU uses
+//! hundredths apart on an H200 and on the CPU (docs/results/segmentation-study.md). The CPU uses
 //! fused kernels (batch norm, max pooling) where CUDA uses composed Candle ops, and Candle's
 //! CUDA kernels are otherwise untested here.
 #![cfg(feature = "cuda")]

@@ -1,7 +1,7 @@
 //! Candle modules of insar-mm (no I/O): differentiable building blocks (`nn`), encoders and
 //! contrastive heads (`encoder`), task heads, caption decoder, retrieval and diffusion models.
 //!
-//! Candle 0.11 silently drops gradients in several ops (DESIGN.md §6): every trainable model
+//! Candle 0.11 silently drops gradients in several ops (docs/architecture.md §6): every trainable model
 //! here has a test that one backward pass reaches every trainable variable.
 
 pub mod caption;

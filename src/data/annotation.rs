@@ -1,4 +1,4 @@
-//! The Hephaestus annotation schema (one JSON file per interferogram, DESIGN §2.1).
+//! The Hephaestus annotation schema (one JSON file per interferogram, docs/architecture.md §2.1).
 //!
 //! The types accept every irregularity of the 19,919 real files: lists of unequal length,
 //! `"None"` strings, surrounding whitespace and any letter case in enum strings,
@@ -114,7 +114,7 @@ string_enum!(
 );
 
 impl ActivityType {
-    /// Class id in segmentation masks (DESIGN §2.1): Mogi 1 … Unidentified 6.
+    /// Class id in segmentation masks (docs/architecture.md §2.1): Mogi 1 … Unidentified 6.
     pub fn mask_class(self) -> u8 {
         match self {
             ActivityType::Mogi => 1,

@@ -110,7 +110,7 @@ pub fn batch_tensor(images: &[&Image], device: &Device) -> Result<Tensor> {
     Ok(Tensor::from_vec(data, (images.len(), c, h, w), device)?)
 }
 
-/// A `height × width` map of class ids (DESIGN §2.1: 0 background, Mogi 1 … Unidentified 6).
+/// A `height × width` map of class ids (docs/architecture.md §2.1: 0 background, Mogi 1 … Unidentified 6).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClassMask {
     pub height: usize,

@@ -1,6 +1,6 @@
 //! The raw-frame layout and the conversion of its PNGs into model input.
 //!
-//! Layout (DESIGN §2.1): `<root>/<frameID>/interferograms/<p>_<s>/<p>_<s>.geo.diff.png`
+//! Layout (docs/architecture.md §2.1): `<root>/<frameID>/interferograms/<p>_<s>/<p>_<s>.geo.diff.png`
 //! (wrapped-phase preview, RGB) and `<p>_<s>.geo.cc.png` (coherence, gray), with the
 //! dataset README's names `InSAR.png` / `Coherence.png` in the same folder accepted too.
 

@@ -9,7 +9,7 @@ use super::array::{ClassMask, Image};
 pub const NUM_LABELS: usize = 10;
 
 /// `[Deformation, Mogi, Dyke, Sill, Spheroid, Earthquake, Unidentified, Low, Medium, High]`
-/// (DESIGN §2.1); `Non_Deformation` is all zeros.
+/// (docs/architecture.md §2.1); `Non_Deformation` is all zeros.
 pub type LabelVector = [f32; NUM_LABELS];
 
 /// Names of the multi-label entries, in vector order.

@@ -25,7 +25,7 @@ use rustfft::FftPlanner;
 use super::fastmath::{exp_approx, fill_standard_normal};
 use super::grid::{Field, Geometry};
 
-/// Sentinel-1 C-band wavelength (m), DESIGN §2.2.
+/// Sentinel-1 C-band wavelength (m), docs/architecture.md §2.2.
 pub const WAVELENGTH_M: f64 = 0.055465763;
 /// LOS displacement of one fringe (2π of phase), λ/2.
 pub const FRINGE_M: f64 = WAVELENGTH_M / 2.0;

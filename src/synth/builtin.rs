@@ -1,5 +1,5 @@
 //! The built-in synthetic dataset: generated once into a cache folder and reused by every
-//! command that gets no `--data` (DESIGN §5), so `insar-mm train …` works on a fresh machine.
+//! command that gets no `--data` (docs/architecture.md §5), so `insar-mm train …` works on a fresh machine.
 //!
 //! Location: `$INSAR_MM_CACHE/synth-v<VERSION>-<seed>` when `INSAR_MM_CACHE` is set, else
 //! `$XDG_CACHE_HOME/insar-mm/…`, else `~/.cache/insar-mm/…`. The folder is a normal dataset

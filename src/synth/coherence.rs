@@ -189,7 +189,7 @@ pub fn phase_noise(gamma: &Field, looks: f64, rng: &mut impl Rng) -> PhaseNoise 
     }
 }
 
-/// Wraps to (−π, π] with `x − 2π·ceil((x − π)/2π)` (DESIGN §2.2).
+/// Wraps to (−π, π] with `x − 2π·ceil((x − π)/2π)` (docs/architecture.md §2.2).
 pub fn wrap(x: f32) -> f32 {
     use std::f32::consts::{PI, TAU};
     let w = x - TAU * ((x - PI) / TAU).ceil();

@@ -219,7 +219,7 @@ fn box_blur(f: &Field, r: usize) -> Field {
 /// land elevation, at least 1500 m a.s.l. unless the terrain is lower) flows downslope
 /// parallel to the (smoothed) surface at 1–5 cm/day scaled by `sqrt(slope/0.1)`, fading in
 /// over 150 m above the ice line; projected on the LOS vector of `heading_deg` /
-/// `incidence_deg` (DESIGN §2.2). Returns an empty mask when no land is high enough.
+/// `incidence_deg` (docs/architecture.md §2.2). Returns an empty mask when no land is high enough.
 pub fn glacier_motion(
     terrain: &Terrain,
     heading_deg: f64,

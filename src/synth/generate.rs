@@ -7,7 +7,7 @@
 //! 1. terrain of the frame (fixed per frame: volcano, fractal background, sea);
 //! 2. deformation: every source's displacement projected on the frame's LOS, its strength
 //!    scaled to the scene's target fringe count, then *measured*: mask (`|d_LOS| ≥
-//!    max(0.2·max, λ/8)`, closed), fringe count and intensity inside the mask (DESIGN §2.2);
+//!    max(0.2·max, λ/8)`, closed), fringe count and intensity inside the mask (docs/architecture.md §2.2);
 //! 3. stratified + turbulent atmosphere → `atmospheric_fringes`; orbital ramp →
 //!    `orbital_fringes`; glacier flow → `glacier_fringes`;
 //! 4. coherence (terrain, baseline, water; plus decorrelation where deformation fringes are

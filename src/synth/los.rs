@@ -1,4 +1,4 @@
-//! Sentinel-1 line of sight (DESIGN §2.2, notes §2).
+//! Sentinel-1 line of sight (docs/architecture.md §2.2, notes §2).
 //!
 //! The unit vector points from the ground to the satellite:
 //! `l = (−sin i·cos h, sin i·sin h, cos i)` (east, north, up), with h the heading (flight

@@ -1,4 +1,4 @@
-//! Physics-based synthetic interferogram generator writing the Hephaestus layout (DESIGN.md §2.2).
+//! Physics-based synthetic interferogram generator writing the Hephaestus layout (docs/architecture.md §2.2).
 
 pub mod atmosphere;
 pub mod builtin;

@@ -1,4 +1,4 @@
-//! Phase, wrapping, fringe counts, intensity labels and deformation masks (DESIGN §2.2,
+//! Phase, wrapping, fringe counts, intensity labels and deformation masks (docs/architecture.md §2.2,
 //! notes §3).
 //!
 //! - Phase with the LiCSAR/GAMMA sign: `φ = −(4π/λ)·d_LOS` (positive phase = range increase),

@@ -387,7 +387,7 @@ impl RadarGeometry {
 
 /// Local incidence angles for a satellite with `heading_deg` (flight azimuth, clockwise
 /// from north) looking right at `incidence_deg`. The horizontal direction toward the
-/// satellite is `(−cos h, sin h)` (east, north), from the LOS vector of DESIGN §2.2.
+/// satellite is `(−cos h, sin h)` (east, north), from the LOS vector of docs/architecture.md §2.2.
 pub fn radar_geometry(elevation: &Field, heading_deg: f64, incidence_deg: f64) -> RadarGeometry {
     let (ge, gn) = gradient(elevation);
     let h = heading_deg.to_radians();

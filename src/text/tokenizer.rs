@@ -5,7 +5,7 @@
 //! Pipeline (all stored in the JSON, so Python reproduces it exactly):
 //! - normaliser: NFKC, every run of whitespace → one space, strip both ends, lowercase. Real
 //!   Hephaestus captions carry leading/trailing blanks, double spaces and mixed case
-//!   (DESIGN §2.1); these fold away before tokenisation.
+//!   (docs/architecture.md §2.1); these fold away before tokenisation.
 //! - pre-tokeniser: GPT-2 byte level with a prefix space (a word is the same token at the
 //!   start of a caption and inside it), so any text encodes without `[UNK]` and decodes back
 //!   to exactly its normalised form.

@@ -1,4 +1,4 @@
-//! Run directories and checkpoints (DESIGN §5).
+//! Run directories and checkpoints (docs/architecture.md §5).
 //!
 //! ```text
 //! RUN/config.json            the resolved training config (what `--resume` and `embed` rebuild from)

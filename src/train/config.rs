@@ -50,7 +50,7 @@ pub struct ModelConfig {
     /// Base width: stage widths `[w, 2w, 4w, 8w]`, stem width `w` (64 = torchvision).
     #[serde(default)]
     pub width: Option<usize>,
-    /// Input channels (2 = `[phase preview, coherence]`, DESIGN §2.1).
+    /// Input channels (2 = `[phase preview, coherence]`, docs/architecture.md §2.1).
     #[serde(default = "default_in_channels")]
     pub in_channels: usize,
     #[serde(default)]

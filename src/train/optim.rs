@@ -1,7 +1,7 @@
 //! Optimizers with saveable state: AdamW and SGD with momentum, over named parameters.
 //!
 //! candle-nn's `AdamW` keeps its moments private (no checkpointing) and applies weight decay
-//! to every variable it is given; its `SGD` has no momentum (DESIGN §6). The optimizers
+//! to every variable it is given; its `SGD` has no momentum (docs/architecture.md §6). The optimizers
 //! here follow PyTorch's update rules exactly (`torch.optim.AdamW`, `torch.optim.SGD` with
 //! `dampening = 0`), keep their state as named tensors (saved to `optimizer.safetensors`) and
 //! skip weight decay on the parameters [`no_weight_decay`] selects (norm weights, biases).

@@ -5,7 +5,7 @@
 //! ([`search`]).
 //!
 //! Everything is built from ops with a backward (`crate::nn`: composed LayerNorm, softmax and
-//! attention; DESIGN §6), and tested to give every trainable variable a gradient.
+//! attention; docs/architecture.md §6), and tested to give every trainable variable a gradient.
 //!
 //! # Variable names
 //!

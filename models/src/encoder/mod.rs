@@ -71,7 +71,7 @@ pub struct EncoderConfig {
     /// Stem kernel size (stride 2, padding `k/2`); 7 in torchvision.
     #[serde(default = "default_stem_kernel")]
     pub stem_kernel: usize,
-    /// Input channels: 2 for `[phase, coherence]` (DESIGN §2.1), 3 for `[cos φ, sin φ, coh]`.
+    /// Input channels: 2 for `[phase, coherence]` (docs/architecture.md §2.1), 3 for `[cos φ, sin φ, coh]`.
     #[serde(default = "default_in_channels")]
     pub in_channels: usize,
     /// Start the last BatchNorm of every residual block at γ = 0 (each block starts as the

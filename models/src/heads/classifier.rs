@@ -1,6 +1,6 @@
 //! Multi-label classification head: the encoder's pooled vector → an MLP (one layer = linear
 //! probe) → 10 logits `[Deformation, Mogi, Dyke, Sill, Spheroid, Earthquake, Unidentified,
-//! Low, Medium, High]` (DESIGN §2.1), trained with the numerically stable BCE-with-logits
+//! Low, Medium, High]` (docs/architecture.md §2.1), trained with the numerically stable BCE-with-logits
 //! (optionally per-class positive weights) or the sigmoid focal loss.
 //!
 //! An optional mask head (`mask_head`), a 1×1 convolution on C5, predicts per C5 cell the

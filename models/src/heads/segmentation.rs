@@ -1,9 +1,9 @@
 //! Segmentation head: a feature pyramid (Lin et al. 2017) over the encoder's C2–C5 with the
 //! semantic-FPN decoder of Kirillov et al. (2019), giving 7-class logits (background + the
-//! six activity types, DESIGN §2.1) at the input resolution. Loss: pixel cross-entropy
+//! six activity types, docs/architecture.md §2.1) at the input resolution. Loss: pixel cross-entropy
 //! (optionally class-weighted) plus an optional soft Dice term.
 //!
-//! Every resampling here has a correct, accumulating backward (DESIGN §6): the top-down path
+//! Every resampling here has a correct, accumulating backward (docs/architecture.md §6): the top-down path
 //! uses [`crate::nn::upsample_nearest2d`] (its input also feeds the smoothing convolution),
 //! and the ×2 steps of the semantic branches and the final resize to the input size use
 //! [`resize_bilinear`], PyTorch's `interpolate(mode="bilinear", align_corners=False)` written

@@ -1,7 +1,7 @@
 //! Multi-head scaled dot-product attention (self and cross) with key-padding and causal masks.
 //!
 //! Built from differentiable ops only: `candle_nn::ops::sdpa` and `softmax_last_dim` have no
-//! backward (DESIGN §6). Masked logits are filled with a large finite negative value rather
+//! backward (docs/architecture.md §6). Masked logits are filled with a large finite negative value rather
 //! than `-inf`, and the attention weights are multiplied by the keep-mask after the softmax:
 //! a query whose keys are all masked (a fully padded row) attends to nothing and gets a zero
 //! context vector instead of NaN.

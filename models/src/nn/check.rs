@@ -1,6 +1,6 @@
 //! Gradient checks every trainable model of the suite runs in its tests.
 //!
-//! Candle drops gradients silently (DESIGN §6): a backward pass "succeeds" while parts of the
+//! Candle drops gradients silently (docs/architecture.md §6): a backward pass "succeeds" while parts of the
 //! graph never see a gradient. [`gradient_gaps`] lists the trainable variables of a `VarMap`
 //! that got none (or a non-finite or all-zero one); [`finite_difference_check`] compares the
 //! gradients of hand-written ops with central differences.

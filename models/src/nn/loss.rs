@@ -1,7 +1,7 @@
 //! Numerically stable losses.
 //!
 //! `candle_nn::loss::binary_cross_entropy_with_logit` takes `log(sigmoid(x))` and returns NaN
-//! or infinity for large logits (DESIGN §6). Here the binary cross-entropy with logits is
+//! or infinity for large logits (docs/architecture.md §6). Here the binary cross-entropy with logits is
 //! `softplus(x) − x·t` with the stable softplus
 //! `x/2 + |x|/2 + log(1 + exp(−|x|))` (= `max(x, 0) + log(1 + exp(−|x|))`). Writing
 //! `max(x, 0)` as `(x + |x|)/2` makes the backward exact at `x = 0` (gradient `σ(0) − t`)

@@ -1,4 +1,4 @@
-//! Differentiable building blocks that Candle 0.11 lacks or gets wrong (DESIGN §6).
+//! Differentiable building blocks that Candle 0.11 lacks or gets wrong (docs/architecture.md §6).
 //!
 //! | piece | why it exists |
 //! | --- | --- |

@@ -2,7 +2,7 @@
 //!
 //! - [`LayerNorm`]: composed of primitive ops. `candle_nn::LayerNorm` takes a fused path with
 //!   no backward on contiguous inputs, so its weight, bias and everything upstream silently
-//!   get no gradient (DESIGN §6).
+//!   get no gradient (docs/architecture.md §6).
 //! - [`group_norm`]: candle-nn's `GroupNorm` is already composed of differentiable ops (checked
 //!   against finite differences below); this constructor validates its arguments.
 //! - [`BatchNorm`]: PyTorch semantics (batch statistics and running-stat updates in training,

@@ -4,7 +4,7 @@ use candle_core::{DType, Result, Tensor, D};
 
 /// Softmax over the last dimension through `candle_nn::ops::softmax` (composed, with a
 /// backward). Never use `ops::softmax_last_dim`: it has no backward and silently cuts the
-/// graph (DESIGN §6).
+/// graph (docs/architecture.md §6).
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     candle_nn::ops::softmax(x, D::Minus1)
 }

@@ -2,7 +2,7 @@
 //!
 //! Candle's `upsample_nearest2d` backward *overwrites* its input's gradient, so a tensor that
 //! is both upsampled and used elsewhere (FPN lateral paths, U-Net skips) loses one of the two
-//! contributions (DESIGN §6). Here integer factors are a reshape + broadcast + reshape (the
+//! contributions (docs/architecture.md §6). Here integer factors are a reshape + broadcast + reshape (the
 //! broadcast's backward sums) and other sizes an `index_select` (whose backward is an
 //! `index_add`); both accumulate like every other op.
 

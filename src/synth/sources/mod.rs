@@ -1,4 +1,4 @@
-//! Analytic deformation sources in an elastic half-space (DESIGN §2.2, notes/synth-physics.md §1).
+//! Analytic deformation sources in an elastic half-space (docs/architecture.md §2.2, notes/synth-physics.md §1).
 //!
 //! Every source maps surface points (east, north in metres, any origin shared with the source
 //! position) to a displacement (east, north, up in metres). Conventions:
