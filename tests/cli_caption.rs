@@ -194,7 +194,41 @@ fn train_then_caption_end_to_end_and_bad_input() {
             let x = part[key].as_f64().unwrap();
             assert!(x.is_finite() && x >= 0.0, "{key} = {x} in {ev}");
         }
+        // Fact scores: the same images, counts consistent with the scores.
+        let facts = &part["facts"];
+        assert_eq!(facts["images"].as_u64().unwrap(), n, "{facts}");
+        for key in ["fact_f1", "fact_f1_micro"] {
+            let x = facts[key].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&x), "{key} = {x} in {facts}");
+        }
+        let def = &facts["deformation"];
+        assert_eq!(def, &facts["facts"]["deformation"], "{facts}");
+        let (tp, fp, fn_) = (
+            def["tp"].as_u64().unwrap(),
+            def["fp"].as_u64().unwrap(),
+            def["fn"].as_u64().unwrap(),
+        );
+        assert!(tp + fp <= n && tp + fn_ <= n, "{facts}");
+        assert_eq!(facts["both_deformation"].as_u64().unwrap(), tp, "{facts}");
+        let distinct = facts["distinct_captions"].as_u64().unwrap();
+        assert!(distinct >= 1 && distinct <= n, "{facts}");
+        assert!(facts["vocabulary"].as_u64().unwrap() >= 1, "{facts}");
+        for name in facts["macro_facts"].as_array().unwrap() {
+            let s = &facts["facts"][name.as_str().unwrap()];
+            assert!(
+                s["tp"].as_u64().unwrap() + s["fn"].as_u64().unwrap() > 0,
+                "{name}: {s}"
+            );
+        }
+        for key in ["type_accuracy", "intensity_accuracy", "location_overlap"] {
+            let a = &facts[key];
+            assert!(a["images"].as_u64().unwrap() <= tp, "{key}: {a}");
+            assert_eq!(a["accuracy"].is_null(), a["images"] == 0, "{key}: {a}");
+        }
     }
+    // The most-frequent baseline gives every image the same caption.
+    let frequent = &ev["baselines"]["most_frequent"]["facts"];
+    assert_eq!(frequent["distinct_captions"], 1, "{frequent}");
     // Greedy evaluation reproduces the training run's test scores.
     for key in ["Bleu_4", "CIDEr"] {
         let (a, b) = (
@@ -226,6 +260,8 @@ fn train_then_caption_end_to_end_and_bad_input() {
         "nearest neighbour",
         "BLEU-4",
         "CIDEr-D",
+        "def-F1",
+        "fact-F1",
         "beam 2",
     ] {
         assert!(table.contains(label), "{label} not in {table}");

@@ -232,8 +232,9 @@ pub struct EvalCaptionArgs {
     pub json: bool,
 }
 
-/// `insar-mm eval caption`: the model's BLEU-1..4 / ROUGE-L / CIDEr-D on a split part, with
-/// the most-frequent-caption and nearest-neighbour baselines on the same images.
+/// `insar-mm eval caption`: the model's BLEU-1..4 / ROUGE-L / CIDEr-D and fact scores
+/// (`insar_mm_eval::captions::fact_metrics`) on a split part, with the most-frequent-caption
+/// and nearest-neighbour baselines on the same images.
 pub fn run_eval(args: EvalCaptionArgs, global: &GlobalArgs) -> Result<()> {
     ensure!(args.beam >= 1, "--beam must be at least 1");
     let device = crate::device::open(global.device)?;
@@ -289,6 +290,12 @@ pub fn run_eval(args: EvalCaptionArgs, global: &GlobalArgs) -> Result<()> {
         crate::data::atomic::write_atomic(out, serde_json::to_string_pretty(&results)?.as_bytes())
             .with_context(|| format!("--out {}", out.display()))?;
     }
+    let with_facts = |s: &insar_mm_eval::captions::CaptionScores,
+                      f: &insar_mm_eval::captions::FactScores| {
+        let mut v = s.to_json();
+        v["facts"] = f.to_json();
+        v
+    };
     if args.json {
         let v = serde_json::json!({
             "data": dir.display().to_string(),
@@ -296,10 +303,10 @@ pub fn run_eval(args: EvalCaptionArgs, global: &GlobalArgs) -> Result<()> {
             "split": split,
             "images": part.len(),
             "beam": args.beam,
-            "model": ev.model.to_json(),
+            "model": with_facts(&ev.model, &ev.model_facts),
             "baselines": {
-                "most_frequent": ev.most_frequent.to_json(),
-                "nearest_neighbour": ev.nearest_neighbour.to_json(),
+                "most_frequent": with_facts(&ev.most_frequent, &ev.most_frequent_facts),
+                "nearest_neighbour": with_facts(&ev.nearest_neighbour, &ev.nearest_neighbour_facts),
             },
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -330,6 +337,34 @@ pub fn run_eval(args: EvalCaptionArgs, global: &GlobalArgs) -> Result<()> {
                 s.bleu1, s.bleu2, s.bleu3, s.bleu4, s.rouge_l, s.cider
             );
         }
+        // The facts the captions state (parsed from the text), against the references'.
+        println!(
+            "  {:<30} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>8} {:>6}",
+            "", "def-F1", "fact-F1", "type", "group", "intens.", "loc", "distinct", "vocab"
+        );
+        let acc = |a: &insar_mm_eval::captions::fact_metrics::SubsetAccuracy| {
+            a.accuracy.map_or("-".to_string(), |x| format!("{x:.4}"))
+        };
+        for (name, f) in [
+            ("model", &ev.model_facts),
+            ("most frequent train caption", &ev.most_frequent_facts),
+            ("nearest neighbour (encoder)", &ev.nearest_neighbour_facts),
+        ] {
+            println!(
+                "  {name:<30} {:>7.4} {:>7.4} {:>7} {:>7} {:>7} {:>7} {:>8} {:>6}",
+                f.deformation.f1,
+                f.fact_f1,
+                acc(&f.type_accuracy),
+                acc(&f.group_accuracy),
+                acc(&f.intensity_accuracy),
+                acc(&f.location_overlap),
+                f.distinct_captions,
+                f.vocabulary
+            );
+        }
+        println!(
+            "  (def-F1: deformation presence; fact-F1: macro F1 over the facts of the references; type / group / intensity / location (cells overlap) accuracy where both say deformation)"
+        );
     }
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! Caption metrics identical to pycocoevalcap 1.2 (`COCOEvalCap`): BLEU-1..4, ROUGE-L and
-//! CIDEr-D on PTB-tokenized text. METEOR and SPICE are not computed.
+//! CIDEr-D on PTB-tokenized text. METEOR and SPICE are not computed. Besides them, the
+//! InSAR fact metrics ([`facts`], [`fact_metrics`]) score captions by the facts they state.
 //!
 //! The evaluated set is the set of images in the result file (as in `COCOEvalCap`): every
 //! result image must exist in the references and have at least one reference caption, and
@@ -8,9 +9,14 @@
 
 pub mod bleu;
 pub mod cider;
+pub mod fact_metrics;
+pub mod facts;
 pub mod ngrams;
 pub mod rouge;
 pub mod tokenizer;
+
+pub use fact_metrics::{fact_scores, FactScores};
+pub use facts::{parse_facts, ParsedFacts};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
