@@ -12,7 +12,7 @@ use clap::Args;
 
 use super::GlobalArgs;
 use crate::data::atomic::write_atomic;
-use crate::train::checkpoint::{load_model, RunDir, BEST_MODEL_FILE, MODEL_FILE};
+use crate::train::checkpoint::{load_model, RunDir, BEST_MODEL_FILE, CONFIG_FILE, MODEL_FILE};
 use crate::train::config::PretrainConfig;
 use crate::train::hub::{resolve_model, RunFiles};
 use crate::train::pretrain::{build_model, fit, open_data};
@@ -82,6 +82,8 @@ pub fn run(args: EmbedArgs, global: &GlobalArgs) -> Result<()> {
     };
     let run = RunDir::new(resolve_model(&args.model, &files, global.show_progress())?);
     let cfg: PretrainConfig = run.read_config()?;
+    cfg.validate()
+        .with_context(|| format!("{}", run.path(CONFIG_FILE).display()))?;
     let (varmap, model) = build_model(&cfg, &device)?;
     let weights = run.path(if args.best {
         BEST_MODEL_FILE

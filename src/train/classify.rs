@@ -41,7 +41,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::checkpoint::{load_model, RunDir};
+use super::checkpoint::{load_model, RunDir, CONFIG_FILE};
 use super::driver::{Batch, BestMetric, MetricMode, Outcome, StepOutput, TrainTask, Trainer};
 use super::heads::{
     choose_test_time_augment, config_from_file, encoder_run, expect_task, load_encoder,
@@ -208,11 +208,14 @@ impl ClassifyConfig {
         config_from_file(path)
     }
 
-    /// The saved config of the classification run `run` (an error naming the run when it is
-    /// not one).
+    /// The saved config of the classification run `run`, validated (an error naming the run
+    /// when it is not one, and the file and key when an edited value is out of range).
     pub fn read(run: &Path) -> Result<Self> {
         expect_task(run, TASK)?;
-        RunDir::new(run).read_config()
+        let cfg: Self = RunDir::new(run).read_config()?;
+        cfg.validate()
+            .with_context(|| format!("{}", run.join(CONFIG_FILE).display()))?;
+        Ok(cfg)
     }
 
     /// The decision threshold of every label: the tuned ones, else `threshold`.
@@ -940,6 +943,24 @@ pub fn load_run(root: &Path, device: &Device) -> Result<LoadedClassifier> {
 mod tests {
     use super::*;
     use insar_mm_models::heads::Stage;
+
+    #[test]
+    fn an_edited_run_config_is_validated_on_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = ClassifyConfig::default();
+        cfg.model = Some(cfg.architecture(None).unwrap());
+        RunDir::new(dir.path()).write_config(&cfg).unwrap();
+        ClassifyConfig::read(dir.path()).unwrap();
+        for size in [0, 100_000] {
+            cfg.data.image_size = size;
+            RunDir::new(dir.path()).write_config(&cfg).unwrap();
+            let err = format!("{:#}", ClassifyConfig::read(dir.path()).unwrap_err());
+            assert!(
+                err.contains("config.json") && err.contains("data.image_size"),
+                "{err}"
+            );
+        }
+    }
 
     #[test]
     fn config_file_merges_over_defaults_and_rejects_unknown_keys() {

@@ -285,6 +285,12 @@ impl PretrainConfig {
             self.data.image_size
         );
         ensure!(
+            self.data.image_size <= super::heads::MAX_IMAGE_SIZE,
+            "data.image_size = {} is too large (at most {})",
+            self.data.image_size,
+            super::heads::MAX_IMAGE_SIZE
+        );
+        ensure!(
             self.data.batch_size >= 2,
             "data.batch_size = {} must be at least 2 (NT-Xent needs negatives)",
             self.data.batch_size

@@ -70,11 +70,19 @@ impl Default for HeadData {
     }
 }
 
+/// The largest model input side any config accepts (training or a run loaded for inference).
+pub const MAX_IMAGE_SIZE: usize = 4096;
+
 impl HeadData {
     pub fn validate(&self) -> Result<()> {
         ensure!(
             self.image_size >= 32,
             "data.image_size = {} is too small (at least 32: the encoder downsamples 32×)",
+            self.image_size
+        );
+        ensure!(
+            self.image_size <= MAX_IMAGE_SIZE,
+            "data.image_size = {} is too large (at most {MAX_IMAGE_SIZE})",
             self.image_size
         );
         ensure!(self.batch_size >= 1, "data.batch_size must be at least 1");
@@ -456,6 +464,9 @@ pub fn encoder_run(root: &Path) -> Result<EncoderRun> {
                     "--encoder {}: not a `train pretrain` run (config.json does not parse as one)",
                     root.display()
                 )
+            })?;
+            cfg.validate().with_context(|| {
+                format!("--encoder {}", run.path(CONFIG_FILE).display())
             })?;
             (cfg.model.encoder().with_context(ctx)?, cfg.data.input_format)
         }

@@ -29,7 +29,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::checkpoint::{load_model, RunDir};
+use super::checkpoint::{load_model, RunDir, CONFIG_FILE};
 use super::classify::{default_augment, mode_name};
 use super::driver::{Batch, BestMetric, MetricMode, Outcome, StepOutput, TrainTask, Trainer};
 use super::heads::{
@@ -143,10 +143,14 @@ impl SegmentConfig {
         config_from_file(path)
     }
 
-    /// The saved config of the segmentation run `run`.
+    /// The saved config of the segmentation run `run`, validated (errors name the file and
+    /// the key of an edited value out of range).
     pub fn read(run: &Path) -> Result<Self> {
         expect_task(run, TASK)?;
-        RunDir::new(run).read_config()
+        let cfg: Self = RunDir::new(run).read_config()?;
+        cfg.validate()
+            .with_context(|| format!("{}", run.join(CONFIG_FILE).display()))?;
+        Ok(cfg)
     }
 
     pub fn encoder_mode(&self) -> Result<EncoderMode> {
@@ -741,6 +745,24 @@ pub fn load_run(root: &Path, device: &Device) -> Result<LoadedSegmenter> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_edited_run_config_is_validated_on_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = SegmentConfig::default();
+        cfg.model = Some(cfg.architecture(None).unwrap());
+        RunDir::new(dir.path()).write_config(&cfg).unwrap();
+        SegmentConfig::read(dir.path()).unwrap();
+        for size in [0, 100_000] {
+            cfg.data.image_size = size;
+            RunDir::new(dir.path()).write_config(&cfg).unwrap();
+            let err = format!("{:#}", SegmentConfig::read(dir.path()).unwrap_err());
+            assert!(
+                err.contains("config.json") && err.contains("data.image_size"),
+                "{err}"
+            );
+        }
+    }
 
     #[test]
     fn config_file_and_validation() {
