@@ -128,7 +128,22 @@ fn train_then_caption_end_to_end_and_bad_input() {
         let c = v["val_cider"].as_f64().unwrap();
         let b = v["val_bleu4"].as_f64().unwrap();
         assert!(c.is_finite() && c >= 0.0 && (0.0..=1.0).contains(&b), "{v}");
+        // The best-checkpoint metric is fact-F1 × CIDEr-D.
+        let f = v["val_fact_f1"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&f), "{v}");
+        assert!(
+            (v["val_fact_cider"].as_f64().unwrap() - f * c).abs() < 1e-9,
+            "{v}"
+        );
+        assert!(v["val_distinct"].as_f64().unwrap() >= 1.0, "{v}");
     }
+    // The default model has the label head, its token and the mask head; training logged
+    // their losses.
+    assert_eq!(cfg["model"]["labels"]["num_labels"], 10);
+    assert_eq!(cfg["model"]["labels"]["label_token"], true);
+    assert_eq!(cfg["model"]["labels"]["mask"], true);
+    assert_eq!(cfg["data"]["flips"], true);
+    assert!(metrics.contains("\"label_loss\"") && metrics.contains("\"mask_loss\""));
     let scores = json(&run.join("test_scores.json"));
     for key in ["Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "ROUGE_L", "CIDEr"] {
         let x = scores[key].as_f64().unwrap();

@@ -4,8 +4,10 @@
 //! - The tokenizer is trained on the training split's captions only and saved as
 //!   `tokenizer.json` in the run directory.
 //! - Validation greedy-decodes the val split and scores it with `insar_mm_eval` (corpus
-//!   BLEU-4 and CIDEr-D, pycocoevalcap rules): `val_bleu4`, `val_cider`; the best checkpoint
-//!   is kept by `val_cider`.
+//!   BLEU-4 and CIDEr-D, pycocoevalcap rules, and the caption facts): `val_bleu4`,
+//!   `val_cider`, `val_fact_f1`, `val_deformation_f1`, `val_distinct`; the best checkpoint is
+//!   kept by `val_fact_cider` ([`fact_cider`]). With a label head, `val_label_deformation_f1`
+//!   is the head's own deformation F1 (threshold ½).
 //! - At the end the best model (else the last) is scored on the test split (BLEU-1..4,
 //!   ROUGE-L, CIDEr-D) and the scores are written to `test_scores.json`.
 //!
@@ -17,7 +19,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, ensure, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
-use insar_mm_eval::captions::{score_tokenized, tokenizer::tokenize, CaptionScores, ImageId};
+use insar_mm_eval::captions::{
+    fact_scores, score_tokenized, tokenizer::tokenize, CaptionScores, ImageId,
+};
 use insar_mm_models::caption::{
     CaptionConfig, CaptionModel, EncoderMode, LabelHeadConfig, SearchConfig,
 };
@@ -243,7 +247,7 @@ impl Default for CaptionTrainConfig {
                 validate_every: 250,
                 clip_grad_norm: Some(1.0),
                 best_metric: Some(BestMetric {
-                    name: "val_cider".into(),
+                    name: "val_fact_cider".into(),
                     mode: MetricMode::Max,
                 }),
                 ..TrainSection::default()
@@ -704,6 +708,13 @@ pub fn caption_images(
         }
     }
     Ok(out)
+}
+
+/// The best-checkpoint metric of caption runs: macro fact-F1 × CIDEr-D. A constant caption
+/// can score a high CIDEr-D on InSAR captions, which repeat whole sentences; fact-F1 asks
+/// for the right facts. The product weighs a relative loss in either equally.
+pub fn fact_cider(fact_f1: f64, cider: f64) -> f64 {
+    fact_f1 * cider
 }
 
 /// The label head's sigmoid probabilities for `images` (batched by `batch`), one row each;
@@ -1269,7 +1280,15 @@ impl TrainTask for CaptionTask {
             &self.device,
         )?;
         let s = score_captions(&self.val.ids, &cands, &self.val.captions);
-        let mut metrics = vec![("val_bleu4".into(), s.bleu4), ("val_cider".into(), s.cider)];
+        let facts = fact_scores(&cands, &self.val.captions);
+        let mut metrics = vec![
+            ("val_bleu4".into(), s.bleu4),
+            ("val_cider".into(), s.cider),
+            ("val_fact_f1".into(), facts.fact_f1),
+            ("val_deformation_f1".into(), facts.deformation.f1),
+            ("val_distinct".into(), facts.distinct_captions as f64),
+            ("val_fact_cider".into(), fact_cider(facts.fact_f1, s.cider)),
+        ];
         if let Some(probs) =
             label_probabilities(&self.model, &images, self.batch.max(16), &self.device)?
         {
