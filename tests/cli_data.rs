@@ -1167,3 +1167,82 @@ fn dataset_level_json_files_are_not_annotations() {
     let err = fails(&["data", "stats", s(&bad), "--skip-bad", "-q"], 1);
     assert!(err.contains("none of the 2 annotation files"), "{err}");
 }
+
+/// PNG files under `dir`.
+fn count_pngs(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .map(|e| e.unwrap().path())
+        .map(|p| {
+            if p.is_dir() {
+                count_pngs(&p)
+            } else {
+                usize::from(p.extension().is_some_and(|x| x == "png"))
+            }
+        })
+        .sum()
+}
+
+#[test]
+fn patches_bound_the_size_and_refuse_foreign_output_folders() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("ds");
+    ok(&[
+        "data",
+        "synth",
+        "--out",
+        s(&root),
+        "--frames",
+        "12",
+        "--size",
+        "64x64",
+        "--seed",
+        "3",
+        "-q",
+    ]);
+    let out = tmp.path().join("patches");
+    for size in ["0", "1", "15", "100000"] {
+        let err = fails(&patches_args(&root, &out, &["--size", size]), 1);
+        assert!(
+            err.contains("--size") && err.contains("16..=16384"),
+            "{err}"
+        );
+    }
+    assert!(!out.exists());
+    // A second run into its own folder replaces the patches: files and patches.json agree.
+    ok(&patches_args(&root, &out, &["--size", "32"]));
+    let first = count_pngs(&out.join("labeled"));
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(out.join("patches.json")).unwrap()).unwrap();
+    let listed =
+        manifest["deformation_patches"].as_u64().unwrap() + manifest["tiles"].as_u64().unwrap();
+    assert_eq!(first as u64, listed);
+    ok(&patches_args(&root, &out, &["--size", "48"]));
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(out.join("patches.json")).unwrap()).unwrap();
+    let listed =
+        manifest["deformation_patches"].as_u64().unwrap() + manifest["tiles"].as_u64().unwrap();
+    assert_eq!(count_pngs(&out.join("labeled")) as u64, listed);
+    assert_ne!(listed as usize, first);
+    // A non-empty folder that is not a patch folder (here the dataset itself) is refused
+    // without --force, and left as it was.
+    let before = count_pngs(&root);
+    let err = fails(&patches_args(&root, &root, &["--size", "32"]), 1);
+    assert!(
+        err.contains("not a patch folder") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(count_pngs(&root), before);
+    assert!(!root.join("labeled").exists());
+    let other = tmp.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("notes.txt"), "mine").unwrap();
+    ok(&patches_args(&root, &other, &["--size", "32", "--force"]));
+    assert_eq!(
+        std::fs::read_to_string(other.join("notes.txt")).unwrap(),
+        "mine"
+    );
+    assert_eq!(count_pngs(&other.join("labeled")), first);
+}

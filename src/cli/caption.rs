@@ -108,6 +108,11 @@ pub fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
 
 pub fn run(args: CaptionArgs, global: &GlobalArgs) -> Result<()> {
     ensure!(args.beam >= 1, "--beam must be at least 1");
+    ensure!(
+        args.beam <= 64,
+        "--beam {} is too wide (at most 64)",
+        args.beam
+    );
     let device = crate::device::open(global.device)?;
     let LoadedCaptionRun {
         cfg,
@@ -237,6 +242,11 @@ pub struct EvalCaptionArgs {
 /// and nearest-neighbour baselines on the same images.
 pub fn run_eval(args: EvalCaptionArgs, global: &GlobalArgs) -> Result<()> {
     ensure!(args.beam >= 1, "--beam must be at least 1");
+    ensure!(
+        args.beam <= 64,
+        "--beam {} is too wide (at most 64)",
+        args.beam
+    );
     let device = crate::device::open(global.device)?;
     let loaded = load_caption_run(
         &resolve_model(&args.model, &RunFiles::CAPTION, global.show_progress())?,

@@ -3,14 +3,14 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use clap::{Subcommand, ValueEnum};
 
 use super::GlobalArgs;
 use crate::data::annotation::Date;
 use crate::data::dataset::{self, DatasetDir};
 use crate::data::loader::{load_annotations, AnnotationSet, LoadOptions};
-use crate::data::patches::{extract_patches, PatchOptions};
+use crate::data::patches::{self, extract_patches, PatchOptions};
 use crate::data::split::{frame_split, temporal_split, Part, Split};
 use crate::data::stats::{format_counts, DatasetStats};
 use crate::synth::captions::CaptionStyle;
@@ -41,12 +41,16 @@ pub enum DataCommand {
         /// Output folder (`labeled/`, `masks/`, `cls_labels/`, `coherence/`).
         #[arg(long)]
         out: PathBuf,
-        /// Patch side in pixels.
+        /// Patch side in pixels (16 to 16384).
         #[arg(long, default_value_t = 224)]
         size: usize,
         /// Skip interferograms with missing or unreadable images (listed) instead of stopping.
         #[arg(long)]
         skip_bad: bool,
+        /// Write into a non-empty --out that is not a patch folder of this command (a
+        /// previous patch folder, with patches.json, is always replaced).
+        #[arg(long)]
+        force: bool,
     },
     /// Check a dataset directory: every annotation's images present, readable, consistent.
     Check {
@@ -223,7 +227,8 @@ pub fn run(cmd: DataCommand, global: &GlobalArgs) -> Result<()> {
             out,
             size,
             skip_bad,
-        } => patches(&raw, &annotations, &out, size, skip_bad, global),
+            force,
+        } => patches(&raw, &annotations, &out, size, skip_bad, force, global),
         DataCommand::Check {
             dir,
             no_decode,
@@ -383,6 +388,59 @@ fn synth_bench(config: &SceneConfig, frames: usize, seed: u64, style: CaptionSty
     Ok(())
 }
 
+/// Makes `out` ready for `data patches`: a missing or empty folder is used as is; a previous
+/// patch folder (it has `patches.json`, or holds nothing but the patch folders of a run that
+/// failed) loses its old patches, so counts and files agree; any other non-empty folder is
+/// refused unless `force`.
+fn prepare_patch_folder(out: &Path, force: bool) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(out) else {
+        return Ok(());
+    };
+    let names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    if names.is_empty() {
+        return Ok(());
+    }
+    let layout = [
+        patches::LABELED_DIR,
+        patches::MASKS_DIR,
+        patches::LABELS_DIR,
+        patches::COHERENCE_DIR,
+    ];
+    let only_patch_folders = names.iter().all(|n| layout.contains(&n.as_str()));
+    if out.join(patches::MANIFEST).is_file() || only_patch_folders {
+        log::debug!("{}: replacing the patches of a previous run", out.display());
+        for d in [
+            patches::LABELED_DIR,
+            patches::MASKS_DIR,
+            patches::LABELS_DIR,
+            patches::COHERENCE_DIR,
+        ] {
+            let path = out.join(d);
+            if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+                    .with_context(|| format!("{}: cannot remove", path.display()))?;
+            }
+        }
+        let manifest = out.join(patches::MANIFEST);
+        if manifest.is_file() {
+            std::fs::remove_file(&manifest)
+                .with_context(|| format!("{}: cannot remove", manifest.display()))?;
+        }
+        return Ok(());
+    }
+    ensure!(
+        force,
+        "{}: not empty and not a patch folder (no {}); choose an empty --out or pass --force \
+         to write into it",
+        out.display(),
+        patches::MANIFEST
+    );
+    Ok(())
+}
+
 fn gallery(dirs: &[PathBuf], out: &Path, count: usize, columns: usize, patch: usize) -> Result<()> {
     if count == 0 || columns == 0 || patch < 32 {
         bail!("--count and --columns must be positive and --patch at least 32");
@@ -447,18 +505,34 @@ fn stats(path: &Path, json: bool, skip_bad: bool) -> Result<()> {
     Ok(())
 }
 
+/// Smallest and largest `data patches --size`.
+pub const PATCH_SIZES: std::ops::RangeInclusive<usize> = 16..=16384;
+
 fn patches(
     raw: &Path,
     annotations: &Path,
     out: &Path,
     size: usize,
     skip_bad: bool,
+    force: bool,
     global: &GlobalArgs,
 ) -> Result<()> {
-    if size == 0 {
-        bail!("--size must be positive");
-    }
+    ensure!(
+        PATCH_SIZES.contains(&size),
+        "--size {size} must be in {}..={} pixels",
+        PATCH_SIZES.start(),
+        PATCH_SIZES.end()
+    );
     let set = load(annotations, skip_bad)?;
+    ensure!(
+        raw.is_dir(),
+        "{}: raw frame directory not found",
+        raw.display()
+    );
+    prepare_patch_folder(out, force)?;
+    if size < 64 {
+        log::warn!("--size {size}: patches this small give many files per frame");
+    }
     let bar = super::progress::bar(set.len() as u64, "interferograms", global.show_progress());
     let start = Instant::now();
     let report = extract_patches(

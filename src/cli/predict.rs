@@ -205,9 +205,47 @@ pub fn window_of(
 ) -> Result<(usize, usize)> {
     let w = window.unwrap_or(data.source_size.unwrap_or(data.image_size));
     ensure!(w >= 16, "--window {w} is too small (at least 16 pixels)");
+    ensure!(
+        w <= MAX_WINDOW,
+        "--window {w} is too large (at most {MAX_WINDOW} pixels)"
+    );
     let o = overlap.unwrap_or(w / 4);
     ensure!(o < w, "--overlap {o} must be smaller than the window {w}");
+    if let Some(warning) = window_warning(data, w, o) {
+        log::warn!("{warning}");
+    }
     Ok((w, o))
+}
+
+/// The largest `--window`.
+pub const MAX_WINDOW: usize = 16384;
+
+/// A warning for a legal but pathological window: a stride under a quarter of the window
+/// (every pixel predicted more than 16 times), or a window under a quarter of the training
+/// frames' side (the model sees ground 4× more magnified than in training).
+pub fn window_warning(data: &HeadData, window: usize, overlap: usize) -> Option<String> {
+    let stride = window - overlap;
+    let mut notes = Vec::new();
+    if 4 * stride < window {
+        let per_pixel = (window as f64 / stride as f64).powi(2);
+        notes.push(format!(
+            "a stride of {stride} pixels predicts every pixel about {per_pixel:.0} times (slow; \
+             an overlap of at most half the window is usual)"
+        ));
+    }
+    let trained = data.source_size.unwrap_or(data.image_size);
+    if 4 * window < trained {
+        notes.push(format!(
+            "windows of {window} pixels are much smaller than the {trained}-pixel training \
+             frames (the model sees each window magnified)"
+        ));
+    }
+    (!notes.is_empty()).then(|| {
+        format!(
+            "--window {window} --overlap {overlap}: {}",
+            notes.join("; ")
+        )
+    })
 }
 
 /// Errors (naming the file and sizes) when the image is smaller than the window.
@@ -572,5 +610,14 @@ mod tests {
         assert_eq!(window_of(&d, None, None).unwrap(), (224, 56));
         assert_eq!(window_of(&d, Some(100), Some(10)).unwrap(), (100, 10));
         assert!(window_of(&d, Some(100), Some(100)).is_err());
+        assert!(window_of(&d, Some(100_000), None).is_err());
+        assert!(window_of(&d, Some(8), None).is_err());
+        // Legal but pathological: warned.
+        let w = window_warning(&d, 17, 16).unwrap();
+        assert!(w.contains("stride of 1 pixels") && w.contains("289"), "{w}");
+        assert!(window_warning(&d, 224, 56).is_none());
+        assert!(window_warning(&d, 224, 112).is_none());
+        let w = window_warning(&d, 32, 8).unwrap();
+        assert!(w.contains("much smaller"), "{w}");
     }
 }

@@ -245,7 +245,8 @@ struct FreshRun {
 }
 
 impl Trainer {
-    /// Starts a fresh run in `run` (which must not hold a checkpoint): writes `config.json`
+    /// Starts a fresh run in `run` (new, empty, or a run folder without a checkpoint; a
+    /// non-empty folder without `config.json` is refused): writes `config.json`
     /// and a step-0 checkpoint, so a run that fails early still has a good checkpoint.
     #[allow(clippy::too_many_arguments)]
     pub fn start<C: Serialize>(
@@ -266,6 +267,17 @@ impl Trainer {
                 run.root.display()
             );
         }
+        let foreign = std::fs::read_dir(&run.root)
+            .map(|mut entries| entries.next().is_some())
+            .unwrap_or(false)
+            && ![CONFIG_FILE, POINTER_FILE, CHECKPOINTS_DIR]
+                .iter()
+                .any(|f| run.path(f).exists());
+        ensure!(
+            !foreign,
+            "{}: not empty and not a run folder (no {CONFIG_FILE}); choose a new or empty --out",
+            run.root.display()
+        );
         let created_root = !run.root.exists();
         std::fs::create_dir_all(&run.root)
             .with_context(|| format!("{}: cannot create the run directory", run.root.display()))?;

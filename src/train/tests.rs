@@ -699,6 +699,11 @@ fn a_failed_start_leaves_no_run_folder() {
     std::fs::create_dir(&run).unwrap();
     regression_run(&run, 64, 1, None).unwrap_err();
     assert_eq!(std::fs::read_dir(&run).unwrap().count(), 0);
+    // A non-empty folder that is not a run (a dataset, say) is refused, untouched.
+    std::fs::write(run.join("1.json"), "{}").unwrap();
+    let err = format!("{:#}", regression_run(&run, 8, 1, None).unwrap_err());
+    assert!(err.contains("not a run folder"), "{err}");
+    assert_eq!(std::fs::read_dir(&run).unwrap().count(), 1);
 }
 
 #[test]
