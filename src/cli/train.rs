@@ -121,6 +121,10 @@ pub struct CaptionArgs {
     /// run on the 19,919 real annotations feasible.
     #[arg(long, value_name = "N", conflicts_with = "resume")]
     pub annotation_limit: Option<usize>,
+    /// Draw deformation and non-deformation frames equally often (for caption sets where
+    /// deformation is rare, such as the real Hephaestus mix).
+    #[arg(long, conflicts_with = "resume")]
+    pub balanced: bool,
 }
 
 /// `train classify` / `train segment`.
@@ -297,6 +301,9 @@ fn run_caption(args: &CaptionArgs, global: &GlobalArgs) -> Result<()> {
             }
             if let Some(n) = args.annotation_limit {
                 cfg.data.annotation_limit = n;
+            }
+            if args.balanced {
+                cfg.data.balanced = true;
             }
             cfg.validate()?;
             let out = common

@@ -81,6 +81,11 @@ mod tests {
              correlated at the top. "
         );
         assert_eq!(mirror_caption(c, false, false), c);
+        // A caption without location words is unchanged by every flip.
+        let c = "The image is very noisy. No information can be extracted. ";
+        for (h, v) in [(true, false), (false, true), (true, true)] {
+            assert_eq!(mirror_caption(c, h, v), c);
+        }
     }
 
     #[test]
@@ -101,6 +106,52 @@ mod tests {
         assert_eq!(
             mirror_caption("topography, righteous, lefty", true, true),
             "topography, righteous, lefty"
+        );
+    }
+
+    /// On the bundled real captions, the caption facts of a mirrored caption are the
+    /// original's with the deformation cells mirrored, and nothing else changes.
+    #[test]
+    fn mirrored_real_captions_state_mirrored_locations() {
+        use insar_mm_eval::captions::facts::CellSet;
+        use insar_mm_eval::captions::parse_facts;
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/hephaestus-sample/annotations");
+        let mirror_cells = |c: CellSet, h: bool, v: bool| {
+            CellSet::from_cells(
+                c.cells()
+                    .into_iter()
+                    .map(|(r, col)| (if v { 2 - r } else { r }, if h { 2 - col } else { col })),
+            )
+        };
+        let mut located = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+            let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+            let caption = json["caption"].as_str().unwrap_or_default();
+            let facts = parse_facts(caption);
+            located += usize::from(!facts.cells.is_empty());
+            for (h, v) in [(true, false), (false, true), (true, true)] {
+                let mirrored = parse_facts(&mirror_caption(caption, h, v));
+                assert_eq!(
+                    mirrored.cells,
+                    mirror_cells(facts.cells, h, v),
+                    "{caption:?} flipped ({h}, {v})"
+                );
+                let same = |f: &insar_mm_eval::captions::ParsedFacts| {
+                    (
+                        f.deformation,
+                        f.activities.clone(),
+                        f.intensities.clone(),
+                        f.pattern_count,
+                    )
+                };
+                assert_eq!(same(&mirrored), same(&facts), "{caption:?}");
+            }
+        }
+        assert!(
+            located >= 5,
+            "only {located} bundled captions name a location"
         );
     }
 

@@ -37,6 +37,7 @@ use super::checkpoint::{load_model, RunDir, BEST_MODEL_FILE, MODEL_FILE};
 use super::classify::deformation_cell_shares;
 use super::config::{merge_tables, TrainSection};
 use super::driver::{Batch, BestMetric, MetricMode, Outcome, StepOutput, TrainTask, Trainer};
+use super::heads::EpochOrder;
 use super::optim::{trainable_params, OptimConfig, Optimizer};
 use super::pretrain::RunOptions;
 use super::schedule::ScheduleConfig;
@@ -91,6 +92,11 @@ pub struct CaptionData {
     /// this key read as off.
     #[serde(default)]
     pub flips: bool,
+    /// `--balanced`: draw deformation and non-deformation frames equally often (each draw
+    /// picks one of the two at random, then a frame of it), for caption sets where deformation
+    /// is rare (the real Hephaestus mix: 9 %).
+    #[serde(default)]
+    pub balanced: bool,
 }
 
 /// The annotations a run took its captions from (`--annotations`).
@@ -167,7 +173,7 @@ impl Default for CaptionData {
     fn default() -> Self {
         Self {
             dir: None,
-            image_size: 64,
+            image_size: 224,
             batch_size: 32,
             input_format: InputFormat::default(),
             max_len: 96,
@@ -177,6 +183,7 @@ impl Default for CaptionData {
             annotation_limit: 0,
             source: None,
             flips: true,
+            balanced: false,
         }
     }
 }
@@ -958,6 +965,8 @@ pub struct CaptionTask {
     label_loss_weight: f64,
     /// Weight of the mask head's loss (0 or no mask head: none).
     mask_loss_weight: f64,
+    /// The epoch order (deformation-balanced with `data.balanced`).
+    order: EpochOrder,
     mode: EncoderMode,
     device: Device,
 }
@@ -1011,6 +1020,11 @@ impl CaptionTask {
         } else {
             None
         };
+        let order = EpochOrder::new(
+            &deformation_only(&train.labels),
+            cfg.data.balanced,
+            cfg.seed,
+        )?;
         let head = model.config().labels.clone();
         let label_loss_weight = match &head {
             Some(_) => cfg.label_loss_weight,
@@ -1033,6 +1047,7 @@ impl CaptionTask {
             label_smoothing: cfg.label_smoothing,
             label_loss_weight,
             mask_loss_weight,
+            order,
             mode: if cfg.freeze_encoder {
                 EncoderMode::Frozen
             } else {
@@ -1182,6 +1197,19 @@ impl CaptionTask {
     }
 }
 
+/// The label vectors with only the deformation entry kept: the classes a deformation-balanced
+/// [`EpochOrder`] draws from (deformation, none).
+fn deformation_only(labels: &[LabelVector]) -> Vec<LabelVector> {
+    labels
+        .iter()
+        .map(|l| {
+            let mut only = [0.0; NUM_LABELS];
+            only[0] = l[0];
+            only
+        })
+        .collect()
+}
+
 /// A training sample's mirroring (`data.flips`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Flip {
@@ -1247,7 +1275,12 @@ impl TrainTask for CaptionTask {
     }
 
     fn step(&mut self, batch: Batch<'_>) -> Result<StepOutput> {
-        let l = self.losses(batch.indices, Some(batch.rng))?;
+        let indices: Vec<usize> = batch
+            .indices
+            .iter()
+            .map(|&i| self.order.map(batch.epoch, i))
+            .collect();
+        let l = self.losses(&indices, Some(batch.rng))?;
         let mut loss = l.caption.clone();
         let mut metrics = Vec::new();
         for (name, part, weight) in [
@@ -1457,6 +1490,28 @@ mod tests {
             ..def.clone()
         };
         assert!(format!("{:#}", bad.validate().unwrap_err()).contains("huge"));
+    }
+
+    #[test]
+    fn balanced_order_draws_deformation_half_the_time() {
+        // 1 deformation frame among 20 (with a type and an intensity that must not split it
+        // into classes of its own).
+        let mut labels = vec![[0.0; NUM_LABELS]; 20];
+        labels[3][0] = 1.0;
+        labels[3][2] = 1.0;
+        labels[3][9] = 1.0;
+        let only = deformation_only(&labels);
+        assert_eq!(only[3][0], 1.0);
+        assert!(only[3][1..].iter().all(|&v| v == 0.0));
+        let mut order = EpochOrder::new(&only, true, 42).unwrap();
+        let mut hits = 0;
+        for epoch in 0..20 {
+            hits += (0..20).filter(|&i| order.map(epoch, i) == 3).count();
+        }
+        // 400 draws, each a deformation with probability 1/2.
+        assert!((150..=250).contains(&hits), "{hits} of 400 draws");
+        let mut plain = EpochOrder::new(&only, false, 42).unwrap();
+        assert!((0..20).all(|i| plain.map(0, i) == i));
     }
 
     #[test]
