@@ -448,6 +448,22 @@ fn train_then_caption_end_to_end_and_bad_input() {
     assert!(err.contains("does not belong to this model"), "{err}");
     let err = fails(&["eval", "caption", "--model", s(&other)]);
     assert!(err.contains("does not belong to this model"), "{err}");
+    // An edited config.json is validated on load as training validates it.
+    let edited = tmp.path().join("edited-run");
+    std::fs::create_dir_all(&edited).unwrap();
+    for f in ["config.json", "best.safetensors", "tokenizer.json"] {
+        std::fs::copy(run.join(f), edited.join(f)).unwrap();
+    }
+    for size in [0, 100_000] {
+        let mut cfg = json(&run.join("config.json"));
+        cfg["data"]["image_size"] = size.into();
+        std::fs::write(edited.join("config.json"), cfg.to_string()).unwrap();
+        let err = fails(&["caption", "--model", s(&edited), s(&pngs[0])]);
+        assert!(
+            err.contains("config.json") && err.contains("image_size"),
+            "{err}"
+        );
+    }
     // Not a run directory.
     let err = fails(&["caption", "--model", s(&empty), s(&pngs[0])]);
     assert!(err.contains(s(&empty)), "{err}");

@@ -33,7 +33,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::checkpoint::{load_model, RunDir, BEST_MODEL_FILE, MODEL_FILE};
+use super::checkpoint::{load_model, RunDir, BEST_MODEL_FILE, CONFIG_FILE, MODEL_FILE};
 use super::classify::deformation_cell_shares;
 use super::config::{merge_tables, TrainSection};
 use super::driver::{Batch, BestMetric, MetricMode, Outcome, StepOutput, TrainTask, Trainer};
@@ -263,6 +263,9 @@ impl Default for CaptionTrainConfig {
     }
 }
 
+/// Largest `data.image_size` of a caption run (frames are held in memory at this size).
+pub const MAX_IMAGE_SIZE: usize = 4096;
+
 fn no_aux_loss() -> f64 {
     0.0
 }
@@ -293,6 +296,11 @@ impl CaptionTrainConfig {
         ensure!(
             self.data.image_size >= 16,
             "data.image_size = {} is too small (at least 16)",
+            self.data.image_size
+        );
+        ensure!(
+            self.data.image_size <= MAX_IMAGE_SIZE,
+            "data.image_size = {} is too large (at most {MAX_IMAGE_SIZE})",
             self.data.image_size
         );
         ensure!(
@@ -850,6 +858,13 @@ pub fn load_caption_run(dir: &Path, device: &Device) -> Result<LoadedCaptionRun>
     let cfg: CaptionTrainConfig = run
         .read_config()
         .with_context(|| format!("--model {}", dir.display()))?;
+    cfg.validate().with_context(|| {
+        format!(
+            "--model {}: {}",
+            dir.display(),
+            run.path(CONFIG_FILE).display()
+        )
+    })?;
     let arch = cfg.model()?.clone();
     let tokenizer = load_run_tokenizer(&run, &arch)?;
     let varmap = VarMap::new();
