@@ -71,7 +71,8 @@ pub enum Command {
     /// Evaluation metrics: captions (BLEU/ROUGE-L/CIDEr-D), FID/KID, retrieval, classification, segmentation.
     #[command(subcommand)]
     Eval(eval::EvalCommand),
-    /// Train models: contrastive pretraining of the shared encoder.
+    /// Train models: SimCLR pretraining of the shared encoder, classification, segmentation
+    /// and captioning heads.
     #[command(subcommand)]
     Train(train::TrainCommand),
     /// Pooled encoder features of every sample of a dataset, as a .npy matrix.
