@@ -14,11 +14,13 @@
 //! All images of the three parts are decoded and resized once, up front (a 1000-frame
 //! dataset at 64² and 2 channels is 33 MB).
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
+use insar_mm_eval::captions::fact_metrics::BinaryScores;
 use insar_mm_eval::captions::{
     fact_scores, score_tokenized, tokenizer::tokenize, CaptionScores, ImageId,
 };
@@ -34,7 +36,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{load_model, RunDir, BEST_MODEL_FILE, CONFIG_FILE, MODEL_FILE};
-use super::classify::deformation_cell_shares;
+use super::classify::{known_mask_loss, mask_target};
 use super::config::{merge_tables, TrainSection};
 use super::driver::{Batch, BestMetric, MetricMode, Outcome, StepOutput, TrainTask, Trainer};
 use super::heads::EpochOrder;
@@ -754,18 +756,6 @@ pub fn label_probabilities(
     Ok(Some(out))
 }
 
-/// F1 of binary predictions against the truth (0 when neither has a positive).
-fn binary_f1(found: &[bool], truth: &[bool]) -> f64 {
-    let tp = found.iter().zip(truth).filter(|(f, t)| **f && **t).count() as f64;
-    let positives =
-        found.iter().filter(|f| **f).count() as f64 + truth.iter().filter(|t| **t).count() as f64;
-    if positives == 0.0 {
-        0.0
-    } else {
-        2.0 * tp / positives
-    }
-}
-
 /// Corpus scores (pycocoevalcap rules) of `candidates` against one reference each.
 pub fn score_captions(
     ids: &[String],
@@ -1087,8 +1077,8 @@ impl CaptionTask {
     }
 
     /// The label-smoothed caption loss of training samples `indices` (dropout from `rng`),
-    /// with the batch in length groups ([`CaptionModel::losses`]), and the label head's loss
-    /// when it is trained.
+    /// with the batch in length groups ([`CaptionModel::caption_loss`]), and the label and
+    /// mask heads' losses when they are trained.
     pub fn losses(
         &self,
         indices: &[usize],
@@ -1107,22 +1097,13 @@ impl CaptionTask {
                 (k, Some(m)) => &m[k - 1][i],
             })
             .collect();
-        let flipped: Vec<Image> = indices
+        let images: Vec<Cow<Image>> = indices
             .iter()
             .zip(&flips)
-            .filter(|(_, f)| f.any())
             .map(|(&i, f)| f.image(&self.train.images[i]))
             .collect();
-        let mut next_flipped = flipped.iter();
-        let images: Vec<&Image> = indices
-            .iter()
-            .zip(&flips)
-            .map(|(&i, f)| match f.any() {
-                true => next_flipped.next().expect("one flipped image per flip"),
-                false => &self.train.images[i],
-            })
-            .collect();
-        let x = batch_tensor(&images, &self.device)?;
+        let refs: Vec<&Image> = images.iter().map(|c| c.as_ref()).collect();
+        let x = batch_tensor(&refs, &self.device)?;
         let mut order: Vec<usize> = (0..indices.len()).collect();
         order.sort_by_key(|&j| ids[j].len());
         let size = if self.length_group == 0 {
@@ -1161,7 +1142,16 @@ impl CaptionTask {
         };
         let mask = match &enc.mask_logits {
             Some(logits) if self.mask_loss_weight > 0.0 => {
-                self.mask_loss(logits, indices, &flips)?
+                let masks: Vec<Option<ClassMask>> = indices
+                    .iter()
+                    .zip(&flips)
+                    .map(|(&i, f)| {
+                        let part = &self.train;
+                        mask_target(part.masks[i].as_ref(), &part.labels[i], &part.images[i])
+                            .map(|m| f.mask(&m))
+                    })
+                    .collect();
+                known_mask_loss(logits, &masks)?
             }
             _ => None,
         };
@@ -1170,45 +1160,6 @@ impl CaptionTask {
             labels,
             mask,
         })
-    }
-
-    /// The mask head's BCE over the samples whose mask is known (a negative without a mask
-    /// counts as empty; a deformation without one is left out), `None` when none is.
-    fn mask_loss(
-        &self,
-        logits: &Tensor,
-        indices: &[usize],
-        flips: &[Flip],
-    ) -> Result<Option<Tensor>> {
-        let (_, _, h, w) = logits.dims4()?;
-        let mut rows = Vec::new();
-        let mut masks = Vec::new();
-        for (k, (&i, f)) in indices.iter().zip(flips).enumerate() {
-            let img = &self.train.images[i];
-            let mask = match &self.train.masks[i] {
-                Some(m) => f.mask(m),
-                None if self.train.labels[i][0] == 0.0 => ClassMask::zeros(img.height, img.width),
-                None => continue,
-            };
-            rows.push(k as u32);
-            masks.push(mask);
-        }
-        if rows.is_empty() {
-            return Ok(None);
-        }
-        let refs: Vec<&ClassMask> = masks.iter().collect();
-        let shares = Tensor::from_vec(
-            deformation_cell_shares(&refs, h, w)?,
-            (rows.len(), 1, h, w),
-            &self.device,
-        )?;
-        let n = rows.len();
-        let rows = Tensor::from_vec(rows, n, &self.device)?;
-        Ok(Some(bce_with_logits(
-            &logits.index_select(&rows, 0)?,
-            &shares,
-            None,
-        )?))
     }
 }
 
@@ -1250,7 +1201,11 @@ impl Flip {
         usize::from(self.horizontal) + 2 * usize::from(self.vertical)
     }
 
-    fn image(self, image: &Image) -> Image {
+    /// The mirrored image (borrowed when there is nothing to mirror).
+    fn image(self, image: &Image) -> Cow<'_, Image> {
+        if !self.any() {
+            return Cow::Borrowed(image);
+        }
         let mut out = image.clone();
         if self.horizontal {
             flip_horizontal(&mut out);
@@ -1258,7 +1213,7 @@ impl Flip {
         if self.vertical {
             flip_vertical(&mut out);
         }
-        out
+        Cow::Owned(out)
     }
 
     fn mask(self, mask: &ClassMask) -> ClassMask {
@@ -1296,16 +1251,17 @@ impl TrainTask for CaptionTask {
             .map(|&i| self.order.map(batch.epoch, i))
             .collect();
         let l = self.losses(&indices, Some(batch.rng))?;
-        let mut loss = l.caption.clone();
-        let mut metrics = Vec::new();
-        for (name, part, weight) in [
+        let aux = [
             ("label_loss", &l.labels, self.label_loss_weight),
             ("mask_loss", &l.mask, self.mask_loss_weight),
-        ] {
+        ];
+        let mut loss = l.caption.clone();
+        let mut metrics = Vec::new();
+        if aux.iter().any(|(_, part, _)| part.is_some()) {
+            metrics.push(("caption_loss".into(), l.caption.to_scalar::<f32>()? as f64));
+        }
+        for (name, part, weight) in aux {
             if let Some(t) = part {
-                if metrics.is_empty() {
-                    metrics.push(("caption_loss".into(), l.caption.to_scalar::<f32>()? as f64));
-                }
                 metrics.push((name.into(), t.to_scalar::<f32>()? as f64));
                 loss = (loss + (t * weight)?)?;
             }
@@ -1340,9 +1296,17 @@ impl TrainTask for CaptionTask {
         if let Some(probs) =
             label_probabilities(&self.model, &images, self.batch.max(16), &self.device)?
         {
-            let truth: Vec<bool> = self.val.labels.iter().map(|l| l[0] > 0.5).collect();
-            let found: Vec<bool> = probs.iter().map(|p| p[0] > 0.5).collect();
-            metrics.push(("val_label_deformation_f1".into(), binary_f1(&found, &truth)));
+            let (mut tp, mut fp, mut fn_) = (0, 0, 0);
+            for (p, l) in probs.iter().zip(&self.val.labels) {
+                match (p[0] > 0.5, l[0] > 0.5) {
+                    (true, true) => tp += 1,
+                    (true, false) => fp += 1,
+                    (false, true) => fn_ += 1,
+                    (false, false) => {}
+                }
+            }
+            let f1 = BinaryScores::from_counts(tp, fp, fn_).f1;
+            metrics.push(("val_label_deformation_f1".into(), f1));
         }
         Ok(metrics)
     }

@@ -526,7 +526,11 @@ impl ClassifyTask {
             .map(|(k, &i)| {
                 let mut rng = sample_rng(seed, k as u64);
                 let mask = if with_masks {
-                    mask_target(&self.train, i)
+                    mask_target(
+                        self.train.masks[i].as_ref(),
+                        &self.train.labels[i],
+                        &self.train.images[i],
+                    )
                 } else {
                     None
                 };
@@ -551,34 +555,6 @@ impl ClassifyTask {
     }
 }
 
-impl ClassifyTask {
-    /// The mask loss of `mask_logits` `(B, 1, h, w)` over the batch samples whose mask is
-    /// known; `None` when none is.
-    fn mask_loss(
-        &self,
-        mask_logits: &Tensor,
-        masks: &[Option<ClassMask>],
-    ) -> Result<Option<Tensor>> {
-        let (known, known_masks): (Vec<u32>, Vec<&ClassMask>) = masks
-            .iter()
-            .enumerate()
-            .filter_map(|(k, m)| Some((k as u32, m.as_ref()?)))
-            .unzip();
-        if known.is_empty() {
-            return Ok(None);
-        }
-        let (_, _, h, w) = mask_logits.dims4()?;
-        let shares = deformation_cell_shares(&known_masks, h, w)?;
-        let shares = Tensor::from_vec(shares, (known.len(), 1, h, w), &self.device)?;
-        let rows = if known.len() == masks.len() {
-            mask_logits.clone()
-        } else {
-            mask_logits.index_select(&Tensor::new(known.as_slice(), &self.device)?, 0)?
-        };
-        Ok(Some(Classifier::mask_loss(&rows, &shares)?))
-    }
-}
-
 impl TrainTask for ClassifyTask {
     fn len(&self) -> usize {
         self.train.len()
@@ -600,7 +576,7 @@ impl TrainTask for ClassifyTask {
         let (logits, mask_logits) = self.model.forward_with_mask_t(&b.images, true, with_mask)?;
         let loss = self.model.loss(&logits, &b.labels)?;
         let mask_loss = match mask_logits {
-            Some(m) => self.mask_loss(&m, &b.masks)?,
+            Some(m) => known_mask_loss(&m, &b.masks)?,
             None => None,
         };
         let Some(mask_loss) = mask_loss else {
@@ -633,17 +609,45 @@ impl TrainTask for ClassifyTask {
     }
 }
 
-/// The mask-loss target of training sample `i`: its mask; an empty one for a negative
-/// without a mask; `None` (unknown) for a deformation sample without one.
-fn mask_target(part: &LabeledPart, i: usize) -> Option<Cow<'_, ClassMask>> {
-    match &part.masks[i] {
+/// The mask-loss target of a training sample with `mask`, `labels` and `image`: its mask;
+/// an empty one for a negative without a mask; `None` (unknown) for a deformation sample
+/// without one.
+pub fn mask_target<'a>(
+    mask: Option<&'a ClassMask>,
+    labels: &LabelVector,
+    image: &Image,
+) -> Option<Cow<'a, ClassMask>> {
+    match mask {
         Some(m) => Some(Cow::Borrowed(m)),
-        None if mask_is_unknown(part, i) => None,
-        None => {
-            let image = &part.images[i];
-            Some(Cow::Owned(ClassMask::zeros(image.height, image.width)))
-        }
+        None if labels[0] > 0.0 => None,
+        None => Some(Cow::Owned(ClassMask::zeros(image.height, image.width))),
     }
+}
+
+/// The mask loss (BCE against [`deformation_cell_shares`]) of `mask_logits` `(B, 1, h, w)`
+/// over the batch rows whose mask is known; `None` when none is.
+pub fn known_mask_loss(
+    mask_logits: &Tensor,
+    masks: &[Option<ClassMask>],
+) -> Result<Option<Tensor>> {
+    let (known, known_masks): (Vec<u32>, Vec<&ClassMask>) = masks
+        .iter()
+        .enumerate()
+        .filter_map(|(k, m)| Some((k as u32, m.as_ref()?)))
+        .unzip();
+    if known.is_empty() {
+        return Ok(None);
+    }
+    let (_, _, h, w) = mask_logits.dims4()?;
+    let device = mask_logits.device();
+    let shares = deformation_cell_shares(&known_masks, h, w)?;
+    let shares = Tensor::from_vec(shares, (known.len(), 1, h, w), device)?;
+    let rows = if known.len() == masks.len() {
+        mask_logits.clone()
+    } else {
+        mask_logits.index_select(&Tensor::new(known.as_slice(), device)?, 0)?
+    };
+    Ok(Some(Classifier::mask_loss(&rows, &shares)?))
 }
 
 /// Whether training sample `i` is a deformation sample without a mask (left out of the

@@ -855,6 +855,19 @@ fn followed(tokens: &[String], a: &str, b: &str, gap: usize) -> bool {
         .any(|(i, t)| t == a && tokens.iter().skip(i + 1).take(gap).any(|u| u == b))
 }
 
+/// Words of a sentence about turbulent atmospheric delay.
+const TURBULENT_WORDS: [&str; 5] = ["turbulent", "turbulence", "mixing", "wave", "wavelike"];
+
+/// Words of a sentence about stratified (topography-correlated) delay.
+const STRATIFIED_WORDS: [&str; 6] = [
+    "stratification",
+    "stratified",
+    "vertical",
+    "altitude",
+    "topography",
+    "topographic",
+];
+
 /// Parses the facts a caption states (see the module documentation).
 pub fn parse_facts(caption: &str) -> ParsedFacts {
     let mut f = ParsedFacts::default();
@@ -895,41 +908,11 @@ pub fn parse_facts(caption: &str) -> ParsedFacts {
         if has(s, "artifact") {
             f.artifacts = true;
         }
-        let atmosphere = has_any(
-            s,
-            &[
-                "turbulent",
-                "turbulence",
-                "mixing",
-                "wave",
-                "wavelike",
-                "stratification",
-                "stratified",
-                "vertical",
-                "altitude",
-                "topography",
-                "topographic",
-            ],
-        );
-        if has_any(
-            s,
-            &["turbulent", "turbulence", "mixing", "wave", "wavelike"],
-        ) {
-            f.turbulent = true;
-        }
-        if has_any(
-            s,
-            &[
-                "stratification",
-                "stratified",
-                "vertical",
-                "altitude",
-                "topography",
-                "topographic",
-            ],
-        ) {
-            f.stratified = true;
-        }
+        let turbulent = has_any(s, &TURBULENT_WORDS);
+        let stratified = has_any(s, &STRATIFIED_WORDS);
+        f.turbulent |= turbulent;
+        f.stratified |= stratified;
+        let atmosphere = turbulent || stratified;
         let zone = has(s, "zone");
         let noise = has_any(s, &["noise", "noisy", "coherence"]);
         if noise {

@@ -32,10 +32,11 @@
 //! # Label head
 //!
 //! With [`CaptionConfig::labels`] set, a linear head reads the frame's multi-label vector
-//! (deformation, activity types, intensities) from the max-pooled C5 map. Training adds its
-//! BCE to the caption loss, which gives the encoder the direct supervision the classifier
-//! gets: through the caption loss alone the encoder learns slowly, and the decoder falls
-//! back on the most frequent sentences. With `label_token`, the head's sigmoid
+//! (deformation, activity types, intensities) from the max-pooled C5 map
+//! ([`CaptionModel::encode_with_labels`] gives its logits). Training adds its BCE to the
+//! caption loss, which gives the encoder the direct supervision the classifier gets: through
+//! the caption loss alone the encoder learns slowly, and the decoder falls back on the most
+//! frequent sentences. With `label_token`, the head's sigmoid
 //! probabilities are projected to `d_model` and appended to the visual memory as one more
 //! token (attribute-conditioned captioning, Yao et al. 2017), so the decoder reads the
 //! image's facts from one place. With `mask`, a 1×1 convolution on C5 also learns the share
@@ -53,7 +54,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::encoder::{EncoderConfig, ResNet};
-use crate::nn::{bce_with_logits, global_max_pool, linear};
+use crate::nn::{global_max_pool, linear};
 
 pub use decoder::{CaptionDecoder, DecoderCache, DecoderConfig, PositionKind};
 pub use loss::label_smoothed_cross_entropy;
@@ -83,17 +84,6 @@ pub struct LabelHeadConfig {
     /// A mask head on C5 (training signal only).
     #[serde(default)]
     pub mask: bool,
-}
-
-/// The losses of one training batch: caption cross-entropy, and the label head's BCE when
-/// the model has one and targets were given.
-#[derive(Debug, Clone)]
-pub struct CaptionLosses {
-    pub caption: Tensor,
-    pub labels: Option<Tensor>,
-    /// The mask head's BCE against the deformation share of each C5 cell, when the model
-    /// has one and targets were given.
-    pub mask: Option<Tensor>,
 }
 
 /// What [`CaptionModel::encode_with_labels`] returns.
@@ -275,7 +265,7 @@ impl CaptionModel {
         };
         let logits = labels.head.forward(&global_max_pool(&features[3])?)?;
         let token = match &labels.token {
-            // Composed sigmoid: differentiable, and the probabilities stay in (0, 1).
+            // Composed sigmoid (the documented results were trained with it).
             Some(proj) => Some(
                 proj.forward(&((logits.neg()?.exp()? + 1.0)?.recip()?))?
                     .unsqueeze(1)?,
@@ -354,40 +344,9 @@ impl CaptionModel {
         self.caption_loss(&memory, groups, label_smoothing, dropout)
     }
 
-    /// [`Self::loss_grouped`] plus, when the model has a label head and `label_targets`
-    /// `(B, num_labels)` are given, the head's mean BCE-with-logits, and with a mask head
-    /// (training mode) and `mask_targets` `(B, 1, h5, w5)` (deformation share of each C5
-    /// cell), the mask BCE; all from one encoder pass.
-    #[allow(clippy::too_many_arguments)]
-    pub fn losses(
-        &self,
-        images: &Tensor,
-        groups: &[(Tensor, Tensor)],
-        label_targets: Option<&Tensor>,
-        mask_targets: Option<&Tensor>,
-        label_smoothing: f64,
-        mode: EncoderMode,
-        dropout: Option<&mut ChaCha8Rng>,
-    ) -> Result<CaptionLosses> {
-        let enc = self.encode_with_labels(images, mode)?;
-        let caption = self.caption_loss(&enc.memory, groups, label_smoothing, dropout)?;
-        let labels = match (&enc.label_logits, label_targets) {
-            (Some(logits), Some(t)) => Some(bce_with_logits(logits, t, None)?),
-            _ => None,
-        };
-        let mask = match (&enc.mask_logits, mask_targets) {
-            (Some(logits), Some(t)) => Some(bce_with_logits(logits, t, None)?),
-            _ => None,
-        };
-        Ok(CaptionLosses {
-            caption,
-            labels,
-            mask,
-        })
-    }
-
     /// The caption cross-entropy of `groups` (see [`Self::loss_grouped`]) given the memory
-    /// (`(B, M, d_model)`, e.g. of [`Self::encode_with_labels`]).
+    /// (`(B, M, d_model)`, e.g. of [`Self::encode_with_labels`], whose label and mask logits
+    /// the caller scores against its targets).
     pub fn caption_loss(
         &self,
         memory: &Tensor,

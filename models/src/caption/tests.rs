@@ -1,5 +1,6 @@
 use super::*;
 use crate::encoder::is_trainable_name;
+use crate::nn::bce_with_logits;
 use crate::nn::check::{gradient_gaps, seeded_randn};
 use crate::nn::seeded_var_builder;
 use candle_core::{Device, Var};
@@ -121,19 +122,20 @@ fn label_head_and_token_get_gradients() -> Result<()> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     // C5 of a 32-pixel image is 1×1.
     let shares = Tensor::new(&[[[[0.25f32]]], [[[0.0]]]], &Device::Cpu)?;
-    let l = model.losses(
-        &images(2, 1),
-        &[(rows.clone(), seqs.clone())],
-        Some(&targets),
-        Some(&shares),
-        0.1,
-        EncoderMode::Train,
-        Some(&mut rng),
+    let enc = model.encode_with_labels(&images(2, 1), EncoderMode::Train)?;
+    let caption_loss = model.caption_loss(&enc.memory, &[(rows, seqs)], 0.1, Some(&mut rng))?;
+    let label_loss = bce_with_logits(
+        enc.label_logits.as_ref().expect("label logits"),
+        &targets,
+        None,
     )?;
-    let label_loss = l.labels.clone().expect("label loss");
     assert!(label_loss.to_scalar::<f32>()? > 0.0);
-    let mask_loss = l.mask.clone().expect("mask loss");
-    let total = ((&l.caption + &label_loss)? + mask_loss)?;
+    let mask_loss = bce_with_logits(
+        enc.mask_logits.as_ref().expect("mask logits"),
+        &shares,
+        None,
+    )?;
+    let total = ((&caption_loss + &label_loss)? + mask_loss)?;
     let gaps = gradient_gaps(&varmap, &total.backward()?, is_trainable_name)?;
     assert!(gaps.is_empty(), "no gradient for {gaps:?}");
     let names: Vec<String> = varmap.data().lock().unwrap().keys().cloned().collect();
@@ -156,17 +158,9 @@ fn label_head_and_token_get_gradients() -> Result<()> {
     assert_eq!(m.dims3()?, (2, 6, 32));
     let probs = model.predict_labels(&images(2, 1))?.expect("probabilities");
     assert_eq!(probs.dims2()?, (2, 3));
-    // Without targets, no label loss.
-    let none = model.losses(
-        &images(2, 1),
-        &[(rows, seqs)],
-        None,
-        None,
-        0.1,
-        EncoderMode::Eval,
-        None,
-    )?;
-    assert!(none.labels.is_none() && none.mask.is_none());
+    // Outside training the mask head (a training signal only) gives no logits.
+    let eval = model.encode_with_labels(&images(2, 1), EncoderMode::Eval)?;
+    assert!(eval.label_logits.is_some() && eval.mask_logits.is_none());
     Ok(())
 }
 
