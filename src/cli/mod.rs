@@ -12,14 +12,13 @@ pub mod embed;
 pub mod eval;
 pub mod physics;
 pub mod predict;
-pub mod progress;
 pub mod train;
 
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::device::DeviceKind;
+use insar_mm::device::DeviceKind;
 
 #[derive(Debug, Parser)]
 #[command(
