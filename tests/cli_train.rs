@@ -502,7 +502,7 @@ fn usage_and_input_errors() {
             "--out",
             s(&out),
         ],
-        1,
+        2,
     );
     assert!(err.contains("tiny, small, base, large"), "{err}");
     let missing = dir.path().join("nothing");

@@ -50,6 +50,8 @@ pub const STATE_FILE: &str = "state.json";
 pub const METRICS_FILE: &str = "metrics.jsonl";
 pub const LOSS_PLOT_FILE: &str = "loss.png";
 pub const BEST_MODEL_FILE: &str = "best.safetensors";
+/// Test-split scores written at the end of a run (classify, segment, caption, …).
+pub const TEST_SCORES_FILE: &str = "test_scores.json";
 /// The pointer to the current checkpoint folder.
 pub const POINTER_FILE: &str = "checkpoint.json";
 /// The folder holding the checkpoint folders.
