@@ -933,7 +933,7 @@ fn split_is_deterministic_leak_free_and_keeps_classes() {
 
 /// Patch-extraction throughput on Hephaestus-sized frames (1100×950, smooth fringes rather
 /// than noise, so PNG sizes are realistic). Not run by default (it writes ~150 MB):
-/// `cargo test --release --test cli_data -- --ignored --nocapture patch_throughput`
+/// `cargo test --release --test cli -- --ignored --nocapture data::patch_throughput`
 /// (`INSAR_MM_BENCH_FRAMES`: number of interferograms, default 240).
 #[test]
 #[ignore]
