@@ -9,5 +9,6 @@ mod eval;
 mod heads;
 mod limits;
 mod physics;
+mod support;
 mod synth;
 mod train;
