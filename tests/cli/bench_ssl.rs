@@ -85,18 +85,22 @@ fn bench_ssl_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("ssl.toml");
     std::fs::write(&config, CONFIG).unwrap();
+    // The whole experiment into `out`, seed 7; returns stdout.
+    let bench = |out: &Path| {
+        ok(&[
+            "-q",
+            "--seed",
+            "7",
+            "bench",
+            "ssl",
+            "--config",
+            s(&config),
+            "--out",
+            s(out),
+        ])
+    };
     let a = dir.path().join("a");
-    let stdout = ok(&[
-        "-q",
-        "--seed",
-        "7",
-        "bench",
-        "ssl",
-        "--config",
-        s(&config),
-        "--out",
-        s(&a),
-    ]);
+    let stdout = bench(&a);
 
     // The printed table is the one in table.md: header, separator, 3 methods × 2 sets.
     let rows = table_rows(&a.join("table.md"));
@@ -213,17 +217,7 @@ fn bench_ssl_end_to_end() {
 
     // Same seed, fresh output folder (data generated again): the same results.
     let b = dir.path().join("b");
-    ok(&[
-        "-q",
-        "--seed",
-        "7",
-        "bench",
-        "ssl",
-        "--config",
-        s(&config),
-        "--out",
-        s(&b),
-    ]);
+    bench(&b);
     assert_eq!(
         reproducible(&a.join("results.json")),
         reproducible(&b.join("results.json"))
@@ -237,17 +231,7 @@ fn bench_ssl_end_to_end() {
     // are replaced, the results are the same.
     let cached = a.join("data/unlabeled.safetensors");
     let before = std::fs::metadata(&cached).unwrap().modified().unwrap();
-    ok(&[
-        "-q",
-        "--seed",
-        "7",
-        "bench",
-        "ssl",
-        "--config",
-        s(&config),
-        "--out",
-        s(&a),
-    ]);
+    bench(&a);
     assert_eq!(
         std::fs::metadata(&cached).unwrap().modified().unwrap(),
         before

@@ -15,19 +15,7 @@ fn train_then_caption_end_to_end_and_bad_input() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let run = tmp.path().join("run");
-    ok(&[
-        "data",
-        "synth",
-        "--out",
-        s(&data),
-        "--frames",
-        "14",
-        "--size",
-        "64x64",
-        "--seed",
-        "5",
-        "-q",
-    ]);
+    synth_dataset(&data, "14", "5");
     let printed = ok(&[
         "train",
         "caption",

@@ -1002,19 +1002,7 @@ fn a_png_claiming_a_huge_size_is_reported_not_fatal() {
 fn dataset_level_json_files_are_not_annotations() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("ds");
-    ok(&[
-        "data",
-        "synth",
-        "--out",
-        s(&root),
-        "--frames",
-        "12",
-        "--size",
-        "64x64",
-        "--seed",
-        "3",
-        "-q",
-    ]);
+    synth_dataset(&root, "12", "3");
     // split writes DIR/split.json; stats, check and split again still read DIR.
     ok(&["data", "split", s(&root), "-q"]);
     assert!(root.join("split.json").is_file());
@@ -1068,19 +1056,7 @@ fn dataset_level_json_files_are_not_annotations() {
 fn patches_bound_the_size_and_refuse_foreign_output_folders() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("ds");
-    ok(&[
-        "data",
-        "synth",
-        "--out",
-        s(&root),
-        "--frames",
-        "12",
-        "--size",
-        "64x64",
-        "--seed",
-        "3",
-        "-q",
-    ]);
+    synth_dataset(&root, "12", "3");
     let out = tmp.path().join("patches");
     for size in ["0", "1", "15", "100000"] {
         let err = fails(&patches_args(&root, &out, &["--size", size]), 1);

@@ -1,6 +1,8 @@
 //! End-to-end tests of `insar-mm eval ...` through the binary, on the reference fixtures
 //! of `evaluation/reference/fixtures/` (made by pycocoevalcap, NumPy/SciPy, scikit-learn).
 
+use std::path::Path;
+
 use insar_mm::data::png::{write_png, PngColor};
 use serde_json::Value;
 
@@ -103,62 +105,43 @@ fn captions_bad_input_names_the_file() {
     assert!(e.contains("nope.json"), "{e}");
 }
 
+/// `eval fid --real <real> --fake <fake>` and `extra`.
+fn fid_args<'a>(real: &'a Path, fake: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec!["eval", "fid", "--real", s(real), "--fake", s(fake)];
+    v.extend_from_slice(extra);
+    v
+}
+
 #[test]
 fn fid_kid_stats_and_errors() {
-    let fid: Value = json(&eval_fixtures().join("fid.json"));
+    let fid = json(&eval_fixtures().join("fid.json"));
     let case = &fid["cases"][0];
     assert_eq!(case["name"], "full_rank");
     let real = eval_fixtures().join(case["real"].as_str().unwrap());
     let fake = eval_fixtures().join(case["fake"].as_str().unwrap());
     let dir = tempfile::tempdir().unwrap();
     let stats = dir.path().join("real.npz");
-    let v = ok_json(&[
-        "eval",
-        "fid",
-        "--real",
-        s(&real),
-        "--fake",
-        s(&fake),
+    let kid = [
         "--kid-subsets",
         "5",
         "--kid-subset-size",
         "100",
         "--seed",
         "3",
-        "--save-real-stats",
-        s(&stats),
-        "--json",
-    ]);
+    ];
+    let v = ok_json(&fid_args(
+        &real,
+        &fake,
+        &[&kid[..], &["--save-real-stats", s(&stats), "--json"]].concat(),
+    ));
     close(&v["fid"], &case["fid_scipy_sqrtm"], 1e-7, "fid");
     close(&v["kid_full"], &case["kid_full"], 1e-9, "kid_full");
     assert!(v["kid_mean"].as_f64().unwrap().is_finite() && v["kid_std"].as_f64().unwrap() > 0.0);
     // Same seed, same KID; another seed, another draw.
-    let again = ok_json(&[
-        "eval",
-        "fid",
-        "--real",
-        s(&real),
-        "--fake",
-        s(&fake),
-        "--kid-subsets",
-        "5",
-        "--kid-subset-size",
-        "100",
-        "--seed",
-        "3",
-        "--json",
-    ]);
+    let again = ok_json(&fid_args(&real, &fake, &[&kid[..], &["--json"]].concat()));
     assert_eq!(again["kid_mean"], v["kid_mean"]);
     // Saved statistics give the same FID.
-    let from_stats = ok_json(&[
-        "eval",
-        "fid",
-        "--real",
-        s(&stats),
-        "--fake",
-        s(&fake),
-        "--json",
-    ]);
+    let from_stats = ok_json(&fid_args(&stats, &fake, &["--json"]));
     close(
         &from_stats["fid"],
         &case["fid_scipy_sqrtm"],
@@ -166,36 +149,29 @@ fn fid_kid_stats_and_errors() {
         "fid from stats",
     );
     assert!(from_stats.get("kid_mean").is_none());
-    let table = ok(&[
-        "eval",
-        "fid",
-        "--real",
-        s(&real),
-        "--fake",
-        s(&fake),
-        "--kid-subsets",
-        "2",
-        "--kid-subset-size",
-        "50",
-    ]);
+    let table = ok(&fid_args(
+        &real,
+        &fake,
+        &["--kid-subsets", "2", "--kid-subset-size", "50"],
+    ));
     assert!(
         table.contains("fid") && table.contains("kid_mean"),
         "{table}"
     );
     // Bad input: mismatched dimensions, NaN, empty file.
     let other = eval_fixtures().join("n_less_than_d_real.npy");
-    let e = fails(&["eval", "fid", "--real", s(&real), "--fake", s(&other)], 1);
+    let e = fails(&fid_args(&real, &other, &[]), 1);
     assert!(e.contains("dimensions differ"), "{e}");
     let nan = dir.path().join("nan.npy");
     let mut bytes = std::fs::read(eval_fixtures().join("npy_f8.npy")).unwrap();
     let n = bytes.len();
     bytes[n - 8..].copy_from_slice(&f64::NAN.to_le_bytes());
     std::fs::write(&nan, &bytes).unwrap();
-    let e = fails(&["eval", "fid", "--real", s(&nan), "--fake", s(&nan)], 1);
+    let e = fails(&fid_args(&nan, &nan, &[]), 1);
     assert!(e.contains("nan.npy") && e.contains("non-finite"), "{e}");
     let empty = dir.path().join("empty.npy");
     std::fs::write(&empty, b"").unwrap();
-    let e = fails(&["eval", "fid", "--real", s(&empty), "--fake", s(&fake)], 1);
+    let e = fails(&fid_args(&empty, &fake, &[]), 1);
     assert!(
         e.contains("--real") && e.contains("empty.npy") && e.contains("empty"),
         "{e}"
@@ -204,7 +180,7 @@ fn fid_kid_stats_and_errors() {
 
 #[test]
 fn fid_pytorch_fid_mode_on_dead_features() {
-    let fid: Value = json(&eval_fixtures().join("fid.json"));
+    let fid = json(&eval_fixtures().join("fid.json"));
     let case = fid["cases"]
         .as_array()
         .unwrap()
@@ -213,18 +189,11 @@ fn fid_pytorch_fid_mode_on_dead_features() {
         .unwrap();
     let real = eval_fixtures().join(case["real"].as_str().unwrap());
     let fake = eval_fixtures().join(case["fake"].as_str().unwrap());
-    let v = ok_json(&[
-        "eval",
-        "fid",
-        "--real",
-        s(&real),
-        "--fake",
-        s(&fake),
-        "--mode",
-        "pytorch-fid",
-        "--no-kid",
-        "--json",
-    ]);
+    let v = ok_json(&fid_args(
+        &real,
+        &fake,
+        &["--mode", "pytorch-fid", "--no-kid", "--json"],
+    ));
     assert_eq!(v["eps_retry"], true);
     close(&v["fid"], &case["fid_eps_retry"], 1e-7, "retry");
     close(
@@ -242,54 +211,36 @@ fn retrieval_and_classification() {
     let rel = dir.path().join("rel.json");
     std::fs::write(&rel, f["relevant"].to_string()).unwrap();
     let sim = eval_fixtures().join("retrieval_similarity.npy");
-    let v = ok_json(&[
+    let retrieval = [
         "eval",
         "retrieval",
         "--similarity",
         s(&sim),
         "--relevant",
         s(&rel),
-        "--json",
-    ]);
+    ];
+    let v = ok_json(&[&retrieval[..], &["--json"]].concat());
     for k in ["R@1", "R@5", "R@10", "medr", "meanr", "mAP"] {
         close(&v[k], &f[k], 1e-12, k);
     }
-    assert!(ok(&[
-        "eval",
-        "retrieval",
-        "--similarity",
-        s(&sim),
-        "--relevant",
-        s(&rel)
-    ])
-    .contains("mAP"));
+    assert!(ok(&retrieval).contains("mAP"));
     std::fs::write(&rel, "[[0], [1]]").unwrap();
-    let e = fails(
-        &[
-            "eval",
-            "retrieval",
-            "--similarity",
-            s(&sim),
-            "--relevant",
-            s(&rel),
-        ],
-        1,
-    );
+    let e = fails(&retrieval, 1);
     assert!(e.contains("2 relevance lists for 40 query rows"), "{e}");
 
     let c = json(&eval_fixtures().join("classification.json"));
     let m = &c["multi"];
     let scores = eval_fixtures().join(m["scores"].as_str().unwrap());
     let labels = eval_fixtures().join(m["labels"].as_str().unwrap());
-    let v = ok_json(&[
+    let cls = [
         "eval",
         "classification",
         "--scores",
         s(&scores),
         "--labels",
         s(&labels),
-        "--json",
-    ]);
+    ];
+    let v = ok_json(&[&cls[..], &["--json"]].concat());
     close(
         &v["macro_avg"]["f1"],
         &m["averages"]["macro"][2],
@@ -303,33 +254,12 @@ fn retrieval_and_classification() {
         "micro F1",
     );
     let names = "Deformation,Mogi,Dyke,Sill,Spheroid,Earthquake,Unidentified,Low,Medium,High";
-    let table = ok(&[
-        "eval",
-        "classification",
-        "--scores",
-        s(&scores),
-        "--labels",
-        s(&labels),
-        "--names",
-        names,
-    ]);
+    let table = ok(&[&cls[..], &["--names", names]].concat());
     assert!(
         table.contains("Earthquake") && table.contains("macro avg"),
         "{table}"
     );
-    let e = fails(
-        &[
-            "eval",
-            "classification",
-            "--scores",
-            s(&scores),
-            "--labels",
-            s(&labels),
-            "--names",
-            "a,b",
-        ],
-        1,
-    );
+    let e = fails(&[&cls[..], &["--names", "a,b"]].concat(), 1);
     assert!(e.contains("2 names for 10 score columns"), "{e}");
     let single = eval_fixtures().join("cls_single_labels.npy");
     let e = fails(
@@ -378,7 +308,7 @@ fn segmentation_from_png_label_maps() {
         &[1, 1, 0, 0, 0, 0],
     )
     .unwrap();
-    let v = ok_json(&[
+    let seg = [
         "eval",
         "segmentation",
         "--pred",
@@ -387,8 +317,8 @@ fn segmentation_from_png_label_maps() {
         s(&gt),
         "--num-classes",
         "3",
-        "--json",
-    ]);
+    ];
+    let v = ok_json(&[&seg[..], &["--json"]].concat());
     // Confusion over both images (the ignored pixel excluded): truth 0 → [5, 1],
     // truth 1 → [1, 4].
     assert_eq!(
@@ -411,47 +341,13 @@ fn segmentation_from_png_label_maps() {
         "Dice1",
     );
     close(&v["aAcc"], &serde_json::json!(9.0 / 11.0), 1e-15, "aAcc");
-    assert!(ok(&[
-        "eval",
-        "segmentation",
-        "--pred",
-        s(&pred),
-        "--gt",
-        s(&gt),
-        "--num-classes",
-        "3"
-    ])
-    .contains("mIoU"));
+    assert!(ok(&seg).contains("mIoU"));
     // A class ≥ K names the file; a missing prediction is an error.
     write_png(&gt.join("c.png"), 3, 2, PngColor::Gray, &[0, 0, 5, 0, 0, 0]).unwrap();
     write_png(&pred.join("c.png"), 3, 2, PngColor::Gray, &[0; 6]).unwrap();
-    let e = fails(
-        &[
-            "eval",
-            "segmentation",
-            "--pred",
-            s(&pred),
-            "--gt",
-            s(&gt),
-            "--num-classes",
-            "3",
-        ],
-        1,
-    );
+    let e = fails(&seg, 1);
     assert!(e.contains("c.png") && e.contains("class 5"), "{e}");
     std::fs::remove_file(pred.join("c.png")).unwrap();
-    let e = fails(
-        &[
-            "eval",
-            "segmentation",
-            "--pred",
-            s(&pred),
-            "--gt",
-            s(&gt),
-            "--num-classes",
-            "3",
-        ],
-        1,
-    );
+    let e = fails(&seg, 1);
     assert!(e.contains("c.png") && e.contains("no prediction"), "{e}");
 }

@@ -67,19 +67,7 @@ fn train_args<'a>(task: &'a str, data: &'a str, out: &'a str, steps: &'a str) ->
 fn train_predict_eval_classify_and_segment_end_to_end() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    ok(&[
-        "data",
-        "synth",
-        "--out",
-        s(&data),
-        "--frames",
-        "14",
-        "--size",
-        "64x64",
-        "--seed",
-        "5",
-        "-q",
-    ]);
+    synth_dataset(&data, "14", "5");
     let pngs = phase_pngs(&data);
     assert_eq!(pngs.len(), 14);
 

@@ -168,6 +168,23 @@ pub fn fails_verbose(args: &[&str], code: i32) -> String {
     Cli::default().fails_verbose(args, code)
 }
 
+/// A small `data synth` dataset in `out`: `frames` frames of 64×64 from `seed`.
+pub fn synth_dataset(out: &Path, frames: &str, seed: &str) {
+    ok(&[
+        "data",
+        "synth",
+        "--out",
+        s(out),
+        "--frames",
+        frames,
+        "--size",
+        "64x64",
+        "--seed",
+        seed,
+        "-q",
+    ]);
+}
+
 /// A path as a command-line argument.
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()

@@ -196,50 +196,37 @@ fn pretrain_resume_and_embed() {
     let run2 = dir.path().join("run2");
     let tiny_cfg = dir.path().join("tiny.toml");
     std::fs::write(&tiny_cfg, "preset = \"tiny\"\n[data]\nval_samples = 1\n").unwrap();
-    ok(&[
-        "-q",
-        "train",
-        "pretrain",
-        "--config",
-        s(&tiny_cfg),
-        "--data",
-        s(&patches),
-        "--image-size",
-        "24",
-        "--batch-size",
-        "4",
-        "--epochs",
-        "2",
-        "--out",
-        s(&run2),
-    ]);
+    // Two epochs of `--batch-size batch` into `out`.
+    let (cfg, data) = (s(&tiny_cfg), s(&patches));
+    let folder_args = move |batch, out| {
+        vec![
+            "-q",
+            "train",
+            "pretrain",
+            "--config",
+            cfg,
+            "--data",
+            data,
+            "--image-size",
+            "24",
+            "--batch-size",
+            batch,
+            "--epochs",
+            "2",
+            "--out",
+            out,
+        ]
+    };
+    ok(&folder_args("4", s(&run2)));
     assert_eq!(json(&run2.join("state.json"))["step"], 2);
 
     // A batch larger than the training set fails before a run folder exists, so the same
     // --out then starts cleanly.
     let run3 = dir.path().join("run3");
-    let mut args3 = vec![
-        "-q",
-        "train",
-        "pretrain",
-        "--config",
-        s(&tiny_cfg),
-        "--data",
-        s(&patches),
-        "--image-size",
-        "24",
-        "--batch-size",
-        "8",
-        "--epochs",
-        "2",
-        "--out",
-        s(&run3),
-    ];
-    let err = fails(&args3, 1);
+    let err = fails(&folder_args("8", s(&run3)), 1);
     assert!(err.contains("fewer than one batch"), "{err}");
     assert!(!run3.exists());
-    args3[10] = "4";
-    ok(&args3);
+    ok(&folder_args("4", s(&run3)));
     assert_eq!(json(&run3.join("state.json"))["step"], 2);
 }
 
