@@ -2,16 +2,21 @@
 //! its outcome, reading what it wrote, and the paths of the bundled fixtures.
 //!
 //! All CLI tests live in this one binary (`tests/cli/main.rs`), so the test code is compiled
-//! and linked once instead of once per file. To add tests of a new command:
+//! and linked once instead of once per file. To add tests of a new command (or to move a
+//! `tests/cli_<name>.rs` of another branch in):
 //!
-//! 1. write `tests/cli/<name>.rs` starting with a `//!` line saying what it covers, then
-//!    `use crate::support::*;` (plus what else it needs);
+//! 1. put them in `tests/cli/<name>.rs`, starting with a `//!` paragraph saying what it
+//!    covers, then `use crate::support::*;` (plus what else it needs);
 //! 2. add `mod <name>;` to `tests/cli/main.rs`;
-//! 3. use the helpers here instead of copying them: [`ok`], [`fails`], [`ok_json`],
-//!    [`insar_mm`] or [`command`] for the plain run, and a [`Cli`] for extra environment
-//!    (`Cli::with(&[("INSAR_MM_CACHE", s(&cache))]).ok(&args)`); [`s`], [`json`],
-//!    [`snapshot`], [`phase_pngs`], [`tensor_bytes`]… for what it wrote. A helper that a
-//!    second module needs moves here; one that only its module uses stays there.
+//! 3. use the helpers here instead of copies: [`ok`] (stdout), [`ok_json`], [`fails`]
+//!    (exit code, no panic, one-line `error: …`; [`fails_verbose`] where the error spans
+//!    lines), [`insar_mm`] (the raw `Output`) or [`command`] (to spawn, pipe or signal),
+//!    and a [`Cli`] for extra environment: `Cli::with(&[("INSAR_MM_CACHE", s(&cache))])
+//!    .ok(&args)`, `Cli::with(&[("RAYON_NUM_THREADS", "2")]).fails(&args, 1)`; then [`s`],
+//!    [`json`], [`snapshot`], [`phase_pngs`], [`tensor_bytes`], [`read_npy`]… for what it
+//!    wrote, [`synth_dataset`] for a small dataset, [`SAMPLE`], [`eval_fixtures`] and
+//!    [`real_tarball`] for fixtures. A helper that a second module needs moves here; one
+//!    that only its module uses stays there.
 //!
 //! Run one module with `cargo test --release --test cli <name>::` (test names are
 //! `<module>::<function>`).
