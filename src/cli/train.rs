@@ -66,13 +66,43 @@ pub struct CommonTrainArgs {
     /// Run directory [default: runs/<command>-<preset>].
     #[arg(long, value_name = "RUN")]
     pub out: Option<PathBuf>,
-    /// Continue the run in RUN from its last checkpoint, with its saved config (only
-    /// --steps/--epochs may change, to extend it).
-    #[arg(long, value_name = "RUN", conflicts_with_all = ["data", "config", "preset", "batch_size", "image_size", "lr", "accumulate", "out"])]
+    /// Continue the run in RUN from its last checkpoint, with its saved config. Only
+    /// --steps/--epochs (to extend it), --checkpoint-every and --lr (e.g. after a
+    /// non-finite loss; recorded in RUN/config-history.jsonl) may change.
+    #[arg(long, value_name = "RUN", conflicts_with_all = ["data", "config", "preset", "batch_size", "image_size", "accumulate", "out"])]
     pub resume: Option<PathBuf>,
 }
 
 impl CommonTrainArgs {
+    /// The overrides a resumed run accepts: run length and checkpointing in `[train]`, and
+    /// the base learning rate, whose change is recorded in the run's config history. Writes
+    /// `config.json` when something changed.
+    pub fn apply_resume_overrides<C: serde::Serialize>(
+        &self,
+        run: &RunDir,
+        cfg: &mut C,
+        sections: impl FnOnce(&mut C) -> (&mut TrainSection, &mut insar_mm::train::optim::OptimConfig),
+    ) -> Result<()> {
+        let (train, optim) = sections(cfg);
+        let before = train.clone();
+        self.apply_train_overrides(train);
+        let mut changed = *train != before;
+        if let Some(lr) = self.lr {
+            let old = optim.lr();
+            if lr != old {
+                optim.set_lr(lr);
+                optim.validate().context("--lr")?;
+                run.record_config_change("optim.lr", old.into(), lr.into())?;
+                log::info!("optim.lr {old:e} -> {lr:e} from the resumed step on");
+                changed = true;
+            }
+        }
+        if changed {
+            run.write_config(cfg)?;
+        }
+        Ok(())
+    }
+
     /// Applies the run-length and loop overrides to `[train]`.
     pub fn apply_train_overrides(&self, train: &mut TrainSection) {
         if let Some(s) = self.steps {
@@ -216,11 +246,7 @@ fn run_pretrain(pretrain: &PretrainArgs, global: &GlobalArgs) -> Result<()> {
         Some(dir) => {
             let run = RunDir::new(dir);
             let mut cfg: PretrainConfig = run.read_config()?;
-            let before = cfg.train.clone();
-            args.apply_train_overrides(&mut cfg.train);
-            if cfg.train != before {
-                run.write_config(&cfg)?;
-            }
+            args.apply_resume_overrides(&run, &mut cfg, |c| (&mut c.train, &mut c.optim))?;
             (cfg, run, true)
         }
         None => {
@@ -289,11 +315,7 @@ fn run_caption(args: &CaptionArgs, global: &GlobalArgs) -> Result<()> {
         Some(dir) => {
             let run = RunDir::new(dir);
             let mut cfg: CaptionTrainConfig = run.read_config()?;
-            let before = cfg.train.clone();
-            common.apply_train_overrides(&mut cfg.train);
-            if cfg.train != before {
-                run.write_config(&cfg)?;
-            }
+            common.apply_resume_overrides(&run, &mut cfg, |c| (&mut c.train, &mut c.optim))?;
             (cfg, run, true)
         }
         None => {
@@ -446,11 +468,7 @@ fn resolve_head_config<C: HeadConfig>(
     let common = &args.common;
     if let Some(dir) = &common.resume {
         let mut cfg = C::read(dir)?;
-        let before = cfg.train().clone();
-        common.apply_train_overrides(cfg.train_mut());
-        if *cfg.train() != before {
-            RunDir::new(dir).write_config(&cfg)?;
-        }
+        common.apply_resume_overrides(&RunDir::new(dir), &mut cfg, |c| c.train_and_optim_mut())?;
         return Ok((cfg, dir.clone(), true));
     }
     let mut cfg = match &common.config {

@@ -103,7 +103,12 @@ fn train_predict_eval_classify_and_segment_end_to_end() {
     let metrics = std::fs::read_to_string(crun.join("metrics.jsonl")).unwrap();
     assert!(metrics.contains("val_macro_f1"), "{metrics}");
     assert_tta_chosen_on_val(&cfg, &scores, "val_macro_f1");
-    // Resume to 6 steps: the run continues from its checkpoint.
+    // A resume may not set a learning rate that is no learning rate.
+    let err = fails(&["train", "classify", "--resume", s(&crun), "--lr", "0"], 1);
+    assert!(err.contains("--lr") && err.contains("optim.lr"), "{err}");
+    assert!(!crun.join("config-history.jsonl").exists());
+    // Resume to 6 steps with a lower learning rate: the run continues from its checkpoint,
+    // and the change is saved in config.json and recorded in the history.
     ok(&[
         "train",
         "classify",
@@ -111,10 +116,26 @@ fn train_predict_eval_classify_and_segment_end_to_end() {
         s(&crun),
         "--steps",
         "6",
+        "--lr",
+        "1e-4",
         "-q",
     ]);
     let state = json(&crun.join("state.json"));
     assert_eq!(state["step"], 6);
+    assert_eq!(
+        json(&crun.join("config.json"))["optim"]["lr"].as_f64(),
+        Some(1e-4)
+    );
+    let history = std::fs::read_to_string(crun.join("config-history.jsonl")).unwrap();
+    let lines: Vec<Value> = history
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{history}");
+    assert_eq!(lines[0]["key"], "optim.lr");
+    assert_eq!(lines[0]["from"].as_f64(), cfg["optim"]["lr"].as_f64());
+    assert_eq!(lines[0]["to"].as_f64(), Some(1e-4));
+    assert_eq!(lines[0]["resumed_at_step"], 4);
     // The views the resumed run chose: what predict and eval use unless told otherwise.
     let run_tta = json(&crun.join("config.json"))["test_time_augment"].clone();
     // Resume refuses to change the encoder (usage error).
@@ -433,4 +454,23 @@ fn train_predict_eval_classify_and_segment_end_to_end() {
     // An existing run is not overwritten.
     let err = fails(&train_args("classify", s(&data), s(&crun), "2"), 1);
     assert!(err.contains("--resume"), "{err}");
+
+    // A frame whose coherence file is missing is left out of training with a warning.
+    let holed = tmp.path().join("holed");
+    copy_dir(&data, &holed);
+    let cc = phase_pngs(&holed)[0]
+        .to_str()
+        .unwrap()
+        .replace(".geo.diff.png", ".geo.cc.png");
+    std::fs::remove_file(&cc).unwrap();
+    let holed_run = tmp.path().join("holed-run");
+    let mut args = train_args("classify", s(&holed), s(&holed_run), "1");
+    args.retain(|a| *a != "-q");
+    let (_, stderr) = Cli::with(&[]).ok_with_stderr(&args);
+    assert!(
+        stderr.contains(": 1 of ")
+            && stderr.contains("annotations have no usable images")
+            && stderr.contains("data check"),
+        "{stderr}"
+    );
 }

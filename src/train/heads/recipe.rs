@@ -58,6 +58,8 @@ pub trait HeadConfig: Default + Clone + Debug + Serialize + DeserializeOwned {
     fn schedule(&self) -> &ScheduleConfig;
     fn train(&self) -> &TrainSection;
     fn train_mut(&mut self) -> &mut TrainSection;
+    /// `[train]` and `[optim]` together (what a resume may change).
+    fn train_and_optim_mut(&mut self) -> (&mut TrainSection, &mut OptimConfig);
     /// The resolved architecture (an error before the run started).
     fn model(&self) -> Result<&Self::Arch>;
     fn set_model(&mut self, arch: Self::Arch);
@@ -158,6 +160,14 @@ macro_rules! head_config_fields {
         }
         fn train_mut(&mut self) -> &mut $crate::train::config::TrainSection {
             &mut self.train
+        }
+        fn train_and_optim_mut(
+            &mut self,
+        ) -> (
+            &mut $crate::train::config::TrainSection,
+            &mut $crate::train::optim::OptimConfig,
+        ) {
+            (&mut self.train, &mut self.optim)
         }
         fn model(&self) -> anyhow::Result<&Self::Arch> {
             self.model.as_ref().ok_or_else(|| {
@@ -311,7 +321,7 @@ pub fn run<C: HeadConfig>(opts: HeadRun<C>) -> Result<HeadOutcome<C>> {
     let params = trainable_params(&varmap, |n| C::is_trainable(&model, n));
     let optimizer = Optimizer::new(cfg.optim().clone(), params)?;
     log::info!(
-        "{} {}: {} train / {} val / {} test samples{}, {}² inputs, batch {}, mode {:?}, run {}",
+        "{} {}: {} train / {} val / {} test samples{}, {}² inputs, batch {}, mode {}, run {}",
         if resume { "resuming" } else { "starting" },
         C::NOUN,
         train.len(),
@@ -321,7 +331,7 @@ pub fn run<C: HeadConfig>(opts: HeadRun<C>) -> Result<HeadOutcome<C>> {
             .unwrap_or_default(),
         cfg.data().image_size,
         cfg.data().batch_size,
-        cfg.encoder_mode()?,
+        mode_name(cfg.encoder_mode()?),
         out.display()
     );
     let mut task = cfg.new_task(model, train, val, &device)?;
