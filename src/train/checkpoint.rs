@@ -813,5 +813,13 @@ mod tests {
         std::fs::write(&path, b"garbage").unwrap();
         let err = format!("{:#}", load_model(&path, &third).unwrap_err());
         assert!(err.contains("not a safetensors file"), "{err}");
+        // A garbled header: its JSON error is said once.
+        let mut garbled = 16u64.to_le_bytes().to_vec();
+        garbled.extend_from_slice(b"{\"a\":1,\"b\":2xxxx");
+        std::fs::write(&path, garbled).unwrap();
+        let err = format!("{:#}", load_model(&path, &third).unwrap_err());
+        assert!(err.contains("not a safetensors file"), "{err}");
+        let detail = "line 1 column";
+        assert_eq!(err.matches(detail).count(), 1, "{err}");
     }
 }

@@ -431,20 +431,20 @@ impl Trainer {
         self.stop.as_ref().is_some_and(|f| f.load(Ordering::SeqCst))
     }
 
-    fn non_finite(&self, what: &str, value: f64) -> anyhow::Error {
+    /// The error that stops training at `step` because `what` is not finite.
+    fn non_finite(&self, step: u64, what: &str) -> anyhow::Error {
         if self.fresh.is_some() && self.state.step == 0 {
             return anyhow::anyhow!(
-                "step 1: the {what} is not finite ({value}); training stopped before its first \
+                "step 1: {what} is not finite; training stopped before its first \
                  step, so the run folder {} is removed (lower the learning rate or set \
                  train.clip_grad_norm)",
                 self.run.root.display()
             );
         }
         anyhow::anyhow!(
-            "step {}: the {what} is not finite ({value}); training stopped. The last good \
+            "step {step}: {what} is not finite; training stopped. The last good \
              checkpoint (step {}) is kept in {}: continue with a lower learning rate, \
              `--resume {} --lr X` (or set train.clip_grad_norm in {} before resuming)",
-            self.state.step + 1,
             self.last_checkpoint,
             self.run.root.display(),
             self.run.root.display(),
@@ -525,7 +525,9 @@ impl Trainer {
                     .and_then(|l| l.to_scalar::<f64>())
                     .context("the task's loss must be a scalar")?;
                 if !loss_value.is_finite() {
-                    return Err(self.non_finite("loss", loss_value));
+                    return Err(
+                        self.non_finite(self.state.step + 1, &format!("the loss ({loss_value})"))
+                    );
                 }
                 let loss = if self.cfg.accumulate > 1 {
                     out.loss.affine(1.0 / self.cfg.accumulate as f64, 0.0)?
@@ -551,7 +553,10 @@ impl Trainer {
                 None => grads.global_norm()?,
             };
             if !grad_norm.is_finite() {
-                return Err(self.non_finite("gradient norm", grad_norm));
+                return Err(self.non_finite(
+                    self.state.step + 1,
+                    &format!("the gradient norm ({grad_norm})"),
+                ));
             }
             self.optimizer.step(&grads)?;
             self.state.step += 1;
@@ -623,6 +628,20 @@ impl Trainer {
     }
 
     fn validate(&mut self, task: &mut dyn TrainTask, pb: &ProgressBar) -> Result<()> {
+        // A step can blow the weights up with a finite loss (the loss is computed before the
+        // update); validating such a model would fail somewhere in the metrics instead.
+        let vars: Vec<(String, Tensor)> = {
+            let data = self.varmap.data().lock().expect("VarMap lock poisoned");
+            data.iter()
+                .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+                .collect()
+        };
+        for (name, t) in &vars {
+            if super::checkpoint::check_finite(name, t).is_err() {
+                let what = format!("model variable {name} after the update");
+                return Err(self.non_finite(self.state.step, &what));
+            }
+        }
         let metrics = task.validate()?;
         if metrics.is_empty() {
             return Ok(());

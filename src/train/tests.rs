@@ -646,6 +646,47 @@ fn a_torn_root_layout_checkpoint_is_refused_with_advice() {
     assert!(err.contains("checkpoint.json"), "{err}");
 }
 
+/// A step whose loss is finite can still blow the weights up (the loss is computed before
+/// the update): the next validation stops the run with an error naming the variable,
+/// instead of failing somewhere inside the metrics.
+#[test]
+fn weights_blown_up_by_a_finite_loss_stop_before_validation() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("blown");
+    let varmap = VarMap::new();
+    let mut task = Regression::new(&varmap, 8, None);
+    let sgd = OptimConfig::Sgd {
+        lr: 1e300,
+        momentum: 0.0,
+        nesterov: false,
+        weight_decay: 0.0,
+    };
+    let opt = Optimizer::new(sgd, trainable_params(&varmap, |_| true)).unwrap();
+    let mut cfg = loop_config(4, 1, 2);
+    cfg.validate_every = 1;
+    let err = Trainer::start(
+        RunDir::new(&run),
+        &serde_json::json!({"task": "regression"}),
+        varmap,
+        opt,
+        ScheduleConfig::Constant { warmup_steps: 0 },
+        cfg,
+        1,
+    )
+    .unwrap()
+    .run(&mut task)
+    .unwrap_err();
+    let err = format!("{err:#}");
+    assert!(
+        err.contains("step 1: model variable w after the update is not finite")
+            && err.contains("checkpoint (step 0)")
+            && err.contains("--lr"),
+        "{err}"
+    );
+    // The kept checkpoint is the finite step-0 model.
+    assert_eq!(RunDir::new(&run).read_state().unwrap().step, 0);
+}
+
 #[test]
 fn a_non_finite_model_never_replaces_a_good_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
