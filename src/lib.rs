@@ -8,6 +8,7 @@ pub mod assets;
 pub mod cli;
 pub mod data;
 pub mod device;
+pub mod retrieval;
 pub mod synth;
 pub mod text;
 pub mod train;
