@@ -561,3 +561,193 @@ fn rank_captions(
     }
     Ok(())
 }
+
+/// `eval retrieval --model RUN` options.
+#[derive(Debug, Clone, Args)]
+pub struct EvalRetrievalArgs {
+    /// Retrieval run to evaluate (`insar-mm train retrieval --out RUN`).
+    #[arg(long, value_name = "RUN")]
+    pub model: Option<PathBuf>,
+    /// Dataset directory [default: the run's own data].
+    #[arg(long, value_name = "DIR", requires = "model")]
+    pub data: Option<PathBuf>,
+    /// Real annotations whose captions are the queries (as `train retrieval --annotations`).
+    #[arg(long, value_name = "PATH", requires = "model")]
+    pub annotations: Option<PathBuf>,
+    /// Seeded class-stratified subset of the annotations [default: the run's when
+    /// --annotations is the run's, else all].
+    #[arg(long, value_name = "N", requires = "model")]
+    pub annotation_limit: Option<usize>,
+    /// Split part to score.
+    #[arg(long, value_enum, default_value_t = super::caption::SplitArg::Test, requires = "model")]
+    pub split: super::caption::SplitArg,
+    /// Caption run for the caption-then-match baseline (caption each image greedily, rank
+    /// by BM25 between the query and the generated caption).
+    #[arg(long, value_name = "RUN", requires = "model")]
+    pub caption_model: Option<PathBuf>,
+    /// Classify run for the classifier-facts baseline (log-likelihood of the query's parsed
+    /// facts under the image's label probabilities).
+    #[arg(long, value_name = "RUN", requires = "model")]
+    pub classify_model: Option<PathBuf>,
+}
+
+/// The split part of `ds` at the input of another run (format and size), in the same order
+/// as `reference` (same ids); errors when the parts differ.
+fn part_for(
+    ds: &crate::data::dataset::DatasetDir,
+    format: crate::data::frames::InputFormat,
+    size: usize,
+    seed: u64,
+    part: Part,
+    reference: &crate::train::caption::CaptionPart,
+) -> Result<crate::train::caption::CaptionPart> {
+    let d = crate::train::caption::caption_parts(ds, format, size, seed)?;
+    let p = match part {
+        Part::Train => d.train,
+        Part::Val => d.val,
+        Part::Test => d.test,
+    };
+    ensure!(
+        p.ids == reference.ids,
+        "the baseline run's split part differs from the retrieval run's"
+    );
+    Ok(p)
+}
+
+/// `insar-mm eval retrieval --model RUN`.
+pub fn run_eval(args: EvalRetrievalArgs, as_json: bool, global: &GlobalArgs) -> Result<()> {
+    use insar_mm_eval::retrieval::relevance::{
+        caption_match_similarity, classifier_similarity, random_similarity,
+    };
+    let device = crate::device::open(global.device)?;
+    let model_dir = args.model.clone().context("--model RUN")?;
+    let run = load_run(&model_dir, &device)?;
+    let cfg = &run.cfg;
+    let (data_dir, annotations) = if args.data.is_some() || args.annotations.is_some() {
+        (args.data.clone(), args.annotations.clone())
+    } else {
+        (cfg.data.dir.clone(), cfg.data.annotations.clone())
+    };
+    let limit = match (&annotations, args.annotation_limit) {
+        (_, Some(n)) => n,
+        (Some(a), None) if cfg.data.annotations.as_ref() == Some(a) => cfg.data.annotation_limit,
+        _ => 0,
+    };
+    let (ds, source) = crate::train::caption::open_caption_dataset(
+        data_dir.as_deref(),
+        annotations.as_deref(),
+        limit,
+        cfg.seed,
+        &|len, what| super::progress::bar(len, what, global.show_progress()),
+    )?;
+    let part = part_of(args.split);
+    let all = crate::train::caption::caption_parts(
+        &ds,
+        cfg.data.input_format,
+        cfg.data.image_size,
+        cfg.seed,
+    )?;
+    let data = match part {
+        Part::Train => all.train,
+        Part::Val => all.val,
+        Part::Test => all.test,
+    };
+    ensure!(
+        !data.is_empty(),
+        "the {part} split of {source} has no image with a caption"
+    );
+    let started = std::time::Instant::now();
+    let (model_scores, _) = task::score_part(&run.model, &run.tokenizer, &data, 64, &device)?;
+    let embed_s = started.elapsed().as_secs_f64();
+    let mut rows: Vec<(String, task::PartScores)> = vec![("dual encoder".into(), model_scores)];
+    let random = random_similarity(data.len(), data.len(), global.seed)?;
+    rows.push((
+        "random".into(),
+        task::score_similarity(&random, &data.captions)?,
+    ));
+    if let Some(dir) = &args.caption_model {
+        let cap = crate::train::caption::load_caption_run(dir, &device)
+            .with_context(|| format!("--caption-model {}", dir.display()))?;
+        let p = part_for(
+            &ds,
+            cap.cfg.data.input_format,
+            cap.cfg.data.image_size,
+            cfg.seed,
+            part,
+            &data,
+        )
+        .with_context(|| format!("--caption-model {}", dir.display()))?;
+        let images: Vec<_> = p.images.iter().collect();
+        let search = insar_mm_models::caption::SearchConfig {
+            beam_width: 1,
+            max_new_tokens: cap.cfg.data.max_len - 1,
+            length_penalty: 1.0,
+        };
+        let generated = crate::train::caption::caption_images(
+            &cap.model,
+            &cap.tokenizer,
+            &images,
+            &search,
+            32,
+            &device,
+        )?;
+        let sim = caption_match_similarity(&data.captions, &generated)?;
+        rows.push((
+            "caption-then-match".into(),
+            task::score_similarity(&sim, &data.captions)?,
+        ));
+    }
+    if let Some(dir) = &args.classify_model {
+        crate::train::heads::expect_task(dir, "classify")
+            .with_context(|| format!("--classify-model {}", dir.display()))?;
+        let cls = crate::train::classify::load_run(dir, &device)
+            .with_context(|| format!("--classify-model {}", dir.display()))?;
+        let p = part_for(
+            &ds,
+            cls.config.data.input_format,
+            cls.config.data.image_size,
+            cfg.seed,
+            part,
+            &data,
+        )
+        .with_context(|| format!("--classify-model {}", dir.display()))?;
+        let images: Vec<_> = p.images.iter().collect();
+        let probs = crate::train::classify::predict_scores(
+            &cls.model,
+            &images,
+            32,
+            Default::default(),
+            &device,
+        )?;
+        let sim = classifier_similarity(&data.captions, &probs)?;
+        rows.push((
+            "classifier facts".into(),
+            task::score_similarity(&sim, &data.captions)?,
+        ));
+    }
+    if as_json {
+        let v: serde_json::Map<String, serde_json::Value> = rows
+            .iter()
+            .map(|(n, s)| (n.clone(), task::scores_json(s)))
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "model": model_dir.display().to_string(),
+                "split": part.to_string(),
+                "pairs": data.len(),
+                "methods": v,
+            }))?
+        );
+        return Ok(());
+    }
+    println!(
+        "{} split of {}: {} image–caption pairs; embedding both sides took {embed_s:.1} s",
+        part,
+        source,
+        data.len()
+    );
+    let refs: Vec<(&str, &task::PartScores)> = rows.iter().map(|(n, s)| (n.as_str(), s)).collect();
+    print_scores(&refs);
+    Ok(())
+}

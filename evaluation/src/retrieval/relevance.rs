@@ -295,6 +295,78 @@ impl Bm25 {
     }
 }
 
+/// The 10-label vector (`[Deformation, Mogi, Dyke, Sill, Spheroid, Earthquake, Unidentified,
+/// Low, Medium, High]`, the Hephaestus multi-label order) that a caption's facts state; all
+/// zeros without deformation.
+pub fn label_vector(f: &ParsedFacts) -> [f64; 10] {
+    let mut v = [0.0; 10];
+    if !f.has_deformation() {
+        return v;
+    }
+    v[0] = 1.0;
+    for (k, a) in Activity::ALL.iter().enumerate() {
+        if f.activities.contains(a) {
+            v[1 + k] = 1.0;
+        }
+    }
+    for (k, l) in Level::ALL.iter().enumerate() {
+        if f.intensities.contains(l) {
+            v[7 + k] = 1.0;
+        }
+    }
+    v
+}
+
+/// The classifier-facts baseline: for each query caption (rows) and image (columns), the
+/// log-likelihood of the query's label vector ([`label_vector`]) under the image's
+/// independent label probabilities `probs` (clamped to [1e-6, 1 − 1e-6]).
+pub fn classifier_similarity(queries: &[String], probs: &[Vec<f32>]) -> Result<Matrix> {
+    let targets: Vec<[f64; 10]> = queries
+        .iter()
+        .map(|q| label_vector(&parse_facts(q)))
+        .collect();
+    let mut data = Vec::with_capacity(queries.len() * probs.len());
+    for t in &targets {
+        for p in probs {
+            if p.len() != 10 {
+                return Err(EvalError::input(format!(
+                    "{} label probabilities per image, expected 10",
+                    p.len()
+                )));
+            }
+            let ll: f64 = t
+                .iter()
+                .zip(p)
+                .map(|(&y, &q)| {
+                    let q = f64::from(q).clamp(1e-6, 1.0 - 1e-6);
+                    y * q.ln() + (1.0 - y) * (1.0 - q).ln()
+                })
+                .sum();
+            data.push(ll);
+        }
+    }
+    Matrix::new(queries.len(), probs.len(), data)
+}
+
+/// The caption-then-match baseline: BM25 of each query caption (rows) against each image's
+/// generated caption (columns, the BM25 documents).
+pub fn caption_match_similarity(queries: &[String], generated: &[String]) -> Result<Matrix> {
+    let bm = Bm25::new(generated);
+    let data: Vec<f64> = queries.iter().flat_map(|q| bm.scores(q)).collect();
+    Matrix::new(queries.len(), generated.len(), data)
+}
+
+/// A seeded uniform random similarity (the chance baseline).
+pub fn random_similarity(rows: usize, cols: usize, seed: u64) -> Result<Matrix> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    Matrix::new(
+        rows,
+        cols,
+        (0..rows * cols).map(|_| rng.random::<f64>()).collect(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -376,5 +448,19 @@ mod tests {
         let s = bm.scores("dyke high");
         assert!(s[1] > s[0] && s[0] > s[2], "{s:?}");
         assert!(bm.scores("").iter().all(|&v| v == 0.0));
+    }
+
+    #[test]
+    fn classifier_facts_prefer_images_whose_labels_match() {
+        let q = vec![DYKE_HIGH.to_string(), NONE.to_string()];
+        let mut dyke = vec![0.05f32; 10];
+        dyke[0] = 0.9;
+        dyke[2] = 0.9;
+        dyke[9] = 0.8;
+        let none = vec![0.05f32; 10];
+        let s = classifier_similarity(&q, &[dyke, none]).unwrap();
+        assert!(s.row(0)[0] > s.row(0)[1] && s.row(1)[1] > s.row(1)[0]);
+        assert_eq!(label_vector(&parse_facts(DYKE_HIGH))[..3], [1.0, 0.0, 1.0]);
+        assert!(classifier_similarity(&q, &[vec![0.5; 3]]).is_err());
     }
 }
