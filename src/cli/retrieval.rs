@@ -751,3 +751,148 @@ pub fn run_eval(args: EvalRetrievalArgs, as_json: bool, global: &GlobalArgs) -> 
     print_scores(&refs);
     Ok(())
 }
+
+/// `bench retrieval` options.
+#[derive(Debug, Args)]
+pub struct BenchRetrievalArgs {
+    /// Index sizes (synthetic unit vectors), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
+    pub sizes: Vec<usize>,
+    /// Embedding dimension [default: the model's, else 128].
+    #[arg(long)]
+    pub dim: Option<usize>,
+    /// Queries timed per size (after one warm-up query).
+    #[arg(long, default_value_t = 20)]
+    pub queries: usize,
+    /// Results per query.
+    #[arg(long, default_value_t = 10)]
+    pub top: usize,
+    /// A retrieval run: also time encoding each query text with it.
+    #[arg(long, value_name = "RUN")]
+    pub model: Option<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `insar-mm bench retrieval`: query latency (text encoding + exact top-k) against indexes of
+/// synthetic unit vectors.
+pub fn run_bench(args: BenchRetrievalArgs, global: &GlobalArgs) -> Result<()> {
+    use rand::{Rng, SeedableRng};
+    use std::time::Instant;
+    ensure!(args.queries >= 1, "--queries must be at least 1");
+    ensure!(args.top >= 1, "--top {}: must be at least 1", args.top);
+    ensure!(
+        !args.sizes.is_empty() && args.sizes.iter().all(|&n| n > 0),
+        "--sizes must be positive"
+    );
+    let device = crate::device::open(global.device)?;
+    let run = match &args.model {
+        Some(m) => Some(load_run(m, &device)?),
+        None => None,
+    };
+    let dim = args
+        .dim
+        .or(run.as_ref().map(|r| r.model.config().embed_dim))
+        .unwrap_or(128);
+    ensure!(dim >= 1, "--dim must be at least 1");
+    let texts = [
+        "a dyke-type deformation pattern of high intensity can be detected on the left side",
+        "no deformation activity can be detected",
+        "a mogi-type deformation pattern of medium intensity can be detected in the centre",
+        "turbulent mixing effect can be detected around the area",
+    ];
+    // Text encoding, one query at a time (as a search does).
+    let encode_ms = match &run {
+        Some(r) => {
+            embed_texts(&r.model, &r.tokenizer, &texts[..1], 1, &device)?;
+            let t = Instant::now();
+            for i in 0..args.queries {
+                embed_texts(
+                    &r.model,
+                    &r.tokenizer,
+                    &texts[i % texts.len()..][..1],
+                    1,
+                    &device,
+                )?;
+            }
+            Some(1e3 * t.elapsed().as_secs_f64() / args.queries as f64)
+        }
+        None => None,
+    };
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(global.seed);
+    let mut unit = |n: usize| -> Vec<f32> {
+        let mut v: Vec<f32> = (0..n * dim)
+            .map(|_| rng.random_range(-1.0f32..1.0))
+            .collect();
+        for row in v.chunks_mut(dim) {
+            let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+            row.iter_mut().for_each(|x| *x /= norm);
+        }
+        v
+    };
+    let queries = unit(args.queries + 1);
+    let mut results = Vec::new();
+    for &n in &args.sizes {
+        let rows = unit(n);
+        let q = |i: usize| &queries[i * dim..(i + 1) * dim];
+        crate::retrieval::index::top_k(&rows, dim, q(args.queries), args.top);
+        let mut times = Vec::with_capacity(args.queries);
+        for i in 0..args.queries {
+            let t = Instant::now();
+            let hits = crate::retrieval::index::top_k(&rows, dim, q(i), args.top);
+            times.push(1e3 * t.elapsed().as_secs_f64());
+            ensure!(
+                hits.len() == args.top.min(n),
+                "top-k returned {} hits",
+                hits.len()
+            );
+        }
+        times.sort_by(f64::total_cmp);
+        let mean = times.iter().sum::<f64>() / times.len() as f64;
+        let p50 = times[times.len() / 2];
+        let p95 = times[((times.len() as f64 * 0.95).ceil() as usize).min(times.len()) - 1];
+        results.push(serde_json::json!({
+            "vectors": n, "dim": dim, "top": args.top, "search_ms_mean": mean,
+            "search_ms_p50": p50, "search_ms_p95": p95,
+            "text_encode_ms": encode_ms,
+            "total_ms_mean": mean + encode_ms.unwrap_or(0.0),
+            "memory_mb": (n * dim * 4) as f64 / 1e6,
+        }));
+    }
+    let threads = rayon::current_num_threads();
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"threads": threads, "results": results})
+            )?
+        );
+        return Ok(());
+    }
+    println!(
+        "exact top-{} search, {dim}-d f32 unit vectors, {} timed queries, {threads} rayon threads{}",
+        args.top,
+        args.queries,
+        match encode_ms {
+            Some(ms) => format!("; text encoding {ms:.2} ms per query"),
+            None => String::new(),
+        }
+    );
+    println!(
+        "{:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "vectors", "MB", "mean ms", "p50 ms", "p95 ms", "total ms"
+    );
+    for r in &results {
+        println!(
+            "{:>10} {:>10.0} {:>10.2} {:>10.2} {:>10.2} {:>10.2}",
+            r["vectors"],
+            r["memory_mb"].as_f64().unwrap_or(0.0),
+            r["search_ms_mean"].as_f64().unwrap_or(0.0),
+            r["search_ms_p50"].as_f64().unwrap_or(0.0),
+            r["search_ms_p95"].as_f64().unwrap_or(0.0),
+            r["total_ms_mean"].as_f64().unwrap_or(0.0)
+        );
+    }
+    Ok(())
+}

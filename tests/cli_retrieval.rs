@@ -1,0 +1,333 @@
+//! End-to-end test of text–image retrieval through the binary: `train retrieval` (a few
+//! steps on a small `data synth` set) → `index` → `search` (text, image, captions, sheet) →
+//! `index --append` → `eval retrieval --model`, and the bad inputs of issue 22.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn insar_mm(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_insar-mm"))
+        .args(args)
+        .env("RAYON_NUM_THREADS", "1")
+        .env("CANDLE_NUM_THREADS", "1")
+        .output()
+        .expect("run insar-mm")
+}
+
+fn ok(args: &[&str]) -> (String, String) {
+    let out = insar_mm(args);
+    assert!(
+        out.status.success(),
+        "insar-mm {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn fails(args: &[&str]) -> String {
+    let out = insar_mm(args);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "insar-mm {args:?}: stdout {} stderr {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn phase_pngs(dir: &Path, out: &mut Vec<PathBuf>) {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            phase_pngs(&p, out);
+        } else if p.to_str().unwrap().ends_with(".geo.diff.png") {
+            out.push(p);
+        }
+    }
+}
+
+fn train(data: &Path, run: &Path, steps: &str, seed: &str) {
+    ok(&[
+        "train",
+        "retrieval",
+        "--data",
+        s(data),
+        "--out",
+        s(run),
+        "--steps",
+        steps,
+        "--batch-size",
+        "4",
+        "--image-size",
+        "32",
+        "--seed",
+        seed,
+        "-q",
+    ]);
+}
+
+#[test]
+fn train_index_search_append_eval_and_bad_input() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let run = tmp.path().join("run");
+    let index = tmp.path().join("index");
+    ok(&[
+        "data",
+        "synth",
+        "--out",
+        s(&data),
+        "--frames",
+        "14",
+        "--size",
+        "64x64",
+        "--seed",
+        "5",
+        "-q",
+    ]);
+    train(&data, &run, "3", "42");
+    for f in [
+        "config.json",
+        "tokenizer.json",
+        "words.json",
+        "model.safetensors",
+        "best.safetensors",
+        "test_scores.json",
+    ] {
+        assert!(run.join(f).is_file(), "{f} missing");
+    }
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    assert!(metrics.contains("val_mR"), "{metrics}");
+    let scores: Value =
+        serde_json::from_slice(&std::fs::read(run.join("test_scores.json")).unwrap()).unwrap();
+    let mr = scores["relevance"]["facts"]["mR"].as_f64().unwrap();
+    assert!((0.0..=100.0).contains(&mr), "{scores}");
+
+    // Index the train split of the dataset, then append the rest as PNG files.
+    let (_, err) = ok(&[
+        "index",
+        "--model",
+        s(&run),
+        "--out",
+        s(&index),
+        "--data",
+        s(&data),
+        "--split",
+        "train",
+        "-q",
+    ]);
+    assert!(err.contains("images/s"), "{err}");
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(index.join("manifest.json")).unwrap()).unwrap();
+    let first = manifest["count"].as_u64().unwrap() as usize;
+    assert!(first > 0 && manifest["entries"][0]["caption"].is_string());
+    assert!(
+        manifest["entries"][0]["frame"].is_string() && manifest["entries"][0]["dates"].is_string()
+    );
+    // A second index over the same folder is refused without --append.
+    assert!(fails(&[
+        "index",
+        "--model",
+        s(&run),
+        "--out",
+        s(&index),
+        "--data",
+        s(&data)
+    ])
+    .contains("--append"));
+    let mut pngs = Vec::new();
+    phase_pngs(&data, &mut pngs);
+    ok(&[
+        "index",
+        "--model",
+        s(&run),
+        "--out",
+        s(&index),
+        "--append",
+        s(&pngs[0]),
+        s(&pngs[1]),
+        "-q",
+    ]);
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(index.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["count"].as_u64().unwrap() as usize, first + 2);
+
+    // Text search: JSON with ranks and scores, best first; a table; a contact sheet.
+    let (out, _) = ok(&[
+        "search",
+        "--index",
+        s(&index),
+        "dyke-type deformation of high intensity",
+        "--top",
+        "3",
+        "--json",
+    ]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let res = v["results"].as_array().unwrap();
+    assert_eq!(res.len(), 3);
+    assert_eq!(res[0]["rank"], 1);
+    assert!(res[0]["score"].as_f64().unwrap() >= res[2]["score"].as_f64().unwrap());
+    let sheet = tmp.path().join("sheet.png");
+    let (table, _) = ok(&[
+        "search",
+        "--index",
+        s(&index),
+        "no deformation",
+        "--sheet",
+        s(&sheet),
+        "-q",
+    ]);
+    assert!(
+        table.contains("rank") && table.lines().count() >= 2,
+        "{table}"
+    );
+    let png = insar_mm::data::png::Png::read(&sheet).unwrap();
+    assert!(png.width > 100 && png.height > 100);
+    // Image → image: the query image itself comes first.
+    let (out, _) = ok(&[
+        "search",
+        "--index",
+        s(&index),
+        "--image",
+        s(&pngs[0]),
+        "--top",
+        "2",
+        "--json",
+    ]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["results"][0]["path"], s(&pngs[0]));
+    // Image → text: captions of the index, or of a file.
+    let (out, _) = ok(&[
+        "search",
+        "--index",
+        s(&index),
+        "--image",
+        s(&pngs[0]),
+        "--from-index",
+        "--top",
+        "2",
+    ]);
+    assert!(out.lines().count() >= 2, "{out}");
+    let caps = tmp.path().join("caps.txt");
+    std::fs::write(
+        &caps,
+        "no deformation activity can be detected.\n\na dyke-type deformation pattern.\n",
+    )
+    .unwrap();
+    let (out, _) = ok(&[
+        "search",
+        "--index",
+        s(&index),
+        "--image",
+        s(&pngs[0]),
+        "--captions",
+        s(&caps),
+        "--json",
+    ]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["results"].as_array().unwrap().len(), 2);
+
+    // Evaluation with the random baseline in the same table.
+    let (out, _) = ok(&[
+        "eval",
+        "retrieval",
+        "--model",
+        s(&run),
+        "--split",
+        "test",
+        "-q",
+    ]);
+    assert!(
+        out.contains("dual encoder") && out.contains("random") && out.contains("facts"),
+        "{out}"
+    );
+    // The file mode still works and needs both files.
+    assert!(!fails(&[
+        "eval",
+        "retrieval",
+        "--similarity",
+        "x.npy",
+        "--relevant",
+        "y.json"
+    ])
+    .is_empty());
+
+    // Bad input. Empty query: refused.
+    assert!(fails(&["search", "--index", s(&index), "  "]).contains("empty"));
+    // Unknown words only: ranked anyway, with a warning (JSON carries it too).
+    let (out, err) = ok(&["search", "--index", s(&index), "zzqx blorf", "--top", "2"]);
+    assert!(err.contains("warning") && err.contains("zzqx"), "{err}");
+    assert!(out.lines().count() == 3, "{out}");
+    // --top 0.
+    assert!(fails(&["search", "--index", s(&index), "dyke", "--top", "0"]).contains("--top"));
+    // An index queried with another model.
+    let other = tmp.path().join("other");
+    train(&data, &other, "1", "7");
+    let err = fails(&["search", "--index", s(&index), "--model", s(&other), "dyke"]);
+    assert!(err.contains("built with model"), "{err}");
+    assert!(fails(&[
+        "index",
+        "--model",
+        s(&other),
+        "--out",
+        s(&index),
+        "--append",
+        s(&pngs[2])
+    ])
+    .contains("built with model"));
+    // A dimension mismatch between the manifest and the embeddings.
+    let bad = tmp.path().join("bad");
+    std::fs::create_dir(&bad).unwrap();
+    std::fs::copy(
+        index.join("embeddings.safetensors"),
+        bad.join("embeddings.safetensors"),
+    )
+    .unwrap();
+    let m = std::fs::read_to_string(index.join("manifest.json")).unwrap();
+    let dim = manifest["dim"].as_u64().unwrap();
+    std::fs::write(
+        bad.join("manifest.json"),
+        m.replace(&format!("\"dim\": {dim}"), "\"dim\": 7"),
+    )
+    .unwrap();
+    assert!(fails(&["search", "--index", s(&bad), "dyke"]).contains("dimension"));
+    // A truncated embeddings file.
+    let bytes = std::fs::read(index.join("embeddings.safetensors")).unwrap();
+    std::fs::write(bad.join("manifest.json"), &m).unwrap();
+    std::fs::write(
+        bad.join("embeddings.safetensors"),
+        &bytes[..bytes.len() / 2],
+    )
+    .unwrap();
+    assert!(fails(&["search", "--index", s(&bad), "dyke"]).contains("truncated"));
+    // No index at all; a classify-style run as --model.
+    assert!(
+        fails(&["search", "--index", s(&tmp.path().join("none")), "dyke"])
+            .contains("no such index")
+    );
+    assert!(fails(&[
+        "index",
+        "--model",
+        s(&data),
+        "--out",
+        s(&tmp.path().join("i2")),
+        s(&pngs[0])
+    ])
+    .contains("config.json"));
+}
