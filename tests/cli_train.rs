@@ -5,8 +5,8 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use insar_mm::data::colormap::rdylbu_color;
 use insar_mm::data::png::{write_png, PngColor};
-use insar_mm::synth::colormap::rdylbu_color;
 use serde_json::Value;
 
 fn insar_mm(args: &[&str]) -> Output {

@@ -18,7 +18,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use super::GlobalArgs;
-use crate::train::optim::{trainable_params, OptimConfig, Optimizer};
+use insar_mm::train::optim::{trainable_params, OptimConfig, Optimizer};
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
@@ -116,7 +116,7 @@ pub fn run(cmd: BenchCommand, global: &GlobalArgs) -> Result<()> {
 }
 
 fn bench_ssl(args: &BenchSslArgs, global: &GlobalArgs) -> Result<()> {
-    use crate::train::ssl_bench::{self, BenchPaths, SslBenchConfig};
+    use insar_mm::train::ssl_bench::{self, BenchPaths, SslBenchConfig};
     let cfg = match &args.config {
         Some(path) => SslBenchConfig::from_file(path, global.seed)?,
         None => SslBenchConfig::from_toml(
@@ -125,7 +125,7 @@ fn bench_ssl(args: &BenchSslArgs, global: &GlobalArgs) -> Result<()> {
             global.seed,
         )?,
     };
-    let device = crate::device::open(global.device)?;
+    let device = insar_mm::device::open(global.device)?;
     let mut paths = BenchPaths::new(&args.out);
     if let Some(c) = &args.cache {
         paths.cache = c.clone();
@@ -146,7 +146,7 @@ fn bench_train(args: &BenchTrainArgs, global: &GlobalArgs) -> Result<()> {
         "--steps and --batch-size must be positive"
     );
     ensure!(args.image_size >= 8, "--image-size must be at least 8");
-    let device = crate::device::open(global.device)?;
+    let device = insar_mm::device::open(global.device)?;
     let enc_cfg = EncoderConfig::preset(&args.arch)
         .map_err(|e| anyhow::anyhow!("--arch: {e}"))?
         .with_in_channels(args.in_channels);
@@ -182,7 +182,7 @@ fn bench_train(args: &BenchTrainArgs, global: &GlobalArgs) -> Result<()> {
         .collect();
     let y = Tensor::from_vec(y, args.batch_size, &Device::Cpu)?.to_device(&device)?;
 
-    let pb = super::progress::bar(
+    let pb = insar_mm::progress::bar(
         (args.warmup + args.steps) as u64,
         "steps",
         global.show_progress(),

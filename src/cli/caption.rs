@@ -13,15 +13,15 @@ use clap::Args;
 use insar_mm_models::caption::SearchConfig;
 
 use super::GlobalArgs;
-use crate::data::array::{batch_tensor, Image};
-use crate::data::frames::InputFormat;
-use crate::data::frames::{load_input, InterferogramFiles};
-use crate::data::resample::resize_area;
-use crate::train::caption::{
+use insar_mm::data::array::{batch_tensor, Image};
+use insar_mm::data::frames::InputFormat;
+use insar_mm::data::frames::{load_input, InterferogramFiles};
+use insar_mm::data::resample::resize_area;
+use insar_mm::train::caption::{
     caption_parts, evaluate_captions, load_caption_run, open_caption_dataset, CaptionSource,
     LoadedCaptionRun,
 };
-use crate::train::hub::{resolve_model, RunFiles};
+use insar_mm::train::hub::{resolve_model, RunFiles};
 
 #[derive(Debug, Args)]
 pub struct CaptionArgs {
@@ -156,7 +156,7 @@ pub fn run(args: CaptionArgs, global: &GlobalArgs) -> Result<()> {
         "--beam {} is too wide (at most 64)",
         args.beam
     );
-    let device = crate::device::open(global.device)?;
+    let device = insar_mm::device::open(global.device)?;
     let LoadedCaptionRun {
         cfg,
         tokenizer,
@@ -259,7 +259,7 @@ pub fn run_eval(args: EvalCaptionArgs, global: &GlobalArgs) -> Result<()> {
         "--beam {} is too wide (at most 64)",
         args.beam
     );
-    let device = crate::device::open(global.device)?;
+    let device = insar_mm::device::open(global.device)?;
     let loaded = load_caption_run(
         &resolve_model(&args.model, &RunFiles::CAPTION, global.show_progress())?,
         &device,
@@ -280,7 +280,7 @@ pub fn run_eval(args: EvalCaptionArgs, global: &GlobalArgs) -> Result<()> {
         annotations.as_deref(),
         limit,
         cfg.seed,
-        &|len, what| super::progress::bar(len, what, global.show_progress()),
+        &|len, what| insar_mm::progress::bar(len, what, global.show_progress()),
     )?;
     let dir = ds.root.clone();
     let format: InputFormat = cfg.data.input_format;
@@ -309,8 +309,11 @@ pub fn run_eval(args: EvalCaptionArgs, global: &GlobalArgs) -> Result<()> {
             .zip(&ev.captions)
             .map(|(id, c)| serde_json::json!({"image_id": id, "caption": c}))
             .collect();
-        crate::data::atomic::write_atomic(out, serde_json::to_string_pretty(&results)?.as_bytes())
-            .with_context(|| format!("--out {}", out.display()))?;
+        insar_mm::data::atomic::write_atomic(
+            out,
+            serde_json::to_string_pretty(&results)?.as_bytes(),
+        )
+        .with_context(|| format!("--out {}", out.display()))?;
     }
     let with_facts = |s: &insar_mm_eval::captions::CaptionScores,
                       f: &insar_mm_eval::captions::FactScores| {

@@ -7,14 +7,14 @@ use anyhow::{bail, ensure, Context, Result};
 use clap::{Subcommand, ValueEnum};
 
 use super::GlobalArgs;
-use crate::data::annotation::Date;
-use crate::data::dataset::{self, DatasetDir};
-use crate::data::loader::{load_annotations, AnnotationSet, LoadOptions};
-use crate::data::patches::{self, extract_patches, PatchOptions};
-use crate::data::split::{frame_split, temporal_split, Part, Split};
-use crate::data::stats::{format_counts, DatasetStats};
-use crate::synth::captions::CaptionStyle;
-use crate::synth::scene::{ClassProportions, SceneConfig, StyleChoice};
+use insar_mm::data::annotation::Date;
+use insar_mm::data::dataset::{self, DatasetDir};
+use insar_mm::data::loader::{load_annotations, AnnotationSet, LoadOptions};
+use insar_mm::data::patches::{self, extract_patches, PatchOptions};
+use insar_mm::data::split::{frame_split, temporal_split, Part, Split};
+use insar_mm::data::stats::{format_counts, DatasetStats};
+use insar_mm::synth::captions::CaptionStyle;
+use insar_mm::synth::scene::{ClassProportions, SceneConfig, StyleChoice};
 
 #[derive(Debug, Subcommand)]
 pub enum DataCommand {
@@ -277,7 +277,7 @@ fn synth_config(args: &SynthArgs) -> Result<SceneConfig> {
         c.classes = classes;
     }
     if args.no_nuisance {
-        c.nuisance = crate::synth::scene::NuisanceStrengths::off();
+        c.nuisance = insar_mm::synth::scene::NuisanceStrengths::off();
     } else {
         c.nuisance.atmosphere = args.atmosphere;
         c.nuisance.orbital = args.orbital;
@@ -289,7 +289,7 @@ fn synth_config(args: &SynthArgs) -> Result<SceneConfig> {
 }
 
 fn synth(args: &SynthArgs, global: &GlobalArgs) -> Result<()> {
-    use crate::synth::generate::{generate_dataset, generate_from_annotations, DatasetOptions};
+    use insar_mm::synth::generate::{generate_dataset, generate_from_annotations, DatasetOptions};
     let config = synth_config(args)?;
     let caption_style = if args.clean_captions {
         CaptionStyle::clean()
@@ -321,7 +321,7 @@ fn synth(args: &SynthArgs, global: &GlobalArgs) -> Result<()> {
     let report = match &args.from_annotations {
         Some(path) => {
             let set = load(path, args.skip_bad)?;
-            let bar = super::progress::bar(set.len() as u64, "frames", global.show_progress());
+            let bar = insar_mm::progress::bar(set.len() as u64, "frames", global.show_progress());
             let r = generate_from_annotations(&config, &set.annotations, out, &options, &|| {
                 bar.inc(1)
             })?;
@@ -332,7 +332,7 @@ fn synth(args: &SynthArgs, global: &GlobalArgs) -> Result<()> {
             if args.frames == 0 {
                 bail!("--frames must be positive");
             }
-            let bar = super::progress::bar(args.frames as u64, "frames", global.show_progress());
+            let bar = insar_mm::progress::bar(args.frames as u64, "frames", global.show_progress());
             let r = generate_dataset(&config, args.frames, out, &options, &|| bar.inc(1))?;
             bar.finish_and_clear();
             r
@@ -361,7 +361,7 @@ fn synth(args: &SynthArgs, global: &GlobalArgs) -> Result<()> {
 }
 
 fn synth_bench(config: &SceneConfig, frames: usize, seed: u64, style: CaptionStyle) -> Result<()> {
-    use crate::synth::generate::{render_scene, Overrides};
+    use insar_mm::synth::generate::{render_scene, Overrides};
     use rayon::prelude::*;
     if frames == 0 {
         bail!("--frames must be positive");
@@ -470,10 +470,10 @@ fn gallery(dirs: &[PathBuf], out: &Path, count: usize, columns: usize, patch: us
     let mut tiles = Vec::with_capacity(picks.len());
     for (ds, a) in picks {
         let files = ds.files(a)?;
-        let png = crate::data::png::Png::read(&files.phase)?;
-        tiles.push(crate::synth::gallery::Tile::from_frame(&png, a, patch));
+        let png = insar_mm::data::png::Png::read(&files.phase)?;
+        tiles.push(insar_mm::synth::gallery::Tile::from_frame(&png, a, patch));
     }
-    let sheet = crate::synth::gallery::contact_sheet(&tiles, columns)?;
+    let sheet = insar_mm::synth::gallery::contact_sheet(&tiles, columns)?;
     sheet.write(out)?;
     println!("{} patches drawn to {}", tiles.len(), out.display());
     Ok(())
@@ -533,7 +533,7 @@ fn patches(
     if size < 64 {
         log::warn!("--size {size}: patches this small give many files per frame");
     }
-    let bar = super::progress::bar(set.len() as u64, "interferograms", global.show_progress());
+    let bar = insar_mm::progress::bar(set.len() as u64, "interferograms", global.show_progress());
     let start = Instant::now();
     let report = extract_patches(
         &set,
@@ -577,7 +577,7 @@ fn patches(
 
 fn check(dir: &Path, decode: bool, json: bool, global: &GlobalArgs) -> Result<()> {
     let ds = DatasetDir::open(dir, LoadOptions::default())?;
-    let bar = super::progress::bar(
+    let bar = insar_mm::progress::bar(
         ds.annotations.len() as u64,
         "interferograms",
         global.show_progress(),

@@ -11,11 +11,11 @@ use candle_core::DType;
 use clap::Args;
 
 use super::GlobalArgs;
-use crate::data::atomic::write_atomic;
-use crate::train::checkpoint::{load_model, RunDir, BEST_MODEL_FILE, CONFIG_FILE, MODEL_FILE};
-use crate::train::config::PretrainConfig;
-use crate::train::hub::{resolve_model, RunFiles};
-use crate::train::pretrain::{build_model, fit, open_data};
+use insar_mm::data::atomic::write_atomic;
+use insar_mm::train::checkpoint::{load_model, RunDir, BEST_MODEL_FILE, CONFIG_FILE, MODEL_FILE};
+use insar_mm::train::config::PretrainConfig;
+use insar_mm::train::hub::{resolve_model, RunFiles};
+use insar_mm::train::pretrain::{build_model, fit, open_data};
 
 #[derive(Debug, Args)]
 pub struct EmbedArgs {
@@ -74,7 +74,7 @@ fn ids_path(out: &Path) -> PathBuf {
 
 pub fn run(args: EmbedArgs, global: &GlobalArgs) -> Result<()> {
     ensure!(args.batch_size > 0, "--batch-size must be at least 1");
-    let device = crate::device::open(global.device)?;
+    let device = insar_mm::device::open(global.device)?;
     let files = if args.best {
         RunFiles::PRETRAIN_BEST
     } else {
@@ -96,12 +96,12 @@ pub fn run(args: EmbedArgs, global: &GlobalArgs) -> Result<()> {
     let n = source.len();
     ensure!(n > 0, "--data {}: no samples", args.data.display());
     let dim = cfg.model.encoder()?.out_dim();
-    let pb = super::progress::bar(n as u64, "samples", global.show_progress());
+    let pb = insar_mm::progress::bar(n as u64, "samples", global.show_progress());
     let mut feats = Vec::with_capacity(n * dim);
     let mut ids = String::new();
     let indices: Vec<usize> = (0..n).collect();
     for chunk in indices.chunks(args.batch_size) {
-        let samples: Vec<crate::data::sample::Sample> = {
+        let samples: Vec<insar_mm::data::sample::Sample> = {
             use rayon::prelude::*;
             chunk
                 .par_iter()
@@ -118,8 +118,8 @@ pub fn run(args: EmbedArgs, global: &GlobalArgs) -> Result<()> {
             ids.push('\n');
             images.push(fit(s.image.clone(), size)?);
         }
-        let refs: Vec<&crate::data::array::Image> = images.iter().collect();
-        let x = crate::data::array::batch_tensor(&refs, &device)?;
+        let refs: Vec<&insar_mm::data::array::Image> = images.iter().collect();
+        let x = insar_mm::data::array::batch_tensor(&refs, &device)?;
         let pooled = model.encoder().forward_t(&x, false)?.pooled;
         let rows: Vec<f32> = pooled.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
         feats.extend_from_slice(&rows);

@@ -682,8 +682,8 @@ pub struct ModelEvalArgs {
     #[arg(long, value_name = "DIR")]
     pub data: Option<PathBuf>,
     /// The part of the dataset's split to score.
-    #[arg(long, value_enum, default_value_t = crate::data::split::Part::Test)]
-    pub split: crate::data::split::Part,
+    #[arg(long, value_enum, default_value_t = insar_mm::data::split::Part::Test)]
+    pub split: insar_mm::data::split::Part,
     /// Write the JSON report here.
     #[arg(long, value_name = "REPORT.json")]
     pub out: Option<PathBuf>,
@@ -703,10 +703,10 @@ pub struct ModelEvalArgs {
 /// fetched) of `eval classify|segment`.
 fn open_head_run(a: &ModelEvalArgs, global: &GlobalArgs) -> Result<(PathBuf, candle_core::Device)> {
     anyhow::ensure!(a.batch_size >= 1, "--batch-size must be at least 1");
-    let device = crate::device::open(global.device)?;
-    let run = crate::train::hub::resolve_model(
+    let device = insar_mm::device::open(global.device)?;
+    let run = insar_mm::train::hub::resolve_model(
         &a.model,
-        &crate::train::hub::RunFiles::HEAD,
+        &insar_mm::train::hub::RunFiles::HEAD,
         global.show_progress(),
     )?;
     Ok((run, device))
@@ -715,18 +715,20 @@ fn open_head_run(a: &ModelEvalArgs, global: &GlobalArgs) -> Result<(PathBuf, can
 /// The `--split` part of the run's (or `--data`'s) dataset at the run's input size.
 fn model_eval_part(
     a: &ModelEvalArgs,
-    data: &crate::train::heads::HeadData,
+    data: &insar_mm::train::heads::HeadData,
     seed: u64,
     global: &GlobalArgs,
-) -> Result<(crate::train::heads::LabeledPart, PathBuf)> {
-    use crate::train::heads::{builtin_dir, dataset_split, load_part};
+) -> Result<(insar_mm::train::heads::LabeledPart, PathBuf)> {
+    use insar_mm::train::heads::{builtin_dir, dataset_split, load_part};
     let dir = match (&a.data, &data.dir) {
         (Some(d), _) | (None, Some(d)) => d.clone(),
         (None, None) => builtin_dir(seed, global.show_progress())?,
     };
-    let ds =
-        crate::data::dataset::DatasetDir::open(&dir, crate::data::loader::LoadOptions::default())
-            .with_context(|| format!("--data {}", dir.display()))?;
+    let ds = insar_mm::data::dataset::DatasetDir::open(
+        &dir,
+        insar_mm::data::loader::LoadOptions::default(),
+    )
+    .with_context(|| format!("--data {}", dir.display()))?;
     let split = dataset_split(&ds, &dir, seed)?;
     let part = load_part(
         &ds,
@@ -748,14 +750,14 @@ fn model_eval_part(
 
 fn write_report(a: &ModelEvalArgs, v: &Value) -> Result<()> {
     if let Some(out) = &a.out {
-        crate::data::atomic::write_atomic(out, serde_json::to_string_pretty(v)?.as_bytes())
+        insar_mm::data::atomic::write_atomic(out, serde_json::to_string_pretty(v)?.as_bytes())
             .with_context(|| format!("--out {}", out.display()))?;
     }
     Ok(())
 }
 
 fn eval_classify(a: ModelEvalArgs, global: &GlobalArgs) -> Result<()> {
-    use crate::train::classify::{load_run, report_json, score_part};
+    use insar_mm::train::classify::{load_run, report_json, score_part};
     let (run, device) = open_head_run(&a, global)?;
     let loaded = load_run(&run, &device)?;
     let cfg = &loaded.config;
@@ -797,7 +799,7 @@ fn eval_classify(a: ModelEvalArgs, global: &GlobalArgs) -> Result<()> {
 }
 
 fn eval_segment(a: ModelEvalArgs, global: &GlobalArgs) -> Result<()> {
-    use crate::train::segment::{load_run, score_part};
+    use insar_mm::train::segment::{load_run, score_part};
     let (run, device) = open_head_run(&a, global)?;
     let loaded = load_run(&run, &device)?;
     let cfg = &loaded.config;

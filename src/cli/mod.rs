@@ -12,7 +12,6 @@ pub mod embed;
 pub mod eval;
 pub mod physics;
 pub mod predict;
-pub mod progress;
 pub mod retrieval;
 pub mod train;
 
@@ -20,7 +19,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::device::DeviceKind;
+use insar_mm::device::DeviceKind;
 
 #[derive(Debug, Parser)]
 #[command(

@@ -15,9 +15,9 @@ use clap::Subcommand;
 use serde::{Deserialize, Serialize};
 
 use super::GlobalArgs;
-use crate::data::atomic::write_atomic;
-use crate::synth::los::{los_vector, validate_geometry};
-use crate::synth::sources::{checked_displacement, volume_change, Source, DEFAULT_POISSON};
+use insar_mm::data::atomic::write_atomic;
+use insar_mm::synth::los::{los_vector, validate_geometry};
+use insar_mm::synth::sources::{checked_displacement, volume_change, Source, DEFAULT_POISSON};
 
 #[derive(Debug, Subcommand)]
 pub enum PhysicsCommand {
@@ -101,7 +101,7 @@ pub struct Request {
 
 /// Parses a request (errors name the field: ``field `params`: missing field `dv` ``).
 pub fn parse_request(bytes: &[u8]) -> Result<Request, String> {
-    let raw: RawRequest = crate::data::json::parse_json(bytes)?;
+    let raw: RawRequest = insar_mm::data::json::parse_json(bytes)?;
     let params = raw.params;
     let source = match raw.source.as_str() {
         "mogi" => Source::Mogi(parse_params(params)?),

@@ -31,13 +31,13 @@ use serde_json::{json, Value};
 
 use super::caption::files_of;
 use super::GlobalArgs;
-use crate::data::atomic::write_atomic;
-use crate::data::frames::{load_input, FrameInput, InputFormat, InterferogramFiles};
-use crate::data::png::{write_png, PngColor};
-use crate::data::resample::area_matrix;
-use crate::data::sample::{LABEL_NAMES, MASK_CLASS_NAMES, NUM_MASK_CLASSES};
-use crate::train::heads::HeadData;
-use crate::train::hub::{resolve_model, RunFiles};
+use insar_mm::data::atomic::write_atomic;
+use insar_mm::data::frames::{load_input, FrameInput, InputFormat, InterferogramFiles};
+use insar_mm::data::png::{write_png, PngColor};
+use insar_mm::data::resample::area_matrix;
+use insar_mm::data::sample::{LABEL_NAMES, MASK_CLASS_NAMES, NUM_MASK_CLASSES};
+use insar_mm::train::heads::HeadData;
+use insar_mm::train::hub::{resolve_model, RunFiles};
 
 #[derive(Debug, Subcommand)]
 pub enum PredictCommand {
@@ -375,8 +375,8 @@ fn finish(args: &PredictArgs, results: Vec<Value>, lines: Vec<String>) -> Result
 
 fn classify(args: PredictArgs, global: &GlobalArgs) -> Result<()> {
     ensure!(args.batch_size >= 1, "--batch-size must be at least 1");
-    let device: Device = crate::device::open(global.device)?;
-    let loaded = crate::train::classify::load_run(
+    let device: Device = insar_mm::device::open(global.device)?;
+    let loaded = insar_mm::train::classify::load_run(
         &resolve_model(&args.model, &RunFiles::HEAD, global.show_progress())?,
         &device,
     )?;
@@ -485,8 +485,8 @@ fn classify(args: PredictArgs, global: &GlobalArgs) -> Result<()> {
 
 fn segment(args: PredictArgs, global: &GlobalArgs) -> Result<()> {
     ensure!(args.batch_size >= 1, "--batch-size must be at least 1");
-    let device: Device = crate::device::open(global.device)?;
-    let loaded = crate::train::segment::load_run(
+    let device: Device = insar_mm::device::open(global.device)?;
+    let loaded = insar_mm::train::segment::load_run(
         &resolve_model(&args.model, &RunFiles::HEAD, global.show_progress())?,
         &device,
     )?;

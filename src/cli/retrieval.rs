@@ -1,5 +1,5 @@
 //! Retrieval commands: `train retrieval` (its handler), `insar-mm index` and
-//! `insar-mm search`. The library side is `crate::retrieval` and `crate::train::retrieval`.
+//! `insar-mm search`. The library side is `insar_mm::retrieval` and `insar_mm::train::retrieval`.
 
 use std::path::PathBuf;
 
@@ -9,16 +9,16 @@ use insar_mm_models::retrieval::LossKind;
 
 use super::train::{interrupt_flag, CommonTrainArgs};
 use super::GlobalArgs;
-use crate::data::split::Part;
-use crate::retrieval::index::{frame_and_dates, Entry, Index};
-use crate::retrieval::{build_index, gather_dataset, write_sheet, Gathered};
-use crate::train::checkpoint::RunDir;
-use crate::train::pretrain::RunOptions;
-use crate::train::retrieval::{
+use insar_mm::data::split::Part;
+use insar_mm::retrieval::index::{frame_and_dates, Entry, Index};
+use insar_mm::retrieval::{build_index, gather_dataset, write_sheet, Gathered};
+use insar_mm::train::checkpoint::RunDir;
+use insar_mm::train::pretrain::RunOptions;
+use insar_mm::train::retrieval::{
     self as task, check_query, embed_images, embed_texts, load_run, LoadedRetrievalRun,
     RetrievalTrainConfig,
 };
-use crate::train::Outcome;
+use insar_mm::train::Outcome;
 
 #[derive(Debug, Args)]
 pub struct RetrievalTrainArgs {
@@ -61,11 +61,11 @@ fn parse_loss(s: &str) -> std::result::Result<LossKind, String> {
 /// `insar-mm train retrieval`.
 pub fn run_train(args: &RetrievalTrainArgs, global: &GlobalArgs) -> Result<()> {
     let common = &args.common;
-    let device = crate::device::open(global.device)?;
+    let device = insar_mm::device::open(global.device)?;
     let (mut cfg, run, resume) = match &common.resume {
         Some(dir) => {
             let run = RunDir::new(dir);
-            crate::train::heads::expect_task(dir, task::TASK)?;
+            insar_mm::train::heads::expect_task(dir, task::TASK)?;
             let mut cfg: RetrievalTrainConfig = run.read_config()?;
             let before = cfg.train.clone();
             common.apply_train_overrides(&mut cfg.train);
@@ -121,14 +121,14 @@ pub fn run_train(args: &RetrievalTrainArgs, global: &GlobalArgs) -> Result<()> {
             (cfg, RunDir::new(out), false)
         }
     };
-    let (ds, source) = crate::train::caption::open_caption_dataset(
+    let (ds, source) = insar_mm::train::caption::open_caption_dataset(
         cfg.data.dir.as_deref(),
         cfg.data.annotations.as_deref(),
         cfg.data.annotation_limit,
         cfg.seed,
-        &|len, what| crate::cli::progress::bar(len, what, global.show_progress()),
+        &|len, what| insar_mm::progress::bar(len, what, global.show_progress()),
     )?;
-    let data = crate::train::caption::caption_parts(
+    let data = insar_mm::train::caption::caption_parts(
         &ds,
         cfg.data.input_format,
         cfg.data.image_size,
@@ -283,7 +283,7 @@ pub fn gather_pngs(paths: &[PathBuf], run: &LoadedRetrievalRun) -> Result<Gather
 
 /// `insar-mm index`.
 pub fn run_index(args: IndexArgs, global: &GlobalArgs) -> Result<()> {
-    let device = crate::device::open(global.device)?;
+    let device = insar_mm::device::open(global.device)?;
     ensure!(
         args.data.is_some() || !args.inputs.is_empty(),
         "nothing to index: give --data DIR or PNG files / folders"
@@ -296,7 +296,7 @@ pub fn run_index(args: IndexArgs, global: &GlobalArgs) -> Result<()> {
         ensure!(
             !args
                 .out
-                .join(crate::retrieval::index::MANIFEST_FILE)
+                .join(insar_mm::retrieval::index::MANIFEST_FILE)
                 .exists(),
             "--out {}: an index exists there (use --append to add to it, or another folder)",
             args.out.display()
@@ -395,7 +395,7 @@ pub fn run_search(args: SearchArgs, global: &GlobalArgs) -> Result<()> {
     if let Some(q) = &args.query {
         check_query(q)?;
     }
-    let device = crate::device::open(global.device)?;
+    let device = insar_mm::device::open(global.device)?;
     let index = Index::load(&args.index)?;
     let model_dir = args
         .model
@@ -542,7 +542,7 @@ fn rank_captions(
     let emb = embed_texts(&run.model, &run.tokenizer, &candidates, 64, device)?;
     let dim = image.len();
     let flat = emb.concat();
-    let hits = crate::retrieval::index::top_k(&flat, dim, image, args.top);
+    let hits = insar_mm::retrieval::index::top_k(&flat, dim, image, args.top);
     if args.json {
         let v: Vec<serde_json::Value> = hits
             .iter()
@@ -594,14 +594,14 @@ pub struct EvalRetrievalArgs {
 /// The split part of `ds` at the input of another run (format and size), in the same order
 /// as `reference` (same ids); errors when the parts differ.
 fn part_for(
-    ds: &crate::data::dataset::DatasetDir,
-    format: crate::data::frames::InputFormat,
+    ds: &insar_mm::data::dataset::DatasetDir,
+    format: insar_mm::data::frames::InputFormat,
     size: usize,
     seed: u64,
     part: Part,
-    reference: &crate::train::caption::CaptionPart,
-) -> Result<crate::train::caption::CaptionPart> {
-    let d = crate::train::caption::caption_parts(ds, format, size, seed)?;
+    reference: &insar_mm::train::caption::CaptionPart,
+) -> Result<insar_mm::train::caption::CaptionPart> {
+    let d = insar_mm::train::caption::caption_parts(ds, format, size, seed)?;
     let p = match part {
         Part::Train => d.train,
         Part::Val => d.val,
@@ -619,7 +619,7 @@ pub fn run_eval(args: EvalRetrievalArgs, as_json: bool, global: &GlobalArgs) -> 
     use insar_mm_eval::retrieval::relevance::{
         caption_match_similarity, classifier_similarity, random_similarity,
     };
-    let device = crate::device::open(global.device)?;
+    let device = insar_mm::device::open(global.device)?;
     let model_dir = args.model.clone().context("--model RUN")?;
     let run = load_run(&model_dir, &device)?;
     let cfg = &run.cfg;
@@ -633,15 +633,15 @@ pub fn run_eval(args: EvalRetrievalArgs, as_json: bool, global: &GlobalArgs) -> 
         (Some(a), None) if cfg.data.annotations.as_ref() == Some(a) => cfg.data.annotation_limit,
         _ => 0,
     };
-    let (ds, source) = crate::train::caption::open_caption_dataset(
+    let (ds, source) = insar_mm::train::caption::open_caption_dataset(
         data_dir.as_deref(),
         annotations.as_deref(),
         limit,
         cfg.seed,
-        &|len, what| super::progress::bar(len, what, global.show_progress()),
+        &|len, what| insar_mm::progress::bar(len, what, global.show_progress()),
     )?;
     let part = part_of(args.split);
-    let all = crate::train::caption::caption_parts(
+    let all = insar_mm::train::caption::caption_parts(
         &ds,
         cfg.data.input_format,
         cfg.data.image_size,
@@ -666,7 +666,7 @@ pub fn run_eval(args: EvalRetrievalArgs, as_json: bool, global: &GlobalArgs) -> 
         task::score_similarity(&random, &data.captions)?,
     ));
     if let Some(dir) = &args.caption_model {
-        let cap = crate::train::caption::load_caption_run(dir, &device)
+        let cap = insar_mm::train::caption::load_caption_run(dir, &device)
             .with_context(|| format!("--caption-model {}", dir.display()))?;
         let p = part_for(
             &ds,
@@ -683,7 +683,7 @@ pub fn run_eval(args: EvalRetrievalArgs, as_json: bool, global: &GlobalArgs) -> 
             max_new_tokens: cap.cfg.data.max_len - 1,
             length_penalty: 1.0,
         };
-        let generated = crate::train::caption::caption_images(
+        let generated = insar_mm::train::caption::caption_images(
             &cap.model,
             &cap.tokenizer,
             &images,
@@ -698,9 +698,9 @@ pub fn run_eval(args: EvalRetrievalArgs, as_json: bool, global: &GlobalArgs) -> 
         ));
     }
     if let Some(dir) = &args.classify_model {
-        crate::train::heads::expect_task(dir, "classify")
+        insar_mm::train::heads::expect_task(dir, "classify")
             .with_context(|| format!("--classify-model {}", dir.display()))?;
-        let cls = crate::train::classify::load_run(dir, &device)
+        let cls = insar_mm::train::classify::load_run(dir, &device)
             .with_context(|| format!("--classify-model {}", dir.display()))?;
         let p = part_for(
             &ds,
@@ -712,7 +712,7 @@ pub fn run_eval(args: EvalRetrievalArgs, as_json: bool, global: &GlobalArgs) -> 
         )
         .with_context(|| format!("--classify-model {}", dir.display()))?;
         let images: Vec<_> = p.images.iter().collect();
-        let probs = crate::train::classify::predict_scores(
+        let probs = insar_mm::train::classify::predict_scores(
             &cls.model,
             &images,
             32,
@@ -786,7 +786,7 @@ pub fn run_bench(args: BenchRetrievalArgs, global: &GlobalArgs) -> Result<()> {
         !args.sizes.is_empty() && args.sizes.iter().all(|&n| n > 0),
         "--sizes must be positive"
     );
-    let device = crate::device::open(global.device)?;
+    let device = insar_mm::device::open(global.device)?;
     let run = match &args.model {
         Some(m) => Some(load_run(m, &device)?),
         None => None,
@@ -836,11 +836,11 @@ pub fn run_bench(args: BenchRetrievalArgs, global: &GlobalArgs) -> Result<()> {
     for &n in &args.sizes {
         let rows = unit(n);
         let q = |i: usize| &queries[i * dim..(i + 1) * dim];
-        crate::retrieval::index::top_k(&rows, dim, q(args.queries), args.top);
+        insar_mm::retrieval::index::top_k(&rows, dim, q(args.queries), args.top);
         let mut times = Vec::with_capacity(args.queries);
         for i in 0..args.queries {
             let t = Instant::now();
-            let hits = crate::retrieval::index::top_k(&rows, dim, q(i), args.top);
+            let hits = insar_mm::retrieval::index::top_k(&rows, dim, q(i), args.top);
             times.push(1e3 * t.elapsed().as_secs_f64());
             ensure!(
                 hits.len() == args.top.min(n),

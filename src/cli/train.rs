@@ -1,5 +1,5 @@
 //! `insar-mm train ...`: training commands. Every command shares [`CommonTrainArgs`] and runs
-//! on the loop in `crate::train`.
+//! on the loop in `insar_mm::train`.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,10 +9,10 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 
 use super::GlobalArgs;
-use crate::train::checkpoint::RunDir;
-use crate::train::config::{resolve_layers, PretrainConfig, TrainSection};
-use crate::train::pretrain::{self, open_data, synthetic_source, RunOptions};
-use crate::train::Outcome;
+use insar_mm::train::checkpoint::RunDir;
+use insar_mm::train::config::{resolve_layers, PretrainConfig, TrainSection};
+use insar_mm::train::pretrain::{self, open_data, synthetic_source, RunOptions};
+use insar_mm::train::Outcome;
 
 #[derive(Debug, Subcommand)]
 pub enum TrainCommand {
@@ -188,7 +188,7 @@ pub fn interrupt_flag() -> Result<Arc<AtomicBool>> {
 }
 
 fn run_pretrain(args: &CommonTrainArgs, global: &GlobalArgs) -> Result<()> {
-    let device = crate::device::open(global.device)?;
+    let device = insar_mm::device::open(global.device)?;
     let (cfg, run, resume) = match &args.resume {
         Some(dir) => {
             let run = RunDir::new(dir);
@@ -259,9 +259,9 @@ fn run_pretrain(args: &CommonTrainArgs, global: &GlobalArgs) -> Result<()> {
 }
 
 fn run_caption(args: &CaptionArgs, global: &GlobalArgs) -> Result<()> {
-    use crate::train::caption::{self, CaptionTrainConfig};
+    use insar_mm::train::caption::{self, CaptionTrainConfig};
     let common = &args.common;
-    let device = crate::device::open(global.device)?;
+    let device = insar_mm::device::open(global.device)?;
     let (mut cfg, run, resume) = match &common.resume {
         Some(dir) => {
             let run = RunDir::new(dir);
@@ -323,7 +323,7 @@ fn run_caption(args: &CaptionArgs, global: &GlobalArgs) -> Result<()> {
         cfg.data.annotations.as_deref(),
         cfg.data.annotation_limit,
         cfg.seed,
-        &|len, what| crate::cli::progress::bar(len, what, global.show_progress()),
+        &|len, what| insar_mm::progress::bar(len, what, global.show_progress()),
     )?;
     let data = caption::caption_parts(&ds, cfg.data.input_format, cfg.data.image_size, cfg.seed)?;
     let dir = source.to_string();
@@ -377,8 +377,8 @@ fn run_caption(args: &CaptionArgs, global: &GlobalArgs) -> Result<()> {
 fn head_overrides(
     common: &CommonTrainArgs,
     balanced: Option<bool>,
-    data: &mut crate::train::heads::HeadData,
-    optim: &mut crate::train::optim::OptimConfig,
+    data: &mut insar_mm::train::heads::HeadData,
+    optim: &mut insar_mm::train::optim::OptimConfig,
     train: &mut TrainSection,
 ) {
     if let Some(b) = common.batch_size {
@@ -396,10 +396,10 @@ fn head_overrides(
     common.apply_train_overrides(train);
 }
 
-fn head_source(data: &Option<PathBuf>) -> crate::train::heads::HeadSource {
+fn head_source(data: &Option<PathBuf>) -> insar_mm::train::heads::HeadSource {
     match data {
-        Some(d) => crate::train::heads::HeadSource::Dir(d.clone()),
-        None => crate::train::heads::HeadSource::Builtin,
+        Some(d) => insar_mm::train::heads::HeadSource::Dir(d.clone()),
+        None => insar_mm::train::heads::HeadSource::Builtin,
     }
 }
 
@@ -430,8 +430,8 @@ trait HeadTrainConfig: Default + serde::Serialize + Sized {
     ) -> (
         &mut u64,
         &mut String,
-        &mut crate::train::heads::HeadData,
-        &mut crate::train::optim::OptimConfig,
+        &mut insar_mm::train::heads::HeadData,
+        &mut insar_mm::train::optim::OptimConfig,
         &mut TrainSection,
     );
 }
@@ -451,8 +451,8 @@ macro_rules! head_train_config {
             ) -> (
                 &mut u64,
                 &mut String,
-                &mut crate::train::heads::HeadData,
-                &mut crate::train::optim::OptimConfig,
+                &mut insar_mm::train::heads::HeadData,
+                &mut insar_mm::train::optim::OptimConfig,
                 &mut TrainSection,
             ) {
                 (
@@ -466,8 +466,8 @@ macro_rules! head_train_config {
         }
     };
 }
-head_train_config!(crate::train::classify::ClassifyConfig, "classify");
-head_train_config!(crate::train::segment::SegmentConfig, "segment");
+head_train_config!(insar_mm::train::classify::ClassifyConfig, "classify");
+head_train_config!(insar_mm::train::segment::SegmentConfig, "segment");
 
 /// The config, run directory and resume flag of a head command: a resumed run's own config
 /// (the loop overrides may extend it), else the `--config` file or the defaults with the
@@ -507,8 +507,8 @@ fn resolve_head_config<C: HeadTrainConfig>(
 }
 
 fn run_classify(args: &HeadArgs, global: &GlobalArgs) -> Result<()> {
-    use crate::train::classify::{self, ClassifyConfig, ClassifyRun};
-    let device = crate::device::open(global.device)?;
+    use insar_mm::train::classify::{self, ClassifyConfig, ClassifyRun};
+    let device = insar_mm::device::open(global.device)?;
     let (cfg, out, resume) = resolve_head_config::<ClassifyConfig>(args, global)?;
     let data = head_source(&cfg.data.dir);
     let res = classify::run(ClassifyRun {
@@ -532,7 +532,7 @@ fn run_classify(args: &HeadArgs, global: &GlobalArgs) -> Result<()> {
             r.classes[0].f1,
             r.macro_avg.f1,
             r.samples,
-            out.join(crate::train::heads::TEST_SCORES_FILE).display()
+            out.join(insar_mm::train::heads::TEST_SCORES_FILE).display()
         );
         super::eval::print_classification_report(r);
     }
@@ -540,8 +540,8 @@ fn run_classify(args: &HeadArgs, global: &GlobalArgs) -> Result<()> {
 }
 
 fn run_segment(args: &HeadArgs, global: &GlobalArgs) -> Result<()> {
-    use crate::train::segment::{self, SegmentConfig, SegmentRun};
-    let device = crate::device::open(global.device)?;
+    use insar_mm::train::segment::{self, SegmentConfig, SegmentRun};
+    let device = insar_mm::device::open(global.device)?;
     let (cfg, out, resume) = resolve_head_config::<SegmentConfig>(args, global)?;
     let data = head_source(&cfg.data.dir);
     let res = segment::run(SegmentRun {
@@ -563,7 +563,7 @@ fn run_segment(args: &HeadArgs, global: &GlobalArgs) -> Result<()> {
         println!(
             "test split ({} images; {}):",
             r.images,
-            out.join(crate::train::heads::TEST_SCORES_FILE).display()
+            out.join(insar_mm::train::heads::TEST_SCORES_FILE).display()
         );
         r.print();
     }

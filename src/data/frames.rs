@@ -113,7 +113,7 @@ pub enum InputFormat {
     /// `[phase preview as gray]` only (what the reference patch loaders use).
     Phase,
     /// `[cos φ, sin φ, coherence]`, the wrapped phase read back from the preview's colours
-    /// (`synth::colormap::decode_preview`: RdYlBu_r or the GAMMA rainbow, chosen per
+    /// (`data::colormap::decode_preview`: RdYlBu_r or the GAMMA rainbow, chosen per
     /// image); 0 where a pixel has no hue. Independent of the rendering style and of the
     /// amplitude brightness, unlike the gray of the preview. The default: on the built-in
     /// data a classifier learns from it and not from the gray (README, heads).
@@ -178,7 +178,7 @@ pub fn input_from_pngs(
                 "input format cos-sin-coherence reads the phase from the preview's colours, \
                  but this phase image is grayscale; use phase-coherence"
             );
-            let (_, phi) = crate::synth::colormap::decode_preview(&phase.rgb8(), &valid);
+            let (_, phi) = crate::data::colormap::decode_preview(&phase.rgb8(), &valid);
             let (cos, sin) = phi
                 .iter()
                 .map(|p| {
@@ -303,7 +303,7 @@ mod tests {
 
     #[test]
     fn cos_sin_reads_the_phase_back_from_the_preview_colours() {
-        use crate::synth::colormap::rdylbu_color;
+        use crate::data::colormap::rdylbu_color;
         let phases = [-3.0f32, -1.0, 0.5, 2.5];
         let mut rgba = Vec::new();
         for &p in &phases {

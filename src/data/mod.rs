@@ -5,6 +5,7 @@ pub mod annotation;
 pub mod array;
 pub mod atomic;
 pub mod augment;
+pub mod colormap;
 pub mod dataset;
 pub mod frames;
 pub mod json;

@@ -189,17 +189,7 @@ pub fn phase_noise(gamma: &Field, looks: f64, rng: &mut impl Rng) -> PhaseNoise 
     }
 }
 
-/// Wraps to (−π, π] with `x − 2π·ceil((x − π)/2π)` (docs/architecture.md §2.2).
-pub fn wrap(x: f32) -> f32 {
-    use std::f32::consts::{PI, TAU};
-    let w = x - TAU * ((x - PI) / TAU).ceil();
-    // Guard rounding at the boundary: the interval is half-open at −π.
-    if w <= -PI {
-        w + TAU
-    } else {
-        w
-    }
-}
+pub use crate::data::colormap::wrap;
 
 /// Adds decorrelation noise to a phase (radians) and wraps to (−π, π].
 #[multiversion::multiversion(targets("x86_64+avx2+fma"))]

@@ -4,7 +4,6 @@ pub mod atmosphere;
 pub mod builtin;
 pub mod captions;
 pub mod coherence;
-pub mod colormap;
 pub mod errors;
 pub mod fastmath;
 pub mod gallery;

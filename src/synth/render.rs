@@ -8,10 +8,10 @@ use std::path::Path;
 
 use anyhow::{bail, ensure, Context, Result};
 
-use super::colormap::{gamma_index, rdylbu_color, round_half_away, GAMMA_RAINBOW};
 use super::fastmath::pow_approx_slice;
 use super::grid::{Field, Geometry};
 use crate::data::atomic::write_atomic;
+use crate::data::colormap::{gamma_index, rdylbu_color, round_half_away, GAMMA_RAINBOW};
 use crate::data::png::{write_png, PngColor};
 
 /// LiCSAR preview style.
@@ -262,8 +262,8 @@ pub fn decode_phase_npy(bytes: &[u8]) -> Result<(usize, usize, Vec<f32>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::colormap::{gamma_phase, nearest, rdylbu_phase, rdylbu_r};
     use crate::data::png::Png;
-    use crate::synth::colormap::{gamma_phase, nearest, rdylbu_phase, rdylbu_r};
     use std::f32::consts::{PI, TAU};
 
     fn ramp(g: Geometry) -> Field {

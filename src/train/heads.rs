@@ -266,7 +266,7 @@ pub enum HeadSource {
 
 /// The dataset directory of the built-in synthetic data (generated on first use).
 pub fn builtin_dir(seed: u64, progress: bool) -> Result<PathBuf> {
-    let bar = crate::cli::progress::bar(
+    let bar = crate::progress::bar(
         crate::synth::builtin::FRAMES as u64,
         "generating the built-in synthetic dataset (once)",
         progress,

@@ -852,7 +852,7 @@ pub fn run(
     let mut sets = HashMap::new();
     for set in DataSet::ALL {
         let (_, count, _) = set.spec(cfg);
-        let bar = crate::cli::progress::bar(count as u64, &format!("{} set", set.name()), progress);
+        let bar = crate::progress::bar(count as u64, &format!("{} set", set.name()), progress);
         let (data, made) = load_or_generate(cfg, set, &paths.cache, &|| bar.inc(1))?;
         bar.finish_and_clear();
         log::info!(

@@ -11,6 +11,17 @@
 use std::f32::consts::{PI, TAU};
 use std::sync::OnceLock;
 
+/// Wraps to (−π, π] with `x − 2π·ceil((x − π)/2π)` (docs/architecture.md §2.2).
+pub fn wrap(x: f32) -> f32 {
+    let w = x - TAU * ((x - PI) / TAU).ceil();
+    // Guard rounding at the boundary: the interval is half-open at −π.
+    if w <= -PI {
+        w + TAU
+    } else {
+        w
+    }
+}
+
 /// ColorBrewer RdYlBu (11 classes), red → blue; RdYlBu_r is this list reversed.
 const RDYLBU: [[u8; 3]; 11] = [
     [165, 0, 38],
@@ -122,7 +133,7 @@ pub(crate) fn round_half_away(x: f32) -> f32 {
 
 /// Centre phase of GAMMA colour `index`, wrapped to (−π, π].
 pub fn gamma_phase(index: usize) -> f32 {
-    super::coherence::wrap(-PI + index as f32 * TAU / 16.0)
+    wrap(-PI + index as f32 * TAU / 16.0)
 }
 
 /// Index of the table entry nearest to `rgb` (squared RGB distance; first on ties).
@@ -329,7 +340,7 @@ mod tests {
         for k in 0..1000 {
             let phi = -PI + TAU * (k as f32 + 0.5) / 1000.0;
             let back = gamma_phase(nearest(&GAMMA_RAINBOW, GAMMA_RAINBOW[gamma_index(phi)]));
-            let d = super::super::coherence::wrap(back - phi).abs();
+            let d = super::wrap(back - phi).abs();
             assert!(d <= 0.5 * bin + 1e-5, "{phi} → {back}");
         }
         // All 16 colours are distinct.
@@ -350,7 +361,7 @@ mod tests {
         let (palette, back) = decode_preview(&rdylbu, &valid);
         assert_eq!(palette, Palette::RdYlBuR);
         for (p, b) in phases.iter().zip(&back) {
-            assert!(super::super::coherence::wrap(b - p).abs() <= 1.5 * TAU / 256.0 + 1e-5);
+            assert!(super::wrap(b - p).abs() <= 1.5 * TAU / 256.0 + 1e-5);
         }
         let gamma: Vec<u8> = phases
             .iter()
@@ -363,7 +374,7 @@ mod tests {
         let (palette, back) = decode_preview(&gamma, &valid);
         assert_eq!(palette, Palette::Gamma);
         for (p, b) in phases.iter().zip(&back) {
-            let d = super::super::coherence::wrap(b - p).abs();
+            let d = super::wrap(b - p).abs();
             assert!(d <= 0.5 * TAU / 16.0 + 1e-4, "{p} → {b}");
         }
     }
