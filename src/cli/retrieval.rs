@@ -614,6 +614,21 @@ fn part_for(
     Ok(p)
 }
 
+/// `m` plus seeded uniform noise in [0, 1e-7): the baselines give whole groups of items the
+/// same score (identical generated captions, identical label vectors), and the metrics rank
+/// ties pessimistically (an irrelevant tied item first), which would push their R@1 to 0.
+fn break_ties(m: insar_mm_eval::npy::Matrix, seed: u64) -> Result<insar_mm_eval::npy::Matrix> {
+    let noise =
+        insar_mm_eval::retrieval::relevance::random_similarity(m.rows, m.cols, seed ^ 0x7e)?;
+    let data = m
+        .data
+        .iter()
+        .zip(&noise.data)
+        .map(|(a, b)| a + 1e-7 * b)
+        .collect();
+    Ok(insar_mm_eval::npy::Matrix::new(m.rows, m.cols, data)?)
+}
+
 /// `insar-mm eval retrieval --model RUN`.
 pub fn run_eval(args: EvalRetrievalArgs, as_json: bool, global: &GlobalArgs) -> Result<()> {
     use insar_mm_eval::retrieval::relevance::{
@@ -691,7 +706,10 @@ pub fn run_eval(args: EvalRetrievalArgs, as_json: bool, global: &GlobalArgs) -> 
             32,
             &device,
         )?;
-        let sim = caption_match_similarity(&data.captions, &generated)?;
+        let sim = break_ties(
+            caption_match_similarity(&data.captions, &generated)?,
+            global.seed,
+        )?;
         rows.push((
             "caption-then-match".into(),
             task::score_similarity(&sim, &data.captions)?,
@@ -719,7 +737,7 @@ pub fn run_eval(args: EvalRetrievalArgs, as_json: bool, global: &GlobalArgs) -> 
             Default::default(),
             &device,
         )?;
-        let sim = classifier_similarity(&data.captions, &probs)?;
+        let sim = break_ties(classifier_similarity(&data.captions, &probs)?, global.seed)?;
         rows.push((
             "classifier facts".into(),
             task::score_similarity(&sim, &data.captions)?,
