@@ -114,6 +114,19 @@ fn train_index_search_append_eval_and_bad_input() {
     }
     let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
     assert!(metrics.contains("val_mR"), "{metrics}");
+    // Resume extends the run with its saved config.
+    ok(&[
+        "train",
+        "retrieval",
+        "--resume",
+        s(&run),
+        "--steps",
+        "4",
+        "-q",
+    ]);
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(run.join("state.json")).unwrap()).unwrap();
+    assert_eq!(state["step"], 4, "{state}");
     let scores: Value =
         serde_json::from_slice(&std::fs::read(run.join("test_scores.json")).unwrap()).unwrap();
     let mr = scores["relevance"]["facts"]["mR"].as_f64().unwrap();
