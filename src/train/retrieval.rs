@@ -875,4 +875,31 @@ mod tests {
         );
         assert!(check_query("  ").is_err());
     }
+
+    #[test]
+    fn identical_embeddings_of_pairs_score_perfectly() {
+        let caps: Vec<String> = [
+            "A dyke-type deformation pattern of high intensity can be detected on the left.",
+            "No deformation activity can be detected.",
+            "A mogi-type deformation pattern of low intensity can be detected in the centre.",
+        ]
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+        let e: Vec<Vec<f32>> = vec![vec![1., 0., 0.], vec![0., 1., 0.], vec![0., 0., 1.]];
+        let s = score_part_similarity(&e, &e, &caps);
+        for b in &s.by_relevance {
+            assert_eq!(b.mean_recall, 100.0, "{:?}", b.relevance);
+        }
+        let g = s.group_queries.unwrap();
+        assert_eq!((g.queries, g.r1), (2, 1.0));
+        assert_eq!(
+            caption_words(&caps[1..2]),
+            vec!["activity", "be", "can", "deformation", "detected", "no"]
+        );
+    }
+
+    fn score_part_similarity(t: &[Vec<f32>], i: &[Vec<f32>], caps: &[String]) -> PartScores {
+        score_similarity(&similarity(t, i).unwrap(), caps).unwrap()
+    }
 }
