@@ -757,9 +757,9 @@ fn write_report(a: &ModelEvalArgs, v: &Value) -> Result<()> {
 }
 
 fn eval_classify(a: ModelEvalArgs, global: &GlobalArgs) -> Result<()> {
-    use insar_mm::train::classify::{load_run, report_json, score_part};
+    use insar_mm::train::classify::{report_json, score_part, ClassifyConfig};
     let (run, device) = open_head_run(&a, global)?;
-    let loaded = load_run(&run, &device)?;
+    let loaded = insar_mm::train::heads::recipe::load::<ClassifyConfig>(&run, &device)?;
     let cfg = &loaded.config;
     let (part, dir) = model_eval_part(&a, &cfg.data, cfg.seed, global)?;
     let thresholds = cfg.decision_thresholds();
@@ -799,9 +799,9 @@ fn eval_classify(a: ModelEvalArgs, global: &GlobalArgs) -> Result<()> {
 }
 
 fn eval_segment(a: ModelEvalArgs, global: &GlobalArgs) -> Result<()> {
-    use insar_mm::train::segment::{load_run, score_part};
+    use insar_mm::train::segment::{score_part, SegmentConfig};
     let (run, device) = open_head_run(&a, global)?;
-    let loaded = load_run(&run, &device)?;
+    let loaded = insar_mm::train::heads::recipe::load::<SegmentConfig>(&run, &device)?;
     let cfg = &loaded.config;
     let (part, dir) = model_eval_part(&a, &cfg.data, cfg.seed, global)?;
     let tta = a.tta.unwrap_or(cfg.test_time_augment);

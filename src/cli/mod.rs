@@ -228,4 +228,31 @@ mod tests {
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
     }
+
+    /// Each `train` command's `--preset` takes its own names, and a name of another command
+    /// is a usage error that lists the valid ones.
+    #[test]
+    fn each_train_command_has_its_own_presets() {
+        use clap::Parser;
+        let parse = |args: &[&str]| Cli::try_parse_from([&["insar-mm", "train"], args].concat());
+        for (command, valid, foreign) in [
+            ("classify", "resnet18", "small"),
+            ("segment", "resnet50", "large"),
+            ("caption", "base", "resnet18"),
+            ("pretrain", "large", "resnet18"),
+        ] {
+            assert!(
+                parse(&[command, "--preset", valid]).is_ok(),
+                "{command} {valid}"
+            );
+            let err = parse(&[command, "--preset", foreign]).unwrap_err();
+            use clap::error::ErrorKind::{InvalidValue, ValueValidation};
+            assert!(
+                matches!(err.kind(), InvalidValue | ValueValidation),
+                "{command}: {err}"
+            );
+            assert!(err.to_string().contains(valid), "{command}: {err}");
+        }
+        assert!(parse(&["pretrain", "--preset", "my-preset.toml"]).is_ok());
+    }
 }

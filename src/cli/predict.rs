@@ -36,8 +36,11 @@ use insar_mm::data::frames::{load_input, FrameInput, InputFormat, InterferogramF
 use insar_mm::data::png::{write_png, PngColor};
 use insar_mm::data::resample::area_matrix;
 use insar_mm::data::sample::{LABEL_NAMES, MASK_CLASS_NAMES, NUM_MASK_CLASSES};
+use insar_mm::train::classify::ClassifyConfig;
+use insar_mm::train::heads::recipe::HeadConfig;
 use insar_mm::train::heads::HeadData;
 use insar_mm::train::hub::{resolve_model, RunFiles};
+use insar_mm::train::segment::SegmentConfig;
 
 #[derive(Debug, Subcommand)]
 pub enum PredictCommand {
@@ -376,7 +379,7 @@ fn finish(args: &PredictArgs, results: Vec<Value>, lines: Vec<String>) -> Result
 fn classify(args: PredictArgs, global: &GlobalArgs) -> Result<()> {
     ensure!(args.batch_size >= 1, "--batch-size must be at least 1");
     let device: Device = insar_mm::device::open(global.device)?;
-    let loaded = insar_mm::train::classify::load_run(
+    let loaded = insar_mm::train::heads::recipe::load::<ClassifyConfig>(
         &resolve_model(&args.model, &RunFiles::HEAD, global.show_progress())?,
         &device,
     )?;
@@ -486,7 +489,7 @@ fn classify(args: PredictArgs, global: &GlobalArgs) -> Result<()> {
 fn segment(args: PredictArgs, global: &GlobalArgs) -> Result<()> {
     ensure!(args.batch_size >= 1, "--batch-size must be at least 1");
     let device: Device = insar_mm::device::open(global.device)?;
-    let loaded = insar_mm::train::segment::load_run(
+    let loaded = insar_mm::train::heads::recipe::load::<SegmentConfig>(
         &resolve_model(&args.model, &RunFiles::HEAD, global.show_progress())?,
         &device,
     )?;

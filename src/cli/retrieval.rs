@@ -24,6 +24,10 @@ use insar_mm::train::Outcome;
 pub struct RetrievalTrainArgs {
     #[command(flatten)]
     pub common: CommonTrainArgs,
+    /// Image encoder preset when no --encoder is given [default: the config's
+    /// `encoder_preset`, else tiny].
+    #[arg(long, value_name = "NAME", value_parser = clap::builder::PossibleValuesParser::new(insar_mm_models::encoder::EncoderConfig::PRESETS), conflicts_with = "resume")]
+    pub preset: Option<String>,
     /// Start the image encoder from a `train pretrain`, `classify` or `segment` run.
     #[arg(long, value_name = "RUN", conflicts_with = "resume")]
     pub encoder: Option<PathBuf>,
@@ -67,11 +71,7 @@ pub fn run_train(args: &RetrievalTrainArgs, global: &GlobalArgs) -> Result<()> {
             let run = RunDir::new(dir);
             insar_mm::train::heads::expect_task(dir, task::TASK)?;
             let mut cfg: RetrievalTrainConfig = run.read_config()?;
-            let before = cfg.train.clone();
-            common.apply_train_overrides(&mut cfg.train);
-            if cfg.train != before {
-                run.write_config(&cfg)?;
-            }
+            common.apply_resume_overrides(&run, &mut cfg, |c| (&mut c.train, &mut c.optim))?;
             (cfg, run, true)
         }
         None => {
@@ -80,7 +80,7 @@ pub fn run_train(args: &RetrievalTrainArgs, global: &GlobalArgs) -> Result<()> {
                 None => RetrievalTrainConfig::default(),
             };
             cfg.seed = global.seed;
-            if let Some(p) = &common.preset {
+            if let Some(p) = &args.preset {
                 cfg.encoder_preset = p.clone();
             }
             if let Some(b) = common.batch_size {
@@ -718,7 +718,10 @@ pub fn run_eval(args: EvalRetrievalArgs, as_json: bool, global: &GlobalArgs) -> 
     if let Some(dir) = &args.classify_model {
         insar_mm::train::heads::expect_task(dir, "classify")
             .with_context(|| format!("--classify-model {}", dir.display()))?;
-        let cls = insar_mm::train::classify::load_run(dir, &device)
+        let cls =
+            insar_mm::train::heads::recipe::load::<insar_mm::train::classify::ClassifyConfig>(
+                dir, &device,
+            )
             .with_context(|| format!("--classify-model {}", dir.display()))?;
         let p = part_for(
             &ds,

@@ -10,8 +10,11 @@ use clap::{Args, Subcommand};
 
 use super::GlobalArgs;
 use insar_mm::train::checkpoint::RunDir;
+use insar_mm::train::classify::ClassifyConfig;
 use insar_mm::train::config::{resolve_layers, PretrainConfig, TrainSection};
+use insar_mm::train::heads::recipe::{self, HeadConfig, HeadRun};
 use insar_mm::train::pretrain::{self, open_data, synthetic_source, RunOptions};
+use insar_mm::train::segment::SegmentConfig;
 use insar_mm::train::Outcome;
 
 #[derive(Debug, Subcommand)]
@@ -43,10 +46,6 @@ pub struct CommonTrainArgs {
     /// TOML config (e.g. configs/pretrain-tiny.toml); the options below override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Model preset (tiny, small, base, large) or a preset .toml file [default: the
-    /// config's `preset`, else tiny].
-    #[arg(long, value_name = "NAME")]
-    pub preset: Option<String>,
     /// Length of the run in epochs over the training samples.
     #[arg(long, value_name = "N", conflicts_with = "steps")]
     pub epochs: Option<u64>,
@@ -71,13 +70,43 @@ pub struct CommonTrainArgs {
     /// Run directory [default: runs/<command>-<preset>].
     #[arg(long, value_name = "RUN")]
     pub out: Option<PathBuf>,
-    /// Continue the run in RUN from its last checkpoint, with its saved config (only
-    /// --steps/--epochs may change, to extend it).
-    #[arg(long, value_name = "RUN", conflicts_with_all = ["data", "config", "preset", "batch_size", "image_size", "lr", "accumulate", "out"])]
+    /// Continue the run in RUN from its last checkpoint, with its saved config. Only
+    /// --steps/--epochs (to extend it), --checkpoint-every and --lr (e.g. after a
+    /// non-finite loss; recorded in RUN/config-history.jsonl) may change.
+    #[arg(long, value_name = "RUN", conflicts_with_all = ["data", "config", "preset", "batch_size", "image_size", "accumulate", "out"])]
     pub resume: Option<PathBuf>,
 }
 
 impl CommonTrainArgs {
+    /// The overrides a resumed run accepts: run length and checkpointing in `[train]`, and
+    /// the base learning rate, whose change is recorded in the run's config history. Writes
+    /// `config.json` when something changed.
+    pub fn apply_resume_overrides<C: serde::Serialize>(
+        &self,
+        run: &RunDir,
+        cfg: &mut C,
+        sections: impl FnOnce(&mut C) -> (&mut TrainSection, &mut insar_mm::train::optim::OptimConfig),
+    ) -> Result<()> {
+        let (train, optim) = sections(cfg);
+        let before = train.clone();
+        self.apply_train_overrides(train);
+        let mut changed = *train != before;
+        if let Some(lr) = self.lr {
+            let old = optim.lr();
+            if lr != old {
+                optim.set_lr(lr);
+                optim.validate().context("--lr")?;
+                run.record_config_change("optim.lr", old.into(), lr.into())?;
+                log::info!("optim.lr {old:e} -> {lr:e} from the resumed step on");
+                changed = true;
+            }
+        }
+        if changed {
+            run.write_config(cfg)?;
+        }
+        Ok(())
+    }
+
     /// Applies the run-length and loop overrides to `[train]`.
     pub fn apply_train_overrides(&self, train: &mut TrainSection) {
         if let Some(s) = self.steps {
@@ -101,12 +130,36 @@ impl CommonTrainArgs {
 pub struct PretrainArgs {
     #[command(flatten)]
     pub common: CommonTrainArgs,
+    /// Model preset: tiny, small, base, large, or a preset .toml file [default: the config's
+    /// `preset`, else tiny].
+    #[arg(long, value_name = "NAME|FILE", value_parser = pretrain_preset)]
+    pub preset: Option<String>,
+}
+
+/// `--preset` of `train pretrain`: a built-in preset name or a `.toml` file.
+fn pretrain_preset(s: &str) -> std::result::Result<String, String> {
+    let known = insar_mm::train::config::PRESETS;
+    if known.contains(&s)
+        || std::path::Path::new(s)
+            .extension()
+            .is_some_and(|e| e == "toml")
+    {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "expected one of {} or a .toml file",
+            known.join(", ")
+        ))
+    }
 }
 
 #[derive(Debug, Args)]
 pub struct CaptionArgs {
     #[command(flatten)]
     pub common: CommonTrainArgs,
+    /// Model preset [default: the config's `preset`, else tiny].
+    #[arg(long, value_name = "NAME", value_parser = clap::builder::PossibleValuesParser::new(insar_mm_models::caption::CaptionConfig::PRESETS))]
+    pub preset: Option<String>,
     /// Keep the encoder fixed (running BatchNorm statistics, no gradient); only the visual
     /// memory and the decoder train.
     #[arg(long, conflicts_with = "resume")]
@@ -136,6 +189,10 @@ pub struct CaptionArgs {
 pub struct HeadArgs {
     #[command(flatten)]
     pub common: CommonTrainArgs,
+    /// Encoder preset, when no --encoder is given [default: the config's `preset`, else
+    /// tiny].
+    #[arg(long, value_name = "NAME", value_parser = clap::builder::PossibleValuesParser::new(insar_mm_models::encoder::EncoderConfig::PRESETS))]
+    pub preset: Option<String>,
     /// Start from the encoder of this run (`train pretrain`, or a classify/segment run);
     /// its architecture replaces the preset.
     #[arg(long, value_name = "RUN", conflicts_with = "resume")]
@@ -156,7 +213,7 @@ fn parse_mode(s: &str) -> std::result::Result<insar_mm_models::heads::EncoderMod
 
 pub fn run(cmd: TrainCommand, global: &GlobalArgs) -> Result<()> {
     match cmd {
-        TrainCommand::Pretrain(args) => run_pretrain(&args.common, global),
+        TrainCommand::Pretrain(args) => run_pretrain(&args, global),
         TrainCommand::Caption(args) => run_caption(&args, global),
         TrainCommand::Classify(args) => run_classify(&args, global),
         TrainCommand::Segment(args) => run_segment(&args, global),
@@ -187,22 +244,19 @@ pub fn interrupt_flag() -> Result<Arc<AtomicBool>> {
     Ok(FLAG.get_or_init(|| flag).clone())
 }
 
-fn run_pretrain(args: &CommonTrainArgs, global: &GlobalArgs) -> Result<()> {
+fn run_pretrain(pretrain: &PretrainArgs, global: &GlobalArgs) -> Result<()> {
+    let args = &pretrain.common;
     let device = insar_mm::device::open(global.device)?;
     let (cfg, run, resume) = match &args.resume {
         Some(dir) => {
             let run = RunDir::new(dir);
             let mut cfg: PretrainConfig = run.read_config()?;
-            let before = cfg.train.clone();
-            args.apply_train_overrides(&mut cfg.train);
-            if cfg.train != before {
-                run.write_config(&cfg)?;
-            }
+            args.apply_resume_overrides(&run, &mut cfg, |c| (&mut c.train, &mut c.optim))?;
             (cfg, run, true)
         }
         None => {
             let mut cfg: PretrainConfig =
-                resolve_layers(args.preset.as_deref(), args.config.as_deref())?;
+                resolve_layers(pretrain.preset.as_deref(), args.config.as_deref())?;
             cfg.seed = global.seed;
             if let Some(b) = args.batch_size {
                 cfg.data.batch_size = b;
@@ -266,11 +320,7 @@ fn run_caption(args: &CaptionArgs, global: &GlobalArgs) -> Result<()> {
         Some(dir) => {
             let run = RunDir::new(dir);
             let mut cfg: CaptionTrainConfig = run.read_config()?;
-            let before = cfg.train.clone();
-            common.apply_train_overrides(&mut cfg.train);
-            if cfg.train != before {
-                run.write_config(&cfg)?;
-            }
+            common.apply_resume_overrides(&run, &mut cfg, |c| (&mut c.train, &mut c.optim))?;
             (cfg, run, true)
         }
         None => {
@@ -279,7 +329,7 @@ fn run_caption(args: &CaptionArgs, global: &GlobalArgs) -> Result<()> {
                 None => CaptionTrainConfig::default(),
             };
             cfg.seed = global.seed;
-            if let Some(p) = &common.preset {
+            if let Some(p) = &args.preset {
                 cfg.preset = p.clone();
             }
             if let Some(b) = common.batch_size {
@@ -372,15 +422,10 @@ fn run_caption(args: &CaptionArgs, global: &GlobalArgs) -> Result<()> {
     Ok(())
 }
 
-/// Applies the shared overrides of `train classify|segment` to a head `[data]` section and
-/// the optimizer; returns the run directory.
-fn head_overrides(
-    common: &CommonTrainArgs,
-    balanced: Option<bool>,
-    data: &mut insar_mm::train::heads::HeadData,
-    optim: &mut insar_mm::train::optim::OptimConfig,
-    train: &mut TrainSection,
-) {
+/// Applies the shared overrides of `train classify|segment` to a head config's `[data]`,
+/// optimizer and `[train]` sections.
+fn head_overrides<C: HeadConfig>(common: &CommonTrainArgs, balanced: Option<bool>, cfg: &mut C) {
+    let data = cfg.data_mut();
     if let Some(b) = common.batch_size {
         data.batch_size = b;
     }
@@ -391,9 +436,9 @@ fn head_overrides(
         data.balanced = b;
     }
     if let Some(lr) = common.lr {
-        optim.set_lr(lr);
+        cfg.optim_mut().set_lr(lr);
     }
-    common.apply_train_overrides(train);
+    common.apply_train_overrides(cfg.train_mut());
 }
 
 fn head_source(data: &Option<PathBuf>) -> insar_mm::train::heads::HeadSource {
@@ -418,100 +463,49 @@ fn report_outcome(outcome: &Outcome, root: &std::path::Path, command: &str) {
     }
 }
 
-/// What `train classify|segment` need of their config to resolve it from the command line.
-trait HeadTrainConfig: Default + serde::Serialize + Sized {
-    /// The command name (`classify`, `segment`), also the default run-name prefix.
-    const TASK: &'static str;
-    fn from_file(path: &std::path::Path) -> Result<Self>;
-    fn read(run: &std::path::Path) -> Result<Self>;
-    #[allow(clippy::type_complexity)]
-    fn parts(
-        &mut self,
-    ) -> (
-        &mut u64,
-        &mut String,
-        &mut insar_mm::train::heads::HeadData,
-        &mut insar_mm::train::optim::OptimConfig,
-        &mut TrainSection,
-    );
-}
-
-macro_rules! head_train_config {
-    ($ty:ty, $task:literal) => {
-        impl HeadTrainConfig for $ty {
-            const TASK: &'static str = $task;
-            fn from_file(path: &std::path::Path) -> Result<Self> {
-                <$ty>::from_file(path)
-            }
-            fn read(run: &std::path::Path) -> Result<Self> {
-                <$ty>::read(run)
-            }
-            fn parts(
-                &mut self,
-            ) -> (
-                &mut u64,
-                &mut String,
-                &mut insar_mm::train::heads::HeadData,
-                &mut insar_mm::train::optim::OptimConfig,
-                &mut TrainSection,
-            ) {
-                (
-                    &mut self.seed,
-                    &mut self.preset,
-                    &mut self.data,
-                    &mut self.optim,
-                    &mut self.train,
-                )
-            }
-        }
-    };
-}
-head_train_config!(insar_mm::train::classify::ClassifyConfig, "classify");
-head_train_config!(insar_mm::train::segment::SegmentConfig, "segment");
-
 /// The config, run directory and resume flag of a head command: a resumed run's own config
 /// (the loop overrides may extend it), else the `--config` file or the defaults with the
 /// command-line overrides.
-fn resolve_head_config<C: HeadTrainConfig>(
+fn resolve_head_config<C: HeadConfig>(
     args: &HeadArgs,
     global: &GlobalArgs,
 ) -> Result<(C, PathBuf, bool)> {
     let common = &args.common;
     if let Some(dir) = &common.resume {
         let mut cfg = C::read(dir)?;
-        let before = cfg.parts().4.clone();
-        common.apply_train_overrides(cfg.parts().4);
-        if *cfg.parts().4 != before {
-            RunDir::new(dir).write_config(&cfg)?;
-        }
+        common.apply_resume_overrides(&RunDir::new(dir), &mut cfg, |c| c.train_and_optim_mut())?;
         return Ok((cfg, dir.clone(), true));
     }
     let mut cfg = match &common.config {
         Some(path) => C::from_file(path)?,
         None => C::default(),
     };
-    let (seed, preset, data, optim, train) = cfg.parts();
-    *seed = global.seed;
-    if let Some(p) = &common.preset {
-        *preset = p.clone();
+    *cfg.seed_mut() = global.seed;
+    if let Some(p) = &args.preset {
+        *cfg.preset_mut() = p.clone();
     }
-    head_overrides(common, args.balanced, data, optim, train);
+    head_overrides(common, args.balanced, &mut cfg);
     if common.data.is_some() {
-        data.dir = common.data.clone();
+        cfg.data_mut().dir = common.data.clone();
     }
     let out = common
         .out
         .clone()
-        .unwrap_or_else(|| PathBuf::from("runs").join(format!("{}-{preset}", C::TASK)));
+        .unwrap_or_else(|| PathBuf::from("runs").join(format!("{}-{}", C::TASK, cfg.preset_mut())));
     Ok((cfg, out, false))
 }
 
-fn run_classify(args: &HeadArgs, global: &GlobalArgs) -> Result<()> {
-    use insar_mm::train::classify::{self, ClassifyConfig, ClassifyRun};
+/// `train classify|segment`: resolve the config, run the head recipe, print the test report
+/// with `print`.
+fn run_head<C: HeadConfig>(
+    args: &HeadArgs,
+    global: &GlobalArgs,
+    print: impl Fn(&C::Report, &std::path::Path),
+) -> Result<()> {
     let device = insar_mm::device::open(global.device)?;
-    let (cfg, out, resume) = resolve_head_config::<ClassifyConfig>(args, global)?;
-    let data = head_source(&cfg.data.dir);
-    let res = classify::run(ClassifyRun {
+    let (cfg, out, resume) = resolve_head_config::<C>(args, global)?;
+    let data = head_source(&cfg.data().dir);
+    let res = recipe::run(HeadRun {
         config: cfg,
         data,
         encoder: args.encoder.clone(),
@@ -525,47 +519,29 @@ fn run_classify(args: &HeadArgs, global: &GlobalArgs) -> Result<()> {
             stop: Some(interrupt_flag()?),
         },
     })?;
-    report_outcome(&res.outcome, &out, "classify");
+    report_outcome(&res.outcome, &out, C::TASK);
     if let Some(r) = &res.test {
+        print(r, &out.join(insar_mm::train::heads::TEST_SCORES_FILE));
+    }
+    Ok(())
+}
+
+fn run_classify(args: &HeadArgs, global: &GlobalArgs) -> Result<()> {
+    run_head::<ClassifyConfig>(args, global, |r, scores| {
         println!(
             "test split: deformation-vs-none F1 {:.4}, macro-F1 {:.4} ({} samples; {})",
             r.classes[0].f1,
             r.macro_avg.f1,
             r.samples,
-            out.join(insar_mm::train::heads::TEST_SCORES_FILE).display()
+            scores.display()
         );
         super::eval::print_classification_report(r);
-    }
-    Ok(())
+    })
 }
 
 fn run_segment(args: &HeadArgs, global: &GlobalArgs) -> Result<()> {
-    use insar_mm::train::segment::{self, SegmentConfig, SegmentRun};
-    let device = insar_mm::device::open(global.device)?;
-    let (cfg, out, resume) = resolve_head_config::<SegmentConfig>(args, global)?;
-    let data = head_source(&cfg.data.dir);
-    let res = segment::run(SegmentRun {
-        config: cfg,
-        data,
-        encoder: args.encoder.clone(),
-        mode: args.mode,
-        seed: None,
-        out: out.clone(),
-        resume,
-        device,
-        options: RunOptions {
-            progress: global.show_progress(),
-            stop: Some(interrupt_flag()?),
-        },
-    })?;
-    report_outcome(&res.outcome, &out, "segment");
-    if let Some(r) = &res.test {
-        println!(
-            "test split ({} images; {}):",
-            r.images,
-            out.join(insar_mm::train::heads::TEST_SCORES_FILE).display()
-        );
+    run_head::<SegmentConfig>(args, global, |r, scores| {
+        println!("test split ({} images; {}):", r.images, scores.display());
         r.print();
-    }
-    Ok(())
+    })
 }

@@ -160,6 +160,19 @@ impl DatasetDir {
                 }),
             }
         }
+        if let Some(first) = missing.first() {
+            // Training and embedding use what they can; say what they leave out.
+            log::warn!(
+                "{}: {} of {} annotations have no usable images and are left out (e.g. {}: {}); \
+                 `insar-mm data check {}` lists them",
+                self.root.display(),
+                missing.len(),
+                items.len() + missing.len(),
+                first.file,
+                first.error,
+                self.root.display()
+            );
+        }
         Ok(FrameSamples {
             items,
             missing,

@@ -59,8 +59,7 @@ use crate::text::tokenizer::{CaptionTokenizer, TokenizerConfig};
 
 /// File of the tokenizer in a caption run.
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
-/// File of the final test-split scores in a caption run.
-pub const TEST_SCORES_FILE: &str = "test_scores.json";
+pub use crate::train::checkpoint::TEST_SCORES_FILE;
 
 /// `[data]` of a caption run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

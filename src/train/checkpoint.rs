@@ -50,6 +50,10 @@ pub const STATE_FILE: &str = "state.json";
 pub const METRICS_FILE: &str = "metrics.jsonl";
 pub const LOSS_PLOT_FILE: &str = "loss.png";
 pub const BEST_MODEL_FILE: &str = "best.safetensors";
+/// Test-split scores written at the end of a run (classify, segment, caption, …).
+pub const TEST_SCORES_FILE: &str = "test_scores.json";
+/// One JSON line per setting changed when a run was resumed (`--resume RUN --lr X`).
+pub const CONFIG_HISTORY_FILE: &str = "config-history.jsonl";
 /// The pointer to the current checkpoint folder.
 pub const POINTER_FILE: &str = "checkpoint.json";
 /// The folder holding the checkpoint folders.
@@ -224,6 +228,29 @@ impl RunDir {
                 .join(p.name().expect("validated")),
             None => self.root.clone(),
         })
+    }
+
+    /// Appends to `config-history.jsonl` that `key` changed from `from` to `to` when the run
+    /// was resumed at its current checkpoint (synced, so the record survives a crash).
+    pub fn record_config_change(
+        &self,
+        key: &str,
+        from: serde_json::Value,
+        to: serde_json::Value,
+    ) -> Result<()> {
+        use std::io::Write;
+        let step = self.pointer()?.map(|p| p.step);
+        let line =
+            serde_json::json!({ "resumed_at_step": step, "key": key, "from": from, "to": to });
+        let path = self.path(CONFIG_HISTORY_FILE);
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("{}: cannot open", path.display()))?;
+        writeln!(f, "{line}")
+            .and_then(|_| f.sync_all())
+            .with_context(|| format!("{}: cannot write", path.display()))
     }
 
     /// Writes `config.json` (pretty JSON).

@@ -24,7 +24,7 @@
 //! samples in memory; optional encoder; mode; seed; output directory; device).
 
 use std::borrow::Cow;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{ensure, Context, Result};
 use candle_core::{DType, Device, Tensor};
@@ -41,15 +41,10 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::checkpoint::{load_model, RunDir, CONFIG_FILE};
-use super::driver::{Batch, BestMetric, MetricMode, Outcome, StepOutput, TrainTask, Trainer};
-use super::heads::{
-    choose_test_time_augment, config_from_file, encoder_run, expect_task, load_encoder,
-    resolve_source, run_weights, EpochOrder, HeadData, HeadSource, LabeledData, LabeledPart,
-    TtaChoice, TEST_SCORES_FILE,
-};
-use super::optim::{trainable_params, OptimConfig, Optimizer};
-use super::pretrain::RunOptions;
+use super::driver::{Batch, BestMetric, MetricMode, StepOutput, TrainTask};
+use super::heads::recipe::HeadConfig;
+use super::heads::{choose_test_time_augment, EpochOrder, HeadData, LabeledPart, TtaChoice};
+use super::optim::OptimConfig;
 use super::schedule::ScheduleConfig;
 use crate::data::array::{batch_tensor, ClassMask, Image};
 use crate::data::augment::{sample_rng, AugmentConfig, Augmenter};
@@ -69,23 +64,7 @@ pub fn default_augment() -> AugmentConfig {
     a
 }
 
-/// `linear`, `finetune` or `finetune:<stage>` (the text form of [`EncoderMode`]).
-pub fn mode_name(mode: EncoderMode) -> String {
-    match mode {
-        EncoderMode::Linear => "linear".into(),
-        EncoderMode::Finetune { unfreeze_from } => {
-            let s = serde_json::to_value(unfreeze_from)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
-            if s == "stem" {
-                "finetune".into()
-            } else {
-                format!("finetune:{s}")
-            }
-        }
-    }
-}
+pub use super::heads::recipe::mode_name;
 
 /// The config of `train classify`, as resolved and saved to `config.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -99,7 +78,8 @@ pub struct ClassifyConfig {
     pub width: Option<usize>,
     pub seed: u64,
     /// `linear` (frozen encoder), `finetune` or `finetune:<stage>`.
-    pub mode: String,
+    #[serde(with = "super::heads::recipe::mode_text")]
+    pub mode: EncoderMode,
     /// The `--encoder RUN` the weights started from (recorded).
     pub encoder_run: Option<PathBuf>,
     /// Hidden widths of the head MLP (empty = one linear layer).
@@ -152,7 +132,7 @@ impl Default for ClassifyConfig {
             preset: "tiny".into(),
             width: None,
             seed: 42,
-            mode: "finetune".into(),
+            mode: EncoderMode::default(),
             encoder_run: None,
             hidden: Vec::new(),
             pool: GlobalPool::Max,
@@ -203,30 +183,11 @@ impl Default for ClassifyConfig {
 }
 
 impl ClassifyConfig {
-    /// The defaults with the TOML file `path` merged over them (unknown keys are errors).
-    pub fn from_file(path: &Path) -> Result<Self> {
-        config_from_file(path)
-    }
-
-    /// The saved config of the classification run `run`, validated (an error naming the run
-    /// when it is not one, and the file and key when an edited value is out of range).
-    pub fn read(run: &Path) -> Result<Self> {
-        expect_task(run, TASK)?;
-        let cfg: Self = RunDir::new(run).read_config()?;
-        cfg.validate()
-            .with_context(|| format!("{}", run.join(CONFIG_FILE).display()))?;
-        Ok(cfg)
-    }
-
     /// The decision threshold of every label: the tuned ones, else `threshold`.
     pub fn decision_thresholds(&self) -> Vec<f64> {
         self.thresholds
             .clone()
             .unwrap_or_else(|| vec![self.threshold; NUM_LABELS])
-    }
-
-    pub fn encoder_mode(&self) -> Result<EncoderMode> {
-        EncoderMode::parse(&self.mode).map_err(|e| anyhow::anyhow!("mode: {e}"))
     }
 
     /// Checks the settings; errors name the key.
@@ -236,7 +197,6 @@ impl ClassifyConfig {
             "task = {:?}: a classify config has task = \"classify\"",
             self.task
         );
-        self.encoder_mode()?;
         self.data.validate()?;
         ensure!(
             self.threshold > 0.0 && self.threshold < 1.0,
@@ -293,19 +253,12 @@ impl ClassifyConfig {
             encoder,
             hidden: self.hidden.clone(),
             num_labels: NUM_LABELS,
-            mode: self.encoder_mode()?,
+            mode: self.mode,
             loss: self.loss.clone(),
             pos_weight: self.pos_weight.clone(),
             pool: self.pool,
             mask_head: self.mask_loss_weight > 0.0,
         })
-    }
-
-    /// The resolved architecture (an error before the run started).
-    pub fn model(&self) -> Result<&ClassifierConfig> {
-        self.model
-            .as_ref()
-            .context("config.json has no `model`: the run was never started")
     }
 }
 
@@ -733,220 +686,79 @@ fn tune_on_val(
     Ok(cfg.tune_test_time_augment.then_some(choice))
 }
 
-/// Everything [`run`] needs.
-#[derive(Debug, Clone)]
-pub struct ClassifyRun {
-    /// The config (defaults, a file, overrides). With `resume`, the run's saved config
-    /// ([`ClassifyConfig::read`]), where only `[train]` may change.
-    pub config: ClassifyConfig,
-    /// Where the samples come from.
-    pub data: HeadSource,
-    /// `--encoder RUN`: start from this run's encoder (not with `resume`).
-    pub encoder: Option<PathBuf>,
-    /// Overrides `config.mode` (not with `resume`).
-    pub mode: Option<EncoderMode>,
-    /// Overrides `config.seed` (not with `resume`).
-    pub seed: Option<u64>,
-    /// The run directory.
-    pub out: PathBuf,
-    /// Continue the run in `out` from its last checkpoint.
-    pub resume: bool,
-    pub device: Device,
-    pub options: RunOptions,
-}
+impl HeadConfig for ClassifyConfig {
+    const TASK: &'static str = TASK;
+    const NOUN: &'static str = "classification";
+    const MIN_EVAL_BATCH: usize = 32;
+    type Arch = ClassifierConfig;
+    type Model = Classifier;
+    type Task = ClassifyTask;
+    type Report = ClassificationReport;
 
-/// What [`run`] returns.
-#[derive(Debug)]
-pub struct ClassifyOutcome {
-    pub outcome: Outcome,
-    /// The run directory.
-    pub run: PathBuf,
-    /// The config as saved (architecture resolved).
-    pub config: ClassifyConfig,
-    /// Test-split report of the best (else last) model; `None` when interrupted or the
-    /// test split is empty.
-    pub test: Option<ClassificationReport>,
-}
+    crate::head_config_fields!();
 
-/// Trains (or continues) a classification run, then scores the best model on the test part.
-pub fn run(opts: ClassifyRun) -> Result<ClassifyOutcome> {
-    let ClassifyRun {
-        mut config,
-        data,
-        encoder,
-        mode,
-        seed,
-        out,
-        resume,
-        device,
-        options,
-    } = opts;
-    let cfg = &mut config;
-    let run_dir = RunDir::new(&out);
-    if resume {
-        ensure!(
-            encoder.is_none() && mode.is_none() && seed.is_none(),
-            "--resume continues {} with its saved encoder, mode and seed",
-            out.display()
-        );
-        cfg.model()?;
-    } else {
-        if let Some(m) = mode {
-            cfg.mode = mode_name(m);
-        }
-        if let Some(s) = seed {
-            cfg.seed = s;
-        }
+    fn validate(&self) -> Result<()> {
+        ClassifyConfig::validate(self)
     }
-    cfg.validate()?;
-    let (data, dir) = resolve_source(
-        data,
-        cfg.data.input_format,
-        cfg.data.image_size,
-        cfg.seed,
-        options.progress,
-    )?;
-    let LabeledData { train, val, test } = data;
-    let pretrained = match (&encoder, resume) {
-        (Some(path), false) => {
-            let er = encoder_run(path)?;
-            ensure!(
-                er.input_format == cfg.data.input_format,
-                "--encoder {}: the encoder was trained on {:?} input, this run uses {:?}",
-                path.display(),
-                er.input_format,
-                cfg.data.input_format
-            );
-            Some(er)
-        }
-        _ => None,
-    };
-    if !resume {
-        cfg.data.dir = dir.clone();
-        cfg.data.source_size = train.median_source_side();
-        cfg.encoder_run = encoder.clone();
-        cfg.model = Some(cfg.architecture(pretrained.as_ref().map(|e| e.encoder.clone()))?);
-        cfg.validate()?;
-        if cfg.encoder_mode()? == EncoderMode::Linear && pretrained.is_none() {
-            log::warn!("linear probe on a randomly initialised encoder (no --encoder given)");
-        }
+    fn architecture(&self, encoder: Option<EncoderConfig>) -> Result<ClassifierConfig> {
+        ClassifyConfig::architecture(self, encoder)
     }
-    let arch = cfg.model()?.clone();
-    let (varmap, model) = build_model(&arch, cfg.seed, &device)?;
-    if let Some(er) = &pretrained {
-        let n = load_encoder(er, &varmap)?;
-        log::info!("encoder: {n} tensors from {}", er.weights.display());
+    fn build(arch: &ClassifierConfig, seed: u64, device: &Device) -> Result<(VarMap, Classifier)> {
+        build_model(arch, seed, device)
     }
-    let params = trainable_params(&varmap, |n| model.is_trainable(n));
-    let optimizer = Optimizer::new(cfg.optim.clone(), params)?;
-    log::info!(
-        "{} classification: {} encoder, mode {}, {}² inputs, batch {}, {} train / {} val / {} test samples{}, run {}",
-        if resume { "resuming" } else { "starting" },
-        cfg.preset,
-        cfg.mode,
-        cfg.data.image_size,
-        cfg.data.batch_size,
-        train.len(),
-        val.len(),
-        test.len(),
-        dir.map(|d| format!(" from {}", d.display())).unwrap_or_default(),
-        out.display()
-    );
-    let mut task = ClassifyTask::new(cfg, model, train, val, &device)?;
-    let loop_cfg = cfg.train.loop_config(task.len(), task.batch_size())?;
-    let trainer = if resume {
-        Trainer::resume(
-            run_dir.clone(),
-            varmap.clone(),
-            optimizer,
-            cfg.schedule.clone(),
-            loop_cfg,
-        )?
-    } else {
-        Trainer::start(
-            run_dir.clone(),
-            &*cfg,
-            varmap.clone(),
-            optimizer,
-            cfg.schedule.clone(),
-            loop_cfg,
-            cfg.seed,
-        )?
-    };
-    let mut trainer = trainer.with_progress(options.progress);
-    if let Some(flag) = options.stop {
-        trainer = trainer.with_stop_flag(flag);
+    fn is_trainable(model: &Classifier, name: &str) -> bool {
+        model.is_trainable(name)
     }
-    let outcome = trainer.run(&mut task)?;
-    if matches!(outcome, Outcome::Interrupted { .. }) || test.is_empty() {
-        return Ok(ClassifyOutcome {
-            outcome,
-            run: out,
-            config,
-            test: None,
-        });
+    fn new_task(
+        &self,
+        model: Classifier,
+        train: LabeledPart,
+        val: LabeledPart,
+        device: &Device,
+    ) -> Result<ClassifyTask> {
+        ClassifyTask::new(self, model, train, val, device)
     }
-    let weights = run_weights(&run_dir)?;
-    load_model(&weights, &varmap)?;
-    let batch = cfg.data.batch_size.max(32);
-    let tta_choice = tune_on_val(cfg, task.model(), &task.val, batch, &device)?;
-    run_dir.write_config(&*cfg)?;
-    let report = score_part(
-        task.model(),
-        &test,
-        &cfg.decision_thresholds(),
-        batch,
-        cfg.test_time_augment,
-        &device,
-    )?;
-    let v = report_json(
-        &report,
-        json!({
-            "split": "test",
-            "weights": weights.file_name().map(|f| f.to_string_lossy().into_owned()),
-            "test_time_augment": cfg.test_time_augment,
-            "test_time_augment_choice": tta_choice.map(|c| c.to_json()),
-        }),
-    )?;
-    crate::data::atomic::write_atomic(
-        &run_dir.path(TEST_SCORES_FILE),
-        serde_json::to_string_pretty(&v)?.as_bytes(),
-    )?;
-    Ok(ClassifyOutcome {
-        outcome,
-        run: out,
-        config,
-        test: Some(report),
-    })
-}
-
-/// A trained classification run, ready to predict.
-pub struct LoadedClassifier {
-    pub config: ClassifyConfig,
-    pub model: Classifier,
-    /// The weights file that was loaded.
-    pub weights: PathBuf,
-}
-
-/// Loads the classification run `root` (best weights, else the last); errors when it is a
-/// run of another task.
-pub fn load_run(root: &Path, device: &Device) -> Result<LoadedClassifier> {
-    let config = ClassifyConfig::read(root)?;
-    let arch = config.model()?.clone();
-    let (varmap, model) = build_model(&arch, config.seed, device)?;
-    let weights = run_weights(&RunDir::new(root))?;
-    load_model(&weights, &varmap)?;
-    Ok(LoadedClassifier {
-        config,
-        model,
-        weights,
-    })
+    fn task_parts(task: &ClassifyTask) -> (&Classifier, &LabeledPart) {
+        (&task.model, &task.val)
+    }
+    fn tune_on_val(
+        &mut self,
+        model: &Classifier,
+        val: &LabeledPart,
+        batch: usize,
+        device: &Device,
+    ) -> Result<Option<TtaChoice>> {
+        tune_on_val(self, model, val, batch, device)
+    }
+    fn score_test(
+        &self,
+        model: &Classifier,
+        test: &LabeledPart,
+        batch: usize,
+        device: &Device,
+        extra: serde_json::Value,
+    ) -> Result<(ClassificationReport, serde_json::Value)> {
+        let report = score_part(
+            model,
+            test,
+            &self.decision_thresholds(),
+            batch,
+            self.test_time_augment,
+            device,
+        )?;
+        let mut extra = extra;
+        extra["test_time_augment"] = json!(self.test_time_augment);
+        let v = report_json(&report, extra)?;
+        Ok((report, v))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::train::checkpoint::RunDir;
     use insar_mm_models::heads::Stage;
+    use std::path::Path;
 
     #[test]
     fn an_edited_run_config_is_validated_on_load() {
@@ -1008,14 +820,17 @@ mod tests {
             err.contains("batch_sise") && err.contains("c.toml"),
             "{err}"
         );
+        // `mode` is typed: an unknown mode fails when the file is read, naming the key.
+        std::fs::write(&path, "mode = \"probe\"\n").unwrap();
+        let err = format!("{:#}", ClassifyConfig::from_file(&path).unwrap_err());
+        assert!(
+            err.contains("mode") && err.contains("probe") && err.contains("c.toml"),
+            "{err}"
+        );
+        std::fs::write(&path, "mode = \"finetune:layer3\"\n").unwrap();
+        let cfg = ClassifyConfig::from_file(&path).unwrap();
+        assert_eq!(mode_name(cfg.mode), "finetune:layer3");
         for (bad, key) in [
-            (
-                ClassifyConfig {
-                    mode: "probe".into(),
-                    ..def.clone()
-                },
-                "probe",
-            ),
             (
                 ClassifyConfig {
                     task: "segment".into(),

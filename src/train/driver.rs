@@ -442,14 +442,13 @@ impl Trainer {
         }
         anyhow::anyhow!(
             "step {}: the {what} is not finite ({value}); training stopped. The last good \
-             checkpoint (step {}) is kept in {}: lower optim.lr (or set \
-             train.clip_grad_norm) in {}, then continue with --resume {} (a resume reads \
-             that config)",
+             checkpoint (step {}) is kept in {}: continue with a lower learning rate, \
+             `--resume {} --lr X` (or set train.clip_grad_norm in {} before resuming)",
             self.state.step + 1,
             self.last_checkpoint,
             self.run.root.display(),
-            self.run.path(CONFIG_FILE).display(),
-            self.run.root.display()
+            self.run.root.display(),
+            self.run.path(CONFIG_FILE).display()
         )
     }
 

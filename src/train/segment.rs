@@ -15,7 +15,7 @@
 //!
 //! Scores are computed at the model resolution (`data.image_size`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{ensure, Context, Result};
 use candle_core::{DType, Device, Tensor};
@@ -29,16 +29,11 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::checkpoint::{load_model, RunDir, CONFIG_FILE};
-use super::classify::{default_augment, mode_name};
-use super::driver::{Batch, BestMetric, MetricMode, Outcome, StepOutput, TrainTask, Trainer};
-use super::heads::{
-    choose_test_time_augment, config_from_file, encoder_run, expect_task, load_encoder,
-    resolve_source, run_weights, EpochOrder, HeadData, HeadSource, LabeledData, LabeledPart,
-    TtaChoice, TEST_SCORES_FILE,
-};
-use super::optim::{trainable_params, OptimConfig, Optimizer};
-use super::pretrain::RunOptions;
+use super::classify::default_augment;
+use super::driver::{Batch, BestMetric, MetricMode, StepOutput, TrainTask};
+use super::heads::recipe::HeadConfig;
+use super::heads::{choose_test_time_augment, EpochOrder, HeadData, LabeledPart, TtaChoice};
+use super::optim::OptimConfig;
 use super::schedule::ScheduleConfig;
 use crate::data::array::{batch_tensor, ClassMask, Image};
 use crate::data::augment::{sample_rng, AugmentConfig, Augmenter};
@@ -59,7 +54,8 @@ pub struct SegmentConfig {
     pub width: Option<usize>,
     pub seed: u64,
     /// `linear` (frozen encoder), `finetune` or `finetune:<stage>`.
-    pub mode: String,
+    #[serde(with = "super::heads::recipe::mode_text")]
+    pub mode: EncoderMode,
     /// The `--encoder RUN` the weights started from (recorded).
     pub encoder_run: Option<PathBuf>,
     pub fpn: FpnConfig,
@@ -93,7 +89,7 @@ impl Default for SegmentConfig {
             preset: "tiny".into(),
             width: None,
             seed: 42,
-            mode: "finetune".into(),
+            mode: EncoderMode::default(),
             encoder_run: None,
             fpn: FpnConfig::default(),
             dice_weight: 1.0,
@@ -138,25 +134,6 @@ impl Default for SegmentConfig {
 }
 
 impl SegmentConfig {
-    /// The defaults with the TOML file `path` merged over them (unknown keys are errors).
-    pub fn from_file(path: &Path) -> Result<Self> {
-        config_from_file(path)
-    }
-
-    /// The saved config of the segmentation run `run`, validated (errors name the file and
-    /// the key of an edited value out of range).
-    pub fn read(run: &Path) -> Result<Self> {
-        expect_task(run, TASK)?;
-        let cfg: Self = RunDir::new(run).read_config()?;
-        cfg.validate()
-            .with_context(|| format!("{}", run.join(CONFIG_FILE).display()))?;
-        Ok(cfg)
-    }
-
-    pub fn encoder_mode(&self) -> Result<EncoderMode> {
-        EncoderMode::parse(&self.mode).map_err(|e| anyhow::anyhow!("mode: {e}"))
-    }
-
     /// Checks the settings; errors name the key.
     pub fn validate(&self) -> Result<()> {
         ensure!(
@@ -164,7 +141,6 @@ impl SegmentConfig {
             "task = {:?}: a segment config has task = \"segment\"",
             self.task
         );
-        self.encoder_mode()?;
         self.data.validate()?;
         self.augment.validate()?;
         let arch = match &self.model {
@@ -197,17 +173,10 @@ impl SegmentConfig {
             encoder,
             fpn: self.fpn.clone(),
             num_classes: NUM_MASK_CLASSES,
-            mode: self.encoder_mode()?,
+            mode: self.mode,
             dice_weight: self.dice_weight,
             class_weights: self.class_weights.clone(),
         })
-    }
-
-    /// The resolved architecture (an error before the run started).
-    pub fn model(&self) -> Result<&SegmenterConfig> {
-        self.model
-            .as_ref()
-            .context("config.json has no `model`: the run was never started")
     }
 }
 
@@ -553,198 +522,71 @@ fn tune_on_val(
     Ok(Some(choice))
 }
 
-/// Everything [`run`] needs (as [`super::classify::ClassifyRun`]).
-#[derive(Debug, Clone)]
-pub struct SegmentRun {
-    /// The config; with `resume`, the run's saved config ([`SegmentConfig::read`]).
-    pub config: SegmentConfig,
-    pub data: HeadSource,
-    /// `--encoder RUN` (not with `resume`).
-    pub encoder: Option<PathBuf>,
-    /// Overrides `config.mode` (not with `resume`).
-    pub mode: Option<EncoderMode>,
-    /// Overrides `config.seed` (not with `resume`).
-    pub seed: Option<u64>,
-    pub out: PathBuf,
-    pub resume: bool,
-    pub device: Device,
-    pub options: RunOptions,
-}
+impl HeadConfig for SegmentConfig {
+    const TASK: &'static str = TASK;
+    const NOUN: &'static str = "segmentation";
+    const MIN_EVAL_BATCH: usize = 16;
+    type Arch = SegmenterConfig;
+    type Model = Segmenter;
+    type Task = SegmentTask;
+    type Report = SegmentReport;
 
-/// What [`run`] returns.
-#[derive(Debug)]
-pub struct SegmentOutcome {
-    pub outcome: Outcome,
-    pub run: PathBuf,
-    pub config: SegmentConfig,
-    /// Test-split report of the best (else last) model.
-    pub test: Option<SegmentReport>,
-}
+    crate::head_config_fields!();
 
-/// Trains (or continues) a segmentation run, then scores the best model on the test part.
-pub fn run(opts: SegmentRun) -> Result<SegmentOutcome> {
-    let SegmentRun {
-        mut config,
-        data,
-        encoder,
-        mode,
-        seed,
-        out,
-        resume,
-        device,
-        options,
-    } = opts;
-    let cfg = &mut config;
-    let run_dir = RunDir::new(&out);
-    if resume {
-        ensure!(
-            encoder.is_none() && mode.is_none() && seed.is_none(),
-            "--resume continues {} with its saved encoder, mode and seed",
-            out.display()
-        );
-        cfg.model()?;
-    } else {
-        if let Some(m) = mode {
-            cfg.mode = mode_name(m);
-        }
-        if let Some(s) = seed {
-            cfg.seed = s;
-        }
+    fn validate(&self) -> Result<()> {
+        SegmentConfig::validate(self)
     }
-    cfg.validate()?;
-    let (data, dir) = resolve_source(
-        data,
-        cfg.data.input_format,
-        cfg.data.image_size,
-        cfg.seed,
-        options.progress,
-    )?;
-    let LabeledData { train, val, test } = data;
-    let pretrained = match (&encoder, resume) {
-        (Some(path), false) => {
-            let er = encoder_run(path)?;
-            ensure!(
-                er.input_format == cfg.data.input_format,
-                "--encoder {}: the encoder was trained on {:?} input, this run uses {:?}",
-                path.display(),
-                er.input_format,
-                cfg.data.input_format
-            );
-            Some(er)
-        }
-        _ => None,
-    };
-    if !resume {
-        cfg.data.dir = dir.clone();
-        cfg.data.source_size = train.median_source_side();
-        cfg.encoder_run = encoder.clone();
-        cfg.model = Some(cfg.architecture(pretrained.as_ref().map(|e| e.encoder.clone()))?);
-        cfg.validate()?;
+    fn architecture(&self, encoder: Option<EncoderConfig>) -> Result<SegmenterConfig> {
+        SegmentConfig::architecture(self, encoder)
     }
-    let arch = cfg.model()?.clone();
-    let (varmap, model) = build_model(&arch, cfg.seed, &device)?;
-    if let Some(er) = &pretrained {
-        let n = load_encoder(er, &varmap)?;
-        log::info!("encoder: {n} tensors from {}", er.weights.display());
+    fn build(arch: &SegmenterConfig, seed: u64, device: &Device) -> Result<(VarMap, Segmenter)> {
+        build_model(arch, seed, device)
     }
-    let params = trainable_params(&varmap, |n| model.is_trainable(n));
-    let optimizer = Optimizer::new(cfg.optim.clone(), params)?;
-    log::info!(
-        "{} segmentation: {} encoder, mode {}, {}² inputs, batch {}, {} train / {} val / {} test samples{}, run {}",
-        if resume { "resuming" } else { "starting" },
-        cfg.preset,
-        cfg.mode,
-        cfg.data.image_size,
-        cfg.data.batch_size,
-        train.len(),
-        val.len(),
-        test.len(),
-        dir.map(|d| format!(" from {}", d.display())).unwrap_or_default(),
-        out.display()
-    );
-    let mut task = SegmentTask::new(cfg, model, train, val, &device)?;
-    let loop_cfg = cfg.train.loop_config(task.len(), task.batch_size())?;
-    let trainer = if resume {
-        Trainer::resume(
-            run_dir.clone(),
-            varmap.clone(),
-            optimizer,
-            cfg.schedule.clone(),
-            loop_cfg,
-        )?
-    } else {
-        Trainer::start(
-            run_dir.clone(),
-            &*cfg,
-            varmap.clone(),
-            optimizer,
-            cfg.schedule.clone(),
-            loop_cfg,
-            cfg.seed,
-        )?
-    };
-    let mut trainer = trainer.with_progress(options.progress);
-    if let Some(flag) = options.stop {
-        trainer = trainer.with_stop_flag(flag);
+    fn is_trainable(model: &Segmenter, name: &str) -> bool {
+        model.is_trainable(name)
     }
-    let outcome = trainer.run(&mut task)?;
-    if matches!(outcome, Outcome::Interrupted { .. }) || test.is_empty() {
-        return Ok(SegmentOutcome {
-            outcome,
-            run: out,
-            config,
-            test: None,
-        });
+    fn new_task(
+        &self,
+        model: Segmenter,
+        train: LabeledPart,
+        val: LabeledPart,
+        device: &Device,
+    ) -> Result<SegmentTask> {
+        SegmentTask::new(self, model, train, val, device)
     }
-    let weights = run_weights(&run_dir)?;
-    load_model(&weights, &varmap)?;
-    let batch = cfg.data.batch_size.max(16);
-    let tta_choice = tune_on_val(cfg, task.model(), &task.val, batch, &device)?;
-    run_dir.write_config(&*cfg)?;
-    let report = score_part(task.model(), &test, batch, cfg.test_time_augment, &device)?;
-    let v = report.to_json(json!({
-        "split": "test",
-        "weights": weights.file_name().map(|f| f.to_string_lossy().into_owned()),
-        "test_time_augment": cfg.test_time_augment,
-        "test_time_augment_choice": tta_choice.map(|c| c.to_json()),
-    }))?;
-    crate::data::atomic::write_atomic(
-        &run_dir.path(TEST_SCORES_FILE),
-        serde_json::to_string_pretty(&v)?.as_bytes(),
-    )?;
-    Ok(SegmentOutcome {
-        outcome,
-        run: out,
-        config,
-        test: Some(report),
-    })
-}
-
-/// A trained segmentation run, ready to predict.
-pub struct LoadedSegmenter {
-    pub config: SegmentConfig,
-    pub model: Segmenter,
-    pub weights: PathBuf,
-}
-
-/// Loads the segmentation run `root` (best weights, else the last); errors when it is a run
-/// of another task.
-pub fn load_run(root: &Path, device: &Device) -> Result<LoadedSegmenter> {
-    let config = SegmentConfig::read(root)?;
-    let arch = config.model()?.clone();
-    let (varmap, model) = build_model(&arch, config.seed, device)?;
-    let weights = run_weights(&RunDir::new(root))?;
-    load_model(&weights, &varmap)?;
-    Ok(LoadedSegmenter {
-        config,
-        model,
-        weights,
-    })
+    fn task_parts(task: &SegmentTask) -> (&Segmenter, &LabeledPart) {
+        (&task.model, &task.val)
+    }
+    fn tune_on_val(
+        &mut self,
+        model: &Segmenter,
+        val: &LabeledPart,
+        batch: usize,
+        device: &Device,
+    ) -> Result<Option<TtaChoice>> {
+        tune_on_val(self, model, val, batch, device)
+    }
+    fn score_test(
+        &self,
+        model: &Segmenter,
+        test: &LabeledPart,
+        batch: usize,
+        device: &Device,
+        extra: serde_json::Value,
+    ) -> Result<(SegmentReport, serde_json::Value)> {
+        let report = score_part(model, test, batch, self.test_time_augment, device)?;
+        let mut extra = extra;
+        extra["test_time_augment"] = json!(self.test_time_augment);
+        let v = report.to_json(extra)?;
+        Ok((report, v))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::train::checkpoint::RunDir;
+    use std::path::Path;
 
     #[test]
     fn an_edited_run_config_is_validated_on_load() {

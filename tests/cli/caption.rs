@@ -1,68 +1,13 @@
 //! End-to-end tests of `insar-mm train caption` and `insar-mm caption`: a few steps on a small
 //! `data synth` dataset, then captioning its PNGs through the binary; bad input.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
 use insar_mm::data::png::{write_png, PngColor};
 use insar_mm::text::tokenizer::{CaptionTokenizer, TokenizerConfig};
 use serde_json::Value;
 
-fn insar_mm(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_insar-mm"))
-        .args(args)
-        .env("RAYON_NUM_THREADS", "1")
-        .env("CANDLE_NUM_THREADS", "1")
-        .output()
-        .expect("run insar-mm")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = insar_mm(args);
-    assert!(
-        out.status.success(),
-        "insar-mm {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn fails(args: &[&str]) -> String {
-    let out = insar_mm(args);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "insar-mm {args:?}: stdout {} stderr {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!err.contains("panicked"), "{err}");
-    err
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn json(path: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
-}
-
-fn phase_pngs(dir: &Path, out: &mut Vec<PathBuf>) {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    entries.sort();
-    for p in entries {
-        if p.is_dir() {
-            phase_pngs(&p, out);
-        } else if p.to_str().unwrap().ends_with(".geo.diff.png") {
-            out.push(p);
-        }
-    }
-}
+use crate::support::*;
 
 /// One small dataset and one short run, shared by every check (training is the slow part).
 #[test]
@@ -70,19 +15,7 @@ fn train_then_caption_end_to_end_and_bad_input() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let run = tmp.path().join("run");
-    ok(&[
-        "data",
-        "synth",
-        "--out",
-        s(&data),
-        "--frames",
-        "14",
-        "--size",
-        "64x64",
-        "--seed",
-        "5",
-        "-q",
-    ]);
+    synth_dataset(&data, "14", "5");
     let printed = ok(&[
         "train",
         "caption",
@@ -155,8 +88,7 @@ fn train_then_caption_end_to_end_and_bad_input() {
     }
 
     // Captioning one PNG and a folder through the binary.
-    let mut pngs = Vec::new();
-    phase_pngs(&data, &mut pngs);
+    let pngs = phase_pngs(&data);
     assert_eq!(pngs.len(), 14);
     let one = ok(&["caption", "--model", s(&run), s(&pngs[0]), "--json", "-q"]);
     let v: Value = serde_json::from_str(&one).unwrap();
@@ -281,7 +213,7 @@ fn train_then_caption_end_to_end_and_bad_input() {
     ] {
         assert!(table.contains(label), "{label} not in {table}");
     }
-    let err = fails(&["eval", "caption", "--model", s(&run), "--beam", "0"]);
+    let err = fails(&["eval", "caption", "--model", s(&run), "--beam", "0"], 1);
     assert!(err.contains("--beam"), "{err}");
 
     // --encoder RUN: the encoder of a SimCLR run; with --freeze-encoder it stays unchanged.
@@ -341,19 +273,22 @@ fn train_then_caption_end_to_end_and_bad_input() {
         compared += 1;
     }
     assert!(compared > 10, "{compared} encoder tensors");
-    let err = fails(&[
-        "train",
-        "caption",
-        "--data",
-        s(&data),
-        "--out",
-        s(&tmp.path().join("x")),
-        "--steps",
-        "1",
-        "--encoder",
-        s(&run),
-        "-q",
-    ]);
+    let err = fails(
+        &[
+            "train",
+            "caption",
+            "--data",
+            s(&data),
+            "--out",
+            s(&tmp.path().join("x")),
+            "--steps",
+            "1",
+            "--encoder",
+            s(&run),
+            "-q",
+        ],
+        1,
+    );
     assert!(err.contains("--encoder") && err.contains(s(&run)), "{err}");
 
     // Bad input.
@@ -362,7 +297,7 @@ fn train_then_caption_end_to_end_and_bad_input() {
     std::fs::create_dir_all(&lone).unwrap();
     let lone_png = lone.join("x.geo.diff.png");
     std::fs::copy(&pngs[0], &lone_png).unwrap();
-    let err = fails(&["caption", "--model", s(&run), s(&lone_png)]);
+    let err = fails(&["caption", "--model", s(&run), s(&lone_png)], 1);
     assert!(
         err.contains("x.geo.diff.png") && err.contains("coherence"),
         "{err}"
@@ -387,7 +322,7 @@ fn train_then_caption_end_to_end_and_bad_input() {
     )
     .unwrap();
     // A grayscale preview has no colours to read the phase from (cos/sin input).
-    let err = fails(&["caption", "--model", s(&run), s(&small)]);
+    let err = fails(&["caption", "--model", s(&run), s(&small)], 1);
     assert!(
         err.contains("s.geo.diff.png") && err.contains("grayscale"),
         "{err}"
@@ -400,7 +335,7 @@ fn train_then_caption_end_to_end_and_bad_input() {
         &[49, 54, 149].repeat(64),
     )
     .unwrap();
-    let err = fails(&["caption", "--model", s(&run), s(&small)]);
+    let err = fails(&["caption", "--model", s(&run), s(&small)], 1);
     assert!(
         err.contains("s.geo.diff.png") && err.contains("too small"),
         "{err}"
@@ -414,19 +349,19 @@ fn train_then_caption_end_to_end_and_bad_input() {
         &[200; 256],
     )
     .unwrap();
-    let err = fails(&["caption", "--model", s(&run), s(&small)]);
+    let err = fails(&["caption", "--model", s(&run), s(&small)], 1);
     assert!(err.contains("s.geo.diff.png"), "{err}");
     // Not a PNG.
     let junk = tmp.path().join("junk.geo.diff.png");
     std::fs::write(&junk, b"not a png").unwrap();
-    let err = fails(&["caption", "--model", s(&run), s(&junk)]);
+    let err = fails(&["caption", "--model", s(&run), s(&junk)], 1);
     assert!(err.contains("junk.geo.diff.png"), "{err}");
     // A folder without interferograms, a missing path.
     let empty = tmp.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
-    let err = fails(&["caption", "--model", s(&run), s(&empty)]);
+    let err = fails(&["caption", "--model", s(&run), s(&empty)], 1);
     assert!(err.contains("no interferogram"), "{err}");
-    let err = fails(&["caption", "--model", s(&run), "/nonexistent/x.png"]);
+    let err = fails(&["caption", "--model", s(&run), "/nonexistent/x.png"], 1);
     assert!(err.contains("/nonexistent/x.png"), "{err}");
     // A tokenizer that does not belong to the model.
     let other = tmp.path().join("other-run");
@@ -444,9 +379,9 @@ fn train_then_caption_end_to_end_and_bad_input() {
     .unwrap();
     assert_ne!(foreign.vocab_size(), vocab);
     foreign.save(&other.join("tokenizer.json")).unwrap();
-    let err = fails(&["caption", "--model", s(&other), s(&pngs[0])]);
+    let err = fails(&["caption", "--model", s(&other), s(&pngs[0])], 1);
     assert!(err.contains("does not belong to this model"), "{err}");
-    let err = fails(&["eval", "caption", "--model", s(&other)]);
+    let err = fails(&["eval", "caption", "--model", s(&other)], 1);
     assert!(err.contains("does not belong to this model"), "{err}");
     // An edited config.json is validated on load as training validates it.
     let edited = tmp.path().join("edited-run");
@@ -458,71 +393,29 @@ fn train_then_caption_end_to_end_and_bad_input() {
         let mut cfg = json(&run.join("config.json"));
         cfg["data"]["image_size"] = size.into();
         std::fs::write(edited.join("config.json"), cfg.to_string()).unwrap();
-        let err = fails(&["caption", "--model", s(&edited), s(&pngs[0])]);
+        let err = fails(&["caption", "--model", s(&edited), s(&pngs[0])], 1);
         assert!(
             err.contains("config.json") && err.contains("image_size"),
             "{err}"
         );
     }
     // Not a run directory.
-    let err = fails(&["caption", "--model", s(&empty), s(&pngs[0])]);
+    let err = fails(&["caption", "--model", s(&empty), s(&pngs[0])], 1);
     assert!(err.contains(s(&empty)), "{err}");
     // Training on a folder that is not a dataset.
-    let err = fails(&[
-        "train",
-        "caption",
-        "--data",
-        s(&empty),
-        "--steps",
-        "1",
-        "-q",
-    ]);
-    assert!(err.contains(s(&empty)), "{err}");
-}
-
-/// `insar-mm` with the Hugging Face variables of the parent removed and `env` set.
-fn insar_mm_env(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_insar-mm"));
-    cmd.args(args)
-        .env("RAYON_NUM_THREADS", "1")
-        .env("CANDLE_NUM_THREADS", "1");
-    for k in [
-        "HF_HOME",
-        "HF_HUB_CACHE",
-        "HF_HUB_OFFLINE",
-        "HF_ENDPOINT",
-        "HF_TOKEN",
-        "XDG_CACHE_HOME",
-        // ureq would send the unreachable-endpoint check through a proxy.
-        "ALL_PROXY",
-        "all_proxy",
-        "HTTP_PROXY",
-        "http_proxy",
-        "HTTPS_PROXY",
-        "https_proxy",
-    ] {
-        cmd.env_remove(k);
-    }
-    cmd.envs(env.iter().copied());
-    cmd.output().expect("run insar-mm")
-}
-
-fn ok_env(args: &[&str], env: &[(&str, &str)]) -> String {
-    let out = insar_mm_env(args, env);
-    assert!(
-        out.status.success(),
-        "insar-mm {args:?} {env:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let err = fails(
+        &[
+            "train",
+            "caption",
+            "--data",
+            s(&empty),
+            "--steps",
+            "1",
+            "-q",
+        ],
+        1,
     );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn fails_env(args: &[&str], env: &[(&str, &str)]) -> String {
-    let out = insar_mm_env(args, env);
-    assert_eq!(out.status.code(), Some(1), "insar-mm {args:?} {env:?}");
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!err.contains("panicked"), "{err}");
-    err
+    assert!(err.contains(s(&empty)), "{err}");
 }
 
 /// A Hub cache snapshot of `files` of `run`: `<cache>/models--owner--name/snapshots/<commit>/`,
@@ -574,11 +467,11 @@ fn hub_model_ids(tmp: &Path, run: &Path, png: &Path, local_json: &str) {
     };
     let run_ok = |model: &str, env: &[(&str, &str)]| {
         let a = args(model);
-        ok_env(&a.iter().map(String::as_str).collect::<Vec<_>>(), env)
+        Cli::with(env).ok(&a.iter().map(String::as_str).collect::<Vec<_>>())
     };
     let run_err = |model: &str, env: &[(&str, &str)]| {
         let a = args(model);
-        fails_env(&a.iter().map(String::as_str).collect::<Vec<_>>(), env)
+        Cli::with(env).fails(&a.iter().map(String::as_str).collect::<Vec<_>>(), 1)
     };
     // HF_HOME/hub, the default branch: the same JSON as the local run directory.
     assert_eq!(run_ok(repo, &offline_home), local_json);
@@ -680,12 +573,9 @@ fn hub_model_ids(tmp: &Path, run: &Path, png: &Path, local_json: &str) {
         assert!(err.contains(part), "{part} not in {err}");
     }
     // eval caption takes the same ids.
-    let out = ok_env(
-        &[
-            "eval", "caption", "--model", repo, "--split", "test", "--json", "-q",
-        ],
-        &offline_home,
-    );
+    let out = Cli::with(&offline_home).ok(&[
+        "eval", "caption", "--model", repo, "--split", "test", "--json", "-q",
+    ]);
     let ev: Value = serde_json::from_str(&out).unwrap();
     let scores = json(&run.join("test_scores.json"));
     for key in ["Bleu_4", "CIDEr"] {

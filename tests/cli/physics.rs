@@ -2,47 +2,15 @@
 //! output format, and clear errors for bad requests.
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 use serde_json::Value;
 
-fn insar_mm(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_insar-mm"))
-        .args(args)
-        .env("RAYON_NUM_THREADS", "1")
-        .env_remove("INSAR_MM_LOG")
-        .output()
-        .expect("the insar-mm binary runs")
-}
+use crate::support::*;
 
 fn write(dir: &Path, name: &str, text: &str) -> String {
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
     path.to_str().unwrap().to_string()
-}
-
-fn ok_json(args: &[&str]) -> Value {
-    let out = insar_mm(args);
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("stdout is JSON")
-}
-
-/// Runs a failing command; returns stderr after checking the exit code and that it is one
-/// clear line (no panic).
-fn err(args: &[&str], code: i32) -> String {
-    let out = insar_mm(args);
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
-    assert!(
-        !stderr.contains("internal error") && !stderr.contains("panicked"),
-        "{stderr}"
-    );
-    assert!(stderr.starts_with("error: "), "{stderr}");
-    stderr
 }
 
 fn floats(v: &Value, key: &str) -> Vec<f64> {
@@ -77,7 +45,7 @@ fn mogi_displacement_matches_the_closed_form_and_writes_out() {
     assert!(v.get("dv").is_none(), "Mogi output has no dv: {v}");
 
     let out = dir.path().join("sub/out.json");
-    let o = insar_mm(&[
+    let stdout = ok(&[
         "physics",
         "displacement",
         "--request",
@@ -85,8 +53,8 @@ fn mogi_displacement_matches_the_closed_form_and_writes_out() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    assert!(o.status.success() && o.stdout.is_empty());
-    let written: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert!(stdout.is_empty(), "{stdout}");
+    let written: Value = json(&out);
     assert_eq!(written, v);
 }
 
@@ -201,13 +169,13 @@ fn bad_requests_are_clear_errors() {
     ];
     for (name, text, wants) in cases {
         let path = write(dir.path(), name, text);
-        let msg = err(&["physics", "displacement", "--request", &path], 1);
+        let msg = fails(&["physics", "displacement", "--request", &path], 1);
         for w in wants {
             assert!(msg.contains(w), "{name}: {msg:?} lacks {w:?}");
         }
     }
     let missing = dir.path().join("nope.json");
-    let msg = err(
+    let msg = fails(
         &[
             "physics",
             "displacement",
@@ -221,8 +189,8 @@ fn bad_requests_are_clear_errors() {
         "{msg}"
     );
     // Usage errors exit with 2.
-    err(&["physics", "displacement"], 2);
-    err(&["physics", "los", "--heading", "10"], 2);
+    fails(&["physics", "displacement"], 2);
+    fails(&["physics", "los", "--heading", "10"], 2);
 }
 
 #[test]
@@ -239,7 +207,7 @@ fn los_prints_the_unit_vector() {
     // Descending looks west: the satellite is to the east.
     let d = ok_json(&["physics", "los", "--heading", "192", "--incidence", "35"]);
     assert!(d["east"].as_f64().unwrap() > 0.5);
-    let msg = err(
+    let msg = fails(
         &["physics", "los", "--heading", "0", "--incidence", "91"],
         1,
     );
@@ -251,9 +219,7 @@ fn request_from_standard_input() {
     use std::io::Write;
     use std::process::Stdio;
     let run = |body: &[u8]| {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_insar-mm"))
-            .args(["physics", "displacement", "--request", "-"])
-            .env("RAYON_NUM_THREADS", "1")
+        let mut child = command(&["physics", "displacement", "--request", "-"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

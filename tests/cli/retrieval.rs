@@ -1,66 +1,14 @@
-//! End-to-end test of text–image retrieval through the binary: `train retrieval` (a few
-//! steps on a small `data synth` set) → `index` → `search` (text, image, captions, sheet) →
-//! `index --append` → `eval retrieval --model`, and the bad inputs of issue 22.
+//! `insar-mm train retrieval`, `index`, `search` and `eval retrieval --model` end to end: a few
+//! training steps on a small `data synth` set → index → append → search (text, image,
+//! captions, contact sheet) → eval with the random baseline, and the bad inputs of issue 22
+//! (empty and unknown-word queries, `--top 0`, an index of another model, a truncated index,
+//! a dimension mismatch).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
 use serde_json::Value;
 
-fn insar_mm(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_insar-mm"))
-        .args(args)
-        .env("RAYON_NUM_THREADS", "1")
-        .env("CANDLE_NUM_THREADS", "1")
-        .output()
-        .expect("run insar-mm")
-}
-
-fn ok(args: &[&str]) -> (String, String) {
-    let out = insar_mm(args);
-    assert!(
-        out.status.success(),
-        "insar-mm {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn fails(args: &[&str]) -> String {
-    let out = insar_mm(args);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "insar-mm {args:?}: stdout {} stderr {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!err.contains("panicked"), "{err}");
-    err
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn phase_pngs(dir: &Path, out: &mut Vec<PathBuf>) {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    entries.sort();
-    for p in entries {
-        if p.is_dir() {
-            phase_pngs(&p, out);
-        } else if p.to_str().unwrap().ends_with(".geo.diff.png") {
-            out.push(p);
-        }
-    }
-}
+use crate::support::*;
 
 fn train(data: &Path, run: &Path, steps: &str, seed: &str) {
     ok(&[
@@ -133,7 +81,7 @@ fn train_index_search_append_eval_and_bad_input() {
     assert!((0.0..=100.0).contains(&mr), "{scores}");
 
     // Index the train split of the dataset, then append the rest as PNG files.
-    let (_, err) = ok(&[
+    let (_, err) = Cli::default().ok_with_stderr(&[
         "index",
         "--model",
         s(&run),
@@ -154,18 +102,20 @@ fn train_index_search_append_eval_and_bad_input() {
         manifest["entries"][0]["frame"].is_string() && manifest["entries"][0]["dates"].is_string()
     );
     // A second index over the same folder is refused without --append.
-    assert!(fails(&[
-        "index",
-        "--model",
-        s(&run),
-        "--out",
-        s(&index),
-        "--data",
-        s(&data)
-    ])
+    assert!(fails(
+        &[
+            "index",
+            "--model",
+            s(&run),
+            "--out",
+            s(&index),
+            "--data",
+            s(&data)
+        ],
+        1
+    )
     .contains("--append"));
-    let mut pngs = Vec::new();
-    phase_pngs(&data, &mut pngs);
+    let pngs = phase_pngs(&data);
     ok(&[
         "index",
         "--model",
@@ -182,7 +132,7 @@ fn train_index_search_append_eval_and_bad_input() {
     assert_eq!(manifest["count"].as_u64().unwrap() as usize, first + 2);
 
     // Text search: JSON with ranks and scores, best first; a table; a contact sheet.
-    let (out, _) = ok(&[
+    let out = ok(&[
         "search",
         "--index",
         s(&index),
@@ -197,7 +147,7 @@ fn train_index_search_append_eval_and_bad_input() {
     assert_eq!(res[0]["rank"], 1);
     assert!(res[0]["score"].as_f64().unwrap() >= res[2]["score"].as_f64().unwrap());
     let sheet = tmp.path().join("sheet.png");
-    let (table, _) = ok(&[
+    let table = ok(&[
         "search",
         "--index",
         s(&index),
@@ -213,7 +163,7 @@ fn train_index_search_append_eval_and_bad_input() {
     let png = insar_mm::data::png::Png::read(&sheet).unwrap();
     assert!(png.width > 100 && png.height > 100);
     // Image → image: the query image itself comes first.
-    let (out, _) = ok(&[
+    let out = ok(&[
         "search",
         "--index",
         s(&index),
@@ -226,7 +176,7 @@ fn train_index_search_append_eval_and_bad_input() {
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["results"][0]["path"], s(&pngs[0]));
     // Image → text: captions of the index, or of a file.
-    let (out, _) = ok(&[
+    let out = ok(&[
         "search",
         "--index",
         s(&index),
@@ -243,7 +193,7 @@ fn train_index_search_append_eval_and_bad_input() {
         "no deformation activity can be detected.\n\na dyke-type deformation pattern.\n",
     )
     .unwrap();
-    let (out, _) = ok(&[
+    let out = ok(&[
         "search",
         "--index",
         s(&index),
@@ -257,7 +207,7 @@ fn train_index_search_append_eval_and_bad_input() {
     assert_eq!(v["results"].as_array().unwrap().len(), 2);
 
     // Evaluation with the random baseline in the same table.
-    let (out, _) = ok(&[
+    let out = ok(&[
         "eval",
         "retrieval",
         "--model",
@@ -271,38 +221,54 @@ fn train_index_search_append_eval_and_bad_input() {
         "{out}"
     );
     // The file mode still works and needs both files.
-    assert!(!fails(&[
-        "eval",
-        "retrieval",
-        "--similarity",
-        "x.npy",
-        "--relevant",
-        "y.json"
-    ])
+    assert!(!fails(
+        &[
+            "eval",
+            "retrieval",
+            "--similarity",
+            "x.npy",
+            "--relevant",
+            "y.json"
+        ],
+        1
+    )
     .is_empty());
 
     // Bad input. Empty query: refused.
-    assert!(fails(&["search", "--index", s(&index), "  "]).contains("empty"));
+    assert!(fails(&["search", "--index", s(&index), "  "], 1).contains("empty"));
     // Unknown words only: ranked anyway, with a warning (JSON carries it too).
-    let (out, err) = ok(&["search", "--index", s(&index), "zzqx blorf", "--top", "2"]);
+    let (out, err) = Cli::default().ok_with_stderr(&[
+        "search",
+        "--index",
+        s(&index),
+        "zzqx blorf",
+        "--top",
+        "2",
+    ]);
     assert!(err.contains("warning") && err.contains("zzqx"), "{err}");
     assert!(out.lines().count() == 3, "{out}");
     // --top 0.
-    assert!(fails(&["search", "--index", s(&index), "dyke", "--top", "0"]).contains("--top"));
+    assert!(fails(&["search", "--index", s(&index), "dyke", "--top", "0"], 1).contains("--top"));
     // An index queried with another model.
     let other = tmp.path().join("other");
     train(&data, &other, "1", "7");
-    let err = fails(&["search", "--index", s(&index), "--model", s(&other), "dyke"]);
+    let err = fails(
+        &["search", "--index", s(&index), "--model", s(&other), "dyke"],
+        1,
+    );
     assert!(err.contains("built with model"), "{err}");
-    assert!(fails(&[
-        "index",
-        "--model",
-        s(&other),
-        "--out",
-        s(&index),
-        "--append",
-        s(&pngs[2])
-    ])
+    assert!(fails(
+        &[
+            "index",
+            "--model",
+            s(&other),
+            "--out",
+            s(&index),
+            "--append",
+            s(&pngs[2])
+        ],
+        1
+    )
     .contains("built with model"));
     // A dimension mismatch between the manifest and the embeddings.
     let bad = tmp.path().join("bad");
@@ -319,7 +285,7 @@ fn train_index_search_append_eval_and_bad_input() {
         m.replace(&format!("\"dim\": {dim}"), "\"dim\": 7"),
     )
     .unwrap();
-    assert!(fails(&["search", "--index", s(&bad), "dyke"]).contains("dimension"));
+    assert!(fails(&["search", "--index", s(&bad), "dyke"], 1).contains("dimension"));
     // A truncated embeddings file.
     let bytes = std::fs::read(index.join("embeddings.safetensors")).unwrap();
     std::fs::write(bad.join("manifest.json"), &m).unwrap();
@@ -328,19 +294,23 @@ fn train_index_search_append_eval_and_bad_input() {
         &bytes[..bytes.len() / 2],
     )
     .unwrap();
-    assert!(fails(&["search", "--index", s(&bad), "dyke"]).contains("truncated"));
+    assert!(fails(&["search", "--index", s(&bad), "dyke"], 1).contains("truncated"));
     // No index at all; a classify-style run as --model.
-    assert!(
-        fails(&["search", "--index", s(&tmp.path().join("none")), "dyke"])
-            .contains("no such index")
-    );
-    assert!(fails(&[
-        "index",
-        "--model",
-        s(&data),
-        "--out",
-        s(&tmp.path().join("i2")),
-        s(&pngs[0])
-    ])
+    assert!(fails(
+        &["search", "--index", s(&tmp.path().join("none")), "dyke"],
+        1
+    )
+    .contains("no such index"));
+    assert!(fails(
+        &[
+            "index",
+            "--model",
+            s(&data),
+            "--out",
+            s(&tmp.path().join("i2")),
+            s(&pngs[0])
+        ],
+        1
+    )
     .contains("config.json"));
 }

@@ -12,6 +12,8 @@
 //! `source_size` pixels (so a window shows the same ground extent as a training frame),
 //! resizes each window to `image_size`, and blends the outputs back at frame resolution.
 
+pub mod recipe;
+
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context, Result};
@@ -36,8 +38,7 @@ use crate::data::sample::{LabelVector, Sample, SampleSource};
 use crate::data::sampler::{shuffled_order, ClassBalancedSampler};
 use crate::data::split::{frame_split, Part, Split};
 
-/// File of the final test-split scores of a head run.
-pub const TEST_SCORES_FILE: &str = "test_scores.json";
+pub use crate::train::checkpoint::TEST_SCORES_FILE;
 
 /// `[data]` of a head run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -2,73 +2,14 @@
 //! built-in synthetic stream and on a small generated patch folder.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use insar_mm::data::colormap::rdylbu_color;
 use insar_mm::data::png::{write_png, PngColor};
 use serde_json::Value;
 
-fn insar_mm(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_insar-mm"))
-        .args(args)
-        .env("RAYON_NUM_THREADS", "1")
-        .env("CANDLE_NUM_THREADS", "1")
-        .output()
-        .expect("run insar-mm")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = insar_mm(args);
-    assert!(
-        out.status.success(),
-        "insar-mm {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn fails(args: &[&str], code: i32) -> String {
-    let out = insar_mm(args);
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "insar-mm {args:?}: stderr {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn json(path: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
-}
-
-/// Safetensors metadata of a file (header only).
-fn safetensors_metadata(path: &Path) -> Value {
-    let bytes = std::fs::read(path).unwrap();
-    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let header: Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
-    header["__metadata__"].clone()
-}
-
-/// Header and float32 values of a `.npy` file.
-fn read_npy(path: &Path) -> (String, Vec<f32>) {
-    let bytes = std::fs::read(path).unwrap();
-    assert_eq!(&bytes[..6], b"\x93NUMPY");
-    let hlen = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
-    let header = std::str::from_utf8(&bytes[10..10 + hlen])
-        .unwrap()
-        .to_string();
-    let values = bytes[10 + hlen..]
-        .chunks(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect();
-    (header, values)
-}
+use crate::support::*;
 
 /// A patch folder of `n` 40×40 patches (RdYlBu_r phase preview + coherence) with labels.
 fn patch_folder(root: &Path, n: usize) {
@@ -255,50 +196,37 @@ fn pretrain_resume_and_embed() {
     let run2 = dir.path().join("run2");
     let tiny_cfg = dir.path().join("tiny.toml");
     std::fs::write(&tiny_cfg, "preset = \"tiny\"\n[data]\nval_samples = 1\n").unwrap();
-    ok(&[
-        "-q",
-        "train",
-        "pretrain",
-        "--config",
-        s(&tiny_cfg),
-        "--data",
-        s(&patches),
-        "--image-size",
-        "24",
-        "--batch-size",
-        "4",
-        "--epochs",
-        "2",
-        "--out",
-        s(&run2),
-    ]);
+    // Two epochs of `--batch-size batch` into `out`.
+    let (cfg, data) = (s(&tiny_cfg), s(&patches));
+    let folder_args = move |batch, out| {
+        vec![
+            "-q",
+            "train",
+            "pretrain",
+            "--config",
+            cfg,
+            "--data",
+            data,
+            "--image-size",
+            "24",
+            "--batch-size",
+            batch,
+            "--epochs",
+            "2",
+            "--out",
+            out,
+        ]
+    };
+    ok(&folder_args("4", s(&run2)));
     assert_eq!(json(&run2.join("state.json"))["step"], 2);
 
     // A batch larger than the training set fails before a run folder exists, so the same
     // --out then starts cleanly.
     let run3 = dir.path().join("run3");
-    let mut args3 = vec![
-        "-q",
-        "train",
-        "pretrain",
-        "--config",
-        s(&tiny_cfg),
-        "--data",
-        s(&patches),
-        "--image-size",
-        "24",
-        "--batch-size",
-        "8",
-        "--epochs",
-        "2",
-        "--out",
-        s(&run3),
-    ];
-    let err = fails(&args3, 1);
+    let err = fails(&folder_args("8", s(&run3)), 1);
     assert!(err.contains("fewer than one batch"), "{err}");
     assert!(!run3.exists());
-    args3[10] = "4";
-    ok(&args3);
+    ok(&folder_args("4", s(&run3)));
     assert_eq!(json(&run3.join("state.json"))["step"], 2);
 }
 
@@ -332,13 +260,7 @@ fn ctrl_c_and_sigterm_save_a_checkpoint_and_the_run_resumes() {
         let mut args: Vec<&str> = vec!["-q", "train", "pretrain"];
         args.extend(SMALL);
         args.extend(["--steps", "100000", "--out", s(&run)]);
-        let child = Command::new(env!("CARGO_BIN_EXE_insar-mm"))
-            .args(&args)
-            .env("RAYON_NUM_THREADS", "1")
-            .env("CANDLE_NUM_THREADS", "1")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let child = command(&args).stderr(Stdio::piped()).spawn().unwrap();
         // Wait for the first log line (step 10), then interrupt.
         wait_for_progress(&run);
         let status = Command::new("kill")
@@ -382,26 +304,12 @@ fn ctrl_c_and_sigterm_save_a_checkpoint_and_the_run_resumes() {
     }
 }
 
-/// Every tensor of a safetensors file as raw bytes, by name.
-fn tensor_bytes(path: &Path) -> Vec<(String, Vec<u8>)> {
-    let bytes = std::fs::read(path).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut v: Vec<(String, Vec<u8>)> = st
-        .tensors()
-        .into_iter()
-        .map(|(n, t)| (n, t.data().to_vec()))
-        .collect();
-    v.sort();
-    v
-}
-
 #[test]
 fn sigkill_at_any_moment_resumes_to_the_weights_of_an_uninterrupted_run() {
     let dir = tempfile::tempdir().unwrap();
     let steps = "40";
     let train = |run: &Path, resume: bool| -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_insar-mm"));
-        cmd.args(["-q", "train", "pretrain"]);
+        let mut cmd = command(&["-q", "train", "pretrain"]);
         if resume {
             cmd.args(["--resume", s(run)]);
         } else {
@@ -409,8 +317,6 @@ fn sigkill_at_any_moment_resumes_to_the_weights_of_an_uninterrupted_run() {
             cmd.args(&SMALL[..6]).args(["--out", s(run)]);
         }
         cmd.args(["--steps", steps, "--checkpoint-every", "1"])
-            .env("RAYON_NUM_THREADS", "1")
-            .env("CANDLE_NUM_THREADS", "1")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         cmd
@@ -502,13 +408,14 @@ fn usage_and_input_errors() {
             "--out",
             s(&out),
         ],
-        1,
+        2,
     );
     assert!(err.contains("tiny, small, base, large"), "{err}");
     let missing = dir.path().join("nothing");
     let err = fails(&["train", "pretrain", "--resume", s(&missing)], 1);
     assert!(err.contains("config.json"), "{err}");
-    let err = fails(
+    // The run's INFO line comes before the error.
+    let err = fails_verbose(
         &["train", "pretrain", "--preset", "tiny", "--out", s(&out)],
         1,
     );

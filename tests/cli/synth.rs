@@ -2,9 +2,7 @@
 //! thread counts, strict loading, `--from-annotations` on the bundled real sample, bad
 //! input), `data gallery`, the in-memory stream, and labels against the physics.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
 use insar_mm::data::annotation::{ActivityType, Intensity};
 use insar_mm::data::dataset::DatasetDir;
@@ -21,45 +19,7 @@ use insar_mm::synth::phase::{
 use insar_mm::synth::scene::SceneConfig;
 use insar_mm::synth::stream::SyntheticStream;
 
-fn insar_mm(args: &[&str], threads: &str) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_insar-mm"))
-        .args(args)
-        .env("RAYON_NUM_THREADS", threads)
-        .env_remove("INSAR_MM_LOG")
-        .output()
-        .expect("the insar-mm binary runs")
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Every file under `root` with its bytes, by relative path.
-fn tree(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.insert(
-                    p.strip_prefix(root).unwrap().to_path_buf(),
-                    std::fs::read(&p).unwrap(),
-                );
-            }
-        }
-    }
-    out
-}
+use crate::support::*;
 
 #[test]
 fn same_seed_gives_identical_bytes_on_one_and_two_threads() {
@@ -88,12 +48,12 @@ fn same_seed_gives_identical_bytes_on_one_and_two_threads() {
     let run = |out: &Path, seed, threads| {
         let v = args(out, seed);
         let v: Vec<&str> = v.iter().map(String::as_str).collect();
-        ok(&insar_mm(&v, threads))
+        Cli::with(&[("RAYON_NUM_THREADS", threads)]).ok(&v)
     };
     run(&a, "7", "1");
     run(&b, "7", "2");
     run(&c, "8", "2");
-    let (ta, tb, tc) = (tree(&a), tree(&b), tree(&c));
+    let (ta, tb, tc) = (snapshot(&a), snapshot(&b), snapshot(&c));
     assert_eq!(ta.len(), 16 * 4, "{:?}", ta.keys().collect::<Vec<_>>());
     assert!(ta == tb, "same seed, different bytes across thread counts");
     assert_ne!(ta, tc, "another seed gives the same data");
@@ -105,15 +65,9 @@ fn same_seed_gives_identical_bytes_on_one_and_two_threads() {
         .annotations
         .iter()
         .all(|x| x.inconsistencies().is_empty()));
-    ok(&insar_mm(
-        &["data", "check", a.to_str().unwrap(), "-q"],
-        "1",
-    ));
+    ok(&["data", "check", a.to_str().unwrap(), "-q"]);
     // The .npy float phase lies in (−π, π] or is NaN (no data).
-    let npy = ta
-        .keys()
-        .find(|p| p.extension().is_some_and(|e| e == "npy"))
-        .unwrap();
+    let npy = ta.keys().find(|p| p.ends_with(".npy")).unwrap();
     let (h, w, data) = insar_mm::synth::render::read_phase_npy(&a.join(npy)).unwrap();
     assert_eq!((h, w), (96, 80), "(width, height)");
     assert!(data
@@ -123,28 +77,24 @@ fn same_seed_gives_identical_bytes_on_one_and_two_threads() {
     // Refuses to overwrite without --force.
     let v = args(&a, "7");
     let v: Vec<&str> = v.iter().map(String::as_str).collect();
-    let out = insar_mm(&v, "1");
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
+    let err = fails(&v, 1);
+    assert!(err.contains("--force"), "{err}");
 
     // The gallery draws a contact sheet of the frames.
     let sheet = tmp.path().join("sheet.png");
-    ok(&insar_mm(
-        &[
-            "data",
-            "gallery",
-            a.to_str().unwrap(),
-            "--out",
-            sheet.to_str().unwrap(),
-            "--count",
-            "6",
-            "--columns",
-            "3",
-            "--patch",
-            "64",
-        ],
-        "1",
-    ));
+    ok(&[
+        "data",
+        "gallery",
+        a.to_str().unwrap(),
+        "--out",
+        sheet.to_str().unwrap(),
+        "--count",
+        "6",
+        "--columns",
+        "3",
+        "--patch",
+        "64",
+    ]);
     let png = Png::read(&sheet).unwrap();
     assert_eq!(png.width, 4 + 3 * 68);
     assert!(png.height > 2 * 68);
@@ -240,24 +190,20 @@ fn r_valid_land(r: &insar_mm::synth::generate::Rendered) -> Vec<bool> {
 
 #[test]
 fn from_annotations_reproduces_labels_and_keeps_real_captions() {
-    let sample = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/hephaestus-sample/annotations");
+    let sample = sample_dir().join("annotations");
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("from");
-    let stdout = ok(&insar_mm(
-        &[
-            "data",
-            "synth",
-            "--out",
-            out.to_str().unwrap(),
-            "--from-annotations",
-            sample.to_str().unwrap(),
-            "--size",
-            "128x128",
-            "-q",
-        ],
-        "2",
-    ));
+    let stdout = Cli::with(&[("RAYON_NUM_THREADS", "2")]).ok(&[
+        "data",
+        "synth",
+        "--out",
+        out.to_str().unwrap(),
+        "--from-annotations",
+        sample.to_str().unwrap(),
+        "--size",
+        "128x128",
+        "-q",
+    ]);
     let real = load_annotations(&sample, LoadOptions::default()).unwrap();
     let made = load_annotations(&out.join("annotations"), LoadOptions::default()).unwrap();
     assert_eq!(made.len(), real.len());
@@ -368,9 +314,7 @@ fn bad_options_are_usage_errors_naming_the_option() {
         ),
         (vec!["data", "synth"], 2, "--out"),
     ] {
-        let out = insar_mm(&args, "1");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
+        let err = fails(&args, code);
         assert!(err.contains(needle), "{args:?}: {err}");
     }
 }

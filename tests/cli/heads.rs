@@ -3,83 +3,17 @@
 //! resume, a pretrained encoder, predictions on PNGs (single window and sliding windows),
 //! JSON reports, and bad input.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use serde_json::Value;
 
-fn insar_mm(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_insar-mm"))
-        .args(args)
-        .env("RAYON_NUM_THREADS", "1")
-        .env("CANDLE_NUM_THREADS", "1")
-        .output()
-        .expect("run insar-mm")
-}
+use crate::support::*;
 
-fn ok(args: &[&str]) -> String {
-    let out = insar_mm(args);
-    assert!(
-        out.status.success(),
-        "insar-mm {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn fails(args: &[&str]) -> String {
-    let out = insar_mm(args);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "insar-mm {args:?}: stdout {} stderr {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        !err.contains("panicked") && !err.contains("internal error"),
-        "{err}"
-    );
-    err
-}
-
-fn json_stdout(args: &[&str]) -> Value {
-    serde_json::from_str(&ok(args)).unwrap()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn json(path: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
-}
-
-fn phase_pngs(dir: &Path, out: &mut Vec<PathBuf>) {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    entries.sort();
-    for p in entries {
-        if p.is_dir() {
-            phase_pngs(&p, out);
-        } else if p.to_str().unwrap().ends_with(".geo.diff.png") {
-            out.push(p);
-        }
-    }
-}
-
-/// The `encoder.*` tensors of a safetensors file, as f32 values.
-fn encoder_tensors(path: &Path) -> BTreeMap<String, Vec<u8>> {
-    let bytes = std::fs::read(path).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    st.tensors()
+/// The `encoder.*` tensors of a safetensors file as raw bytes, by name.
+fn encoder_tensors(path: &Path) -> Vec<(String, Vec<u8>)> {
+    tensor_bytes(path)
         .into_iter()
         .filter(|(n, _)| n.starts_with("encoder."))
-        .map(|(n, t)| (n, t.data().to_vec()))
         .collect()
 }
 
@@ -133,21 +67,8 @@ fn train_args<'a>(task: &'a str, data: &'a str, out: &'a str, steps: &'a str) ->
 fn train_predict_eval_classify_and_segment_end_to_end() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    ok(&[
-        "data",
-        "synth",
-        "--out",
-        s(&data),
-        "--frames",
-        "14",
-        "--size",
-        "64x64",
-        "--seed",
-        "5",
-        "-q",
-    ]);
-    let mut pngs = Vec::new();
-    phase_pngs(&data, &mut pngs);
+    synth_dataset(&data, "14", "5");
+    let pngs = phase_pngs(&data);
     assert_eq!(pngs.len(), 14);
 
     // --- classify: train, then continue the run.
@@ -182,7 +103,12 @@ fn train_predict_eval_classify_and_segment_end_to_end() {
     let metrics = std::fs::read_to_string(crun.join("metrics.jsonl")).unwrap();
     assert!(metrics.contains("val_macro_f1"), "{metrics}");
     assert_tta_chosen_on_val(&cfg, &scores, "val_macro_f1");
-    // Resume to 6 steps: the run continues from its checkpoint.
+    // A resume may not set a learning rate that is no learning rate.
+    let err = fails(&["train", "classify", "--resume", s(&crun), "--lr", "0"], 1);
+    assert!(err.contains("--lr") && err.contains("optim.lr"), "{err}");
+    assert!(!crun.join("config-history.jsonl").exists());
+    // Resume to 6 steps with a lower learning rate: the run continues from its checkpoint,
+    // and the change is saved in config.json and recorded in the history.
     ok(&[
         "train",
         "classify",
@@ -190,22 +116,40 @@ fn train_predict_eval_classify_and_segment_end_to_end() {
         s(&crun),
         "--steps",
         "6",
+        "--lr",
+        "1e-4",
         "-q",
     ]);
     let state = json(&crun.join("state.json"));
     assert_eq!(state["step"], 6);
+    assert_eq!(
+        json(&crun.join("config.json"))["optim"]["lr"].as_f64(),
+        Some(1e-4)
+    );
+    let history = std::fs::read_to_string(crun.join("config-history.jsonl")).unwrap();
+    let lines: Vec<Value> = history
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{history}");
+    assert_eq!(lines[0]["key"], "optim.lr");
+    assert_eq!(lines[0]["from"].as_f64(), cfg["optim"]["lr"].as_f64());
+    assert_eq!(lines[0]["to"].as_f64(), Some(1e-4));
+    assert_eq!(lines[0]["resumed_at_step"], 4);
     // The views the resumed run chose: what predict and eval use unless told otherwise.
     let run_tta = json(&crun.join("config.json"))["test_time_augment"].clone();
     // Resume refuses to change the encoder (usage error).
-    let out = insar_mm(&[
-        "train",
-        "classify",
-        "--resume",
-        s(&crun),
-        "--encoder",
-        s(&crun),
-    ]);
-    assert_eq!(out.status.code(), Some(2));
+    fails(
+        &[
+            "train",
+            "classify",
+            "--resume",
+            s(&crun),
+            "--encoder",
+            s(&crun),
+        ],
+        2,
+    );
 
     // --- classify with the auxiliary mask loss: logged, saved, and the run predicts.
     let mrun = tmp.path().join("classify-mask");
@@ -318,17 +262,18 @@ fn train_predict_eval_classify_and_segment_end_to_end() {
         .values()
         .all(|x| (0.0..=1.0).contains(&x.as_f64().unwrap())));
     assert_ne!(tsc, sc, "8 views averaged must differ from the plain image");
-    let out = insar_mm(&[
-        "predict",
-        "classify",
-        "--model",
-        s(&crun),
-        s(&pngs[0]),
-        "--tta",
-        "rot45",
-    ]);
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = fails(
+        &[
+            "predict",
+            "classify",
+            "--model",
+            s(&crun),
+            s(&pngs[0]),
+            "--tta",
+            "rot45",
+        ],
+        2,
+    );
     assert!(err.contains("--tta") && err.contains("dihedral"), "{err}");
 
     // --- segment from the classifier's encoder, frozen (linear): the encoder is unchanged.
@@ -413,7 +358,7 @@ fn train_predict_eval_classify_and_segment_end_to_end() {
     let own = json(&crun.join("test_scores.json"));
     assert_eq!(r["samples"], own["samples"]);
     assert_eq!(r["test_time_augment"], run_tta);
-    let flipped = json_stdout(&[
+    let flipped = ok_json(&[
         "eval",
         "classify",
         "--model",
@@ -446,26 +391,32 @@ fn train_predict_eval_classify_and_segment_end_to_end() {
 
     // --- bad input.
     // A model of the other task.
-    let err = fails(&["predict", "classify", "--model", s(&srun), s(&pngs[0])]);
+    let err = fails(
+        &["predict", "classify", "--model", s(&srun), s(&pngs[0])],
+        1,
+    );
     assert!(
         err.contains("`segment` run") && err.contains("classify"),
         "{err}"
     );
-    let err = fails(&["eval", "segment", "--model", s(&crun)]);
+    let err = fails(&["eval", "segment", "--model", s(&crun)], 1);
     assert!(err.contains("`classify` run"), "{err}");
     // Not a run at all.
-    let err = fails(&["predict", "segment", "--model", s(&data), s(&pngs[0])]);
+    let err = fails(&["predict", "segment", "--model", s(&data), s(&pngs[0])], 1);
     assert!(err.contains("config.json"), "{err}");
     // An image smaller than the window.
-    let err = fails(&[
-        "predict",
-        "segment",
-        "--model",
-        s(&srun),
-        s(&pngs[0]),
-        "--window",
-        "128",
-    ]);
+    let err = fails(
+        &[
+            "predict",
+            "segment",
+            "--model",
+            s(&srun),
+            s(&pngs[0]),
+            "--window",
+            "128",
+        ],
+        1,
+    );
     assert!(
         err.contains("smaller than the 128-pixel window") && err.contains(".geo.diff.png"),
         "{err}"
@@ -475,26 +426,51 @@ fn train_predict_eval_classify_and_segment_end_to_end() {
     std::fs::create_dir_all(&lone).unwrap();
     let lone_png = lone.join("x.geo.diff.png");
     std::fs::copy(&pngs[0], &lone_png).unwrap();
-    let err = fails(&["predict", "classify", "--model", s(&crun), s(&lone_png)]);
+    let err = fails(
+        &["predict", "classify", "--model", s(&crun), s(&lone_png)],
+        1,
+    );
     assert!(
         err.contains("x.geo.diff.png") && err.contains("3 channels") && err.contains("coherence"),
         "{err}"
     );
     // A pretrained encoder of a run without one.
-    let err = fails(&[
-        "train",
-        "segment",
-        "--data",
-        s(&data),
-        "--out",
-        s(&tmp.path().join("x")),
-        "--steps",
-        "1",
-        "--encoder",
-        s(&lone),
-    ]);
+    let err = fails(
+        &[
+            "train",
+            "segment",
+            "--data",
+            s(&data),
+            "--out",
+            s(&tmp.path().join("x")),
+            "--steps",
+            "1",
+            "--encoder",
+            s(&lone),
+        ],
+        1,
+    );
     assert!(err.contains("--encoder") && err.contains("lone"), "{err}");
     // An existing run is not overwritten.
-    let err = fails(&train_args("classify", s(&data), s(&crun), "2"));
+    let err = fails(&train_args("classify", s(&data), s(&crun), "2"), 1);
     assert!(err.contains("--resume"), "{err}");
+
+    // A frame whose coherence file is missing is left out of training with a warning.
+    let holed = tmp.path().join("holed");
+    copy_dir(&data, &holed);
+    let cc = phase_pngs(&holed)[0]
+        .to_str()
+        .unwrap()
+        .replace(".geo.diff.png", ".geo.cc.png");
+    std::fs::remove_file(&cc).unwrap();
+    let holed_run = tmp.path().join("holed-run");
+    let mut args = train_args("classify", s(&holed), s(&holed_run), "1");
+    args.retain(|a| *a != "-q");
+    let (_, stderr) = Cli::with(&[]).ok_with_stderr(&args);
+    assert!(
+        stderr.contains(": 1 of ")
+            && stderr.contains("annotations have no usable images")
+            && stderr.contains("data check"),
+        "{stderr}"
+    );
 }

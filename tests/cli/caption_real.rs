@@ -4,67 +4,15 @@
 //! images matched by uniqueID, a stratified `--annotation-limit`, and bad input.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use insar_mm::text::tokenizer::{CaptionTokenizer, TokenizerConfig};
 use serde_json::Value;
 
-const FIXTURE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/fixtures/hephaestus-sample"
-);
-
-fn insar_mm(cache: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_insar-mm"))
-        .args(args)
-        .env("RAYON_NUM_THREADS", "1")
-        .env("CANDLE_NUM_THREADS", "1")
-        .env("INSAR_MM_CACHE", cache)
-        .output()
-        .expect("run insar-mm")
-}
-
-/// Runs `args`; returns (stdout, stderr).
-fn ok(cache: &Path, args: &[&str]) -> (String, String) {
-    let out = insar_mm(cache, args);
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "insar-mm {args:?} failed: {err}");
-    (String::from_utf8_lossy(&out.stdout).into_owned(), err)
-}
-
-fn fails(cache: &Path, args: &[&str]) -> String {
-    let out = insar_mm(cache, args);
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "insar-mm {args:?}: stdout {} stderr {err}",
-        String::from_utf8_lossy(&out.stdout),
-    );
-    assert!(!err.contains("panicked"), "{err}");
-    err
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn json(path: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
-}
-
-fn listing(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
-}
+use crate::support::*;
 
 /// The fixture's annotations as JSON values, by uniqueID.
 fn fixture() -> std::collections::BTreeMap<u64, Value> {
-    std::fs::read_dir(Path::new(FIXTURE).join("annotations"))
+    std::fs::read_dir(Path::new(SAMPLE).join("annotations"))
         .unwrap()
         .map(|e| {
             let v = json(&e.unwrap().path());
@@ -94,11 +42,9 @@ fn train_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
 fn trains_on_real_captions_with_cached_renders_and_matched_data() {
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("cache");
+    let cli = Cli::with(&[("INSAR_MM_CACHE", s(&cache))]);
     let run = tmp.path().join("run");
-    let (_, err) = ok(
-        &cache,
-        &train_args(&["--annotations", FIXTURE, "--out", s(&run)]),
-    );
+    let (_, err) = cli.ok_with_stderr(&train_args(&["--annotations", SAMPLE, "--out", s(&run)]));
     assert!(err.contains("rendered 33 frames"), "{err}");
     let cfg = json(&run.join("config.json"));
     let source = &cfg["data"]["source"];
@@ -147,15 +93,12 @@ fn trains_on_real_captions_with_cached_renders_and_matched_data() {
     // A second run reuses the renders: nothing rendered, the cache unchanged.
     let marker = images.join("synth.json");
     let stamp = std::fs::metadata(&marker).unwrap().modified().unwrap();
-    let (_, err) = ok(
-        &cache,
-        &train_args(&[
-            "--annotations",
-            FIXTURE,
-            "--out",
-            s(&tmp.path().join("run2")),
-        ]),
-    );
+    let (_, err) = cli.ok_with_stderr(&train_args(&[
+        "--annotations",
+        SAMPLE,
+        "--out",
+        s(&tmp.path().join("run2")),
+    ]));
     assert!(!err.contains("rendered 33 frames"), "{err}");
     assert_eq!(
         std::fs::metadata(&marker).unwrap().modified().unwrap(),
@@ -164,18 +107,15 @@ fn trains_on_real_captions_with_cached_renders_and_matched_data() {
     assert_eq!(listing(&cache).len(), 1);
 
     // eval caption on the run finds the same cached images and says where captions came from.
-    let (out, _) = ok(
-        &cache,
-        &[
-            "eval",
-            "caption",
-            "--model",
-            s(&run),
-            "--split",
-            "train",
-            "--json",
-        ],
-    );
+    let (out, _) = cli.ok_with_stderr(&[
+        "eval",
+        "caption",
+        "--model",
+        s(&run),
+        "--split",
+        "train",
+        "--json",
+    ]);
     let ev: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(ev["data"], s(&images));
     assert_eq!(ev["images"], train_ids.len());
@@ -184,17 +124,14 @@ fn trains_on_real_captions_with_cached_renders_and_matched_data() {
     // A stratified subset is a different cache entry, with the class mix kept: every class
     // of the fixture (by its rarest label) that fits is present.
     let run3 = tmp.path().join("run3");
-    let (_, err) = ok(
-        &cache,
-        &train_args(&[
-            "--annotations",
-            FIXTURE,
-            "--annotation-limit",
-            "20",
-            "--out",
-            s(&run3),
-        ]),
-    );
+    let (_, err) = cli.ok_with_stderr(&train_args(&[
+        "--annotations",
+        SAMPLE,
+        "--annotation-limit",
+        "20",
+        "--out",
+        s(&run3),
+    ]));
     assert!(err.contains("rendered 20 frames"), "{err}");
     assert_eq!(listing(&cache).len(), 2);
     let cfg3 = json(&run3.join("config.json"));
@@ -215,17 +152,14 @@ fn trains_on_real_captions_with_cached_renders_and_matched_data() {
     stray["uniqueID"] = Value::from(990_001u64);
     std::fs::write(ann.join("990001.json"), stray.to_string()).unwrap();
     let run4 = tmp.path().join("run4");
-    let (_, err) = ok(
-        &cache,
-        &train_args(&[
-            "--data",
-            s(&images),
-            "--annotations",
-            s(&ann),
-            "--out",
-            s(&run4),
-        ]),
-    );
+    let (_, err) = cli.ok_with_stderr(&train_args(&[
+        "--data",
+        s(&images),
+        "--annotations",
+        s(&ann),
+        "--out",
+        s(&run4),
+    ]));
     assert!(
         err.contains("5 of 6 annotations") && err.contains("matched"),
         "{err}"
@@ -243,25 +177,21 @@ fn trains_on_real_captions_with_cached_renders_and_matched_data() {
     copy_dir(&images, &raw);
     std::fs::remove_dir_all(raw.join("annotations")).unwrap();
     std::fs::remove_file(raw.join("split.json")).unwrap();
-    let (_, err) = ok(
-        &cache,
-        &train_args(&[
-            "--data",
-            s(&raw),
-            "--annotations",
-            FIXTURE,
-            "--out",
-            s(&tmp.path().join("run5")),
-        ]),
-    );
+    let (_, err) = cli.ok_with_stderr(&train_args(&[
+        "--data",
+        s(&raw),
+        "--annotations",
+        SAMPLE,
+        "--out",
+        s(&tmp.path().join("run5")),
+    ]));
     assert!(err.contains("33 of 33 annotations"), "{err}");
 
     // Nothing matches: a clear error naming both paths.
     let lone = tmp.path().join("lone");
     std::fs::create_dir_all(&lone).unwrap();
     std::fs::write(lone.join("990001.json"), stray.to_string()).unwrap();
-    let err = fails(
-        &cache,
+    let err = cli.fails(
         &train_args(&[
             "--data",
             s(&images),
@@ -270,6 +200,7 @@ fn trains_on_real_captions_with_cached_renders_and_matched_data() {
             "--out",
             s(&tmp.path().join("run6")),
         ]),
+        1,
     );
     assert!(
         err.contains("none of the 1 annotations matches") && err.contains(s(&lone)),
@@ -277,30 +208,18 @@ fn trains_on_real_captions_with_cached_renders_and_matched_data() {
     );
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), target).unwrap();
-        }
-    }
-}
-
 #[test]
 fn bad_annotation_input_gives_clear_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("cache");
+    let cli = Cli::with(&[("INSAR_MM_CACHE", s(&cache))]);
     let out = tmp.path().join("run");
     // An empty folder.
     let empty = tmp.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
-    let err = fails(
-        &cache,
+    let err = cli.fails(
         &train_args(&["--annotations", s(&empty), "--out", s(&out)]),
+        1,
     );
     assert!(
         err.contains("--annotations") && err.contains("no annotation *.json files"),
@@ -313,9 +232,9 @@ fn bad_annotation_input_gives_clear_errors() {
         v["caption"] = Value::from("   ");
         std::fs::write(blank.join(format!("{id}.json")), v.to_string()).unwrap();
     }
-    let err = fails(
-        &cache,
+    let err = cli.fails(
         &train_args(&["--annotations", s(&blank), "--out", s(&out)]),
+        1,
     );
     assert!(
         err.contains("none of the 3 annotations has a caption") && err.contains(s(&blank)),
@@ -325,28 +244,28 @@ fn bad_annotation_input_gives_clear_errors() {
     let (id, mut v) = fixture().into_iter().next().unwrap();
     v.as_object_mut().unwrap().remove("caption");
     std::fs::write(blank.join(format!("{id}.json")), v.to_string()).unwrap();
-    let err = fails(
-        &cache,
+    let err = cli.fails(
         &train_args(&["--annotations", s(&blank), "--out", s(&out)]),
+        1,
     );
     assert!(
         err.contains(&format!("{id}.json")) && err.contains("caption"),
         "{err}"
     );
     // A missing path, and a limit without annotations.
-    let err = fails(
-        &cache,
+    let err = cli.fails(
         &train_args(&[
             "--annotations",
             s(&tmp.path().join("nope")),
             "--out",
             s(&out),
         ]),
+        1,
     );
     assert!(err.contains("nope"), "{err}");
-    let err = fails(
-        &cache,
+    let err = cli.fails(
         &train_args(&["--annotation-limit", "5", "--out", s(&out)]),
+        1,
     );
     assert!(
         err.contains("annotation_limit") || err.contains("--annotations"),

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use insar_mm::data::annotation::{
     ActivityType, Annotation, Date, Intensity, Label, Phase, Polygon,
@@ -22,80 +22,14 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
 
-fn manifest_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn sample_dir() -> PathBuf {
-    manifest_dir().join("tests/fixtures/hephaestus-sample")
-}
-
-/// The real annotation tarball, or None (with a note) when `../shared` is absent.
-fn real_tarball() -> Option<PathBuf> {
-    let path = manifest_dir().join("../shared/data/hephaestus/annotations.tar.gz");
-    if path.is_file() {
-        Some(path)
-    } else {
-        eprintln!(
-            "note: {} is absent; skipping the real-data part of this test",
-            path.display()
-        );
-        None
-    }
-}
-
-fn insar_mm(args: &[&str]) -> Output {
-    insar_mm_env(args, &[])
-}
-
-fn insar_mm_env(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_insar-mm"));
-    cmd.args(args)
-        .env("RAYON_NUM_THREADS", "1")
-        .env_remove("INSAR_MM_LOG");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("the insar-mm binary runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = insar_mm(args);
-    assert!(
-        out.status.success(),
-        "insar-mm {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// Runs a command that must fail with exit code `code`; returns stderr.
-fn fails(args: &[&str], code: i32) -> String {
-    let out = insar_mm(args);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(code), "insar-mm {args:?}: {stderr}");
-    assert!(
-        !stderr.contains("panicked") && !stderr.contains("internal error"),
-        "{stderr}"
-    );
-    assert_eq!(
-        stderr.trim().lines().count(),
-        1,
-        "one-line error expected: {stderr}"
-    );
-    stderr
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use crate::support::*;
 
 #[test]
 fn stats_on_the_real_tarball_match_the_readme_counts() {
     let Some(tarball) = real_tarball() else {
         return;
     };
-    let json: Value = serde_json::from_str(&ok(&["data", "stats", s(&tarball), "--json"])).unwrap();
+    let json: Value = ok_json(&["data", "stats", s(&tarball), "--json"]);
     assert_eq!(json["annotations"], 19_919);
     assert_eq!(json["bad_files"].as_array().unwrap().len(), 0);
     let labels = &json["label_sets"];
@@ -192,7 +126,7 @@ fn directory_zip_and_tarball_give_the_same_stats() {
         zip.finish().unwrap();
     }
     let stats = |p: &Path| {
-        let mut v: Value = serde_json::from_str(&ok(&["data", "stats", s(p), "--json"])).unwrap();
+        let mut v: Value = ok_json(&["data", "stats", s(p), "--json"]);
         v.as_object_mut().unwrap().remove("source");
         v
     };
@@ -500,36 +434,17 @@ fn patches_args<'a>(root: &'a Path, out: &'a Path, extra: &[&'a str]) -> Vec<&'a
     args
 }
 
-/// Every file under `dir` with its bytes, keyed by relative path.
-fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                let rel = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
-                out.insert(rel, std::fs::read(&p).unwrap());
-            }
-        }
-    }
-    out
-}
-
 #[test]
 fn patches_follow_save_crops_and_are_deterministic() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("ds");
     let anns = make_dataset(&root, 5, 3, 11);
     let run = |out: &Path, seed: &str, threads: &str| {
-        let o = insar_mm_env(
-            &patches_args(&root, out, &["--seed", seed]),
-            &[("RAYON_NUM_THREADS", threads)],
-        );
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        String::from_utf8(o.stdout).unwrap()
+        Cli::with(&[("RAYON_NUM_THREADS", threads)]).ok(&patches_args(
+            &root,
+            out,
+            &["--seed", seed],
+        ))
     };
     let out1 = root.join("patches");
     let summary = run(&out1, "7", "1");
@@ -740,10 +655,8 @@ fn missing_or_corrupt_images_fail_naming_the_file() {
     // --skip-bad: the others are cut, the broken one listed.
     let mut skip = args.to_vec();
     skip.push("--skip-bad");
-    let o = insar_mm(&skip);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let manifest: Value =
-        serde_json::from_slice(&std::fs::read(out.join("patches.json")).unwrap()).unwrap();
+    ok(&skip);
+    let manifest = json(&out.join("patches.json"));
     assert_eq!(manifest["interferograms"], 3);
     assert_eq!(manifest["skipped"].as_array().unwrap().len(), 1);
     // A missing coherence file and a missing frame are named too.
@@ -933,7 +846,7 @@ fn split_is_deterministic_leak_free_and_keeps_classes() {
 
 /// Patch-extraction throughput on Hephaestus-sized frames (1100×950, smooth fringes rather
 /// than noise, so PNG sizes are realistic). Not run by default (it writes ~150 MB):
-/// `cargo test --release --test cli_data -- --ignored --nocapture patch_throughput`
+/// `cargo test --release --test cli -- --ignored --nocapture data::patch_throughput`
 /// (`INSAR_MM_BENCH_FRAMES`: number of interferograms, default 240).
 #[test]
 #[ignore]
@@ -987,15 +900,9 @@ fn patch_throughput() {
     }
     for threads in ["1", "2"] {
         let out = base.join(format!("patches_{threads}"));
-        let o = insar_mm_env(
-            &patches_args(&root, &out, &[]),
-            &[("RAYON_NUM_THREADS", threads)],
-        );
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        println!(
-            "RAYON_NUM_THREADS={threads}: {}",
-            String::from_utf8_lossy(&o.stdout).trim()
-        );
+        let stdout =
+            Cli::with(&[("RAYON_NUM_THREADS", threads)]).ok(&patches_args(&root, &out, &[]));
+        println!("RAYON_NUM_THREADS={threads}: {}", stdout.trim());
     }
 }
 
@@ -1012,8 +919,7 @@ fn check_reports_usable_and_broken_interferograms() {
         Date::new(2021, 3, 13).unwrap(),
     );
     write_png(&extra.phase, 4, 4, PngColor::Gray, &[0; 16]).unwrap();
-    let json: Value =
-        serde_json::from_str(&ok(&["data", "check", s(&root), "--json", "-q"])).unwrap();
+    let json: Value = ok_json(&["data", "check", s(&root), "--json", "-q"]);
     assert_eq!(json["ok"], 6);
     assert_eq!(json["problems"].as_array().unwrap().len(), 0);
     assert_eq!(json["unannotated_interferograms"], 1);
@@ -1077,23 +983,16 @@ fn a_png_claiming_a_huge_size_is_reported_not_fatal() {
     );
     // patches --skip-bad skips it with a warning; without, it fails naming the file.
     let out_dir = tmp.path().join("patches");
-    let out = insar_mm(&patches_args(&root, &out_dir, &["--skip-bad"]));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok(&patches_args(&root, &out_dir, &["--skip-bad"]));
     let out_dir = tmp.path().join("patches2");
     let err = fails(&patches_args(&root, &out_dir, &[]), 1);
     assert!(err.contains(name) && err.contains("limit"), "{err}");
     // A raised limit lets the header through; the truncated data then fails decoding.
-    let out = insar_mm_env(
-        &["data", "check", s(&root), "-q"],
-        &[
-            ("INSAR_MM_MAX_IMAGE_SIDE", "100000"),
-            ("INSAR_MM_MAX_IMAGE_MB", "1"),
-        ],
-    );
+    let out = Cli::with(&[
+        ("INSAR_MM_MAX_IMAGE_SIDE", "100000"),
+        ("INSAR_MM_MAX_IMAGE_MB", "1"),
+    ])
+    .output(&["data", "check", s(&root), "-q"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("INSAR_MM_MAX_IMAGE_MB"), "{stdout}");
@@ -1103,24 +1002,11 @@ fn a_png_claiming_a_huge_size_is_reported_not_fatal() {
 fn dataset_level_json_files_are_not_annotations() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("ds");
-    ok(&[
-        "data",
-        "synth",
-        "--out",
-        s(&root),
-        "--frames",
-        "12",
-        "--size",
-        "64x64",
-        "--seed",
-        "3",
-        "-q",
-    ]);
+    synth_dataset(&root, "12", "3");
     // split writes DIR/split.json; stats, check and split again still read DIR.
     ok(&["data", "split", s(&root), "-q"]);
     assert!(root.join("split.json").is_file());
-    let stats: Value =
-        serde_json::from_str(&ok(&["data", "stats", s(&root), "--json", "-q"])).unwrap();
+    let stats: Value = ok_json(&["data", "stats", s(&root), "--json", "-q"]);
     let n = load_annotations(&root.join("annotations"), LoadOptions::default())
         .unwrap()
         .len();
@@ -1138,8 +1024,7 @@ fn dataset_level_json_files_are_not_annotations() {
     for f in ["split.json", "synth.json", "patches.json", "config.json"] {
         std::fs::write(flat.join(f), "{}").unwrap();
     }
-    let stats: Value =
-        serde_json::from_str(&ok(&["data", "stats", s(&flat), "--json", "-q"])).unwrap();
+    let stats: Value = ok_json(&["data", "stats", s(&flat), "--json", "-q"]);
     assert_eq!(stats["annotations"], n);
     // DIR/annotations.tar.gz is read by stats as by check and split.
     let tarred = tmp.path().join("tarred");
@@ -1156,8 +1041,7 @@ fn dataset_level_json_files_are_not_annotations() {
         .unwrap();
     assert!(status.success());
     std::fs::write(tarred.join("split.json"), "{}").unwrap();
-    let stats: Value =
-        serde_json::from_str(&ok(&["data", "stats", s(&tarred), "--json", "-q"])).unwrap();
+    let stats: Value = ok_json(&["data", "stats", s(&tarred), "--json", "-q"]);
     assert_eq!(stats["annotations"], n);
     // --skip-bad never turns "nothing loaded" into success.
     let bad = tmp.path().join("bad");
@@ -1168,40 +1052,11 @@ fn dataset_level_json_files_are_not_annotations() {
     assert!(err.contains("none of the 2 annotation files"), "{err}");
 }
 
-/// PNG files under `dir`.
-fn count_pngs(dir: &Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .map(|e| e.unwrap().path())
-        .map(|p| {
-            if p.is_dir() {
-                count_pngs(&p)
-            } else {
-                usize::from(p.extension().is_some_and(|x| x == "png"))
-            }
-        })
-        .sum()
-}
-
 #[test]
 fn patches_bound_the_size_and_refuse_foreign_output_folders() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("ds");
-    ok(&[
-        "data",
-        "synth",
-        "--out",
-        s(&root),
-        "--frames",
-        "12",
-        "--size",
-        "64x64",
-        "--seed",
-        "3",
-        "-q",
-    ]);
+    synth_dataset(&root, "12", "3");
     let out = tmp.path().join("patches");
     for size in ["0", "1", "15", "100000"] {
         let err = fails(&patches_args(&root, &out, &["--size", size]), 1);
@@ -1214,14 +1069,12 @@ fn patches_bound_the_size_and_refuse_foreign_output_folders() {
     // A second run into its own folder replaces the patches: files and patches.json agree.
     ok(&patches_args(&root, &out, &["--size", "32"]));
     let first = count_pngs(&out.join("labeled"));
-    let manifest: Value =
-        serde_json::from_slice(&std::fs::read(out.join("patches.json")).unwrap()).unwrap();
+    let manifest: Value = json(&out.join("patches.json"));
     let listed =
         manifest["deformation_patches"].as_u64().unwrap() + manifest["tiles"].as_u64().unwrap();
     assert_eq!(first as u64, listed);
     ok(&patches_args(&root, &out, &["--size", "48"]));
-    let manifest: Value =
-        serde_json::from_slice(&std::fs::read(out.join("patches.json")).unwrap()).unwrap();
+    let manifest: Value = json(&out.join("patches.json"));
     let listed =
         manifest["deformation_patches"].as_u64().unwrap() + manifest["tiles"].as_u64().unwrap();
     assert_eq!(count_pngs(&out.join("labeled")) as u64, listed);

@@ -1,64 +1,12 @@
 //! End-to-end tests of `insar-mm eval ...` through the binary, on the reference fixtures
 //! of `evaluation/reference/fixtures/` (made by pycocoevalcap, NumPy/SciPy, scikit-learn).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
 use insar_mm::data::png::{write_png, PngColor};
 use serde_json::Value;
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("evaluation/reference/fixtures")
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_insar-mm"))
-        .args(args)
-        .env("RAYON_NUM_THREADS", "1")
-        .output()
-        .expect("run insar-mm")
-}
-
-fn ok_json(args: &[&str]) -> Value {
-    let out = run(args);
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("JSON on stdout")
-}
-
-fn ok_text(args: &[&str]) -> String {
-    let out = run(args);
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// Runs a command that must fail with exit code 1 and returns its one-line error.
-fn err(args: &[&str]) -> String {
-    let out = run(args);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let e = String::from_utf8(out.stderr).unwrap();
-    assert!(
-        !e.contains("panicked") && !e.contains("internal error"),
-        "{e}"
-    );
-    e
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
+use crate::support::*;
 
 fn close(got: &Value, want: &Value, tol: f64, what: &str) {
     let (g, w) = (got.as_f64().unwrap(), want.as_f64().unwrap());
@@ -71,8 +19,7 @@ fn close(got: &Value, want: &Value, tol: f64, what: &str) {
 #[test]
 fn captions_json_table_and_per_image() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: Value =
-        serde_json::from_slice(&std::fs::read(fixtures().join("captions.json")).unwrap()).unwrap();
+    let cases: Value = json(&eval_fixtures().join("captions.json"));
     for case in cases.as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
         let refs = dir.path().join(format!("{name}_refs.json"));
@@ -83,9 +30,9 @@ fn captions_json_table_and_per_image() {
             "eval",
             "captions",
             "--refs",
-            p(&refs),
+            s(&refs),
             "--results",
-            p(&res),
+            s(&res),
             "--per-image",
             "--json",
         ]);
@@ -103,7 +50,7 @@ fn captions_json_table_and_per_image() {
     }
     let refs = dir.path().join("hard_cases_refs.json");
     let res = dir.path().join("hard_cases_res.json");
-    let table = ok_text(&["eval", "captions", "--refs", p(&refs), "--results", p(&res)]);
+    let table = ok(&["eval", "captions", "--refs", s(&refs), "--results", s(&res)]);
     assert!(
         table.contains("Bleu_4")
             && table.contains("CIDEr")
@@ -123,86 +70,78 @@ fn captions_bad_input_names_the_file() {
     )
     .unwrap();
     std::fs::write(&res, r#"[{"image_id": 2, "caption": "a"}]"#).unwrap();
-    let e = err(&["eval", "captions", "--refs", p(&refs), "--results", p(&res)]);
+    let e = fails(
+        &["eval", "captions", "--refs", s(&refs), "--results", s(&res)],
+        1,
+    );
     assert!(e.contains("res.json") && e.contains("image id 2"), "{e}");
     std::fs::write(
         &res,
         r#"[{"image_id": 1, "caption": "a"}, {"image_id": 1, "caption": "b"}]"#,
     )
     .unwrap();
-    let e = err(&["eval", "captions", "--refs", p(&refs), "--results", p(&res)]);
+    let e = fails(
+        &["eval", "captions", "--refs", s(&refs), "--results", s(&res)],
+        1,
+    );
     assert!(e.contains("duplicate image id 1"), "{e}");
     std::fs::write(&res, "").unwrap();
-    let e = err(&["eval", "captions", "--refs", p(&refs), "--results", p(&res)]);
+    let e = fails(
+        &["eval", "captions", "--refs", s(&refs), "--results", s(&res)],
+        1,
+    );
     assert!(e.contains("res.json") && e.contains("empty"), "{e}");
-    let e = err(&[
-        "eval",
-        "captions",
-        "--refs",
-        p(&dir.path().join("nope.json")),
-        "--results",
-        p(&res),
-    ]);
+    let e = fails(
+        &[
+            "eval",
+            "captions",
+            "--refs",
+            s(&dir.path().join("nope.json")),
+            "--results",
+            s(&res),
+        ],
+        1,
+    );
     assert!(e.contains("nope.json"), "{e}");
+}
+
+/// `eval fid --real <real> --fake <fake>` and `extra`.
+fn fid_args<'a>(real: &'a Path, fake: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec!["eval", "fid", "--real", s(real), "--fake", s(fake)];
+    v.extend_from_slice(extra);
+    v
 }
 
 #[test]
 fn fid_kid_stats_and_errors() {
-    let fid: Value =
-        serde_json::from_slice(&std::fs::read(fixtures().join("fid.json")).unwrap()).unwrap();
+    let fid = json(&eval_fixtures().join("fid.json"));
     let case = &fid["cases"][0];
     assert_eq!(case["name"], "full_rank");
-    let real = fixtures().join(case["real"].as_str().unwrap());
-    let fake = fixtures().join(case["fake"].as_str().unwrap());
+    let real = eval_fixtures().join(case["real"].as_str().unwrap());
+    let fake = eval_fixtures().join(case["fake"].as_str().unwrap());
     let dir = tempfile::tempdir().unwrap();
     let stats = dir.path().join("real.npz");
-    let v = ok_json(&[
-        "eval",
-        "fid",
-        "--real",
-        p(&real),
-        "--fake",
-        p(&fake),
+    let kid = [
         "--kid-subsets",
         "5",
         "--kid-subset-size",
         "100",
         "--seed",
         "3",
-        "--save-real-stats",
-        p(&stats),
-        "--json",
-    ]);
+    ];
+    let v = ok_json(&fid_args(
+        &real,
+        &fake,
+        &[&kid[..], &["--save-real-stats", s(&stats), "--json"]].concat(),
+    ));
     close(&v["fid"], &case["fid_scipy_sqrtm"], 1e-7, "fid");
     close(&v["kid_full"], &case["kid_full"], 1e-9, "kid_full");
     assert!(v["kid_mean"].as_f64().unwrap().is_finite() && v["kid_std"].as_f64().unwrap() > 0.0);
     // Same seed, same KID; another seed, another draw.
-    let again = ok_json(&[
-        "eval",
-        "fid",
-        "--real",
-        p(&real),
-        "--fake",
-        p(&fake),
-        "--kid-subsets",
-        "5",
-        "--kid-subset-size",
-        "100",
-        "--seed",
-        "3",
-        "--json",
-    ]);
+    let again = ok_json(&fid_args(&real, &fake, &[&kid[..], &["--json"]].concat()));
     assert_eq!(again["kid_mean"], v["kid_mean"]);
     // Saved statistics give the same FID.
-    let from_stats = ok_json(&[
-        "eval",
-        "fid",
-        "--real",
-        p(&stats),
-        "--fake",
-        p(&fake),
-        "--json",
-    ]);
+    let from_stats = ok_json(&fid_args(&stats, &fake, &["--json"]));
     close(
         &from_stats["fid"],
         &case["fid_scipy_sqrtm"],
@@ -210,36 +149,29 @@ fn fid_kid_stats_and_errors() {
         "fid from stats",
     );
     assert!(from_stats.get("kid_mean").is_none());
-    let table = ok_text(&[
-        "eval",
-        "fid",
-        "--real",
-        p(&real),
-        "--fake",
-        p(&fake),
-        "--kid-subsets",
-        "2",
-        "--kid-subset-size",
-        "50",
-    ]);
+    let table = ok(&fid_args(
+        &real,
+        &fake,
+        &["--kid-subsets", "2", "--kid-subset-size", "50"],
+    ));
     assert!(
         table.contains("fid") && table.contains("kid_mean"),
         "{table}"
     );
     // Bad input: mismatched dimensions, NaN, empty file.
-    let other = fixtures().join("n_less_than_d_real.npy");
-    let e = err(&["eval", "fid", "--real", p(&real), "--fake", p(&other)]);
+    let other = eval_fixtures().join("n_less_than_d_real.npy");
+    let e = fails(&fid_args(&real, &other, &[]), 1);
     assert!(e.contains("dimensions differ"), "{e}");
     let nan = dir.path().join("nan.npy");
-    let mut bytes = std::fs::read(fixtures().join("npy_f8.npy")).unwrap();
+    let mut bytes = std::fs::read(eval_fixtures().join("npy_f8.npy")).unwrap();
     let n = bytes.len();
     bytes[n - 8..].copy_from_slice(&f64::NAN.to_le_bytes());
     std::fs::write(&nan, &bytes).unwrap();
-    let e = err(&["eval", "fid", "--real", p(&nan), "--fake", p(&nan)]);
+    let e = fails(&fid_args(&nan, &nan, &[]), 1);
     assert!(e.contains("nan.npy") && e.contains("non-finite"), "{e}");
     let empty = dir.path().join("empty.npy");
     std::fs::write(&empty, b"").unwrap();
-    let e = err(&["eval", "fid", "--real", p(&empty), "--fake", p(&fake)]);
+    let e = fails(&fid_args(&empty, &fake, &[]), 1);
     assert!(
         e.contains("--real") && e.contains("empty.npy") && e.contains("empty"),
         "{e}"
@@ -248,28 +180,20 @@ fn fid_kid_stats_and_errors() {
 
 #[test]
 fn fid_pytorch_fid_mode_on_dead_features() {
-    let fid: Value =
-        serde_json::from_slice(&std::fs::read(fixtures().join("fid.json")).unwrap()).unwrap();
+    let fid = json(&eval_fixtures().join("fid.json"));
     let case = fid["cases"]
         .as_array()
         .unwrap()
         .iter()
         .find(|c| c["name"] == "constant_columns")
         .unwrap();
-    let real = fixtures().join(case["real"].as_str().unwrap());
-    let fake = fixtures().join(case["fake"].as_str().unwrap());
-    let v = ok_json(&[
-        "eval",
-        "fid",
-        "--real",
-        p(&real),
-        "--fake",
-        p(&fake),
-        "--mode",
-        "pytorch-fid",
-        "--no-kid",
-        "--json",
-    ]);
+    let real = eval_fixtures().join(case["real"].as_str().unwrap());
+    let fake = eval_fixtures().join(case["fake"].as_str().unwrap());
+    let v = ok_json(&fid_args(
+        &real,
+        &fake,
+        &["--mode", "pytorch-fid", "--no-kid", "--json"],
+    ));
     assert_eq!(v["eps_retry"], true);
     close(&v["fid"], &case["fid_eps_retry"], 1e-7, "retry");
     close(
@@ -282,59 +206,41 @@ fn fid_pytorch_fid_mode_on_dead_features() {
 
 #[test]
 fn retrieval_and_classification() {
-    let f: Value =
-        serde_json::from_slice(&std::fs::read(fixtures().join("retrieval.json")).unwrap()).unwrap();
+    let f: Value = json(&eval_fixtures().join("retrieval.json"));
     let dir = tempfile::tempdir().unwrap();
     let rel = dir.path().join("rel.json");
     std::fs::write(&rel, f["relevant"].to_string()).unwrap();
-    let sim = fixtures().join("retrieval_similarity.npy");
-    let v = ok_json(&[
+    let sim = eval_fixtures().join("retrieval_similarity.npy");
+    let retrieval = [
         "eval",
         "retrieval",
         "--similarity",
-        p(&sim),
+        s(&sim),
         "--relevant",
-        p(&rel),
-        "--json",
-    ]);
+        s(&rel),
+    ];
+    let v = ok_json(&[&retrieval[..], &["--json"]].concat());
     for k in ["R@1", "R@5", "R@10", "medr", "meanr", "mAP"] {
         close(&v[k], &f[k], 1e-12, k);
     }
-    assert!(ok_text(&[
-        "eval",
-        "retrieval",
-        "--similarity",
-        p(&sim),
-        "--relevant",
-        p(&rel)
-    ])
-    .contains("mAP"));
+    assert!(ok(&retrieval).contains("mAP"));
     std::fs::write(&rel, "[[0], [1]]").unwrap();
-    let e = err(&[
-        "eval",
-        "retrieval",
-        "--similarity",
-        p(&sim),
-        "--relevant",
-        p(&rel),
-    ]);
+    let e = fails(&retrieval, 1);
     assert!(e.contains("2 relevance lists for 40 query rows"), "{e}");
 
-    let c: Value =
-        serde_json::from_slice(&std::fs::read(fixtures().join("classification.json")).unwrap())
-            .unwrap();
+    let c = json(&eval_fixtures().join("classification.json"));
     let m = &c["multi"];
-    let scores = fixtures().join(m["scores"].as_str().unwrap());
-    let labels = fixtures().join(m["labels"].as_str().unwrap());
-    let v = ok_json(&[
+    let scores = eval_fixtures().join(m["scores"].as_str().unwrap());
+    let labels = eval_fixtures().join(m["labels"].as_str().unwrap());
+    let cls = [
         "eval",
         "classification",
         "--scores",
-        p(&scores),
+        s(&scores),
         "--labels",
-        p(&labels),
-        "--json",
-    ]);
+        s(&labels),
+    ];
+    let v = ok_json(&[&cls[..], &["--json"]].concat());
     close(
         &v["macro_avg"]["f1"],
         &m["averages"]["macro"][2],
@@ -348,40 +254,25 @@ fn retrieval_and_classification() {
         "micro F1",
     );
     let names = "Deformation,Mogi,Dyke,Sill,Spheroid,Earthquake,Unidentified,Low,Medium,High";
-    let table = ok_text(&[
-        "eval",
-        "classification",
-        "--scores",
-        p(&scores),
-        "--labels",
-        p(&labels),
-        "--names",
-        names,
-    ]);
+    let table = ok(&[&cls[..], &["--names", names]].concat());
     assert!(
         table.contains("Earthquake") && table.contains("macro avg"),
         "{table}"
     );
-    let e = err(&[
-        "eval",
-        "classification",
-        "--scores",
-        p(&scores),
-        "--labels",
-        p(&labels),
-        "--names",
-        "a,b",
-    ]);
+    let e = fails(&[&cls[..], &["--names", "a,b"]].concat(), 1);
     assert!(e.contains("2 names for 10 score columns"), "{e}");
-    let single = fixtures().join("cls_single_labels.npy");
-    let e = err(&[
-        "eval",
-        "classification",
-        "--scores",
-        p(&scores),
-        "--labels",
-        p(&single),
-    ]);
+    let single = eval_fixtures().join("cls_single_labels.npy");
+    let e = fails(
+        &[
+            "eval",
+            "classification",
+            "--scores",
+            s(&scores),
+            "--labels",
+            s(&single),
+        ],
+        1,
+    );
     assert!(e.contains("90") && e.contains("120"), "{e}");
 }
 
@@ -417,17 +308,17 @@ fn segmentation_from_png_label_maps() {
         &[1, 1, 0, 0, 0, 0],
     )
     .unwrap();
-    let v = ok_json(&[
+    let seg = [
         "eval",
         "segmentation",
         "--pred",
-        p(&pred),
+        s(&pred),
         "--gt",
-        p(&gt),
+        s(&gt),
         "--num-classes",
         "3",
-        "--json",
-    ]);
+    ];
+    let v = ok_json(&[&seg[..], &["--json"]].concat());
     // Confusion over both images (the ignored pixel excluded): truth 0 → [5, 1],
     // truth 1 → [1, 4].
     assert_eq!(
@@ -450,41 +341,13 @@ fn segmentation_from_png_label_maps() {
         "Dice1",
     );
     close(&v["aAcc"], &serde_json::json!(9.0 / 11.0), 1e-15, "aAcc");
-    assert!(ok_text(&[
-        "eval",
-        "segmentation",
-        "--pred",
-        p(&pred),
-        "--gt",
-        p(&gt),
-        "--num-classes",
-        "3"
-    ])
-    .contains("mIoU"));
+    assert!(ok(&seg).contains("mIoU"));
     // A class ≥ K names the file; a missing prediction is an error.
     write_png(&gt.join("c.png"), 3, 2, PngColor::Gray, &[0, 0, 5, 0, 0, 0]).unwrap();
     write_png(&pred.join("c.png"), 3, 2, PngColor::Gray, &[0; 6]).unwrap();
-    let e = err(&[
-        "eval",
-        "segmentation",
-        "--pred",
-        p(&pred),
-        "--gt",
-        p(&gt),
-        "--num-classes",
-        "3",
-    ]);
+    let e = fails(&seg, 1);
     assert!(e.contains("c.png") && e.contains("class 5"), "{e}");
     std::fs::remove_file(pred.join("c.png")).unwrap();
-    let e = err(&[
-        "eval",
-        "segmentation",
-        "--pred",
-        p(&pred),
-        "--gt",
-        p(&gt),
-        "--num-classes",
-        "3",
-    ]);
+    let e = fails(&seg, 1);
     assert!(e.contains("c.png") && e.contains("no prediction"), "{e}");
 }

@@ -3,11 +3,12 @@
 //! confusion-count invariants, determinism, cache reuse, bad configs.
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 use candle_core::Device;
 use insar_mm::train::optim::read_tensors;
 use serde_json::Value;
+
+use crate::support::*;
 
 /// Toy sizes: 48×48 frames (1.5 km pixels), 32² inputs, a few steps per training.
 const CONFIG: &str = r#"
@@ -51,47 +52,6 @@ train = { steps = 3, log_every = 1 }
 augment = { hflip = 0.5, vflip = 0.5, rot90 = 0.5, crop = { p = 0.0 }, blur = { p = 0.0 }, elastic = { p = 0.0 }, cutout = { p = 0.0 }, multiplicative_noise = { p = 0.0 }, gaussian_noise = { p = 0.0 } }
 "#;
 
-fn insar_mm(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_insar-mm"))
-        .args(args)
-        .env("RAYON_NUM_THREADS", "1")
-        .env("CANDLE_NUM_THREADS", "1")
-        .output()
-        .expect("run insar-mm")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = insar_mm(args);
-    assert!(
-        out.status.success(),
-        "insar-mm {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn fails(args: &[&str]) -> String {
-    let out = insar_mm(args);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "insar-mm {args:?}: stdout {} stderr {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!err.contains("panicked"), "{err}");
-    err
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn json(path: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
-}
-
 /// `results.json` without the wall-clock times.
 fn reproducible(path: &Path) -> Value {
     let mut v = json(path);
@@ -125,18 +85,22 @@ fn bench_ssl_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("ssl.toml");
     std::fs::write(&config, CONFIG).unwrap();
+    // The whole experiment into `out`, seed 7; returns stdout.
+    let bench = |out: &Path| {
+        ok(&[
+            "-q",
+            "--seed",
+            "7",
+            "bench",
+            "ssl",
+            "--config",
+            s(&config),
+            "--out",
+            s(out),
+        ])
+    };
     let a = dir.path().join("a");
-    let stdout = ok(&[
-        "-q",
-        "--seed",
-        "7",
-        "bench",
-        "ssl",
-        "--config",
-        s(&config),
-        "--out",
-        s(&a),
-    ]);
+    let stdout = bench(&a);
 
     // The printed table is the one in table.md: header, separator, 3 methods × 2 sets.
     let rows = table_rows(&a.join("table.md"));
@@ -253,17 +217,7 @@ fn bench_ssl_end_to_end() {
 
     // Same seed, fresh output folder (data generated again): the same results.
     let b = dir.path().join("b");
-    ok(&[
-        "-q",
-        "--seed",
-        "7",
-        "bench",
-        "ssl",
-        "--config",
-        s(&config),
-        "--out",
-        s(&b),
-    ]);
+    bench(&b);
     assert_eq!(
         reproducible(&a.join("results.json")),
         reproducible(&b.join("results.json"))
@@ -277,17 +231,7 @@ fn bench_ssl_end_to_end() {
     // are replaced, the results are the same.
     let cached = a.join("data/unlabeled.safetensors");
     let before = std::fs::metadata(&cached).unwrap().modified().unwrap();
-    ok(&[
-        "-q",
-        "--seed",
-        "7",
-        "bench",
-        "ssl",
-        "--config",
-        s(&config),
-        "--out",
-        s(&a),
-    ]);
+    bench(&a);
     assert_eq!(
         std::fs::metadata(&cached).unwrap().modified().unwrap(),
         before
@@ -311,7 +255,11 @@ fn bench_ssl_bad_configs() {
         "unknown.toml",
         &CONFIG.replace("[sets]", "[sets]\nunlabelled = 3"),
     );
-    let err = fails(&["bench", "ssl", "--config", s(&unknown), "--out", s(&out)]);
+    // The TOML parser's messages span lines.
+    let err = fails_verbose(
+        &["bench", "ssl", "--config", s(&unknown), "--out", s(&out)],
+        1,
+    );
     assert!(
         err.contains("unknown.toml") && err.contains("unlabelled"),
         "{err}"
@@ -320,16 +268,19 @@ fn bench_ssl_bad_configs() {
         "ood.toml",
         &CONFIG.replace("style = \"gamma\"", "style = \"sepia\""),
     );
-    let err = fails(&["bench", "ssl", "--config", s(&ood), "--out", s(&out)]);
+    let err = fails_verbose(&["bench", "ssl", "--config", s(&ood), "--out", s(&out)], 1);
     assert!(err.contains("[ood]") && err.contains("style"), "{err}");
     let many = write(
         "many.toml",
         &CONFIG.replace("positives = 4", "positives = 30"),
     );
-    let err = fails(&["bench", "ssl", "--config", s(&many), "--out", s(&out)]);
+    let err = fails(&["bench", "ssl", "--config", s(&many), "--out", s(&out)], 1);
     assert!(err.contains("sets.labelled_pool"), "{err}");
     let missing = dir.path().join("nope.toml");
-    let err = fails(&["bench", "ssl", "--config", s(&missing), "--out", s(&out)]);
+    let err = fails(
+        &["bench", "ssl", "--config", s(&missing), "--out", s(&out)],
+        1,
+    );
     assert!(err.contains("nope.toml"), "{err}");
     // Nothing was generated for a config that does not resolve.
     assert!(!out.join("data").exists());
