@@ -9,6 +9,7 @@ pub mod assets;
 pub mod data;
 pub mod device;
 pub mod progress;
+pub mod retrieval;
 pub mod synth;
 pub mod text;
 pub mod train;

@@ -8,6 +8,8 @@
 //! AP is non-interpolated: the mean over relevant items of precision at their positions
 //! (sklearn's `average_precision_score` when there are no ties); mAP is its mean.
 
+pub mod relevance;
+
 use serde::Serialize;
 
 use crate::error::{EvalError, Result};

@@ -28,6 +28,9 @@ pub enum BenchCommand {
     /// random-encoder probe vs. training from scratch with few labels, on an
     /// in-distribution and an out-of-distribution synthetic test set.
     Ssl(BenchSslArgs),
+    /// Retrieval query latency (text encoding + exact top-k) at growing index sizes of
+    /// synthetic vectors.
+    Retrieval(super::retrieval::BenchRetrievalArgs),
 }
 
 #[derive(Debug, Args)]
@@ -108,6 +111,7 @@ pub fn run(cmd: BenchCommand, global: &GlobalArgs) -> Result<()> {
     match cmd {
         BenchCommand::Train(args) => bench_train(&args, global),
         BenchCommand::Ssl(args) => bench_ssl(&args, global),
+        BenchCommand::Retrieval(args) => super::retrieval::run_bench(args, global),
     }
 }
 

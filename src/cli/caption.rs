@@ -106,29 +106,16 @@ pub fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-pub fn run(args: CaptionArgs, global: &GlobalArgs) -> Result<()> {
-    ensure!(args.beam >= 1, "--beam must be at least 1");
-    ensure!(
-        args.beam <= 64,
-        "--beam {} is too wide (at most 64)",
-        args.beam
-    );
-    let device = insar_mm::device::open(global.device)?;
-    let LoadedCaptionRun {
-        cfg,
-        tokenizer,
-        model,
-    } = load_caption_run(
-        &resolve_model(&args.model, &RunFiles::CAPTION, global.show_progress())?,
-        &device,
-    )?;
-    let arch = cfg.model()?.clone();
-    let format = cfg.data.input_format;
-    let size = cfg.data.image_size;
-    let channels = arch.encoder.in_channels;
-    let paths = expand_inputs(&args.inputs)?;
+/// The model inputs of the phase PNGs `paths` (with their coherence when `format` takes
+/// it), resized to `size × size`; errors name the file.
+pub fn load_model_inputs(
+    paths: &[PathBuf],
+    format: InputFormat,
+    size: usize,
+    channels: usize,
+) -> Result<Vec<Image>> {
     let mut images: Vec<Image> = Vec::with_capacity(paths.len());
-    for p in &paths {
+    for p in paths {
         let files = files_of(p);
         if format.needs_coherence() && files.coherence.is_none() {
             bail!(
@@ -159,6 +146,31 @@ pub fn run(args: CaptionArgs, global: &GlobalArgs) -> Result<()> {
             resize_area(&im, size, size)?
         });
     }
+    Ok(images)
+}
+
+pub fn run(args: CaptionArgs, global: &GlobalArgs) -> Result<()> {
+    ensure!(args.beam >= 1, "--beam must be at least 1");
+    ensure!(
+        args.beam <= 64,
+        "--beam {} is too wide (at most 64)",
+        args.beam
+    );
+    let device = insar_mm::device::open(global.device)?;
+    let LoadedCaptionRun {
+        cfg,
+        tokenizer,
+        model,
+    } = load_caption_run(
+        &resolve_model(&args.model, &RunFiles::CAPTION, global.show_progress())?,
+        &device,
+    )?;
+    let arch = cfg.model()?.clone();
+    let format = cfg.data.input_format;
+    let size = cfg.data.image_size;
+    let channels = arch.encoder.in_channels;
+    let paths = expand_inputs(&args.inputs)?;
+    let images = load_model_inputs(&paths, format, size, channels)?;
     let search = SearchConfig {
         beam_width: args.beam,
         max_new_tokens: cfg.data.max_len - 1,

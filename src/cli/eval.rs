@@ -74,14 +74,18 @@ pub enum EvalCommand {
         #[arg(long)]
         json: bool,
     },
-    /// R@1/5/10, median and mean rank, mAP from a query × gallery similarity matrix.
+    /// R@1/5/10, median and mean rank, mAP from a query × gallery similarity matrix; or,
+    /// with --model RUN, a retrieval run on a split (both directions, relevance by caption
+    /// and by caption facts) next to baselines.
     Retrieval {
         /// Similarities (.npy, queries × gallery; larger = more similar).
-        #[arg(long)]
-        similarity: PathBuf,
+        #[arg(long, required_unless_present = "model", requires = "relevant")]
+        similarity: Option<PathBuf>,
         /// JSON list, per query row, of the relevant gallery column indices.
-        #[arg(long)]
-        relevant: PathBuf,
+        #[arg(long, requires = "similarity")]
+        relevant: Option<PathBuf>,
+        #[command(flatten)]
+        run: super::retrieval::EvalRetrievalArgs,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -179,8 +183,13 @@ pub fn run(cmd: EvalCommand, global: &GlobalArgs) -> Result<()> {
         EvalCommand::Retrieval {
             similarity,
             relevant,
+            run,
             json,
-        } => retrieval_cmd(&similarity, &relevant, json),
+        } => match (similarity, relevant, &run.model) {
+            (Some(s), Some(r), None) => retrieval_cmd(&s, &r, json),
+            (None, None, Some(_)) => super::retrieval::run_eval(run, json, global),
+            _ => bail!("give either --model RUN or --similarity FILE --relevant FILE"),
+        },
         EvalCommand::Classification {
             scores,
             labels,

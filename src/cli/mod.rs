@@ -12,6 +12,7 @@ pub mod embed;
 pub mod eval;
 pub mod physics;
 pub mod predict;
+pub mod retrieval;
 pub mod train;
 
 use std::process::ExitCode;
@@ -82,6 +83,12 @@ pub enum Command {
     /// window with blending).
     #[command(subcommand)]
     Predict(predict::PredictCommand),
+    /// Embed interferograms with a retrieval run into a searchable index (safetensors +
+    /// JSON manifest).
+    Index(retrieval::IndexArgs),
+    /// Search an index by text ("dyke-type deformation of high intensity"), by image
+    /// (--image PNG), or rank captions for an image (--image PNG --captions FILE|--from-index).
+    Search(retrieval::SearchArgs),
     /// Throughput benchmarks (not tests).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -98,6 +105,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Caption(args) => caption::run(args, &global),
         Command::Predict(cmd) => predict::run(cmd, &global),
         Command::Bench(cmd) => bench::run(cmd, &global),
+        Command::Index(args) => retrieval::run_index(args, &global),
+        Command::Search(args) => retrieval::run_search(args, &global),
     }
 }
 

@@ -30,6 +30,10 @@ pub enum TrainCommand {
     /// Segmentation (background + 6 activity types): encoder + FPN decoder, cross-entropy
     /// (+ Dice), val mIoU for the best checkpoint, test-split per-class IoU at the end.
     Segment(HeadArgs),
+    /// Text–image retrieval: dual encoder (image encoder + text transformer) trained with a
+    /// contrastive loss whose positives are pairs with the same caption facts; val mR for
+    /// the best checkpoint, test-split retrieval scores at the end.
+    Retrieval(super::retrieval::RetrievalTrainArgs),
 }
 
 /// Options shared by every `train` command.
@@ -213,6 +217,7 @@ pub fn run(cmd: TrainCommand, global: &GlobalArgs) -> Result<()> {
         TrainCommand::Caption(args) => run_caption(&args, global),
         TrainCommand::Classify(args) => run_classify(&args, global),
         TrainCommand::Segment(args) => run_segment(&args, global),
+        TrainCommand::Retrieval(args) => super::retrieval::run_train(&args, global),
     }
 }
 

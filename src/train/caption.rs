@@ -1164,7 +1164,7 @@ impl CaptionTask {
 
 /// The label vectors with only the deformation entry kept: the classes a deformation-balanced
 /// [`EpochOrder`] draws from (deformation, none).
-fn deformation_only(labels: &[LabelVector]) -> Vec<LabelVector> {
+pub fn deformation_only(labels: &[LabelVector]) -> Vec<LabelVector> {
     labels
         .iter()
         .map(|l| {
@@ -1184,24 +1184,24 @@ pub struct Flip {
 
 impl Flip {
     /// Each axis with probability ½.
-    fn draw(rng: &mut impl rand::Rng) -> Self {
+    pub fn draw(rng: &mut impl rand::Rng) -> Self {
         Self {
             horizontal: rng.random_bool(0.5),
             vertical: rng.random_bool(0.5),
         }
     }
 
-    fn any(self) -> bool {
+    pub fn any(self) -> bool {
         self.horizontal || self.vertical
     }
 
     /// 0 none, 1 left–right, 2 top–bottom, 3 both.
-    fn index(self) -> usize {
+    pub fn index(self) -> usize {
         usize::from(self.horizontal) + 2 * usize::from(self.vertical)
     }
 
     /// The mirrored image (borrowed when there is nothing to mirror).
-    fn image(self, image: &Image) -> Cow<'_, Image> {
+    pub fn image(self, image: &Image) -> Cow<'_, Image> {
         if !self.any() {
             return Cow::Borrowed(image);
         }

@@ -19,6 +19,7 @@ pub mod hub;
 pub mod log;
 pub mod optim;
 pub mod pretrain;
+pub mod retrieval;
 pub mod schedule;
 pub mod segment;
 pub mod ssl_bench;

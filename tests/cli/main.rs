@@ -9,6 +9,7 @@ mod eval;
 mod heads;
 mod limits;
 mod physics;
+mod retrieval;
 mod support;
 mod synth;
 mod train;
