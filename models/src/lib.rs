@@ -6,6 +6,7 @@
 //! trainable model here has a test that one backward pass reaches every trainable variable.
 
 pub mod caption;
+pub mod diffusion;
 pub mod encoder;
 pub mod heads;
 pub mod nn;
