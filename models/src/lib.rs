@@ -1,6 +1,6 @@
 //! Candle modules of insar-mm (no I/O): differentiable building blocks (`nn`), encoders and
-//! contrastive heads (`encoder`), classification and segmentation heads (`heads`), and the
-//! caption model (`caption`). Retrieval and diffusion models are planned, not present.
+//! contrastive heads (`encoder`), classification and segmentation heads (`heads`), the caption
+//! model (`caption`), and the text encoder (`text`) shared by retrieval and generation.
 //!
 //! Candle 0.11 silently drops gradients in several ops (docs/architecture.md §6): every
 //! trainable model here has a test that one backward pass reaches every trainable variable.
@@ -10,3 +10,4 @@ pub mod diffusion;
 pub mod encoder;
 pub mod heads;
 pub mod nn;
+pub mod text;
