@@ -10,6 +10,7 @@ pub mod caption;
 pub mod data;
 pub mod embed;
 pub mod eval;
+pub mod generate;
 pub mod physics;
 pub mod predict;
 pub mod progress;

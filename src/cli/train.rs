@@ -27,6 +27,9 @@ pub enum TrainCommand {
     /// Segmentation (background + 6 activity types): encoder + FPN decoder, cross-entropy
     /// (+ Dice), val mIoU for the best checkpoint, test-split per-class IoU at the end.
     Segment(HeadArgs),
+    /// Text-to-InSAR generation: a caption-conditioned diffusion model (text encoder + UNet,
+    /// cosine schedule, EMA, caption dropout for classifier-free guidance).
+    Generator(super::generate::GeneratorArgs),
 }
 
 /// Options shared by every `train` command.
@@ -156,6 +159,7 @@ pub fn run(cmd: TrainCommand, global: &GlobalArgs) -> Result<()> {
         TrainCommand::Caption(args) => run_caption(&args, global),
         TrainCommand::Classify(args) => run_classify(&args, global),
         TrainCommand::Segment(args) => run_segment(&args, global),
+        TrainCommand::Generator(args) => super::generate::run_train_generator(&args, global),
     }
 }
 

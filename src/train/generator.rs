@@ -1,0 +1,509 @@
+//! Text-to-InSAR generation (`insar-mm train generator`): a caption-conditioned diffusion
+//! model ([`TextToInsar`]: text encoder + UNet, trained jointly from scratch) on the
+//! image–caption pairs of a dataset (the same sources as `train caption`: the built-in
+//! synthetic dataset, `--data`, `--annotations`).
+//!
+//! - Images are the `[cos φ, sin φ, coherence]` input resized to `data.image_size` (32² by
+//!   default: what two CPU cores can train in an hour), coherence mapped to `[−1, 1]`.
+//! - Each step draws timesteps uniformly, noise, and (with probability `caption_dropout`)
+//!   replaces a caption with all padding: the null condition of classifier-free guidance.
+//! - The EMA of the weights lives in the same `VarMap` (`ema.*`), so checkpoints hold it and
+//!   `--resume` continues it exactly; inference uses the EMA weights.
+//! - Validation: the denoising loss on the val split at fixed timesteps and noise
+//!   (`val_loss`, same draws every time).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{ensure, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarMap;
+use insar_mm_models::caption::PositionKind;
+use insar_mm_models::diffusion::{
+    init_ema, is_ema, randn, swap_in_ema, to_model_range, update_ema, GeneratorConfig,
+    Prediction, TextToInsar, UNetConfig,
+};
+use insar_mm_models::nn::seeded_var_builder;
+use insar_mm_models::text::TextEncoderConfig;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::caption::{CaptionData3, CaptionPart, CaptionSource, TOKENIZER_FILE};
+use super::checkpoint::{load_model, RunDir, MODEL_FILE};
+use super::config::{merge_tables, TrainSection};
+use super::driver::{Batch, Outcome, StepOutput, TrainTask, Trainer};
+use super::optim::{trainable_params, OptimConfig, Optimizer};
+use super::pretrain::RunOptions;
+use super::schedule::ScheduleConfig;
+use crate::data::array::Image;
+use crate::text::tokenizer::{CaptionTokenizer, TokenizerConfig};
+
+/// The `task` of a generator run's `config.json`.
+pub const TASK: &str = "generator";
+
+/// `[data]` of a generator run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GeneratorData {
+    /// `--data DIR` (`None`: the built-in synthetic dataset of the run seed).
+    pub dir: Option<PathBuf>,
+    /// `--annotations PATH` (as `train caption`).
+    pub annotations: Option<PathBuf>,
+    pub annotation_limit: usize,
+    /// Side of the square images the model generates.
+    pub image_size: usize,
+    pub batch_size: usize,
+    /// Longest token sequence, `[BOS]` and `[EOS]` included.
+    pub max_len: usize,
+    /// Val images of the validation loss (the first ones; 0 = all).
+    pub val_images: usize,
+    /// Where the images and captions came from (recorded at the start).
+    pub source: Option<CaptionSource>,
+}
+
+impl Default for GeneratorData {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            annotations: None,
+            annotation_limit: 0,
+            image_size: 32,
+            batch_size: 32,
+            max_len: 96,
+            val_images: 128,
+            source: None,
+        }
+    }
+}
+
+/// The config of `train generator`, as resolved and saved to `config.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GeneratorTrainConfig {
+    /// Always [`TASK`] (lets other commands refuse a generator run and vice versa).
+    pub task: String,
+    /// UNet preset of [`UNetConfig::preset`].
+    pub preset: String,
+    pub seed: u64,
+    pub data: GeneratorData,
+    pub tokenizer: TokenizerConfig,
+    pub prediction: Prediction,
+    pub timesteps: usize,
+    /// Probability of training a sample with the null (all-padding) caption.
+    pub caption_dropout: f64,
+    /// EMA decay (warmed up as `min(decay, (1 + step)/(10 + step))`).
+    pub ema_decay: f64,
+    /// Width and depth of the text encoder.
+    pub text_dim: usize,
+    pub text_layers: usize,
+    /// The resolved architecture (filled once the tokenizer's vocabulary is known).
+    pub model: Option<GeneratorConfig>,
+    pub optim: OptimConfig,
+    pub schedule: ScheduleConfig,
+    pub train: TrainSection,
+}
+
+impl Default for GeneratorTrainConfig {
+    fn default() -> Self {
+        Self {
+            task: TASK.into(),
+            preset: "tiny".into(),
+            seed: 42,
+            data: GeneratorData::default(),
+            tokenizer: TokenizerConfig {
+                vocab_size: 1000,
+                min_frequency: 2,
+            },
+            prediction: Prediction::V,
+            timesteps: 1000,
+            caption_dropout: 0.1,
+            ema_decay: 0.995,
+            text_dim: 128,
+            text_layers: 2,
+            model: None,
+            optim: OptimConfig::Adamw {
+                lr: 1e-3,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: 0.0,
+            },
+            schedule: ScheduleConfig::Cosine {
+                warmup_steps: 100,
+                min_lr_ratio: 0.1,
+            },
+            train: TrainSection {
+                steps: Some(3000),
+                epochs: None,
+                checkpoint_every: 250,
+                log_every: 10,
+                validate_every: 500,
+                clip_grad_norm: Some(1.0),
+                best_metric: None,
+                ..TrainSection::default()
+            },
+        }
+    }
+}
+
+impl GeneratorTrainConfig {
+    /// The defaults with the TOML file `path` merged over them (unknown keys are errors).
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("--config {}: cannot read", path.display()))?;
+        let over: toml::Table = text
+            .parse()
+            .with_context(|| format!("--config {}: invalid TOML", path.display()))?;
+        let mut base = toml::Table::try_from(Self::default()).context("default generator config")?;
+        merge_tables(&mut base, over);
+        toml::Value::Table(base)
+            .try_into()
+            .with_context(|| format!("--config {}", path.display()))
+    }
+
+    /// Checks the settings; errors name the key.
+    pub fn validate(&self) -> Result<()> {
+        ensure!(self.task == TASK, "task = {:?}: expected {TASK:?}", self.task);
+        let unet = UNetConfig::preset(&self.preset, self.text_dim.max(1))
+            .map_err(|e| anyhow::anyhow!("preset: {e}"))?;
+        let m = unet.size_multiple();
+        ensure!(
+            self.data.image_size >= 8 && self.data.image_size <= 512,
+            "data.image_size = {} must be in 8..=512",
+            self.data.image_size
+        );
+        ensure!(
+            self.data.image_size % m == 0,
+            "data.image_size = {} must be a multiple of {m} for preset {}",
+            self.data.image_size,
+            self.preset
+        );
+        ensure!(self.data.batch_size >= 1, "data.batch_size must be at least 1");
+        ensure!(
+            self.data.max_len >= 3,
+            "data.max_len = {} must leave room for [BOS], a token and [EOS]",
+            self.data.max_len
+        );
+        ensure!(
+            (0.0..1.0).contains(&self.caption_dropout),
+            "caption_dropout = {} must be in [0, 1)",
+            self.caption_dropout
+        );
+        ensure!(
+            (0.0..1.0).contains(&self.ema_decay),
+            "ema_decay = {} must be in [0, 1)",
+            self.ema_decay
+        );
+        ensure!(
+            self.timesteps >= 2,
+            "timesteps = {} must be at least 2",
+            self.timesteps
+        );
+        ensure!(
+            self.data.annotation_limit == 0 || self.data.annotations.is_some(),
+            "data.annotation_limit = {} needs data.annotations (--annotations PATH)",
+            self.data.annotation_limit
+        );
+        if let Some(m) = &self.model {
+            m.validate().map_err(|e| anyhow::anyhow!("model: {e}"))?;
+        }
+        self.optim.validate()?;
+        self.schedule.validate()?;
+        Ok(())
+    }
+
+    /// The architecture for a tokenizer of `vocab_size` tokens.
+    pub fn architecture(&self, vocab_size: usize) -> Result<GeneratorConfig> {
+        let unet = UNetConfig::preset(&self.preset, self.text_dim).map_err(anyhow::Error::msg)?;
+        let text = TextEncoderConfig {
+            vocab_size,
+            d_model: self.text_dim,
+            num_layers: self.text_layers,
+            num_heads: 4,
+            ff_dim: 2 * self.text_dim,
+            max_len: self.data.max_len,
+            dropout: 0.1,
+            positions: PositionKind::default(),
+            layer_norm_eps: 1e-5,
+            pad_id: 0,
+        };
+        let m = GeneratorConfig {
+            text,
+            unet,
+            prediction: self.prediction,
+            timesteps: self.timesteps,
+        };
+        m.validate().map_err(anyhow::Error::msg)?;
+        Ok(m)
+    }
+
+    pub fn model(&self) -> Result<&GeneratorConfig> {
+        self.model
+            .as_ref()
+            .context("config.json has no `model`: the run was never started")
+    }
+}
+
+/// Images as the model sees them: `(C, H, W)` values in `[−1, 1]`.
+pub fn model_images(images: &[&Image], device: &Device) -> Result<Tensor> {
+    let x = crate::data::array::batch_tensor(images, device)?;
+    Ok(to_model_range(&x)?)
+}
+
+/// Token ids of `captions` (cut at `max_len`); an empty caption is the null condition
+/// (a single `[PAD]`).
+pub fn encode_captions(
+    tokenizer: &CaptionTokenizer,
+    captions: &[String],
+    max_len: usize,
+) -> Result<Vec<Vec<u32>>> {
+    captions
+        .iter()
+        .map(|c| {
+            if tokenizer.normalize(c)?.is_empty() {
+                Ok(vec![tokenizer.pad_id()])
+            } else {
+                tokenizer.encode(c, Some(max_len))
+            }
+        })
+        .collect()
+}
+
+/// `(B, T)` right-padded ids; rows in `null` become all padding.
+pub fn token_tensor(ids: &[&[u32]], null: &[bool], pad: u32, device: &Device) -> Result<Tensor> {
+    let t = ids.iter().map(|s| s.len()).max().unwrap_or(1).max(1);
+    let mut flat = Vec::with_capacity(ids.len() * t);
+    for (s, &n) in ids.iter().zip(null) {
+        let len = if n { 0 } else { s.len() };
+        flat.extend_from_slice(&s[..len]);
+        flat.extend(std::iter::repeat_n(pad, t - len));
+    }
+    Ok(Tensor::from_vec(flat, (ids.len(), t), device)?)
+}
+
+/// The generator's [`TrainTask`].
+pub struct GeneratorTask {
+    model: TextToInsar,
+    varmap: VarMap,
+    train_images: Vec<Image>,
+    train_ids: Vec<Vec<u32>>,
+    val_images: Vec<Image>,
+    val_ids: Vec<Vec<u32>>,
+    batch: usize,
+    caption_dropout: f64,
+    ema_decay: f64,
+    ema_step: Option<u64>,
+    pad: u32,
+    seed: u64,
+    device: Device,
+}
+
+impl GeneratorTask {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        cfg: &GeneratorTrainConfig,
+        model: TextToInsar,
+        varmap: VarMap,
+        tokenizer: &CaptionTokenizer,
+        train: CaptionPart,
+        val: CaptionPart,
+        device: &Device,
+    ) -> Result<Self> {
+        let train_ids = encode_captions(tokenizer, &train.captions, cfg.data.max_len)?;
+        let n = if cfg.data.val_images == 0 {
+            val.len()
+        } else {
+            cfg.data.val_images.min(val.len())
+        };
+        let val_ids = encode_captions(tokenizer, &val.captions[..n], cfg.data.max_len)?;
+        Ok(Self {
+            model,
+            varmap,
+            train_images: train.images,
+            train_ids,
+            val_images: val.images.into_iter().take(n).collect(),
+            val_ids,
+            batch: cfg.data.batch_size,
+            caption_dropout: cfg.caption_dropout,
+            ema_decay: cfg.ema_decay,
+            ema_step: None,
+            pad: tokenizer.pad_id(),
+            seed: cfg.seed,
+            device: device.clone(),
+        })
+    }
+
+    pub fn model(&self) -> &TextToInsar {
+        &self.model
+    }
+}
+
+/// The EMA decay at optimizer step `step` (warm-up: early weights are forgotten fast).
+pub fn ema_decay_at(decay: f64, step: u64) -> f64 {
+    decay.min((1.0 + step as f64) / (10.0 + step as f64))
+}
+
+impl TrainTask for GeneratorTask {
+    fn len(&self) -> usize {
+        self.train_images.len()
+    }
+
+    fn batch_size(&self) -> usize {
+        self.batch
+    }
+
+    fn step(&mut self, batch: Batch<'_>) -> Result<StepOutput> {
+        // The EMA folds in the weights of the previous optimizer step, once per step.
+        if self.ema_step != Some(batch.step) {
+            if batch.step > 0 {
+                update_ema(&self.varmap, ema_decay_at(self.ema_decay, batch.step))?;
+            }
+            self.ema_step = Some(batch.step);
+        }
+        let rng = batch.rng;
+        let images: Vec<&Image> = batch.indices.iter().map(|&i| &self.train_images[i]).collect();
+        let x0 = model_images(&images, &self.device)?;
+        let ids: Vec<&[u32]> = batch
+            .indices
+            .iter()
+            .map(|&i| self.train_ids[i].as_slice())
+            .collect();
+        let null: Vec<bool> = ids
+            .iter()
+            .map(|_| rng.random::<f64>() < self.caption_dropout)
+            .collect();
+        let tokens = token_tensor(&ids, &null, self.pad, &self.device)?;
+        let steps = self.model.schedule().len();
+        let t: Vec<usize> = ids.iter().map(|_| rng.random_range(0..steps)).collect();
+        let noise = randn(x0.shape(), rng, &self.device)?;
+        let loss = self.model.loss(&x0, &tokens, &t, &noise, Some(&mut *rng))?;
+        Ok(StepOutput {
+            loss,
+            metrics: Vec::new(),
+        })
+    }
+
+    fn validate(&mut self) -> Result<Vec<(String, f64)>> {
+        if self.val_images.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Same timesteps and noise every time: a comparable number across validations.
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ 0x7a1d);
+        let steps = self.model.schedule().len();
+        let (mut total, mut n) = (0.0, 0usize);
+        for start in (0..self.val_images.len()).step_by(self.batch.max(1)) {
+            let end = (start + self.batch).min(self.val_images.len());
+            let images: Vec<&Image> = self.val_images[start..end].iter().collect();
+            let x0 = model_images(&images, &self.device)?;
+            let ids: Vec<&[u32]> = self.val_ids[start..end].iter().map(|s| s.as_slice()).collect();
+            let tokens = token_tensor(&ids, &vec![false; ids.len()], self.pad, &self.device)
+                ?;
+            let t: Vec<usize> = (start..end)
+                .map(|i| (i * 7919 + 13) % steps)
+                .collect();
+            let noise = randn(x0.shape(), &mut rng, &self.device)?;
+            let loss = self.model.loss(&x0, &tokens, &t, &noise, None)?;
+            total += loss.to_scalar::<f32>()? as f64 * (end - start) as f64;
+            n += end - start;
+        }
+        Ok(vec![("val_loss".into(), total / n as f64)])
+    }
+}
+
+/// The model of `cfg` on a fresh `VarMap` (with its EMA copies), initialised from `cfg.seed`.
+pub fn build_model(cfg: &GeneratorTrainConfig, device: &Device) -> Result<(VarMap, TextToInsar)> {
+    let varmap = VarMap::new();
+    let model = TextToInsar::new(
+        cfg.model()?,
+        seeded_var_builder(&varmap, cfg.seed, DType::F32, device),
+    )?;
+    init_ema(&varmap)?;
+    Ok((varmap, model))
+}
+
+/// Trains (or, with `resume`, continues) the generator run `run` on `data`.
+pub fn train_generator(
+    cfg: &mut GeneratorTrainConfig,
+    data: CaptionData3,
+    run: RunDir,
+    resume: bool,
+    device: &Device,
+    options: RunOptions,
+) -> Result<Outcome> {
+    cfg.validate()?;
+    let tokenizer = if resume {
+        CaptionTokenizer::from_file(&run.path(TOKENIZER_FILE))?
+    } else {
+        let tok = CaptionTokenizer::train(&data.train.captions, &cfg.tokenizer)
+            .context("training the tokenizer on the train captions")?;
+        cfg.model = Some(cfg.architecture(tok.vocab_size())?);
+        tok
+    };
+    let (varmap, model) = build_model(cfg, device)?;
+    let params = trainable_params(&varmap, |n| !is_ema(n));
+    let optimizer = Optimizer::new(cfg.optim.clone(), params)?;
+    let mut task = GeneratorTask::new(
+        cfg,
+        model,
+        varmap.clone(),
+        &tokenizer,
+        data.train,
+        data.val,
+        device,
+    )?;
+    let loop_cfg = cfg.train.loop_config(task.len(), task.batch_size())?;
+    let trainer = if resume {
+        Trainer::resume(run.clone(), varmap, optimizer, cfg.schedule.clone(), loop_cfg)?
+    } else {
+        let t = Trainer::start(
+            run.clone(),
+            &*cfg,
+            varmap,
+            optimizer,
+            cfg.schedule.clone(),
+            loop_cfg,
+            cfg.seed,
+        )?;
+        tokenizer.save(&run.path(TOKENIZER_FILE))?;
+        t
+    };
+    let mut trainer = trainer.with_progress(options.progress);
+    if let Some(flag) = options.stop {
+        trainer = trainer.with_stop_flag(flag);
+    }
+    Ok(trainer.run(&mut task)?)
+}
+
+/// A trained generator run ready to sample: the EMA weights are swapped in.
+pub struct LoadedGenerator {
+    pub config: GeneratorTrainConfig,
+    pub tokenizer: CaptionTokenizer,
+    pub model: TextToInsar,
+    pub varmap: VarMap,
+}
+
+/// Loads the generator run `dir` (refusing runs of other tasks) with its EMA weights.
+pub fn load_generator_run(dir: &Path, device: &Device) -> Result<LoadedGenerator> {
+    super::heads::expect_task(dir, TASK)?;
+    let run = RunDir::new(dir);
+    let config: GeneratorTrainConfig = run
+        .read_config()
+        .with_context(|| format!("{}: config.json", dir.display()))?;
+    config
+        .validate()
+        .with_context(|| format!("{}: config.json", dir.display()))?;
+    let tokenizer = CaptionTokenizer::from_file(&run.path(TOKENIZER_FILE))?;
+    let arch = config.model()?;
+    tokenizer
+        .check_model_vocab(arch.text.vocab_size, &dir.display().to_string())
+        .with_context(|| format!("{}", run.path(TOKENIZER_FILE).display()))?;
+    let (varmap, model) = build_model(&config, device)?;
+    load_model(&run.path(MODEL_FILE), &varmap)?;
+    swap_in_ema(&varmap)?;
+    Ok(LoadedGenerator {
+        config,
+        tokenizer,
+        model,
+        varmap,
+    })
+}
