@@ -133,3 +133,195 @@ pub fn run_train_generator(args: &GeneratorArgs, global: &GlobalArgs) -> Result<
     }
     Ok(())
 }
+
+/// `insar-mm generate`.
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// A `train generator` run directory.
+    #[arg(long, value_name = "RUN")]
+    pub model: PathBuf,
+    /// The caption to generate from ("" samples unconditionally).
+    #[arg(value_name = "PROMPT", required_unless_present = "prompts")]
+    pub prompt: Option<String>,
+    /// A text file with one prompt per line (blank lines skipped), instead of PROMPT.
+    #[arg(long, value_name = "FILE", conflicts_with = "prompt")]
+    pub prompts: Option<PathBuf>,
+    /// Samples per prompt.
+    #[arg(long, default_value_t = 16)]
+    pub n: usize,
+    /// Sampling steps (network evaluations).
+    #[arg(long, default_value_t = 50)]
+    pub steps: usize,
+    /// Classifier-free guidance scale (0 unconditional, 1 plain conditional).
+    #[arg(long, default_value_t = 3.0, allow_negative_numbers = true)]
+    pub guidance: f64,
+    /// ddim (deterministic, η = 0) or ddpm (ancestral).
+    #[arg(long, default_value = "ddim")]
+    pub sampler: insar_mm_models::diffusion::SamplerKind,
+    /// Output dataset directory (Hephaestus layout: annotations/ + frame folders).
+    #[arg(long, value_name = "DIR", default_value = "generated")]
+    pub out: PathBuf,
+    /// Also write a prompts × samples contact sheet (PNG) here.
+    #[arg(long, value_name = "PNG")]
+    pub sheet: Option<PathBuf>,
+    /// Also write the float wrapped phase as `<p>_<s>.geo.diff.npy`.
+    #[arg(long)]
+    pub npy: bool,
+    /// Images sampled at once.
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+}
+
+/// The prompts of `generate` (PROMPT, or the lines of --prompts).
+fn prompts_of(args: &GenerateArgs) -> Result<Vec<String>> {
+    use anyhow::Context;
+    match (&args.prompt, &args.prompts) {
+        (Some(p), _) => Ok(vec![p.trim().to_string()]),
+        (None, Some(file)) => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("--prompts {}: cannot read", file.display()))?;
+            let v: Vec<String> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(String::from)
+                .collect();
+            anyhow::ensure!(!v.is_empty(), "--prompts {}: no prompt (every line is blank)", file.display());
+            Ok(v)
+        }
+        (None, None) => anyhow::bail!("give a PROMPT or --prompts FILE"),
+    }
+}
+
+/// Date `k` of a sequence of distinct acquisition pairs: `(primary, secondary)`.
+fn sample_dates(k: usize) -> Result<(crate::data::annotation::Date, crate::data::annotation::Date)> {
+    use crate::data::annotation::Date;
+    let year = 2000 + (k / 336) as u16;
+    let (m, d) = (1 + ((k / 28) % 12) as u8, 1 + (k % 28) as u8);
+    let p = Date::new(year, m, d).map_err(anyhow::Error::msg)?;
+    let s = Date::new(year + 1, m, d).map_err(anyhow::Error::msg)?;
+    Ok((p, s))
+}
+
+pub fn run_generate(args: &GenerateArgs, global: &GlobalArgs) -> Result<()> {
+    use crate::data::frames::{interferogram_dir, InterferogramFiles};
+    use crate::synth::grid::{Field, Geometry};
+    use crate::synth::render::{write_cc_png, write_diff_png, write_phase_npy, Style};
+    use anyhow::{ensure, Context};
+    use rand::SeedableRng;
+
+    ensure!(args.n >= 1, "--n 0: nothing to generate (give at least 1 sample per prompt)");
+    ensure!(
+        args.guidance.is_finite() && args.guidance >= 0.0,
+        "--guidance {}: the guidance scale must be ≥ 0 (0 unconditional, 1 conditional, >1 guided)",
+        args.guidance
+    );
+    ensure!(args.steps >= 1, "--steps 0: at least one sampling step");
+    ensure!(args.batch >= 1, "--batch 0: at least one image at a time");
+    let prompts = prompts_of(args)?;
+    let device = crate::device::open(global.device)?;
+    let g = generator::load_generator_run(&args.model, &device)?;
+    let timesteps = g.model.schedule().len();
+    ensure!(
+        args.steps <= timesteps,
+        "--steps {}: at most the model's {timesteps} timesteps",
+        args.steps
+    );
+    for (i, p) in prompts.iter().enumerate() {
+        if p.is_empty() {
+            eprintln!("note: prompt {}: empty: sampling unconditionally (the null caption)", i + 1);
+        } else if !generator::has_known_facts(p) {
+            eprintln!(
+                "note: prompt {} ({p:?}): no known caption facts (deformation type, intensity, \
+                 atmosphere, …); generating anyway, labelled Non_Deformation",
+                i + 1
+            );
+        }
+    }
+    let size = g.config.data.image_size;
+    let ann_dir = args.out.join("annotations");
+    std::fs::create_dir_all(&ann_dir)
+        .with_context(|| format!("--out {}: cannot create", args.out.display()))?;
+    let per_prompt = args.n.div_ceil(args.batch) * args.steps;
+    let pb = crate::cli::progress::bar(
+        (prompts.len() * per_prompt) as u64,
+        "sampling steps",
+        global.show_progress(),
+    );
+    let opts = generator::GenerateOptions {
+        steps: args.steps,
+        guidance: args.guidance,
+        sampler: args.sampler,
+        batch: args.batch,
+    };
+    let start = std::time::Instant::now();
+    let mut sheet_rows = Vec::new();
+    let mut written = 0usize;
+    for (pi, prompt) in prompts.iter().enumerate() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(global.seed);
+        rng.set_stream(pi as u64);
+        let images =
+            generator::generate_images(&g, prompt, args.n, &opts, &mut rng, &device, || pb.inc(1))?;
+        let frame = format!("GEN_{:05}", pi + 1);
+        let mut tiles = Vec::new();
+        for (k, img) in images.iter().enumerate() {
+            let (primary, secondary) = sample_dates(k)?;
+            let uid = (pi * 100_000 + k + 1) as u64;
+            let dir = interferogram_dir(&args.out, &frame, primary, secondary);
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            let files = InterferogramFiles::canonical(&args.out, &frame, primary, secondary);
+            let (phase, coh) = generator::phase_and_coherence(img);
+            let geometry = Geometry::new(size, size, 370.0 * 224.0 / size as f64);
+            let valid = vec![true; size * size];
+            let phase = Field {
+                geometry,
+                data: phase,
+            };
+            write_diff_png(&files.phase, &phase, &valid, Style::Licsar2020, None)?;
+            let cc = files.require_coherence()?;
+            write_cc_png(cc, &Field { geometry, data: coh }, &valid)?;
+            if args.npy {
+                write_phase_npy(&files.phase.with_extension("npy"), &phase, &valid)?;
+            }
+            generator::prompt_annotation(uid, &frame, primary, secondary, prompt)
+                .write_to(&ann_dir)?;
+            if args.sheet.is_some() {
+                tiles.push(
+                    phase
+                        .data
+                        .iter()
+                        .flat_map(|&p| crate::synth::colormap::rdylbu_color(p))
+                        .collect(),
+                );
+            }
+            written += 1;
+        }
+        if args.sheet.is_some() {
+            let label = if prompt.is_empty() {
+                "(empty prompt: unconditional)".to_string()
+            } else {
+                prompt.clone()
+            };
+            sheet_rows.push((label, tiles));
+        }
+    }
+    pb.finish_and_clear();
+    let secs = start.elapsed().as_secs_f64();
+    if let Some(path) = &args.sheet {
+        crate::synth::gallery::prompt_sheet(&sheet_rows, size, (96 / size).max(1), 260)?
+            .write(path)?;
+        println!("sheet: {}", path.display());
+    }
+    println!(
+        "{written} samples ({size}², {} prompt(s), {:?} {} steps, guidance {}) in {:.1} s ({:.2} images/s) → {}",
+        prompts.len(),
+        args.sampler,
+        args.steps,
+        args.guidance,
+        secs,
+        written as f64 / secs,
+        args.out.display()
+    );
+    Ok(())
+}

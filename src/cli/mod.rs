@@ -80,6 +80,9 @@ pub enum Command {
     Embed(embed::EmbedArgs),
     /// Caption interferogram PNGs with a trained caption run.
     Caption(caption::CaptionArgs),
+    /// Generate interferograms from text prompts with a `train generator` run (written as a
+    /// Hephaestus dataset: phase preview, coherence, annotation with the prompt's facts).
+    Generate(generate::GenerateArgs),
     /// Apply a classify or segment run to PNGs: patches, folders, whole frames (sliding
     /// window with blending).
     #[command(subcommand)]
@@ -98,6 +101,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(cmd) => train::run(cmd, &global),
         Command::Embed(args) => embed::run(args, &global),
         Command::Caption(args) => caption::run(args, &global),
+        Command::Generate(args) => generate::run_generate(&args, &global),
         Command::Predict(cmd) => predict::run(cmd, &global),
         Command::Bench(cmd) => bench::run(cmd, &global),
     }

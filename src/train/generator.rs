@@ -507,3 +507,178 @@ pub fn load_generator_run(dir: &Path, device: &Device) -> Result<LoadedGenerator
         varmap,
     })
 }
+
+/// Whether the caption parser finds anything in `prompt` (a deformation, a type, an
+/// intensity, an atmosphere or a nuisance flag, or an explicit "no deformation").
+pub fn has_known_facts(prompt: &str) -> bool {
+    use insar_mm_eval::captions::facts::{parse_facts, ParsedFacts};
+    let f = parse_facts(prompt);
+    f != ParsedFacts::default() || prompt.to_lowercase().contains("no deformation")
+}
+
+/// The annotation of a generated sample: the prompt as caption, its parsed facts as labels
+/// (no polygons: a generator does not know where its pattern is).
+pub fn prompt_annotation(
+    unique_id: u64,
+    frame_id: &str,
+    primary: crate::data::annotation::Date,
+    secondary: crate::data::annotation::Date,
+    prompt: &str,
+) -> crate::data::annotation::Annotation {
+    use crate::data::annotation::{ActivityType, Annotation, Intensity, Label, Phase};
+    use insar_mm_eval::captions::facts::{parse_facts, Activity, DeformationStatus, Level};
+    use insar_mm_eval::captions::facts::ProcessingError as Pe;
+    let f = parse_facts(prompt);
+    let activity = |a: Activity| match a {
+        Activity::Mogi => ActivityType::Mogi,
+        Activity::Dyke => ActivityType::Dyke,
+        Activity::Sill => ActivityType::Sill,
+        Activity::Spheroid => ActivityType::Spheroid,
+        Activity::Earthquake => ActivityType::Earthquake,
+        Activity::Unidentified => ActivityType::Unidentified,
+    };
+    let level = |l: Option<Level>| match l {
+        Some(Level::Low) => Intensity::Low,
+        Some(Level::Medium) => Intensity::Medium,
+        Some(Level::High) => Intensity::High,
+        None => Intensity::None,
+    };
+    let deformation = f.deformation == DeformationStatus::Present;
+    let mut activity_type = Vec::new();
+    let mut intensity_level = Vec::new();
+    if deformation {
+        for p in &f.patterns {
+            let a = p.activity.unwrap_or(Activity::Unidentified);
+            for _ in 0..p.count.max(1) {
+                activity_type.push(activity(a));
+                intensity_level.push(if a == Activity::Earthquake {
+                    Intensity::None
+                } else {
+                    level(p.intensity)
+                });
+            }
+        }
+        if activity_type.is_empty() {
+            activity_type.push(ActivityType::Unidentified);
+            intensity_level.push(level(f.intensities.iter().next().copied()));
+        }
+    }
+    let mut label = Vec::new();
+    if deformation {
+        if activity_type.iter().any(|a| *a != ActivityType::Earthquake) {
+            label.push(Label::Deformation);
+        }
+        if activity_type.contains(&ActivityType::Earthquake) {
+            label.push(Label::Earthquake);
+        }
+    } else {
+        label.push(Label::NonDeformation);
+    }
+    let only_earthquakes = deformation && !label.contains(&Label::Deformation);
+    Annotation {
+        unique_id,
+        frame_id: frame_id.to_string(),
+        primary_date: primary,
+        secondary_date: secondary,
+        corrupted: u8::from(f.corrupted),
+        processing_error: match f.processing_error {
+            Some(Pe::SwathMerging) => 3,
+            Some(_) => 2,
+            None => 0,
+        },
+        glacier_fringes: u8::from(f.glacier),
+        orbital_fringes: u8::from(f.orbital),
+        atmospheric_fringes: u8::from(f.stratified) + 2 * u8::from(f.turbulent),
+        low_coherence: u8::from(f.low_coherence),
+        no_info: u8::from(f.no_info),
+        image_artifacts: u8::from(f.artifacts),
+        label,
+        activity_type,
+        intensity_level,
+        phase: if only_earthquakes {
+            Phase::None
+        } else if deformation {
+            Phase::Unrest
+        } else {
+            Phase::Rest
+        },
+        confidence: 1.0,
+        segmentation_mask: Vec::new(),
+        is_crowd: 0,
+        caption: prompt.to_string(),
+    }
+}
+
+/// Options of [`generate_images`].
+#[derive(Debug, Clone, Copy)]
+pub struct GenerateOptions {
+    pub steps: usize,
+    pub guidance: f64,
+    pub sampler: insar_mm_models::diffusion::SamplerKind,
+    /// Images sampled at once (the guided batch is twice this).
+    pub batch: usize,
+}
+
+/// `n` images for `prompt` (empty: unconditional) as `[cos φ, sin φ, coherence]` with
+/// coherence in `[0, 1]`. The noise comes from `rng`; `on_step` is called after every
+/// network evaluation of every batch.
+pub fn generate_images(
+    g: &LoadedGenerator,
+    prompt: &str,
+    n: usize,
+    opts: &GenerateOptions,
+    rng: &mut ChaCha8Rng,
+    device: &Device,
+    mut on_step: impl FnMut(),
+) -> Result<Vec<Image>> {
+    use insar_mm_models::diffusion::{from_model_range, SamplerConfig};
+    let ids = encode_captions(
+        &g.tokenizer,
+        &[prompt.to_string()],
+        g.config.data.max_len,
+    )?;
+    let null = tokenizer_is_null(&g.tokenizer, prompt)?;
+    let size = g.config.data.image_size;
+    let channels = g.model.config().unet.in_channels;
+    let mut out = Vec::with_capacity(n);
+    let mut done = 0;
+    while done < n {
+        let b = opts.batch.max(1).min(n - done);
+        let rows: Vec<&[u32]> = (0..b).map(|_| ids[0].as_slice()).collect();
+        let tokens = token_tensor(&rows, &vec![null; b], g.tokenizer.pad_id(), device)?;
+        let noise = randn((b, channels, size, size), rng, device)?;
+        let sampler = SamplerConfig {
+            kind: opts.sampler,
+            steps: opts.steps,
+            prediction: g.model.config().prediction,
+            clip_x0: true,
+        };
+        let x = g
+            .model
+            .generate(&tokens, noise, opts.guidance, &sampler, rng, |_| on_step())?;
+        let x = from_model_range(&x)?.to_device(&Device::Cpu)?;
+        for i in 0..b {
+            let v = x.get(i)?.flatten_all()?.to_vec1::<f32>()?;
+            out.push(Image::from_vec(channels, size, size, v)?);
+        }
+        done += b;
+    }
+    Ok(out)
+}
+
+fn tokenizer_is_null(t: &CaptionTokenizer, prompt: &str) -> Result<bool> {
+    Ok(t.normalize(prompt)?.is_empty())
+}
+
+/// Wrapped phase `atan2(sin, cos)` and coherence (clamped to `[0, 1]`) of a generated
+/// `[cos, sin, coherence]` image.
+pub fn phase_and_coherence(img: &Image) -> (Vec<f32>, Vec<f32>) {
+    let phase = img
+        .plane(0)
+        .iter()
+        .zip(img.plane(1))
+        .map(|(&c, &s)| s.atan2(c))
+        .collect();
+    let coh = img.plane(2).iter().map(|c| c.clamp(0.0, 1.0)).collect();
+    (phase, coh)
+}
