@@ -157,7 +157,9 @@ pub fn complete_fringes(phase: &[f32], width: usize, height: usize) -> u32 {
     }
     u.sort_by(f64::total_cmp);
     let q = |p: f64| u[((u.len() - 1) as f64 * p).round() as usize];
-    ((q(0.98) - q(0.02)) / std::f64::consts::TAU).floor().max(0.0) as u32
+    ((q(0.98) - q(0.02)) / std::f64::consts::TAU)
+        .floor()
+        .max(0.0) as u32
 }
 
 /// The generator's intensity of `n` complete fringes: Low ≤ 1, Medium 2–3, High ≥ 4.
@@ -257,7 +259,8 @@ mod tests {
             })
             .collect();
         let u = unwrap_phase(&phase, w, h);
-        let ptp = u.iter().cloned().fold(f64::MIN, f64::max) - u.iter().cloned().fold(f64::MAX, f64::min);
+        let ptp =
+            u.iter().cloned().fold(f64::MIN, f64::max) - u.iter().cloned().fold(f64::MAX, f64::min);
         assert!((ptp - 4.5 * std::f64::consts::TAU).abs() < 1e-3, "{ptp}");
         // 4 complete fringes.
         assert_eq!(complete_fringes(&phase, w, h), 4);

@@ -78,9 +78,10 @@ pub fn run_train_generator(args: &GeneratorArgs, global: &GlobalArgs) -> Result<
                 cfg.data.annotation_limit = n;
             }
             cfg.validate()?;
-            let out = common.out.clone().unwrap_or_else(|| {
-                PathBuf::from("runs").join(format!("generator-{}", cfg.preset))
-            });
+            let out = common
+                .out
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("runs").join(format!("generator-{}", cfg.preset)));
             (cfg, RunDir::new(out), false)
         }
     };
@@ -186,7 +187,11 @@ fn prompts_of(args: &GenerateArgs) -> Result<Vec<String>> {
                 .filter(|l| !l.is_empty())
                 .map(String::from)
                 .collect();
-            anyhow::ensure!(!v.is_empty(), "--prompts {}: no prompt (every line is blank)", file.display());
+            anyhow::ensure!(
+                !v.is_empty(),
+                "--prompts {}: no prompt (every line is blank)",
+                file.display()
+            );
             Ok(v)
         }
         (None, None) => anyhow::bail!("give a PROMPT or --prompts FILE"),
@@ -194,7 +199,9 @@ fn prompts_of(args: &GenerateArgs) -> Result<Vec<String>> {
 }
 
 /// Date `k` of a sequence of distinct acquisition pairs: `(primary, secondary)`.
-fn sample_dates(k: usize) -> Result<(crate::data::annotation::Date, crate::data::annotation::Date)> {
+fn sample_dates(
+    k: usize,
+) -> Result<(crate::data::annotation::Date, crate::data::annotation::Date)> {
     use crate::data::annotation::Date;
     let year = 2000 + (k / 336) as u16;
     let (m, d) = (1 + ((k / 28) % 12) as u8, 1 + (k % 28) as u8);
@@ -210,7 +217,10 @@ pub fn run_generate(args: &GenerateArgs, global: &GlobalArgs) -> Result<()> {
     use anyhow::{ensure, Context};
     use rand::SeedableRng;
 
-    ensure!(args.n >= 1, "--n 0: nothing to generate (give at least 1 sample per prompt)");
+    ensure!(
+        args.n >= 1,
+        "--n 0: nothing to generate (give at least 1 sample per prompt)"
+    );
     ensure!(
         args.guidance.is_finite() && args.guidance >= 0.0,
         "--guidance {}: the guidance scale must be ≥ 0 (0 unconditional, 1 conditional, >1 guided)",
@@ -229,7 +239,10 @@ pub fn run_generate(args: &GenerateArgs, global: &GlobalArgs) -> Result<()> {
     );
     for (i, p) in prompts.iter().enumerate() {
         if p.is_empty() {
-            eprintln!("note: prompt {}: empty: sampling unconditionally (the null caption)", i + 1);
+            eprintln!(
+                "note: prompt {}: empty: sampling unconditionally (the null caption)",
+                i + 1
+            );
         } else if !generator::has_known_facts(p) {
             eprintln!(
                 "note: prompt {} ({p:?}): no known caption facts (deformation type, intensity, \
@@ -280,7 +293,14 @@ pub fn run_generate(args: &GenerateArgs, global: &GlobalArgs) -> Result<()> {
             };
             write_diff_png(&files.phase, &phase, &valid, Style::Licsar2020, None)?;
             let cc = files.require_coherence()?;
-            write_cc_png(cc, &Field { geometry, data: coh }, &valid)?;
+            write_cc_png(
+                cc,
+                &Field {
+                    geometry,
+                    data: coh,
+                },
+                &valid,
+            )?;
             if args.npy {
                 write_phase_npy(&files.phase.with_extension("npy"), &phase, &valid)?;
             }
@@ -323,5 +343,176 @@ pub fn run_generate(args: &GenerateArgs, global: &GlobalArgs) -> Result<()> {
         written as f64 / secs,
         args.out.display()
     );
+    Ok(())
+}
+
+/// `insar-mm eval generation`.
+#[derive(Debug, Args)]
+pub struct EvalGenerationArgs {
+    /// A `train generator` run.
+    #[arg(long, value_name = "RUN")]
+    pub model: PathBuf,
+    /// The judge: a `train classify` run reading cos-sin-coherence inputs (its encoder's
+    /// pooled features also give FID/KID).
+    #[arg(long, value_name = "RUN")]
+    pub classify_model: PathBuf,
+    /// Split whose captions prompt the generator and whose images are the real reference.
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// Real images per half and generated samples (at most half the split).
+    #[arg(long, default_value_t = 64)]
+    pub samples: usize,
+    /// Sampling steps.
+    #[arg(long, default_value_t = 50)]
+    pub steps: usize,
+    /// Classifier-free guidance scale.
+    #[arg(long, default_value_t = 3.0, allow_negative_numbers = true)]
+    pub guidance: f64,
+    /// ddim or ddpm.
+    #[arg(long, default_value = "ddim")]
+    pub sampler: insar_mm_models::diffusion::SamplerKind,
+    /// KID subsets.
+    #[arg(long, default_value_t = 50)]
+    pub kid_subsets: usize,
+    /// Images sampled at once.
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// Write the report as JSON here [default: RUN/generation_eval.json].
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+fn pct(v: f64) -> String {
+    if v.is_nan() {
+        "   n/a".into()
+    } else {
+        format!("{:6.3}", v)
+    }
+}
+
+pub fn run_eval_generation(args: &EvalGenerationArgs, global: &GlobalArgs) -> Result<()> {
+    use anyhow::{bail, ensure};
+    ensure!(args.samples >= 4, "--samples {}: at least 4", args.samples);
+    ensure!(
+        args.guidance.is_finite() && args.guidance >= 0.0,
+        "--guidance {}: must be ≥ 0",
+        args.guidance
+    );
+    ensure!(
+        args.batch >= 1 && args.steps >= 1,
+        "--batch and --steps must be at least 1"
+    );
+    let device = crate::device::open(global.device)?;
+    let g = generator::load_generator_run(&args.model, &device)?;
+    crate::train::heads::expect_task(&args.classify_model, "classify")?;
+    let judge = crate::train::classify::load_run(&args.classify_model, &device)?;
+    let cfg = &g.config;
+    let (ds, _) = caption::open_caption_dataset(
+        cfg.data.dir.as_deref(),
+        cfg.data.annotations.as_deref(),
+        cfg.data.annotation_limit,
+        cfg.seed,
+        &|len, what| crate::cli::progress::bar(len, what, global.show_progress()),
+    )?;
+    let data = caption::caption_parts(
+        &ds,
+        crate::data::frames::InputFormat::CosSinCoherence,
+        cfg.data.image_size,
+        cfg.seed,
+    )?;
+    let part = match args.split.as_str() {
+        "test" => &data.test,
+        "val" => &data.val,
+        other => bail!("--split {other}: expected test or val"),
+    };
+    let h = args.samples.min(part.len() / 2);
+    let pb = crate::cli::progress::bar(
+        (h.div_ceil(args.batch) * args.steps) as u64,
+        "sampling steps",
+        global.show_progress(),
+    );
+    let opts = generator::EvalOptions {
+        samples: args.samples,
+        generate: generator::GenerateOptions {
+            steps: args.steps,
+            guidance: args.guidance,
+            sampler: args.sampler,
+            batch: args.batch,
+        },
+        kid_subsets: args.kid_subsets,
+        seed: global.seed,
+    };
+    let r = generator::evaluate_generation(
+        &g,
+        &args.model,
+        &judge,
+        &args.classify_model,
+        &data.train,
+        part,
+        &opts,
+        &device,
+        || pb.inc(1),
+    )?;
+    pb.finish_and_clear();
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| args.model.join("generation_eval.json"));
+    crate::data::atomic::write_atomic(&out, serde_json::to_string_pretty(&r)?.as_bytes())?;
+    println!(
+        "generation on {} split: {} prompts ({}² images, {} {} steps, guidance {}), {} real images per half; sampling {:.1} s ({:.3} images/s)",
+        args.split,
+        r.samples,
+        r.image_size,
+        r.sampler,
+        r.steps,
+        r.guidance,
+        r.samples,
+        r.seconds_sampling,
+        r.samples as f64 / r.seconds_sampling
+    );
+    println!(
+        "FID-InSAR {:.3} (real-vs-real floor {:.3}, ratio {:.2})   KID {:.4} (floor {:.4}), judge encoder features",
+        r.fid,
+        r.fid_floor,
+        r.fid / r.fid_floor,
+        r.kid,
+        r.kid_floor
+    );
+    println!(
+        "prompt fidelity         presence  group  intensity   (n: {} / {} / {})",
+        r.judge_generated.matched.n_presence,
+        r.judge_generated.matched.n_group,
+        r.judge_generated.matched.n_intensity
+    );
+    for (name, p) in [
+        ("judge, generated", &r.judge_generated),
+        ("judge, real (ceiling)", &r.judge_real),
+    ] {
+        println!(
+            "  {name:<22} matched {} {} {}   shuffled {} {} {}",
+            pct(p.matched.presence),
+            pct(p.matched.group),
+            pct(p.matched.intensity),
+            pct(p.shuffled.presence),
+            pct(p.shuffled.group),
+            pct(p.shuffled.intensity)
+        );
+    }
+    for (name, p) in [
+        ("fringe rule, generated", &r.physics_generated),
+        ("fringe rule, real", &r.physics_real),
+    ] {
+        println!(
+            "  {name:<22} intensity matched {}   shuffled {}",
+            pct(p.matched.intensity),
+            pct(p.shuffled.intensity)
+        );
+    }
+    println!(
+        "memorisation: median nearest-training RMS distance, generated {:.4} vs real test {:.4}",
+        r.nearest_train_generated, r.nearest_train_real
+    );
+    println!("report: {}", out.display());
     Ok(())
 }

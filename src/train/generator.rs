@@ -19,8 +19,8 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use insar_mm_models::caption::PositionKind;
 use insar_mm_models::diffusion::{
-    init_ema, is_ema, randn, swap_in_ema, to_model_range, update_ema, GeneratorConfig,
-    Prediction, TextToInsar, UNetConfig,
+    init_ema, is_ema, randn, swap_in_ema, to_model_range, update_ema, GeneratorConfig, Prediction,
+    TextToInsar, UNetConfig,
 };
 use insar_mm_models::nn::seeded_var_builder;
 use insar_mm_models::text::TextEncoderConfig;
@@ -154,7 +154,8 @@ impl GeneratorTrainConfig {
         let over: toml::Table = text
             .parse()
             .with_context(|| format!("--config {}: invalid TOML", path.display()))?;
-        let mut base = toml::Table::try_from(Self::default()).context("default generator config")?;
+        let mut base =
+            toml::Table::try_from(Self::default()).context("default generator config")?;
         merge_tables(&mut base, over);
         toml::Value::Table(base)
             .try_into()
@@ -163,7 +164,11 @@ impl GeneratorTrainConfig {
 
     /// Checks the settings; errors name the key.
     pub fn validate(&self) -> Result<()> {
-        ensure!(self.task == TASK, "task = {:?}: expected {TASK:?}", self.task);
+        ensure!(
+            self.task == TASK,
+            "task = {:?}: expected {TASK:?}",
+            self.task
+        );
         let unet = UNetConfig::preset(&self.preset, self.text_dim.max(1))
             .map_err(|e| anyhow::anyhow!("preset: {e}"))?;
         let m = unet.size_multiple();
@@ -178,7 +183,10 @@ impl GeneratorTrainConfig {
             self.data.image_size,
             self.preset
         );
-        ensure!(self.data.batch_size >= 1, "data.batch_size must be at least 1");
+        ensure!(
+            self.data.batch_size >= 1,
+            "data.batch_size must be at least 1"
+        );
         ensure!(
             self.data.max_len >= 3,
             "data.max_len = {} must leave room for [BOS], a token and [EOS]",
@@ -361,7 +369,11 @@ impl TrainTask for GeneratorTask {
             self.ema_step = Some(batch.step);
         }
         let rng = batch.rng;
-        let images: Vec<&Image> = batch.indices.iter().map(|&i| &self.train_images[i]).collect();
+        let images: Vec<&Image> = batch
+            .indices
+            .iter()
+            .map(|&i| &self.train_images[i])
+            .collect();
         let x0 = model_images(&images, &self.device)?;
         let ids: Vec<&[u32]> = batch
             .indices
@@ -395,12 +407,12 @@ impl TrainTask for GeneratorTask {
             let end = (start + self.batch).min(self.val_images.len());
             let images: Vec<&Image> = self.val_images[start..end].iter().collect();
             let x0 = model_images(&images, &self.device)?;
-            let ids: Vec<&[u32]> = self.val_ids[start..end].iter().map(|s| s.as_slice()).collect();
-            let tokens = token_tensor(&ids, &vec![false; ids.len()], self.pad, &self.device)
-                ?;
-            let t: Vec<usize> = (start..end)
-                .map(|i| (i * 7919 + 13) % steps)
+            let ids: Vec<&[u32]> = self.val_ids[start..end]
+                .iter()
+                .map(|s| s.as_slice())
                 .collect();
+            let tokens = token_tensor(&ids, &vec![false; ids.len()], self.pad, &self.device)?;
+            let t: Vec<usize> = (start..end).map(|i| (i * 7919 + 13) % steps).collect();
             let noise = randn(x0.shape(), &mut rng, &self.device)?;
             let loss = self.model.loss(&x0, &tokens, &t, &noise, None)?;
             total += loss.to_scalar::<f32>()? as f64 * (end - start) as f64;
@@ -453,7 +465,13 @@ pub fn train_generator(
     )?;
     let loop_cfg = cfg.train.loop_config(task.len(), task.batch_size())?;
     let trainer = if resume {
-        Trainer::resume(run.clone(), varmap, optimizer, cfg.schedule.clone(), loop_cfg)?
+        Trainer::resume(
+            run.clone(),
+            varmap,
+            optimizer,
+            cfg.schedule.clone(),
+            loop_cfg,
+        )?
     } else {
         let t = Trainer::start(
             run.clone(),
@@ -526,8 +544,8 @@ pub fn prompt_annotation(
     prompt: &str,
 ) -> crate::data::annotation::Annotation {
     use crate::data::annotation::{ActivityType, Annotation, Intensity, Label, Phase};
-    use insar_mm_eval::captions::facts::{parse_facts, Activity, DeformationStatus, Level};
     use insar_mm_eval::captions::facts::ProcessingError as Pe;
+    use insar_mm_eval::captions::facts::{parse_facts, Activity, DeformationStatus, Level};
     let f = parse_facts(prompt);
     let activity = |a: Activity| match a {
         Activity::Mogi => ActivityType::Mogi,
@@ -629,23 +647,35 @@ pub fn generate_images(
     opts: &GenerateOptions,
     rng: &mut ChaCha8Rng,
     device: &Device,
+    on_step: impl FnMut(),
+) -> Result<Vec<Image>> {
+    let prompts = vec![prompt.to_string(); n];
+    generate_for_prompts(g, &prompts, opts, rng, device, on_step)
+}
+
+/// One image per prompt (batched by `opts.batch`), as [`generate_images`].
+pub fn generate_for_prompts(
+    g: &LoadedGenerator,
+    prompts: &[String],
+    opts: &GenerateOptions,
+    rng: &mut ChaCha8Rng,
+    device: &Device,
     mut on_step: impl FnMut(),
 ) -> Result<Vec<Image>> {
     use insar_mm_models::diffusion::{from_model_range, SamplerConfig};
-    let ids = encode_captions(
-        &g.tokenizer,
-        &[prompt.to_string()],
-        g.config.data.max_len,
-    )?;
-    let null = tokenizer_is_null(&g.tokenizer, prompt)?;
+    let ids = encode_captions(&g.tokenizer, prompts, g.config.data.max_len)?;
+    let null: Vec<bool> = prompts
+        .iter()
+        .map(|p| tokenizer_is_null(&g.tokenizer, p))
+        .collect::<Result<_>>()?;
     let size = g.config.data.image_size;
     let channels = g.model.config().unet.in_channels;
-    let mut out = Vec::with_capacity(n);
-    let mut done = 0;
-    while done < n {
-        let b = opts.batch.max(1).min(n - done);
-        let rows: Vec<&[u32]> = (0..b).map(|_| ids[0].as_slice()).collect();
-        let tokens = token_tensor(&rows, &vec![null; b], g.tokenizer.pad_id(), device)?;
+    let mut out = Vec::with_capacity(prompts.len());
+    for start in (0..prompts.len()).step_by(opts.batch.max(1)) {
+        let end = (start + opts.batch.max(1)).min(prompts.len());
+        let b = end - start;
+        let rows: Vec<&[u32]> = ids[start..end].iter().map(Vec::as_slice).collect();
+        let tokens = token_tensor(&rows, &null[start..end], g.tokenizer.pad_id(), device)?;
         let noise = randn((b, channels, size, size), rng, device)?;
         let sampler = SamplerConfig {
             kind: opts.sampler,
@@ -661,7 +691,6 @@ pub fn generate_images(
             let v = x.get(i)?.flatten_all()?.to_vec1::<f32>()?;
             out.push(Image::from_vec(channels, size, size, v)?);
         }
-        done += b;
     }
     Ok(out)
 }
@@ -681,4 +710,225 @@ pub fn phase_and_coherence(img: &Image) -> (Vec<f32>, Vec<f32>) {
         .collect();
     let coh = img.plane(2).iter().map(|c| c.clamp(0.0, 1.0)).collect();
     (phase, coh)
+}
+
+/// Options of [`evaluate_generation`].
+#[derive(Debug, Clone, Copy)]
+pub struct EvalOptions {
+    /// Real test images per half (the generated set has the same size); capped at half the
+    /// test split.
+    pub samples: usize,
+    pub generate: GenerateOptions,
+    pub kid_subsets: usize,
+    pub seed: u64,
+}
+
+/// Fidelity of one image set to prompts, matched and shuffled.
+#[derive(Debug, Clone, Serialize)]
+pub struct FidelityPair {
+    pub matched: insar_mm_eval::generation::Fidelity,
+    pub shuffled: insar_mm_eval::generation::Fidelity,
+}
+
+/// What `insar-mm eval generation` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct GenerationReport {
+    pub generator: PathBuf,
+    pub judge: PathBuf,
+    pub image_size: usize,
+    /// Real test images in each half (= generated samples).
+    pub samples: usize,
+    pub sampler: String,
+    pub steps: usize,
+    pub guidance: f64,
+    pub seed: u64,
+    /// FID of generated vs real half B, and of real half A vs real half B (the floor).
+    pub fid: f64,
+    pub fid_floor: f64,
+    /// KID (mean over subsets) likewise.
+    pub kid: f64,
+    pub kid_floor: f64,
+    pub kid_subset_size: usize,
+    /// The judge (a classify run) on the generated images vs their prompts.
+    pub judge_generated: FidelityPair,
+    /// The judge on the real half A vs its own captions (the judge's ceiling).
+    pub judge_real: FidelityPair,
+    /// The complete-fringe intensity rule on the generated phase vs the prompts (intensity
+    /// only), and on the real half A (the rule's ceiling at this image size).
+    pub physics_generated: FidelityPair,
+    pub physics_real: FidelityPair,
+    /// Median RMS distance (model input `[cos, sin, coherence]`) to the nearest training
+    /// image: of the generated images, and of the real half A.
+    pub nearest_train_generated: f64,
+    pub nearest_train_real: f64,
+    pub seconds_sampling: f64,
+}
+
+fn judge_batches(
+    judge: &super::classify::LoadedClassifier,
+    images: &[Image],
+    device: &Device,
+) -> Result<(Vec<insar_mm_eval::generation::CoreFacts>, Vec<f32>, usize)> {
+    use insar_mm_eval::captions::facts::{Level, TypeGroup};
+    use insar_mm_eval::generation::CoreFacts;
+    let size = judge.config.data.image_size;
+    let thr = judge.config.decision_thresholds();
+    let mut facts = Vec::with_capacity(images.len());
+    let mut feats = Vec::new();
+    let mut dim = 0;
+    for chunk in images.chunks(32) {
+        let resized: Vec<Image> = chunk
+            .iter()
+            .map(|im| {
+                if im.height == size && im.width == size {
+                    Ok(im.clone())
+                } else {
+                    crate::data::resample::resize_area(im, size, size)
+                }
+            })
+            .collect::<Result<_>>()?;
+        let refs: Vec<&Image> = resized.iter().collect();
+        let x = crate::data::array::batch_tensor(&refs, device)?;
+        let probs = judge
+            .model
+            .predict(&x)?
+            .to_dtype(DType::F32)?
+            .to_vec2::<f32>()?;
+        let pooled = judge.model.encoder().forward_t(&x, false)?.pooled;
+        dim = pooled.dim(1)?;
+        feats.extend(
+            pooled
+                .to_dtype(DType::F32)?
+                .flatten_all()?
+                .to_vec1::<f32>()?,
+        );
+        for p in probs {
+            let deformation = f64::from(p[0]) >= thr[0];
+            // Types 1..=6 (Mogi, Dyke, Sill, Spheroid, Earthquake, Unidentified).
+            let t = (1..=6).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap_or(1);
+            let group = match t {
+                2 => TypeGroup::Elongated,
+                5 => TypeGroup::Earthquake,
+                _ => TypeGroup::Concentric,
+            };
+            let l = (7..=9).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap_or(7);
+            let level = [Level::Low, Level::Medium, Level::High][l - 7];
+            facts.push(CoreFacts {
+                deformation,
+                group: deformation.then_some(group),
+                intensity: deformation.then_some(level),
+            });
+        }
+    }
+    Ok((facts, feats, dim))
+}
+
+fn physics_facts(images: &[Image]) -> Vec<insar_mm_eval::generation::CoreFacts> {
+    use insar_mm_eval::generation::{complete_fringes, intensity_of_fringes, CoreFacts};
+    images
+        .iter()
+        .map(|im| {
+            let (phase, _) = phase_and_coherence(im);
+            CoreFacts {
+                deformation: true,
+                group: None,
+                intensity: Some(intensity_of_fringes(complete_fringes(
+                    &phase, im.width, im.height,
+                ))),
+            }
+        })
+        .collect()
+}
+
+fn matrix(rows: usize, cols: usize, v: &[f32]) -> Result<insar_mm_eval::npy::Matrix> {
+    Ok(insar_mm_eval::npy::Matrix::new(
+        rows,
+        cols,
+        v.iter().map(|&x| f64::from(x)).collect(),
+    )?)
+}
+
+/// Generates one image per caption of a random half of the test split and scores them
+/// (see [`GenerationReport`]). `on_step` ticks once per sampler step.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_generation(
+    g: &LoadedGenerator,
+    generator_dir: &Path,
+    judge: &super::classify::LoadedClassifier,
+    judge_dir: &Path,
+    train: &CaptionPart,
+    test: &CaptionPart,
+    opts: &EvalOptions,
+    device: &Device,
+    on_step: impl FnMut(),
+) -> Result<GenerationReport> {
+    use insar_mm_eval::fid::{fid, kid, FidMode};
+    use insar_mm_eval::generation::{derangement, fidelity, median, nearest_distances, CoreFacts};
+    use rand::seq::SliceRandom;
+    ensure!(
+        judge.config.data.input_format == crate::data::frames::InputFormat::CosSinCoherence,
+        "--classify-model {}: the judge must read cos-sin-coherence inputs (it reads {:?})",
+        judge_dir.display(),
+        judge.config.data.input_format
+    );
+    let h = opts.samples.min(test.len() / 2);
+    ensure!(
+        h >= 4,
+        "the test split has {} captioned images: too few for two halves of at least 4",
+        test.len()
+    );
+    let mut idx: Vec<usize> = (0..test.len()).collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
+    idx.shuffle(&mut rng);
+    let (a, b) = (&idx[..h], &idx[h..2 * h]);
+    let prompts: Vec<String> = a.iter().map(|&i| test.captions[i].clone()).collect();
+    let real_a: Vec<Image> = a.iter().map(|&i| test.images[i].clone()).collect();
+    let real_b: Vec<Image> = b.iter().map(|&i| test.images[i].clone()).collect();
+    let start = std::time::Instant::now();
+    let generated = generate_for_prompts(g, &prompts, &opts.generate, &mut rng, device, on_step)?;
+    let seconds_sampling = start.elapsed().as_secs_f64();
+
+    let targets: Vec<CoreFacts> = prompts.iter().map(|p| CoreFacts::of_caption(p)).collect();
+    let same: Vec<usize> = (0..h).collect();
+    let shuffled = derangement(h, opts.seed ^ 0x5_4ff1e);
+    let pair = |j: &[CoreFacts]| FidelityPair {
+        matched: fidelity(j, &targets, &same),
+        shuffled: fidelity(j, &targets, &shuffled),
+    };
+    let (jg, fg, dim) = judge_batches(judge, &generated, device)?;
+    let (ja, fa, _) = judge_batches(judge, &real_a, device)?;
+    let (_, fb, _) = judge_batches(judge, &real_b, device)?;
+    let (mg, ma, mb) = (
+        matrix(h, dim, &fg)?,
+        matrix(h, dim, &fa)?,
+        matrix(h, dim, &fb)?,
+    );
+    let subset = h.min(50);
+    let kid_g = kid(&mb, &mg, opts.kid_subsets, subset, opts.seed)?;
+    let kid_a = kid(&mb, &ma, opts.kid_subsets, subset, opts.seed)?;
+    let train_refs: Vec<&[f32]> = train.images.iter().map(|im| im.data.as_slice()).collect();
+    let gen_refs: Vec<&[f32]> = generated.iter().map(|im| im.data.as_slice()).collect();
+    let a_refs: Vec<&[f32]> = real_a.iter().map(|im| im.data.as_slice()).collect();
+    Ok(GenerationReport {
+        generator: generator_dir.to_path_buf(),
+        judge: judge_dir.to_path_buf(),
+        image_size: g.config.data.image_size,
+        samples: h,
+        sampler: format!("{:?}", opts.generate.sampler).to_lowercase(),
+        steps: opts.generate.steps,
+        guidance: opts.generate.guidance,
+        seed: opts.seed,
+        fid: fid(&mb, &mg, FidMode::Exact)?.fid,
+        fid_floor: fid(&mb, &ma, FidMode::Exact)?.fid,
+        kid: kid_g.mean,
+        kid_floor: kid_a.mean,
+        kid_subset_size: subset,
+        judge_generated: pair(&jg),
+        judge_real: pair(&ja),
+        physics_generated: pair(&physics_facts(&generated)),
+        physics_real: pair(&physics_facts(&real_a)),
+        nearest_train_generated: median(&nearest_distances(&gen_refs, &train_refs)),
+        nearest_train_real: median(&nearest_distances(&a_refs, &train_refs)),
+        seconds_sampling,
+    })
 }

@@ -12,9 +12,9 @@ pub mod checkpoint;
 pub mod classify;
 pub mod config;
 pub mod driver;
-pub mod generator;
 #[cfg(test)]
 mod fringes;
+pub mod generator;
 pub mod heads;
 pub mod hub;
 pub mod log;
