@@ -283,30 +283,6 @@ pub fn contact_sheet(tiles: &[Tile], columns: usize) -> Result<Canvas> {
     Ok(sheet)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn wrapping_respects_the_width_and_keeps_every_word() {
-        let f = font().unwrap();
-        let text = "Turbulent mixing effect can be detected on the wider area of the region. A sill-type deformation pattern of high intensity can be detected.";
-        let lines = wrap(&f, text, 200.0);
-        assert!(lines.len() >= 3);
-        assert!(lines.iter().all(|l| text_width(&f, l) <= 200.0));
-        assert_eq!(lines.join(" "), text);
-    }
-
-    #[test]
-    fn text_leaves_ink_on_the_canvas() {
-        let f = font().unwrap();
-        let mut c = Canvas::new(80, 20, [255, 255, 255]);
-        draw_text(&mut c, &f, "Mogi", 2.0, 2.0, [0, 0, 0]);
-        let dark = c.rgb.iter().filter(|&&v| v < 128).count();
-        assert!(dark > 30, "{dark}");
-    }
-}
-
 /// A prompts × samples sheet: each row is a prompt (wrapped into a `text_px`-wide column on
 /// the left) followed by its RGB tiles (`side × side` each), magnified `zoom` times.
 pub fn prompt_sheet(
@@ -360,4 +336,28 @@ pub fn prompt_sheet(
         top += h;
     }
     Ok(canvas)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrapping_respects_the_width_and_keeps_every_word() {
+        let f = font().unwrap();
+        let text = "Turbulent mixing effect can be detected on the wider area of the region. A sill-type deformation pattern of high intensity can be detected.";
+        let lines = wrap(&f, text, 200.0);
+        assert!(lines.len() >= 3);
+        assert!(lines.iter().all(|l| text_width(&f, l) <= 200.0));
+        assert_eq!(lines.join(" "), text);
+    }
+
+    #[test]
+    fn text_leaves_ink_on_the_canvas() {
+        let f = font().unwrap();
+        let mut c = Canvas::new(80, 20, [255, 255, 255]);
+        draw_text(&mut c, &f, "Mogi", 2.0, 2.0, [0, 0, 0]);
+        let dark = c.rgb.iter().filter(|&&v| v < 128).count();
+        assert!(dark > 30, "{dark}");
+    }
 }

@@ -489,7 +489,7 @@ pub fn train_generator(
     if let Some(flag) = options.stop {
         trainer = trainer.with_stop_flag(flag);
     }
-    Ok(trainer.run(&mut task)?)
+    trainer.run(&mut task)
 }
 
 /// A trained generator run ready to sample: the EMA weights are swapped in.

@@ -36,9 +36,10 @@ pub fn init_ema(varmap: &VarMap) -> Result<usize> {
         .map_err(|_| candle_core::Error::Msg("VarMap lock poisoned".into()))?;
     let mut added = 0;
     for (name, var) in vars {
-        let key = format!("{EMA_PREFIX}{name}");
-        if !data.contains_key(&key) {
-            data.insert(key, Var::from_tensor(&var.as_tensor().detach().copy()?)?);
+        if let std::collections::hash_map::Entry::Vacant(e) =
+            data.entry(format!("{EMA_PREFIX}{name}"))
+        {
+            e.insert(Var::from_tensor(&var.as_tensor().detach().copy()?)?);
             added += 1;
         }
     }
