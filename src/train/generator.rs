@@ -932,3 +932,56 @@ pub fn evaluate_generation(
         seconds_sampling,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_config_equals_the_defaults_and_bad_keys_fail() {
+        let shipped = GeneratorTrainConfig::from_file(Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/configs/generator-tiny.toml"
+        )))
+        .unwrap();
+        assert_eq!(shipped, GeneratorTrainConfig::default());
+        shipped.validate().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.toml");
+        std::fs::write(&path, "[data]\nimage_sise = 8\n").unwrap();
+        let err = format!("{:#}", GeneratorTrainConfig::from_file(&path).unwrap_err());
+        assert!(err.contains("image_sise"), "{err}");
+        let mut bad = GeneratorTrainConfig::default();
+        bad.data.image_size = 30;
+        assert!(format!("{:#}", bad.validate().unwrap_err()).contains("multiple of 4"));
+        bad.data.image_size = 32;
+        bad.caption_dropout = 1.0;
+        assert!(format!("{:#}", bad.validate().unwrap_err()).contains("caption_dropout"));
+    }
+
+    #[test]
+    fn prompt_annotations_carry_the_parsed_facts() {
+        use crate::data::annotation::{ActivityType, Date, Intensity, Label};
+        let d = Date::new(2020, 1, 1).unwrap();
+        let a = prompt_annotation(
+            7,
+            "GEN_00001",
+            d,
+            d,
+            "An earthquake deformation pattern can be detected on the central side of the region. \
+             Turbulent mixing effect can be detected on the wider area of the region.",
+        );
+        assert_eq!(a.label, vec![Label::Earthquake]);
+        assert_eq!(a.activity_type, vec![ActivityType::Earthquake]);
+        assert_eq!(a.intensity_level, vec![Intensity::None]);
+        assert_eq!(a.atmospheric_fringes, 2);
+        let n = prompt_annotation(8, "G", d, d, "No deformation activity can be detected.");
+        assert_eq!(n.label, vec![Label::NonDeformation]);
+        assert!(n.activity_type.is_empty());
+        assert!(has_known_facts("No deformation activity can be detected."));
+        assert!(!has_known_facts("hello world"));
+        assert!(!has_known_facts(""));
+        assert_eq!(ema_decay_at(0.995, 0), 0.1);
+        assert_eq!(ema_decay_at(0.995, 100_000), 0.995);
+    }
+}
