@@ -125,8 +125,12 @@ impl TextToInsar {
     ) -> Result<Tensor> {
         let (b, tl) = tokens.dims2()?;
         let pad = Tensor::full(self.cfg.text.pad_id, (b, tl), tokens.device())?;
-        let cond = self.encode_text(tokens, None)?;
-        let uncond = self.encode_text(&pad, None)?;
+        let detach = |t: TextStates| TextStates {
+            states: t.states.detach(),
+            padding_mask: t.padding_mask,
+        };
+        let cond = detach(self.encode_text(tokens, None)?);
+        let uncond = detach(self.encode_text(&pad, None)?);
         let both = TextStates {
             states: Tensor::cat(&[&cond.states, &uncond.states], 0)?,
             padding_mask: Tensor::cat(&[&cond.padding_mask, &uncond.padding_mask], 0)?,

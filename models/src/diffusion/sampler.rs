@@ -79,7 +79,9 @@ pub fn sample(
     let mut x = noise;
     for (i, &t) in ts.iter().enumerate() {
         let prev = ts.get(i + 1).copied();
-        let out = denoise(&x, t)?;
+        // Detached: sampling needs no graph, and a tracked chain would keep every step's
+        // activations alive (tens of GB over 50 steps).
+        let out = denoise(&x, t)?.detach();
         let (mut x0, mut eps) = schedule.split_prediction(cfg.prediction, &x, &out, t)?;
         let ab = schedule.alpha_bar(Some(t));
         if cfg.clip_x0 {
@@ -107,6 +109,7 @@ pub fn sample(
                 }
             }
         };
+        x = x.detach();
         on_step(i);
     }
     Ok(x)
