@@ -1,6 +1,7 @@
 //! Candle modules of insar-mm (no I/O): differentiable building blocks (`nn`), encoders and
 //! contrastive heads (`encoder`), classification and segmentation heads (`heads`), the caption
-//! model (`caption`), and the text encoder (`text`) shared by retrieval and generation.
+//! model (`caption`), the text encoder (`text`) shared by retrieval and generation, and the
+//! caption-conditioned diffusion model (`diffusion`).
 //!
 //! Candle 0.11 silently drops gradients in several ops (docs/architecture.md §6): every
 //! trainable model here has a test that one backward pass reaches every trainable variable.

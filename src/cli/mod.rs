@@ -73,7 +73,7 @@ pub enum Command {
     #[command(subcommand)]
     Eval(eval::EvalCommand),
     /// Train models: SimCLR pretraining of the shared encoder, classification, segmentation
-    /// and captioning heads.
+    /// and captioning heads, and the text-to-InSAR diffusion generator.
     #[command(subcommand)]
     Train(train::TrainCommand),
     /// Pooled encoder features of every sample of a dataset, as a .npy matrix.
