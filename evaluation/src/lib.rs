@@ -6,6 +6,8 @@
 //!   METEOR and SPICE are not computed.
 //! - [`fid`]: FID (exact, via symmetric eigendecompositions or singular values; and a
 //!   pytorch-fid compatibility mode), KID, saveable feature statistics (`.npz`).
+//! - [`generation`]: prompt fidelity with a shuffled-prompt control, the complete-fringe
+//!   intensity rule on a wrapped phase, nearest-training distances (memorisation).
 //! - [`retrieval`]: R@K, median and mean rank, mAP from a similarity matrix.
 //! - [`classification`]: per-class and averaged precision/recall/F1, AP, AUROC, confusion.
 //! - [`segmentation`]: dataset-level confusion matrix, IoU, Dice, accuracies.
@@ -15,6 +17,7 @@ pub mod captions;
 pub mod classification;
 pub mod error;
 pub mod fid;
+pub mod generation;
 pub mod npy;
 pub mod retrieval;
 pub mod segmentation;

@@ -25,6 +25,10 @@ pub enum EvalCommand {
     /// two baselines (most frequent training caption; nearest-neighbour caption retrieval in
     /// the encoder's pooled feature space), optionally the COCO result JSON.
     Caption(super::caption::EvalCaptionArgs),
+    /// A `train generator` run: FID/KID on a classify run's encoder features against the
+    /// real-vs-real floor, prompt fidelity (judged by the classify run; matched vs shuffled
+    /// prompts), the complete-fringe intensity rule, nearest-training distances.
+    Generation(super::generate::EvalGenerationArgs),
     /// BLEU-1..4, ROUGE-L and CIDEr-D exactly as pycocoevalcap 1.2 (PTB tokenization
     /// re-implemented; METEOR and SPICE are not computed).
     Captions {
@@ -149,6 +153,7 @@ pub fn run(cmd: EvalCommand, global: &GlobalArgs) -> Result<()> {
         EvalCommand::Classify(a) => eval_classify(a, global),
         EvalCommand::Segment(a) => eval_segment(a, global),
         EvalCommand::Caption(args) => super::caption::run_eval(args, global),
+        EvalCommand::Generation(args) => super::generate::run_eval_generation(&args, global),
         EvalCommand::Captions {
             refs,
             results,

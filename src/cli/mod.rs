@@ -10,6 +10,7 @@ pub mod caption;
 pub mod data;
 pub mod embed;
 pub mod eval;
+pub mod generate;
 pub mod physics;
 pub mod predict;
 pub mod retrieval;
@@ -72,13 +73,16 @@ pub enum Command {
     #[command(subcommand)]
     Eval(eval::EvalCommand),
     /// Train models: SimCLR pretraining of the shared encoder, classification, segmentation
-    /// and captioning heads.
+    /// and captioning heads, and the text-to-InSAR diffusion generator.
     #[command(subcommand)]
     Train(train::TrainCommand),
     /// Pooled encoder features of every sample of a dataset, as a .npy matrix.
     Embed(embed::EmbedArgs),
     /// Caption interferogram PNGs with a trained caption run.
     Caption(caption::CaptionArgs),
+    /// Generate interferograms from text prompts with a `train generator` run (written as a
+    /// Hephaestus dataset: phase preview, coherence, annotation with the prompt's facts).
+    Generate(generate::GenerateArgs),
     /// Apply a classify or segment run to PNGs: patches, folders, whole frames (sliding
     /// window with blending).
     #[command(subcommand)]
@@ -103,6 +107,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(cmd) => train::run(cmd, &global),
         Command::Embed(args) => embed::run(args, &global),
         Command::Caption(args) => caption::run(args, &global),
+        Command::Generate(args) => generate::run_generate(&args, &global),
         Command::Predict(cmd) => predict::run(cmd, &global),
         Command::Bench(cmd) => bench::run(cmd, &global),
         Command::Index(args) => retrieval::run_index(args, &global),

@@ -34,6 +34,9 @@ pub enum TrainCommand {
     /// contrastive loss whose positives are pairs with the same caption facts; val mR for
     /// the best checkpoint, test-split retrieval scores at the end.
     Retrieval(super::retrieval::RetrievalTrainArgs),
+    /// Text-to-InSAR generation: a caption-conditioned diffusion model (text encoder + UNet,
+    /// cosine schedule, EMA, caption dropout for classifier-free guidance).
+    Generator(super::generate::GeneratorArgs),
 }
 
 /// Options shared by every `train` command.
@@ -218,6 +221,7 @@ pub fn run(cmd: TrainCommand, global: &GlobalArgs) -> Result<()> {
         TrainCommand::Classify(args) => run_classify(&args, global),
         TrainCommand::Segment(args) => run_segment(&args, global),
         TrainCommand::Retrieval(args) => super::retrieval::run_train(&args, global),
+        TrainCommand::Generator(args) => super::generate::run_train_generator(&args, global),
     }
 }
 

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use ab_glyph::{point, Font, FontRef, PxScale, ScaleFont};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 
 use crate::assets::FONT_TTF;
 use crate::data::annotation::Annotation;
@@ -281,6 +281,61 @@ pub fn contact_sheet(tiles: &[Tile], columns: usize) -> Result<Canvas> {
         }
     }
     Ok(sheet)
+}
+
+/// A prompts × samples sheet: each row is a prompt (wrapped into a `text_px`-wide column on
+/// the left) followed by its RGB tiles (`side × side` each), magnified `zoom` times.
+pub fn prompt_sheet(
+    rows: &[(String, Vec<Vec<u8>>)],
+    side: usize,
+    zoom: usize,
+    text_px: usize,
+) -> Result<Canvas> {
+    let font = font()?;
+    let cell = side * zoom.max(1);
+    let columns = rows.iter().map(|r| r.1.len()).max().unwrap_or(0);
+    let wrapped: Vec<Vec<String>> = rows
+        .iter()
+        .map(|(p, _)| wrap(&font, p, text_px as f32))
+        .collect();
+    let row_h: Vec<usize> = wrapped
+        .iter()
+        .map(|l| cell.max(l.len() * LINE_PX) + MARGIN)
+        .collect();
+    let width = MARGIN + text_px + MARGIN + columns * (cell + MARGIN);
+    let height = MARGIN + row_h.iter().sum::<usize>();
+    let mut canvas = Canvas::new(width, height, BACKGROUND);
+    let mut top = MARGIN;
+    for (((_, tiles), lines), h) in rows.iter().zip(&wrapped).zip(&row_h) {
+        for (i, l) in lines.iter().enumerate() {
+            draw_text(
+                &mut canvas,
+                &font,
+                l,
+                MARGIN as f32,
+                (top + i * LINE_PX) as f32,
+                [20, 20, 20],
+            );
+        }
+        for (k, rgb) in tiles.iter().enumerate() {
+            ensure!(
+                rgb.len() == side * side * 3,
+                "sheet tile of {} bytes, expected {side}×{side} RGB",
+                rgb.len()
+            );
+            let mut t = Canvas::new(cell, cell, BACKGROUND);
+            for y in 0..cell {
+                for x in 0..cell {
+                    let s = 3 * ((y / zoom.max(1)) * side + x / zoom.max(1));
+                    let d = 3 * (y * cell + x);
+                    t.rgb[d..d + 3].copy_from_slice(&rgb[s..s + 3]);
+                }
+            }
+            canvas.blit(&t, 2 * MARGIN + text_px + k * (cell + MARGIN), top);
+        }
+        top += h;
+    }
+    Ok(canvas)
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ pub mod config;
 pub mod driver;
 #[cfg(test)]
 mod fringes;
+pub mod generator;
 pub mod heads;
 pub mod hub;
 pub mod log;

@@ -6,6 +6,7 @@ mod caption;
 mod caption_real;
 mod data;
 mod eval;
+mod generate;
 mod heads;
 mod limits;
 mod physics;
