@@ -34,16 +34,8 @@ pub struct RetrievalTrainArgs {
     /// Keep the image encoder fixed (only the projections and the text tower train).
     #[arg(long, conflicts_with = "resume")]
     pub freeze_encoder: bool,
-    /// Real Hephaestus annotations (directory, .tar.gz or .zip): train on their captions, as
-    /// in `train caption` (images rendered to match without --data; --data DIR's otherwise).
-    #[arg(long, value_name = "PATH", conflicts_with = "resume")]
-    pub annotations: Option<PathBuf>,
-    /// Use a seeded, class-mix-keeping subset of N annotations (0 = all).
-    #[arg(long, value_name = "N", conflicts_with = "resume")]
-    pub annotation_limit: Option<usize>,
-    /// Draw deformation and non-deformation frames equally often.
-    #[arg(long, conflicts_with = "resume")]
-    pub balanced: bool,
+    #[command(flatten)]
+    pub captions: super::train::CaptionDataArgs,
     /// Contrastive loss: multi-positive (pairs with the same caption facts are all
     /// positives), mask-false-negatives, or info-nce (plain InfoNCE) [default: the config's].
     #[arg(long, value_name = "KIND", value_parser = parse_loss, conflicts_with = "resume")]
@@ -83,12 +75,7 @@ pub fn run_train(args: &RetrievalTrainArgs, global: &GlobalArgs) -> Result<()> {
             if let Some(p) = &args.preset {
                 cfg.encoder_preset = p.clone();
             }
-            if let Some(b) = common.batch_size {
-                cfg.data.batch_size = b;
-            }
-            if let Some(s) = common.image_size {
-                cfg.data.image_size = s;
-            }
+            args.captions.apply(common, &mut cfg.data);
             if let Some(lr) = common.lr {
                 cfg.optim.set_lr(lr);
             }
@@ -102,18 +89,6 @@ pub fn run_train(args: &RetrievalTrainArgs, global: &GlobalArgs) -> Result<()> {
                 cfg.loss = l;
             }
             common.apply_train_overrides(&mut cfg.train);
-            if common.data.is_some() {
-                cfg.data.dir = common.data.clone();
-            }
-            if args.annotations.is_some() {
-                cfg.data.annotations = args.annotations.clone();
-            }
-            if let Some(n) = args.annotation_limit {
-                cfg.data.annotation_limit = n;
-            }
-            if args.balanced {
-                cfg.data.balanced = true;
-            }
             cfg.validate()?;
             let out = common.out.clone().unwrap_or_else(|| {
                 PathBuf::from("runs").join(format!("retrieval-{}", cfg.encoder_preset))

@@ -171,6 +171,14 @@ pub struct CaptionArgs {
     /// `encoder.*` weights.
     #[arg(long, value_name = "RUN", conflicts_with = "resume")]
     pub encoder: Option<PathBuf>,
+    #[command(flatten)]
+    pub captions: CaptionDataArgs,
+}
+
+/// The caption data options of the commands that train on image–caption pairs (`train
+/// caption`, `train retrieval`).
+#[derive(Debug, Args)]
+pub struct CaptionDataArgs {
     /// Real Hephaestus annotations (a directory, .tar.gz or .zip of annotation JSONs): train
     /// on their captions (typos included). Without --data the images are rendered to match
     /// each annotation (generated once into the cache); with --data DIR they are DIR's,
@@ -185,6 +193,35 @@ pub struct CaptionArgs {
     /// deformation is rare, such as the real Hephaestus mix).
     #[arg(long, conflicts_with = "resume")]
     pub balanced: bool,
+}
+
+impl CaptionDataArgs {
+    /// Applies these options and the shared `[data]` overrides of `common` (batch size,
+    /// image size, `--data`) to a new run's `[data]`.
+    pub fn apply(
+        &self,
+        common: &CommonTrainArgs,
+        data: &mut insar_mm::train::caption::CaptionData,
+    ) {
+        if let Some(b) = common.batch_size {
+            data.batch_size = b;
+        }
+        if let Some(s) = common.image_size {
+            data.image_size = s;
+        }
+        if common.data.is_some() {
+            data.dir = common.data.clone();
+        }
+        if self.annotations.is_some() {
+            data.annotations = self.annotations.clone();
+        }
+        if let Some(n) = self.annotation_limit {
+            data.annotation_limit = n;
+        }
+        if self.balanced {
+            data.balanced = true;
+        }
+    }
 }
 
 /// `train classify` / `train segment`.
@@ -336,12 +373,7 @@ fn run_caption(args: &CaptionArgs, global: &GlobalArgs) -> Result<()> {
             if let Some(p) = &args.preset {
                 cfg.preset = p.clone();
             }
-            if let Some(b) = common.batch_size {
-                cfg.data.batch_size = b;
-            }
-            if let Some(s) = common.image_size {
-                cfg.data.image_size = s;
-            }
+            args.captions.apply(common, &mut cfg.data);
             if let Some(lr) = common.lr {
                 cfg.optim.set_lr(lr);
             }
@@ -352,18 +384,6 @@ fn run_caption(args: &CaptionArgs, global: &GlobalArgs) -> Result<()> {
                 cfg.encoder_init = Some(run.clone());
             }
             common.apply_train_overrides(&mut cfg.train);
-            if common.data.is_some() {
-                cfg.data.dir = common.data.clone();
-            }
-            if args.annotations.is_some() {
-                cfg.data.annotations = args.annotations.clone();
-            }
-            if let Some(n) = args.annotation_limit {
-                cfg.data.annotation_limit = n;
-            }
-            if args.balanced {
-                cfg.data.balanced = true;
-            }
             cfg.validate()?;
             let out = common
                 .out

@@ -217,6 +217,13 @@ impl Window {
     }
 }
 
+/// How a run reports and stops: a progress bar, and the flag a Ctrl-C/SIGTERM handler sets.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub progress: bool,
+    pub stop: Option<Arc<AtomicBool>>,
+}
+
 /// Runs a [`TrainTask`] with an optimizer over a `VarMap`, writing a run directory.
 pub struct Trainer {
     run: RunDir,
@@ -367,6 +374,32 @@ impl Trainer {
             last_checkpoint,
             fresh: None,
             save_fault: None,
+        })
+    }
+
+    /// [`Trainer::start`] (recording `config`) or, with `resume`, [`Trainer::resume`], then
+    /// the progress bar and stop flag of `options`: what every task's run does.
+    #[allow(clippy::too_many_arguments)]
+    pub fn open<C: Serialize>(
+        run: RunDir,
+        resume: bool,
+        config: &C,
+        varmap: VarMap,
+        optimizer: Optimizer,
+        schedule: ScheduleConfig,
+        cfg: LoopConfig,
+        seed: u64,
+        options: RunOptions,
+    ) -> Result<Self> {
+        let trainer = if resume {
+            Self::resume(run, varmap, optimizer, schedule, cfg)?
+        } else {
+            Self::start(run, config, varmap, optimizer, schedule, cfg, seed)?
+        };
+        let trainer = trainer.with_progress(options.progress);
+        Ok(match options.stop {
+            Some(flag) => trainer.with_stop_flag(flag),
+            None => trainer,
         })
     }
 

@@ -464,30 +464,19 @@ pub fn train_generator(
         device,
     )?;
     let loop_cfg = cfg.train.loop_config(task.len(), task.batch_size())?;
-    let trainer = if resume {
-        Trainer::resume(
-            run.clone(),
-            varmap,
-            optimizer,
-            cfg.schedule.clone(),
-            loop_cfg,
-        )?
-    } else {
-        let t = Trainer::start(
-            run.clone(),
-            &*cfg,
-            varmap,
-            optimizer,
-            cfg.schedule.clone(),
-            loop_cfg,
-            cfg.seed,
-        )?;
+    let mut trainer = Trainer::open(
+        run.clone(),
+        resume,
+        &*cfg,
+        varmap,
+        optimizer,
+        cfg.schedule.clone(),
+        loop_cfg,
+        cfg.seed,
+        options,
+    )?;
+    if !resume {
         tokenizer.save(&run.path(TOKENIZER_FILE))?;
-        t
-    };
-    let mut trainer = trainer.with_progress(options.progress);
-    if let Some(flag) = options.stop {
-        trainer = trainer.with_stop_flag(flag);
     }
     trainer.run(&mut task)
 }

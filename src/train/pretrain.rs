@@ -6,8 +6,6 @@
 //! fixed views (seeded once per run) in evaluation mode.
 
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 
 use anyhow::{ensure, Context, Result};
 use candle_core::{DType, Device, Tensor};
@@ -216,12 +214,7 @@ impl TrainTask for PretrainTask<'_> {
     }
 }
 
-/// How [`pretrain`] reports and stops.
-#[derive(Debug, Clone, Default)]
-pub struct RunOptions {
-    pub progress: bool,
-    pub stop: Option<Arc<AtomicBool>>,
-}
+pub use super::driver::RunOptions;
 
 /// Trains (or, with `resume`, continues) the SimCLR run `run` on `source`.
 pub fn pretrain(
@@ -239,14 +232,8 @@ pub fn pretrain(
     let mut task = PretrainTask::new(cfg, model, source, device)?;
     let loop_cfg = cfg.train.loop_config(task.len(), task.batch_size())?;
     let schedule = cfg.schedule.clone();
-    let trainer = if resume {
-        Trainer::resume(run, varmap, optimizer, schedule, loop_cfg)?
-    } else {
-        Trainer::start(run, cfg, varmap, optimizer, schedule, loop_cfg, cfg.seed)?
-    };
-    let mut trainer = trainer.with_progress(options.progress);
-    if let Some(flag) = options.stop {
-        trainer = trainer.with_stop_flag(flag);
-    }
-    trainer.run(&mut task)
+    Trainer::open(
+        run, resume, cfg, varmap, optimizer, schedule, loop_cfg, cfg.seed, options,
+    )?
+    .run(&mut task)
 }

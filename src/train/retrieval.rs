@@ -771,34 +771,23 @@ pub fn train_retrieval(
     let words = caption_words(&data.train.captions);
     let mut task = RetrievalTask::new(cfg, model, tokenizer.clone(), data.train, data.val, device)?;
     let loop_cfg = cfg.train.loop_config(task.len(), task.batch_size())?;
-    let trainer = if resume {
-        Trainer::resume(
-            run.clone(),
-            varmap.clone(),
-            optimizer,
-            cfg.schedule.clone(),
-            loop_cfg,
-        )?
-    } else {
-        let t = Trainer::start(
-            run.clone(),
-            &*cfg,
-            varmap.clone(),
-            optimizer,
-            cfg.schedule.clone(),
-            loop_cfg,
-            cfg.seed,
-        )?;
+    let mut trainer = Trainer::open(
+        run.clone(),
+        resume,
+        &*cfg,
+        varmap.clone(),
+        optimizer,
+        cfg.schedule.clone(),
+        loop_cfg,
+        cfg.seed,
+        options,
+    )?;
+    if !resume {
         tokenizer.save(&run.path(TOKENIZER_FILE))?;
         crate::data::atomic::write_atomic(
             &run.path(WORDS_FILE),
             serde_json::to_string(&words)?.as_bytes(),
         )?;
-        t
-    };
-    let mut trainer = trainer.with_progress(options.progress);
-    if let Some(flag) = options.stop {
-        trainer = trainer.with_stop_flag(flag);
     }
     let outcome = trainer.run(&mut task)?;
     if matches!(outcome, Outcome::Interrupted { .. }) || test.is_empty() {

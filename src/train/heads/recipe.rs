@@ -336,30 +336,18 @@ pub fn run<C: HeadConfig>(opts: HeadRun<C>) -> Result<HeadOutcome<C>> {
     );
     let mut task = cfg.new_task(model, train, val, &device)?;
     let loop_cfg = cfg.train().loop_config(task.len(), task.batch_size())?;
-    let trainer = if resume {
-        Trainer::resume(
-            run_dir.clone(),
-            varmap.clone(),
-            optimizer,
-            cfg.schedule().clone(),
-            loop_cfg,
-        )?
-    } else {
-        Trainer::start(
-            run_dir.clone(),
-            &*cfg,
-            varmap.clone(),
-            optimizer,
-            cfg.schedule().clone(),
-            loop_cfg,
-            cfg.seed(),
-        )?
-    };
-    let mut trainer = trainer.with_progress(options.progress);
-    if let Some(flag) = options.stop {
-        trainer = trainer.with_stop_flag(flag);
-    }
-    let outcome = trainer.run(&mut task)?;
+    let outcome = Trainer::open(
+        run_dir.clone(),
+        resume,
+        &*cfg,
+        varmap.clone(),
+        optimizer,
+        cfg.schedule().clone(),
+        loop_cfg,
+        cfg.seed(),
+        options,
+    )?
+    .run(&mut task)?;
     if matches!(outcome, Outcome::Interrupted { .. }) || test.is_empty() {
         return Ok(HeadOutcome {
             outcome,
