@@ -844,6 +844,10 @@ pub struct LoadedCaptionRun {
 /// Loads the caption run in `dir` (`--model`) onto `device`.
 pub fn load_caption_run(dir: &Path, device: &Device) -> Result<LoadedCaptionRun> {
     let run = RunDir::new(dir);
+    // Caption configs carry no `task`; every other task's do.
+    if let Ok(Some(task)) = super::heads::run_task(dir) {
+        anyhow::bail!("--model {}: a {task} run, not a caption run", dir.display());
+    }
     let cfg: CaptionTrainConfig = run
         .read_config()
         .with_context(|| format!("--model {}", dir.display()))?;

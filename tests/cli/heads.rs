@@ -451,6 +451,9 @@ fn train_predict_eval_classify_and_segment_end_to_end() {
         1,
     );
     assert!(err.contains("--encoder") && err.contains("lone"), "{err}");
+    // A classify run is not a caption model.
+    let err = fails(&["caption", "--model", s(&crun), s(&pngs[0])], 1);
+    assert!(err.contains("a classify run, not a caption run"), "{err}");
     // An existing run is not overwritten.
     let err = fails(&train_args("classify", s(&data), s(&crun), "2"), 1);
     assert!(err.contains("--resume"), "{err}");
