@@ -100,7 +100,7 @@ impl ModelConfig {
     pub fn simclr(&self) -> Result<SimClrConfig> {
         ensure!(
             self.temperature > 0.0 && self.temperature.is_finite(),
-            "model.temperature = {} must be positive",
+            "model.temperature = {:?} must be positive",
             self.temperature
         );
         Ok(SimClrConfig {

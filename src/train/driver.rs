@@ -82,7 +82,7 @@ impl LoopConfig {
         if let Some(c) = self.clip_grad_norm {
             ensure!(
                 c > 0.0 && c.is_finite(),
-                "train.clip_grad_norm = {c} must be positive"
+                "train.clip_grad_norm = {c:?} must be positive"
             );
         }
         if let Some(b) = &self.best {

@@ -120,7 +120,7 @@ impl Grads {
     pub fn clip_global_norm(&mut self, max_norm: f64) -> Result<f64> {
         ensure!(
             max_norm > 0.0 && max_norm.is_finite(),
-            "clip_grad_norm must be a positive number, got {max_norm}"
+            "clip_grad_norm must be a positive number, got {max_norm:?}"
         );
         let norm = self.global_norm()?;
         let factor = max_norm / (norm + 1e-6);
@@ -218,7 +218,7 @@ impl OptimConfig {
         let lr = self.lr();
         ensure!(
             lr.is_finite() && lr > 0.0,
-            "optim.lr = {lr} must be positive"
+            "optim.lr = {lr:?} must be positive"
         );
         match *self {
             OptimConfig::Adamw {
@@ -230,16 +230,16 @@ impl OptimConfig {
             } => {
                 ensure!(
                     (0.0..1.0).contains(&beta1),
-                    "optim.beta1 = {beta1} must be in [0, 1)"
+                    "optim.beta1 = {beta1:?} must be in [0, 1)"
                 );
                 ensure!(
                     (0.0..1.0).contains(&beta2),
-                    "optim.beta2 = {beta2} must be in [0, 1)"
+                    "optim.beta2 = {beta2:?} must be in [0, 1)"
                 );
-                ensure!(eps > 0.0, "optim.eps = {eps} must be positive");
+                ensure!(eps > 0.0, "optim.eps = {eps:?} must be positive");
                 ensure!(
                     weight_decay >= 0.0,
-                    "optim.weight_decay = {weight_decay} must be ≥ 0"
+                    "optim.weight_decay = {weight_decay:?} must be ≥ 0"
                 );
             }
             OptimConfig::Sgd {
@@ -250,7 +250,7 @@ impl OptimConfig {
             } => {
                 ensure!(
                     (0.0..1.0).contains(&momentum),
-                    "optim.momentum = {momentum} must be in [0, 1)"
+                    "optim.momentum = {momentum:?} must be in [0, 1)"
                 );
                 ensure!(
                     !nesterov || momentum > 0.0,
@@ -258,7 +258,7 @@ impl OptimConfig {
                 );
                 ensure!(
                     weight_decay >= 0.0,
-                    "optim.weight_decay = {weight_decay} must be ≥ 0"
+                    "optim.weight_decay = {weight_decay:?} must be ≥ 0"
                 );
             }
         }
@@ -540,6 +540,17 @@ pub fn read_tensors(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Out-of-range values are echoed compactly (`-1e308`, not 309 digits).
+    #[test]
+    fn validation_errors_echo_extreme_values_compactly() {
+        let mut cfg = OptimConfig::default();
+        cfg.set_lr(-1e308);
+        let err = format!("{:#}", cfg.validate().unwrap_err());
+        assert_eq!(err, "optim.lr = -1e308 must be positive");
+        cfg.set_lr(1e-3);
+        cfg.validate().unwrap();
+    }
     use candle_core::Device;
 
     fn var(values: &[f32], shape: &[usize]) -> Var {

@@ -62,7 +62,7 @@ impl ScheduleConfig {
             ScheduleConfig::Constant { .. } => {}
             ScheduleConfig::Cosine { min_lr_ratio, .. } => ensure!(
                 (0.0..=1.0).contains(&min_lr_ratio),
-                "schedule.min_lr_ratio = {min_lr_ratio} must be in [0, 1]"
+                "schedule.min_lr_ratio = {min_lr_ratio:?} must be in [0, 1]"
             ),
             ScheduleConfig::Step {
                 step_size, gamma, ..
@@ -70,7 +70,7 @@ impl ScheduleConfig {
                 ensure!(step_size > 0, "schedule.step_size must be positive");
                 ensure!(
                     gamma > 0.0 && gamma <= 1.0,
-                    "schedule.gamma = {gamma} must be in (0, 1]"
+                    "schedule.gamma = {gamma:?} must be in (0, 1]"
                 );
             }
         }
