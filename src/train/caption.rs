@@ -17,7 +17,7 @@
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use insar_mm_eval::captions::fact_metrics::BinaryScores;
@@ -35,7 +35,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::checkpoint::{load_model, RunDir, BEST_MODEL_FILE, CONFIG_FILE, MODEL_FILE};
+use super::checkpoint::{load_model, run_weights, RunDir, CONFIG_FILE};
 use super::classify::{known_mask_loss, mask_target};
 use super::config::{merge_tables, TrainSection};
 use super::driver::{Batch, BestMetric, MetricMode, Outcome, StepOutput, TrainTask, Trainer};
@@ -859,7 +859,7 @@ pub fn load_caption_run(dir: &Path, device: &Device) -> Result<LoadedCaptionRun>
         )
     })?;
     let arch = cfg.model()?.clone();
-    let tokenizer = load_run_tokenizer(&run, &arch)?;
+    let tokenizer = load_run_tokenizer(&run, arch.decoder.vocab_size)?;
     let varmap = VarMap::new();
     let model = CaptionModel::new(
         &arch,
@@ -1316,26 +1316,12 @@ impl TrainTask for CaptionTask {
 }
 
 /// Loads the tokenizer of a run and checks it against the run's model.
-pub fn load_run_tokenizer(run: &RunDir, model: &CaptionConfig) -> Result<CaptionTokenizer> {
+pub fn load_run_tokenizer(run: &RunDir, vocab_size: usize) -> Result<CaptionTokenizer> {
     let path = run.path(TOKENIZER_FILE);
     let tok = CaptionTokenizer::from_file(&path)?;
-    tok.check_model_vocab(model.decoder.vocab_size, &run.root.display().to_string())
+    tok.check_model_vocab(vocab_size, &run.root.display().to_string())
         .with_context(|| format!("{}", path.display()))?;
     Ok(tok)
-}
-
-/// The weights a finished run is used with: `best.safetensors`, else `model.safetensors`.
-pub fn run_weights(run: &RunDir) -> Result<PathBuf> {
-    for f in [BEST_MODEL_FILE, MODEL_FILE] {
-        let p = run.path(f);
-        if p.is_file() {
-            return Ok(p);
-        }
-    }
-    bail!(
-        "{}: no {BEST_MODEL_FILE} or {MODEL_FILE}: not a trained run",
-        run.root.display()
-    )
 }
 
 /// What [`train_caption`] returns.
@@ -1359,7 +1345,7 @@ pub fn train_caption(
 ) -> Result<CaptionOutcome> {
     cfg.validate()?;
     let tokenizer = if resume {
-        load_run_tokenizer(&run, cfg.model()?)?
+        load_run_tokenizer(&run, cfg.model()?.decoder.vocab_size)?
     } else {
         let tok = CaptionTokenizer::train(&data.train.captions, &cfg.tokenizer)
             .context("training the tokenizer on the train captions")?;

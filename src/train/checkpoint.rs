@@ -178,6 +178,20 @@ fn folder_step(name: &str) -> Option<u64> {
     rest.split('-').next()?.parse().ok()
 }
 
+/// The weights a finished run is used with: `best.safetensors`, else `model.safetensors`.
+pub fn run_weights(run: &RunDir) -> Result<PathBuf> {
+    for f in [BEST_MODEL_FILE, MODEL_FILE] {
+        let p = run.path(f);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    bail!(
+        "{}: no {BEST_MODEL_FILE} or {MODEL_FILE}: not a trained run",
+        run.root.display()
+    )
+}
+
 /// A run directory.
 #[derive(Debug, Clone)]
 pub struct RunDir {

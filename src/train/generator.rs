@@ -499,11 +499,7 @@ pub fn load_generator_run(dir: &Path, device: &Device) -> Result<LoadedGenerator
     config
         .validate()
         .with_context(|| format!("{}: config.json", dir.display()))?;
-    let tokenizer = CaptionTokenizer::from_file(&run.path(TOKENIZER_FILE))?;
-    let arch = config.model()?;
-    tokenizer
-        .check_model_vocab(arch.text.vocab_size, &dir.display().to_string())
-        .with_context(|| format!("{}", run.path(TOKENIZER_FILE).display()))?;
+    let tokenizer = super::caption::load_run_tokenizer(&run, config.model()?.text.vocab_size)?;
     let (varmap, model) = build_model(&config, device)?;
     load_model(&run.path(MODEL_FILE), &varmap)?;
     swap_in_ema(&varmap)?;

@@ -30,7 +30,7 @@ use super::checkpoint::{BEST_MODEL_FILE, CONFIG_FILE, MODEL_FILE};
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 
 /// The files a command reads from a run: all of `required`, and the first of `weights` that
-/// the run has (the order [`super::heads::run_weights`] prefers).
+/// the run has (the order [`super::checkpoint::run_weights`] prefers).
 #[derive(Debug, Clone, Copy)]
 pub struct RunFiles {
     /// What kind of run this is, for messages.

@@ -33,11 +33,14 @@ use insar_mm_models::text::TextEncoderConfig;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::caption::{deformation_only, CaptionData, CaptionData3, CaptionPart, Flip};
+use super::caption::{
+    deformation_only, load_run_tokenizer, CaptionData, CaptionData3, CaptionPart, Flip,
+};
+use super::checkpoint::run_weights;
 use super::checkpoint::{load_model, RunDir, CONFIG_FILE};
 use super::config::{merge_tables, TrainSection};
 use super::driver::{Batch, BestMetric, MetricMode, Outcome, StepOutput, TrainTask, Trainer};
-use super::heads::{encoder_run, load_encoder, run_weights, EpochOrder};
+use super::heads::{encoder_run, load_encoder, EpochOrder};
 use super::optim::{trainable_params, OptimConfig, Optimizer};
 use super::pretrain::RunOptions;
 use super::schedule::ScheduleConfig;
@@ -609,15 +612,6 @@ impl TrainTask for RetrievalTask {
     }
 }
 
-/// Loads the tokenizer of a run and checks it against the run's model.
-pub fn load_run_tokenizer(run: &RunDir, model: &DualEncoderConfig) -> Result<CaptionTokenizer> {
-    let path = run.path(TOKENIZER_FILE);
-    let tok = CaptionTokenizer::from_file(&path)?;
-    tok.check_model_vocab(model.text.vocab_size, &run.root.display().to_string())
-        .with_context(|| format!("{}", path.display()))?;
-    Ok(tok)
-}
-
 /// A finished retrieval run, loaded for inference.
 pub struct LoadedRetrievalRun {
     pub root: PathBuf,
@@ -663,7 +657,7 @@ pub fn load_run(dir: &Path, device: &Device) -> Result<LoadedRetrievalRun> {
         )
     })?;
     let arch = cfg.model()?.clone();
-    let tokenizer = load_run_tokenizer(&run, &arch)?;
+    let tokenizer = load_run_tokenizer(&run, arch.text.vocab_size)?;
     let varmap = VarMap::new();
     let model = DualEncoder::new(
         &arch,
@@ -733,7 +727,7 @@ pub fn train_retrieval(
         _ => None,
     };
     let tokenizer = if resume {
-        load_run_tokenizer(&run, cfg.model()?)?
+        load_run_tokenizer(&run, cfg.model()?.text.vocab_size)?
     } else {
         let tok = CaptionTokenizer::train(&data.train.captions, &cfg.tokenizer)
             .context("training the tokenizer on the train captions")?;

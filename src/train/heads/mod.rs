@@ -24,7 +24,7 @@ use rayon::prelude::*;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::checkpoint::{RunDir, BEST_MODEL_FILE, CONFIG_FILE, MODEL_FILE};
+use super::checkpoint::{run_weights, RunDir, CONFIG_FILE};
 use super::config::{merge_tables, PretrainConfig};
 use super::driver::{BestMetric, MetricMode};
 use super::optim::read_tensors;
@@ -396,20 +396,6 @@ pub fn expect_task(run: &Path, task: &str) -> Result<()> {
             run.display()
         ),
     }
-}
-
-/// The weights a finished run is used with: `best.safetensors`, else `model.safetensors`.
-pub fn run_weights(run: &RunDir) -> Result<PathBuf> {
-    for f in [BEST_MODEL_FILE, MODEL_FILE] {
-        let p = run.path(f);
-        if p.is_file() {
-            return Ok(p);
-        }
-    }
-    bail!(
-        "{}: no {BEST_MODEL_FILE} or {MODEL_FILE}: not a trained run",
-        run.root.display()
-    )
 }
 
 /// The encoder of a run usable as `--encoder`: a `train pretrain` run (SimCLR), or a

@@ -20,10 +20,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{
-    config_from_file, encoder_run, expect_task, load_encoder, resolve_source, run_weights,
-    HeadData, HeadSource, LabeledData, LabeledPart, TtaChoice, TEST_SCORES_FILE,
+    config_from_file, encoder_run, expect_task, load_encoder, resolve_source, HeadData, HeadSource,
+    LabeledData, LabeledPart, TtaChoice, TEST_SCORES_FILE,
 };
-use crate::train::checkpoint::{load_model, RunDir, CONFIG_FILE};
+use crate::train::checkpoint::{load_model, run_weights, RunDir, CONFIG_FILE};
 use crate::train::config::TrainSection;
 use crate::train::driver::{Outcome, TrainTask, Trainer};
 use crate::train::optim::{trainable_params, OptimConfig, Optimizer};
