@@ -44,6 +44,10 @@ pub struct BenchSslArgs {
     /// Folder of the cached data sets [default: <out>/data].
     #[arg(long, value_name = "DIR")]
     pub cache: Option<std::path::PathBuf>,
+    /// Probe the encoder of this `train pretrain` run instead of pretraining one here (its
+    /// architecture must be the config's `[pretrain]` model).
+    #[arg(long, value_name = "RUN")]
+    pub encoder: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -134,7 +138,14 @@ fn bench_ssl(args: &BenchSslArgs, global: &GlobalArgs) -> Result<()> {
         .chain(std::env::args().skip(1))
         .collect::<Vec<_>>()
         .join(" ");
-    let report = ssl_bench::run(&cfg, &paths, &device, global.show_progress(), &command)?;
+    let report = ssl_bench::run(
+        &cfg,
+        &paths,
+        args.encoder.as_deref(),
+        &device,
+        global.show_progress(),
+        &command,
+    )?;
     println!("{}", ssl_bench::render_table(&report));
     log::info!("table.md and results.json in {}", paths.out.display());
     Ok(())

@@ -439,12 +439,28 @@ impl Augmenter {
     /// the result is the same whatever the thread count. Derive `seed` from the run seed and
     /// the step so that every step draws fresh views.
     pub fn two_views_batch(&self, images: &[&Image], seed: u64) -> Result<Vec<(Image, Image)>> {
-        images
+        let pairs: Vec<(&Image, &Image)> = images.iter().map(|&im| (im, im)).collect();
+        self.pair_views_batch(&pairs, seed)
+    }
+
+    /// One view of each image of every pair (`(a, a)` gives [`Self::two_views_batch`]),
+    /// drawn as there.
+    pub fn pair_views_batch(
+        &self,
+        pairs: &[(&Image, &Image)],
+        seed: u64,
+    ) -> Result<Vec<(Image, Image)>> {
+        pairs
             .par_iter()
             .enumerate()
-            .map(|(i, im)| {
-                self.two_views(im, &mut sample_rng(seed, i as u64))
-                    .with_context(|| format!("augmenting image {i} of the batch"))
+            .map(|(i, (a, b))| {
+                let rng = &mut sample_rng(seed, i as u64);
+                let views = (|| {
+                    let (va, _) = self.apply(a, None, rng)?;
+                    let (vb, _) = self.apply(b, None, rng)?;
+                    anyhow::Ok((va, vb))
+                })();
+                views.with_context(|| format!("augmenting image {i} of the batch"))
             })
             .collect()
     }

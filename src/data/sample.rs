@@ -64,4 +64,11 @@ pub trait SampleSource: Send + Sync {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// Another observation of sample `index`'s content — its positive partner for
+    /// contrastive pretraining — as model input of the same shape; `draw` picks one when
+    /// there are several (a pure function of `(index, draw)`). `None`: no partner.
+    fn partner(&self, index: usize, draw: u64) -> Result<Option<Image>> {
+        let _ = (index, draw);
+        Ok(None)
+    }
 }

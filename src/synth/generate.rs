@@ -516,7 +516,12 @@ pub struct Overrides {
 }
 
 fn stage_rng(scene: &Scene, k: u64) -> ChaCha8Rng {
-    stream_rng(scene.field_seed, k)
+    let seed = match k {
+        // A nuisance twin shares these with its scene.
+        stage::EDGES | stage::CAPTION => scene.field_seed,
+        _ => scene.nuisance_seed.unwrap_or(scene.field_seed),
+    };
+    stream_rng(seed, k)
 }
 
 /// A scaled source as measured: (scale, d_LOS in m, deformation mask, fringe count, intensity).

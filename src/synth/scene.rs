@@ -453,6 +453,11 @@ pub struct Scene {
     pub nuisance: NuisanceParams,
     /// Seed of every random field of this pair (atmosphere, noise, speckle, errors).
     pub field_seed: u64,
+    /// A nuisance twin's own seed for the nuisance fields (atmosphere, ramp, coherence,
+    /// noise, errors, artefacts, amplitude); `None` = `field_seed`. The frame edges keep
+    /// `field_seed`, so a twin has the same valid pixels and deformation mask.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nuisance_seed: Option<u64>,
 }
 
 impl Scene {
@@ -507,6 +512,9 @@ pub fn stream_rng(seed: u64, stream: u64) -> ChaCha8Rng {
     rng.set_stream(stream);
     rng
 }
+
+/// Mixed into a scene's field seed for the RNG of its nuisance twins.
+const TWIN_SALT: u64 = 0x7717_0a1f_5eed_0001;
 
 /// Stream ids above this are frame streams (sample indices stay below it).
 const FRAME_STREAM_BASE: u64 = 1 << 62;
@@ -598,12 +606,7 @@ impl SceneConfig {
         let primary_day = frame.epoch_day + 6 * rng.random_range(0..slots);
         let primary = date_from_days(primary_day);
         let secondary = date_from_days(primary_day + baseline);
-        let style = match self.style {
-            StyleChoice::Licsar2020 => RenderStyle::Licsar2020,
-            StyleChoice::Gamma => RenderStyle::Gamma,
-            StyleChoice::Mixed if secondary >= style_change_date() => RenderStyle::Licsar2020,
-            StyleChoice::Mixed => RenderStyle::Gamma,
-        };
+        let style = self.style_for(secondary);
 
         let anchor = self.volcano(&frame);
         let mut sources = self.draw_sources(&mut rng, anchor);
@@ -626,6 +629,45 @@ impl SceneConfig {
             sources,
             nuisance,
             field_seed,
+            nuisance_seed: None,
+        }
+    }
+
+    /// Nuisance twin `draw` of `scene` (a scene of this config): the same frame, terrain
+    /// and deformation sources (so the same mask and labels), with independent nuisance
+    /// draws — acquisition dates (hence temporal decorrelation and, for the mixed style,
+    /// the renderer), atmosphere, orbital ramp, coherence and noise, processing errors,
+    /// glacier and artefact flags. A corrupted frame stays corrupted (it never carries
+    /// deformation). SimCLR uses two twins as a positive pair (issue 21): what they share
+    /// is what the encoder should keep.
+    pub fn nuisance_twin(&self, scene: &Scene, draw: u64) -> Scene {
+        let mut rng = stream_rng(scene.field_seed ^ TWIN_SALT, draw);
+        let frame = &scene.frame;
+        let baseline = draw_baseline(&mut rng);
+        let last = day_number(LAST_DAY) - baseline;
+        let slots = ((last - frame.epoch_day) / 6).max(1);
+        let primary_day = frame.epoch_day + 6 * rng.random_range(0..slots);
+        let primary = date_from_days(primary_day);
+        let secondary = date_from_days(primary_day + baseline);
+        let mut nuisance = self.draw_nuisance(&mut rng, baseline);
+        nuisance.corrupted = scene.nuisance.corrupted;
+        Scene {
+            primary,
+            secondary,
+            style: self.style_for(secondary),
+            nuisance,
+            nuisance_seed: Some(rng.next_u64()),
+            ..scene.clone()
+        }
+    }
+
+    /// The renderer of a pair whose later acquisition is `secondary`.
+    fn style_for(&self, secondary: Date) -> RenderStyle {
+        match self.style {
+            StyleChoice::Licsar2020 => RenderStyle::Licsar2020,
+            StyleChoice::Gamma => RenderStyle::Gamma,
+            StyleChoice::Mixed if secondary >= style_change_date() => RenderStyle::Licsar2020,
+            StyleChoice::Mixed => RenderStyle::Gamma,
         }
     }
 
@@ -1019,6 +1061,7 @@ pub fn scene_for_annotation(
         sources,
         nuisance,
         field_seed: rng.next_u64(),
+        nuisance_seed: None,
     }
 }
 

@@ -11,6 +11,7 @@ use anyhow::{bail, Result};
 use super::captions::CaptionStyle;
 use super::generate::{render_scene, Overrides, Rendered};
 use super::scene::SceneConfig;
+use crate::data::array::Image;
 use crate::data::frames::{input_from_pngs, InputFormat};
 use crate::data::png::Png;
 use crate::data::resample::{resize_area, resize_nearest};
@@ -99,5 +100,90 @@ impl SampleSource for SyntheticStream {
             bail!("sample index {index} out of range (0..{})", self.len);
         }
         sample_of(&self.render(index)?, self.format, self.size)
+    }
+
+    /// Nuisance twin `draw` of the sample (`SceneConfig::nuisance_twin`).
+    fn partner(&self, index: usize, draw: u64) -> Result<Option<Image>> {
+        Ok(Some(self.twin(index, draw)?.image))
+    }
+}
+
+impl SyntheticStream {
+    /// Nuisance twin `draw` of sample `index`: the same deformation (mask, labels),
+    /// independent nuisance signals (its caption describes them).
+    pub fn twin(&self, index: usize, draw: u64) -> Result<Sample> {
+        if index >= self.len {
+            bail!("sample index {index} out of range (0..{})", self.len);
+        }
+        let scene = self.config.scene(self.seed, index as u64);
+        let twin = self.config.nuisance_twin(&scene, draw);
+        let rendered = render_scene(&twin, self.caption_style, &Overrides::default())?;
+        sample_of(&rendered, self.format, self.size)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synth::scene::SceneConfig;
+
+    fn stream() -> SyntheticStream {
+        let config = SceneConfig {
+            width: 64,
+            height: 64,
+            crowd_rate: 0.0,
+            ..SceneConfig::default()
+        };
+        SyntheticStream::new(config, 5, 40).unwrap()
+    }
+
+    fn differs(a: &Image, b: &Image) -> f64 {
+        let d: f64 = a
+            .data
+            .iter()
+            .zip(&b.data)
+            .map(|(x, y)| f64::from((x - y).abs()))
+            .sum();
+        d / a.data.len() as f64
+    }
+
+    #[test]
+    fn nuisance_twins_share_the_deformation_and_redraw_the_nuisance() {
+        let s = stream();
+        let mut deformed = 0;
+        for i in 0..s.len() {
+            let original = s.get(i).unwrap();
+            let twin = s.twin(i, 3).unwrap();
+            // Same deformation: mask, labels and frame (the caption describes the
+            // nuisance too, so it may differ).
+            assert_eq!(twin.mask, original.mask, "sample {i}");
+            assert_eq!(twin.labels, original.labels, "sample {i}");
+            assert_eq!(twin.frame_id, original.frame_id, "sample {i}");
+            // Different nuisance: the pixels differ clearly.
+            assert!(
+                differs(&twin.image, &original.image) > 0.02,
+                "sample {i}: twin too close to the original"
+            );
+            // Deterministic per (seed, index, draw); another draw is another twin.
+            assert_eq!(s.twin(i, 3).unwrap().image, twin.image, "sample {i}");
+            assert!(differs(&s.twin(i, 4).unwrap().image, &twin.image) > 0.02);
+            assert_eq!(s.partner(i, 3).unwrap(), Some(twin.image));
+            deformed += usize::from(original.labels[0] > 0.5);
+        }
+        assert!(
+            deformed >= 5,
+            "only {deformed} deformed samples: the test sees too few"
+        );
+        assert!(s.twin(s.len(), 0).is_err());
+    }
+
+    #[test]
+    fn a_twin_of_another_seed_is_another_scene() {
+        let a = stream();
+        let b = SyntheticStream {
+            seed: 6,
+            ..stream()
+        };
+        assert_ne!(a.twin(0, 1).unwrap().image, b.twin(0, 1).unwrap().image);
     }
 }

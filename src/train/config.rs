@@ -133,6 +133,24 @@ pub struct DataConfig {
     /// `--data DIR` of the run (recorded; `None` = built-in synthetic stream).
     #[serde(default)]
     pub dir: Option<std::path::PathBuf>,
+    /// What a SimCLR positive pair is made of.
+    #[serde(default)]
+    pub pairs: PairMode,
+}
+
+/// The two images behind a SimCLR positive pair (both are then augmented).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PairMode {
+    /// One image, twice: the positives differ only by augmentation (plain SimCLR).
+    Views,
+    /// The image and a partner observation of the same content where the source has one
+    /// (`SampleSource::partner`): a nuisance twin of a synthetic scene (same deformation,
+    /// independent atmosphere, decorrelation, noise, ramp, errors and renderer), or an
+    /// interferogram of the same frame whose time span overlaps (`--data`). Samples without
+    /// a partner fall back to `views`.
+    #[default]
+    Partners,
 }
 
 fn default_image_size() -> usize {
@@ -157,6 +175,7 @@ impl Default for DataConfig {
             synthetic_samples: default_synthetic_samples(),
             val_samples: default_val_samples(),
             dir: None,
+            pairs: PairMode::default(),
         }
     }
 }

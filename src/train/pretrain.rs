@@ -16,7 +16,7 @@ use rand::Rng;
 use rayon::prelude::*;
 
 use super::checkpoint::RunDir;
-use super::config::PretrainConfig;
+use super::config::{PairMode, PretrainConfig};
 use super::driver::{Batch, Outcome, StepOutput, TrainTask, Trainer};
 use super::optim::{trainable_params, Optimizer};
 use crate::data::array::{batch_tensor, Image};
@@ -56,7 +56,8 @@ pub fn open_data(dir: &Path, format: InputFormat) -> Result<Box<dyn SampleSource
 pub fn synthetic_source(cfg: &PretrainConfig) -> Result<Box<dyn SampleSource>> {
     let size = cfg.data.image_size;
     let stream = SyntheticStream::new(builtin::config(), cfg.seed, cfg.data.synthetic_samples)?
-        .with_size(size, size);
+        .with_size(size, size)
+        .with_format(cfg.data.input_format);
     Ok(Box::new(stream))
 }
 
@@ -83,6 +84,41 @@ pub fn load_images(source: &dyn SampleSource, indices: &[usize]) -> Result<Vec<I
         .collect()
 }
 
+/// Samples `indices` with their partners (`SampleSource::partner`, draw derived from
+/// `seed` and the index), in parallel; errors name the index.
+pub fn load_partners(
+    source: &dyn SampleSource,
+    indices: &[usize],
+    seed: u64,
+) -> Result<Vec<(Image, Option<Image>)>> {
+    indices
+        .par_iter()
+        .map(|&i| {
+            let draw = sample_rng(seed ^ PARTNER_SALT, i as u64).random::<u64>();
+            let image = source
+                .get(i)
+                .with_context(|| format!("loading sample {i}"))?
+                .image;
+            let partner = source
+                .partner(i, draw)
+                .with_context(|| format!("loading the partner of sample {i}"))?;
+            if let Some(p) = &partner {
+                let shape = |im: &Image| (im.channels, im.height, im.width);
+                ensure!(
+                    shape(p) == shape(&image),
+                    "the partner of sample {i} is {:?} (channels, height, width), the sample {:?}",
+                    shape(p),
+                    shape(&image)
+                );
+            }
+            Ok((image, partner))
+        })
+        .collect()
+}
+
+/// Mixed into the step seed for the partner draws (the views use the seed itself).
+const PARTNER_SALT: u64 = 0x9a27_e125_0000_0001;
+
 /// Resizes `image` to `size × size` when it has another size.
 pub fn fit(image: Image, size: usize) -> Result<Image> {
     if image.height == size && image.width == size {
@@ -101,6 +137,7 @@ pub struct PretrainTask<'a> {
     augmenter: Augmenter,
     batch: usize,
     channels: usize,
+    pairs: PairMode,
     device: Device,
     val_seed: u64,
 }
@@ -140,6 +177,7 @@ impl<'a> PretrainTask<'a> {
             augmenter,
             batch: cfg.data.batch_size,
             channels: cfg.model.in_channels,
+            pairs: cfg.data.pairs,
             device: device.clone(),
             val_seed: cfg.seed ^ 0x0bad_5eed,
         })
@@ -149,10 +187,17 @@ impl<'a> PretrainTask<'a> {
         &self.model
     }
 
-    /// Two views of the samples `indices` as `(B, C, S, S)` tensors, from `seed`.
+    /// Two views of the samples `indices` as `(B, C, S, S)` tensors, from `seed`: of each
+    /// sample and its partner (`data.pairs = "partners"`), or of each sample twice.
     fn views(&self, indices: &[usize], seed: u64) -> Result<(Tensor, Tensor)> {
-        let images = load_images(self.source, indices)?;
-        if let Some(im) = images.first() {
+        let pairs = match self.pairs {
+            PairMode::Views => load_images(self.source, indices)?
+                .into_iter()
+                .map(|im| (im, None))
+                .collect(),
+            PairMode::Partners => load_partners(self.source, indices, seed)?,
+        };
+        if let Some((im, _)) = pairs.first() {
             ensure!(
                 im.channels == self.channels,
                 "the data has {} channels but model.in_channels = {}",
@@ -160,8 +205,11 @@ impl<'a> PretrainTask<'a> {
                 self.channels
             );
         }
-        let refs: Vec<&Image> = images.iter().collect();
-        let views = self.augmenter.two_views_batch(&refs, seed)?;
+        let refs: Vec<(&Image, &Image)> = pairs
+            .iter()
+            .map(|(a, b)| (a, b.as_ref().unwrap_or(a)))
+            .collect();
+        let views = self.augmenter.pair_views_batch(&refs, seed)?;
         let a: Vec<&Image> = views.iter().map(|v| &v.0).collect();
         let b: Vec<&Image> = views.iter().map(|v| &v.1).collect();
         Ok((

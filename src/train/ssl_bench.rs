@@ -40,7 +40,7 @@ use rand::{Rng, RngCore};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::checkpoint::{RunDir, MODEL_FILE};
+use super::checkpoint::{run_weights, RunDir, MODEL_FILE};
 use super::config::{from_table, merge_tables, preset_table, PretrainConfig, TrainSection};
 use super::driver::{Batch, StepOutput, TrainTask, Trainer};
 use super::heads::load_encoder_weights;
@@ -361,6 +361,27 @@ impl SampleSource for SetData {
             .get(index)
             .cloned()
             .with_context(|| format!("sample index {index} out of range (0..{})", self.len()))
+    }
+}
+
+/// A cached set whose samples' partners are their nuisance twins from `stream` (the
+/// generator that made the set).
+struct WithTwins<'a> {
+    data: &'a SetData,
+    stream: SyntheticStream,
+}
+
+impl SampleSource for WithTwins<'_> {
+    fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    fn get(&self, index: usize) -> Result<Sample> {
+        self.data.get(index)
+    }
+
+    fn partner(&self, index: usize, draw: u64) -> Result<Option<Image>> {
+        self.stream.partner(index, draw)
     }
 }
 
@@ -715,6 +736,9 @@ pub struct SslBenchReport {
     /// SimCLR's last validation values (`val_loss`, `val_top1`) when it validated.
     pub pretrain_val: Vec<(String, f64)>,
     pub pretrain_steps: u64,
+    /// The pretrain run whose encoder was probed (`--encoder`); `None`: pretrained here.
+    #[serde(default)]
+    pub encoder_from: Option<PathBuf>,
     pub results: Vec<ResultRow>,
     /// Wall-clock seconds per phase (not reproducible; everything else is).
     pub seconds: Vec<(String, f64)>,
@@ -834,6 +858,7 @@ fn is_empty_dir(dir: &Path) -> bool {
 pub fn run(
     cfg: &SslBenchConfig,
     paths: &BenchPaths,
+    pretrained: Option<&Path>,
     device: &Device,
     progress: bool,
     command: &str,
@@ -890,32 +915,58 @@ pub fn run(
     )?;
     let train: Vec<&Sample> = chosen.iter().map(|&i| &pool.samples[i]).collect();
 
-    // 3. SimCLR.
+    // 3. SimCLR: pretrained here, or the encoder of `pretrained` (a `train pretrain` run).
     let t0 = Instant::now();
-    let simclr_dir = paths.run("simclr");
-    remove_run(&simclr_dir)?;
-    let unlabeled = &sets[&DataSet::Unlabeled];
-    log::info!(
-        "SimCLR pretraining on {} unlabeled interferograms ({} encoder, {}²)",
-        unlabeled.len(),
-        cfg.pretrain.model.arch,
-        cfg.image_size()
-    );
-    pretrain::pretrain(
-        &cfg.pretrain,
-        unlabeled,
-        RunDir::new(&simclr_dir),
-        false,
-        device,
-        RunOptions {
-            progress,
-            stop: None,
-        },
-    )?;
-    let simclr_state = RunDir::new(&simclr_dir).read_state()?;
-    let pretrain_val = last_validation(&RunDir::new(&simclr_dir))?;
+    let (simclr_model, pretrain_val, pretrain_steps) = match pretrained {
+        Some(run) => {
+            let run = RunDir::new(run);
+            let weights = run_weights(&run)?;
+            log::info!(
+                "SimCLR encoder: {} (no pretraining here)",
+                weights.display()
+            );
+            let steps = run.read_state().map(|s| s.step).unwrap_or(0);
+            (weights, last_validation(&run).unwrap_or_default(), steps)
+        }
+        None => {
+            let simclr_dir = paths.run("simclr");
+            remove_run(&simclr_dir)?;
+            let unlabeled = &sets[&DataSet::Unlabeled];
+            log::info!(
+                "SimCLR pretraining on {} unlabeled interferograms ({} encoder, {}², pairs: {:?})",
+                unlabeled.len(),
+                cfg.pretrain.model.arch,
+                cfg.image_size(),
+                cfg.pretrain.data.pairs
+            );
+            // The cached images, with the nuisance twins rendered on demand.
+            let (scenes, count, seed) = DataSet::Unlabeled.spec(cfg);
+            let source = WithTwins {
+                data: unlabeled,
+                stream: SyntheticStream::new(scenes.clone(), seed, count)?
+                    .with_size(cfg.image_size(), cfg.image_size())
+                    .with_format(InputFormat::default()),
+            };
+            pretrain::pretrain(
+                &cfg.pretrain,
+                &source,
+                RunDir::new(&simclr_dir),
+                false,
+                device,
+                RunOptions {
+                    progress,
+                    stop: None,
+                },
+            )?;
+            let run = RunDir::new(&simclr_dir);
+            (
+                run.path(MODEL_FILE),
+                last_validation(&run)?,
+                run.read_state()?.step,
+            )
+        }
+    };
     seconds.push(("simclr".to_string(), t0.elapsed().as_secs_f64()));
-    let simclr_model = RunDir::new(&simclr_dir).path(MODEL_FILE);
 
     // 4–5. The three methods, each evaluated on both test sets.
     let mut results = Vec::new();
@@ -943,7 +994,8 @@ pub fn run(
         train_positives: cfg.sets.positives,
         train_negatives: cfg.sets.negatives,
         pretrain_val,
-        pretrain_steps: simclr_state.step,
+        pretrain_steps,
+        encoder_from: pretrained.map(Path::to_path_buf),
         results,
         seconds,
         config: cfg.clone(),
