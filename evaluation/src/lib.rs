@@ -10,7 +10,8 @@
 //!   intensity rule on a wrapped phase, nearest-training distances (memorisation).
 //! - [`retrieval`]: R@K, median and mean rank, mAP from a similarity matrix.
 //! - [`classification`]: per-class and averaged precision/recall/F1, AP, AUROC, confusion.
-//! - [`segmentation`]: dataset-level confusion matrix, IoU, Dice, accuracies.
+//! - [`segmentation`]: dataset-level confusion matrix, IoU, Dice, accuracies; IoU of
+//!   classes merged into groups (the source-type groups the fringes can tell apart).
 //! - [`npy`]: reading and writing NumPy `.npy` matrices.
 
 pub mod captions;

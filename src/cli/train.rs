@@ -245,6 +245,11 @@ pub struct HeadArgs {
     /// Class-balanced oversampling of the training set (overrides data.balanced).
     #[arg(long, value_name = "BOOL", conflicts_with = "resume")]
     pub balanced: Option<bool>,
+    /// Keep this share, in (0, 1], of the training split (a seeded subset that keeps the
+    /// share of deformation samples; val and test stay whole), for label-efficiency
+    /// experiments (overrides data.label_fraction).
+    #[arg(long, value_name = "F", conflicts_with = "resume")]
+    pub label_fraction: Option<f64>,
 }
 
 fn parse_mode(s: &str) -> std::result::Result<insar_mm_models::heads::EncoderMode, String> {
@@ -509,6 +514,10 @@ fn resolve_head_config<C: HeadConfig>(
         *cfg.preset_mut() = p.clone();
     }
     head_overrides(common, args.balanced, &mut cfg);
+    if let Some(f) = args.label_fraction {
+        insar_mm::train::heads::validate_label_fraction(f).context("--label-fraction")?;
+        cfg.data_mut().label_fraction = f;
+    }
     if common.data.is_some() {
         cfg.data_mut().dir = common.data.clone();
     }

@@ -9,7 +9,11 @@
 //! - Validation accumulates one confusion matrix over the val split
 //!   (`insar_mm_eval::segmentation`, mmsegmentation rules): `val_miou` (NaN-mean over the 7
 //!   classes), `val_miou_deformation` (mean IoU over the deformation classes present in the
-//!   ground truth) and `val_aacc`; the best checkpoint is kept by `val_miou`.
+//!   ground truth), `val_iou_any_deformation` (the six types merged against background),
+//!   `val_grouped_miou` (mean IoU over the source-type groups present in the ground truth:
+//!   concentric volcanic = Mogi, spheroid, sill, unidentified; elongated = dyke;
+//!   earthquake; background not averaged in) and `val_aacc`; the best checkpoint is kept by
+//!   `val_miou`.
 //! - At the end the best model (else the last) is scored on the test split; per-class IoU,
 //!   Dice, accuracy and pixel counts go to `test_scores.json`.
 //!
@@ -20,7 +24,7 @@ use std::path::PathBuf;
 use anyhow::{ensure, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
-use insar_mm_eval::segmentation::{Confusion, SegmentationScores};
+use insar_mm_eval::segmentation::{Confusion, GroupScores, SegmentationScores};
 use insar_mm_models::encoder::EncoderConfig;
 use insar_mm_models::heads::{EncoderMode, FpnConfig, Segmenter, SegmenterConfig, TestTimeAugment};
 use insar_mm_models::nn::seeded_var_builder;
@@ -237,6 +241,11 @@ pub struct SegmentReport {
     /// [`Self::miou_deformation`] had every found deformation pixel been given its true
     /// type: the ceiling that this localisation allows (the localisation half).
     pub miou_deformation_true_type: Option<f64>,
+    /// IoU of the source-type groups the fringes can tell apart (concentric volcanic:
+    /// Mogi, spheroid, sill, unidentified; elongated: dyke; earthquake), a mix-up inside a
+    /// group counting as right; `groups.miou_present` is the grouped mIoU, the mean over the
+    /// groups present in the ground truth (background excluded).
+    pub groups: GroupScores,
     pub images: usize,
 }
 
@@ -279,9 +288,11 @@ impl SegmentReport {
             .collect();
         let miou_deformation_true_type =
             (!ceiling.is_empty()).then(|| ceiling.iter().sum::<f64>() / ceiling.len() as f64);
+        let groups = cm.activity_groups()?;
         Ok(Self {
             scores,
             support,
+            groups,
             miou_deformation,
             iou_any_deformation,
             type_accuracy,
@@ -299,6 +310,12 @@ impl SegmentReport {
         v["IoU_any_deformation"] = json!(self.iou_any_deformation);
         v["type_accuracy_found_deformation"] = json!(self.type_accuracy);
         v["mIoU_deformation_present_true_type"] = json!(self.miou_deformation_true_type);
+        v["grouped_mIoU"] = json!(self.groups.miou_present);
+        let by_name = |vals: Vec<serde_json::Value>| -> serde_json::Map<String, serde_json::Value> {
+            self.groups.names.iter().cloned().zip(vals).collect()
+        };
+        v["group_iou"] = by_name(self.groups.iou.iter().map(|x| json!(x)).collect()).into();
+        v["group_support"] = by_name(self.groups.support.iter().map(|x| json!(x)).collect()).into();
         v["images"] = json!(self.images);
         if let (Some(obj), serde_json::Value::Object(e)) = (v.as_object_mut(), extra) {
             obj.extend(e);
@@ -346,6 +363,18 @@ impl SegmentReport {
             "type accuracy on the deformation pixels found {}  mIoU (deformation classes present) had they been typed right {}",
             opt(self.type_accuracy),
             opt(self.miou_deformation_true_type)
+        );
+        let per_group: Vec<String> = self
+            .groups
+            .names
+            .iter()
+            .zip(&self.groups.iou)
+            .map(|(name, iou)| format!("{name} {}", opt(*iou)))
+            .collect();
+        println!(
+            "grouped mIoU (source-type groups present: concentric = Mogi/Spheroid/Sill/Unidentified, elongated = Dyke, earthquake) {}  group IoU: {}",
+            opt(self.groups.miou_present),
+            per_group.join(", ")
         );
     }
 }
@@ -495,6 +524,9 @@ fn val_metrics(r: &SegmentReport) -> Vec<(String, f64)> {
     }
     if let Some(d) = r.miou_deformation {
         out.push(("val_miou_deformation".into(), d));
+    }
+    if let Some(d) = r.groups.miou_present {
+        out.push(("val_grouped_miou".into(), d));
     }
     out
 }
@@ -701,6 +733,31 @@ mod tests {
         let want = (0.75 + 2.0 / 3.0) / 2.0;
         assert!((t.miou_deformation_true_type.unwrap() - want).abs() < 1e-12);
         assert_eq!(v["IoU_any_deformation"], 1.0 / 3.0);
+        // Groups: Mogi and Dyke mixed up across groups in `three`: concentric TP 2 (Mogi
+        // as Mogi), FN 1 (as Dyke) + 1 (missed), FP 1 (Dyke as Mogi) → 2/5; elongated TP 1,
+        // FN 1, FP 1 (Mogi as Dyke) + 1 (background) → 1/4; no earthquake anywhere.
+        assert_eq!(t.groups.iou, vec![Some(0.4), Some(0.25), None]);
+        assert_eq!(t.groups.miou_present, Some((0.4 + 0.25) / 2.0));
+        let tv = t.to_json(json!({})).unwrap();
+        assert_eq!(tv["grouped_mIoU"], (0.4 + 0.25) / 2.0);
+        assert_eq!(tv["group_iou"]["concentric"], 0.4);
+        assert_eq!(tv["group_iou"]["earthquake"], serde_json::Value::Null);
+        assert_eq!(tv["group_support"]["elongated"], 2);
+        let names: Vec<String> = val_metrics(&t).into_iter().map(|(n, _)| n).collect();
+        assert!(
+            names.contains(&"val_grouped_miou".to_string())
+                && names.contains(&"val_iou_any_deformation".to_string()),
+            "{names:?}"
+        );
+        // `mixed`: Mogi as Dyke and as Sill; the Sill is in Mogi's group → concentric 1/2.
+        assert_eq!(m.groups.iou[0], Some(0.5));
+        // The evaluation crate's groups index the mask ids of this crate.
+        for (_, classes) in insar_mm_eval::segmentation::activity_group_classes() {
+            for c in classes {
+                let ty = insar_mm_eval::captions::facts::Activity::ALL[c - 1];
+                assert_eq!(MASK_CLASS_NAMES[c].to_lowercase(), ty.name());
+            }
+        }
         let probs =
             Tensor::from_vec(vec![0.9f32, 0.1, 0.2, 0.8], (1, 2, 1, 2), &Device::Cpu).unwrap();
         assert_eq!(argmax_classes(&probs).unwrap(), vec![vec![0, 1]]);

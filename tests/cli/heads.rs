@@ -280,13 +280,19 @@ fn train_predict_eval_classify_and_segment_end_to_end() {
     let srun = tmp.path().join("segment");
     let mut args = train_args("segment", s(&data), s(&srun), "3");
     args.extend(["--encoder", s(&crun), "--mode", "linear"]);
+    args.extend(["--label-fraction", "0.5"]);
     let printed = ok(&args);
     assert!(
-        printed.contains("mIoU") && printed.contains("Mogi"),
+        printed.contains("mIoU") && printed.contains("Mogi") && printed.contains("grouped mIoU"),
         "{printed}"
     );
     let cfg = json(&srun.join("config.json"));
     assert_eq!(cfg["task"], "segment");
+    assert_eq!(cfg["data"]["label_fraction"], 0.5);
+    assert_eq!(
+        json(&crun.join("config.json"))["data"]["label_fraction"],
+        1.0
+    );
     assert_eq!(cfg["mode"], "linear");
     assert_eq!(cfg["encoder_run"], s(&crun));
     let src = encoder_tensors(&crun.join("best.safetensors"));
@@ -300,6 +306,16 @@ fn train_predict_eval_classify_and_segment_end_to_end() {
     assert_eq!(scores["IoU"].as_array().unwrap().len(), 7);
     assert_tta_chosen_on_val(&cfg, &scores, "val_miou");
     assert_eq!(scores["names"][0], "background");
+    let groups = scores["group_iou"].as_object().unwrap();
+    let names: Vec<&str> = groups.keys().map(String::as_str).collect();
+    assert_eq!(names.len(), 3, "{scores}");
+    for g in ["concentric", "elongated", "earthquake"] {
+        assert!(groups.contains_key(g), "{scores}");
+        assert!(scores["group_support"][g].is_u64(), "{scores}");
+    }
+    assert!(scores.get("grouped_mIoU").is_some(), "{scores}");
+    let metrics = std::fs::read_to_string(srun.join("metrics.jsonl")).unwrap();
+    assert!(metrics.contains("val_miou"), "{metrics}");
 
     // --- predict segment: mask, probability map and overlay at frame resolution.
     let pred_dir = tmp.path().join("pred-s");
@@ -387,6 +403,7 @@ fn train_predict_eval_classify_and_segment_end_to_end() {
     let r = json(&report);
     assert_eq!(r["split"], "val");
     assert!(r["mIoU"].as_f64().unwrap() >= 0.0);
+    assert!(r["group_iou"]["concentric"].is_f64() || r["group_iou"]["concentric"].is_null());
     assert_eq!(r["confusion"].as_array().unwrap().len(), 7);
 
     // --- bad input.
@@ -454,6 +471,16 @@ fn train_predict_eval_classify_and_segment_end_to_end() {
     // A classify run is not a caption model.
     let err = fails(&["caption", "--model", s(&crun), s(&pngs[0])], 1);
     assert!(err.contains("a classify run, not a caption run"), "{err}");
+    // A label fraction outside (0, 1] names the flag and the key, before any data is read.
+    for bad in ["0", "1.5", "nan"] {
+        let mut args = train_args("segment", s(&data), s(&srun), "1");
+        args.extend(["--label-fraction", bad]);
+        let err = fails(&args, 1);
+        assert!(
+            err.contains("--label-fraction") && err.contains("data.label_fraction"),
+            "{err}"
+        );
+    }
     // An existing run is not overwritten.
     let err = fails(&train_args("classify", s(&data), s(&crun), "2"), 1);
     assert!(err.contains("--resume"), "{err}");

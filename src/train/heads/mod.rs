@@ -35,7 +35,7 @@ use crate::data::frames::InputFormat;
 use crate::data::loader::LoadOptions;
 use crate::data::resample::{resize_area, resize_nearest};
 use crate::data::sample::{LabelVector, Sample, SampleSource};
-use crate::data::sampler::{shuffled_order, ClassBalancedSampler};
+use crate::data::sampler::{shuffled_order, stratified_subset, ClassBalancedSampler};
 use crate::data::split::{frame_split, Part, Split};
 
 pub use crate::train::checkpoint::TEST_SCORES_FILE;
@@ -53,6 +53,11 @@ pub struct HeadData {
     /// Class-balanced oversampling of the training set (each draw picks a class uniformly,
     /// then a sample of it; classes = rarest positive label, `data::sampler`).
     pub balanced: bool,
+    /// Share of the training split kept, in (0, 1] (label-efficiency experiments): a
+    /// seeded subset drawn from the run seed, stratified so that deformation and
+    /// non-deformation samples keep their proportions ([`label_subset`]). Val and test stay
+    /// whole.
+    pub label_fraction: f64,
     /// Median side (pixels) of the training frames before resizing; filled when the run
     /// starts. The default sliding window of `predict` on larger images.
     pub source_size: Option<usize>,
@@ -66,6 +71,7 @@ impl Default for HeadData {
             batch_size: 32,
             input_format: InputFormat::default(),
             balanced: false,
+            label_fraction: 1.0,
             source_size: None,
         }
     }
@@ -87,8 +93,34 @@ impl HeadData {
             self.image_size
         );
         ensure!(self.batch_size >= 1, "data.batch_size must be at least 1");
-        Ok(())
+        validate_label_fraction(self.label_fraction)
     }
+}
+
+/// `data.label_fraction` must be in (0, 1].
+pub fn validate_label_fraction(f: f64) -> Result<()> {
+    ensure!(
+        f > 0.0 && f <= 1.0,
+        "data.label_fraction = {f:?} must be in (0, 1] (the share of the training split kept)"
+    );
+    Ok(())
+}
+
+/// The training samples kept by `data.label_fraction = fraction`: `round(fraction × n)`
+/// of them (at least one of each of deformation and non-deformation when both occur), a
+/// seeded subset ([`stratified_subset`]) keeping the share of deformation samples. Sorted
+/// indices; all of them when `fraction` is 1.
+pub fn label_subset(labels: &[LabelVector], fraction: f64, seed: u64) -> Result<Vec<usize>> {
+    validate_label_fraction(fraction)?;
+    let n = labels.len();
+    let keys: Vec<usize> = labels.iter().map(|l| usize::from(l[0] > 0.5)).collect();
+    let classes = usize::from(keys.contains(&0)) + usize::from(keys.contains(&1));
+    let keep = ((fraction * n as f64).round() as usize).max(classes).min(n);
+    Ok(stratified_subset(
+        &keys,
+        keep,
+        &mut sample_rng(seed ^ 0x1abe_1f4a, 0),
+    ))
 }
 
 /// The defaults of `T` with the TOML file `path` merged over them, key by key (unknown keys
@@ -224,6 +256,20 @@ impl LabeledPart {
         sides.get(sides.len() / 2).copied()
     }
 
+    /// The samples at `indices` (in that order).
+    pub fn select(&self, indices: &[usize]) -> Self {
+        Self {
+            ids: indices.iter().map(|&i| self.ids[i].clone()).collect(),
+            images: indices.iter().map(|&i| self.images[i].clone()).collect(),
+            labels: indices.iter().map(|&i| self.labels[i]).collect(),
+            masks: indices.iter().map(|&i| self.masks[i].clone()).collect(),
+            source_sizes: indices
+                .iter()
+                .filter_map(|&i| self.source_sizes.get(i).copied())
+                .collect(),
+        }
+    }
+
     /// The first `n` samples (all when `n` is 0 or larger than the part).
     pub fn truncate(&mut self, n: usize) {
         if n > 0 && n < self.len() {
@@ -251,6 +297,19 @@ impl LabeledData {
             Part::Val => &self.val,
             Part::Test => &self.test,
         }
+    }
+
+    /// Keeps the [`label_subset`] of the training part (val and test stay whole); returns
+    /// `(kept, before)`.
+    pub fn keep_label_fraction(&mut self, fraction: f64, seed: u64) -> Result<(usize, usize)> {
+        let before = self.train.len();
+        if fraction < 1.0 {
+            let keep = label_subset(&self.train.labels, fraction, seed)?;
+            self.train = self.train.select(&keep);
+        } else {
+            validate_label_fraction(fraction)?;
+        }
+        Ok((self.train.len(), before))
     }
 }
 
@@ -753,5 +812,83 @@ mod tests {
         let q = p.resized(6).unwrap();
         assert_eq!(q.images[0].height, 6);
         assert_eq!(q.source_sizes, vec![(8, 8)]);
+    }
+
+    /// `n` samples of 4×4, the first `deformed` of them deformation; ids `s0`, `s1`, ….
+    fn part_of(prefix: &str, n: usize, deformed: usize) -> LabeledPart {
+        let samples = (0..n)
+            .map(|i| {
+                let mut labels = [0.0; 10];
+                labels[0] = f32::from(u8::from(i < deformed));
+                Sample {
+                    id: format!("{prefix}{i}"),
+                    frame_id: "f".into(),
+                    image: Image::zeros(1, 4, 4),
+                    mask: Some(ClassMask::zeros(4, 4)),
+                    labels,
+                    caption: None,
+                }
+            })
+            .collect();
+        LabeledPart::from_samples(samples, 4).unwrap()
+    }
+
+    #[test]
+    fn label_fraction_keeps_a_seeded_stratified_subset_of_train_only() {
+        let part = part_of("s", 100, 20);
+        let a = label_subset(&part.labels, 0.1, 42).unwrap();
+        assert_eq!(a, label_subset(&part.labels, 0.1, 42).unwrap(), "seeded");
+        assert_ne!(a, label_subset(&part.labels, 0.1, 7).unwrap());
+        assert_eq!(a.len(), 10);
+        // 20 % deformation before, 2 of 10 after.
+        assert_eq!(a.iter().filter(|&&i| i < 20).count(), 2);
+        assert!(a.windows(2).all(|w| w[0] < w[1]), "sorted, no repeats");
+        // 1 %: one sample would drop a kind; both are kept.
+        let tiny = label_subset(&part.labels, 0.01, 42).unwrap();
+        assert_eq!(tiny.len(), 2);
+        assert_eq!(tiny.iter().filter(|&&i| i < 20).count(), 1);
+        // Only non-deformation samples: one is enough.
+        assert_eq!(
+            label_subset(&part_of("n", 50, 0).labels, 0.001, 1)
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(label_subset(&part.labels, 1.0, 3).unwrap().len(), 100);
+
+        let mut data = LabeledData {
+            train: part,
+            val: part_of("v", 10, 3),
+            test: part_of("t", 12, 4),
+        };
+        let (val, test) = (data.val.ids.clone(), data.test.ids.clone());
+        assert_eq!(data.keep_label_fraction(0.25, 42).unwrap(), (25, 100));
+        assert_eq!((data.val.ids.clone(), data.test.ids.clone()), (val, test));
+        assert_eq!(data.train.images.len(), 25);
+        assert_eq!(data.train.masks.len(), 25);
+        assert_eq!(data.train.source_sizes.len(), 25);
+        let want: Vec<String> = label_subset(&part_of("s", 100, 20).labels, 0.25, 42)
+            .unwrap()
+            .iter()
+            .map(|i| format!("s{i}"))
+            .collect();
+        assert_eq!(data.train.ids, want);
+        assert_eq!(data.train.labels.iter().filter(|l| l[0] > 0.5).count(), 5);
+
+        for bad in [0.0, -0.5, 1.5, f64::NAN, f64::INFINITY] {
+            let err = label_subset(&data.val.labels, bad, 1)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("data.label_fraction") && err.contains("(0, 1]"),
+                "{err}"
+            );
+            let d = HeadData {
+                label_fraction: bad,
+                ..HeadData::default()
+            };
+            assert!(format!("{:#}", d.validate().unwrap_err()).contains("data.label_fraction"));
+            assert!(data.keep_label_fraction(bad, 1).is_err());
+        }
     }
 }

@@ -4,7 +4,8 @@
 //! [`run`] resolves the data source, loads `--encoder`, records the resolved architecture,
 //! starts or resumes the [`Trainer`] (Ctrl-C included), then loads the best weights, lets
 //! the task choose its test-time settings on val and scores the test split into
-//! `test_scores.json`. [`load`] opens a finished run for `predict` and `eval`. A task
+//! `test_scores.json`. `data.label_fraction` < 1 keeps a seeded, stratified share of the
+//! training split only ([`super::LabeledData::keep_label_fraction`]). [`load`] opens a finished run for `predict` and `eval`. A task
 //! supplies a [`HeadConfig`]: its config type, with the model, training task and report it
 //! builds.
 
@@ -279,13 +280,25 @@ pub fn run<C: HeadConfig>(opts: HeadRun<C>) -> Result<HeadOutcome<C>> {
         }
     }
     cfg.validate()?;
-    let (data, dir) = resolve_source(
+    let (mut data, dir) = resolve_source(
         data,
         cfg.data().input_format,
         cfg.data().image_size,
         cfg.seed(),
         options.progress,
     )?;
+    // Before the label fraction: the source size describes the dataset, not the subset.
+    let source_size = data.train.median_source_side();
+    let fraction = cfg.data().label_fraction;
+    let (kept, before) = data.keep_label_fraction(fraction, cfg.seed())?;
+    if fraction < 1.0 {
+        let deformation = data.train.labels.iter().filter(|l| l[0] > 0.5).count();
+        log::info!(
+            "data.label_fraction {fraction}: {kept} of {before} training samples kept ({deformation} deformation, {} non-deformation; seed {}); val and test whole",
+            kept - deformation,
+            cfg.seed()
+        );
+    }
     let LabeledData { train, val, test } = data;
     let pretrained = match (&encoder, resume) {
         (Some(path), false) => {
@@ -303,7 +316,7 @@ pub fn run<C: HeadConfig>(opts: HeadRun<C>) -> Result<HeadOutcome<C>> {
     };
     if !resume {
         cfg.data_mut().dir = dir.clone();
-        cfg.data_mut().source_size = train.median_source_side();
+        cfg.data_mut().source_size = source_size;
         *cfg.encoder_run_mut() = encoder.clone();
         let arch = cfg.architecture(pretrained.as_ref().map(|e| e.encoder.clone()))?;
         cfg.set_model(arch);
