@@ -44,9 +44,10 @@ pub struct BenchSslArgs {
     /// Folder of the cached data sets [default: <out>/data].
     #[arg(long, value_name = "DIR")]
     pub cache: Option<std::path::PathBuf>,
-    /// Probe the encoder of this `train pretrain` run instead of pretraining one here (its
-    /// architecture must be the config's `[pretrain]` model).
-    #[arg(long, value_name = "RUN")]
+    /// Probe the encoder of this `train pretrain` run, or `shipped` (the pretrained encoder
+    /// of the binary, written to <out>/shipped-encoder), instead of pretraining one here
+    /// (its architecture must be the config's `[pretrain]` model).
+    #[arg(long, value_name = "RUN|shipped")]
     pub encoder: Option<std::path::PathBuf>,
 }
 
@@ -138,10 +139,16 @@ fn bench_ssl(args: &BenchSslArgs, global: &GlobalArgs) -> Result<()> {
         .chain(std::env::args().skip(1))
         .collect::<Vec<_>>()
         .join(" ");
+    let encoder = match &args.encoder {
+        Some(e) if e.as_os_str() == "shipped" => Some(
+            insar_mm::train::encoder_init::write_shipped_run(&args.out.join("shipped-encoder"))?,
+        ),
+        other => other.clone(),
+    };
     let report = ssl_bench::run(
         &cfg,
         &paths,
-        args.encoder.as_deref(),
+        encoder.as_deref(),
         &device,
         global.show_progress(),
         &command,

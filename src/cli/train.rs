@@ -12,6 +12,7 @@ use super::GlobalArgs;
 use insar_mm::train::checkpoint::RunDir;
 use insar_mm::train::classify::ClassifyConfig;
 use insar_mm::train::config::{resolve_layers, PretrainConfig, TrainSection};
+use insar_mm::train::encoder_init::EncoderInit;
 use insar_mm::train::heads::recipe::{self, HeadConfig, HeadRun};
 use insar_mm::train::pretrain::{self, open_data, synthetic_source, RunOptions};
 use insar_mm::train::segment::SegmentConfig;
@@ -167,10 +168,12 @@ pub struct CaptionArgs {
     /// memory and the decoder train.
     #[arg(long, conflicts_with = "resume")]
     pub freeze_encoder: bool,
-    /// Start the encoder from a SimCLR run (`train pretrain --out RUN`): its architecture and
-    /// `encoder.*` weights.
-    #[arg(long, value_name = "RUN", conflicts_with = "resume")]
-    pub encoder: Option<PathBuf>,
+    /// Where the encoder starts: auto (the shipped SimCLR encoder when it fits the preset,
+    /// else random), shipped, none (random) or RUN (a `train pretrain` or classify/segment
+    /// run: its architecture and `encoder.*` weights) [default: the config's `encoder`, else
+    /// auto].
+    #[arg(long, value_name = "auto|shipped|none|RUN", value_parser = EncoderInit::parse, conflicts_with = "resume")]
+    pub encoder: Option<EncoderInit>,
     #[command(flatten)]
     pub captions: CaptionDataArgs,
 }
@@ -233,10 +236,12 @@ pub struct HeadArgs {
     /// tiny].
     #[arg(long, value_name = "NAME", value_parser = clap::builder::PossibleValuesParser::new(insar_mm_models::encoder::EncoderConfig::PRESETS))]
     pub preset: Option<String>,
-    /// Start from the encoder of this run (`train pretrain`, or a classify/segment run);
-    /// its architecture replaces the preset.
-    #[arg(long, value_name = "RUN", conflicts_with = "resume")]
-    pub encoder: Option<PathBuf>,
+    /// Where the encoder starts: auto (the shipped SimCLR encoder when the preset is tiny,
+    /// else random), shipped, none (random) or RUN, the encoder of a `train pretrain` or
+    /// classify/segment run, whose architecture replaces the preset [default: the config's
+    /// `encoder`, else auto].
+    #[arg(long, value_name = "auto|shipped|none|RUN", value_parser = EncoderInit::parse, conflicts_with = "resume")]
+    pub encoder: Option<EncoderInit>,
     /// How much of the encoder trains: linear (frozen encoder, a linear probe), finetune
     /// (everything) or finetune:<stage> (stem, layer1..layer4 onwards) [default: the
     /// config's `mode`, else finetune].
@@ -385,8 +390,8 @@ fn run_caption(args: &CaptionArgs, global: &GlobalArgs) -> Result<()> {
             if args.freeze_encoder {
                 cfg.freeze_encoder = true;
             }
-            if let Some(run) = &args.encoder {
-                cfg.encoder_init = Some(run.clone());
+            if let Some(e) = &args.encoder {
+                cfg.encoder = e.clone();
             }
             common.apply_train_overrides(&mut cfg.train);
             cfg.validate()?;

@@ -18,7 +18,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use super::annotation::Annotation;
-use super::array::ClassMask;
+use super::array::{ClassMask, Image};
 use super::frames::{list_interferograms, load_input, InputFormat, InterferogramFiles};
 use super::loader::{load_annotations, AnnotationSet, BadFile, LoadOptions};
 use super::patches::PatchDataset;
@@ -384,5 +384,99 @@ impl SampleSource for FrameSamples {
             labels: a.label_vector(),
             caption: Some(a.clean_caption()),
         })
+    }
+
+    /// An interferogram of the same frame whose time span overlaps sample `index`'s (the
+    /// deformation of the shared days is in both; atmosphere, decorrelation and noise of
+    /// the other acquisition dates differ), picked by `draw` among them; `None` when the
+    /// frame has no such interferogram.
+    fn partner(&self, index: usize, draw: u64) -> Result<Option<Image>> {
+        let candidates = self.partner_candidates(index);
+        if candidates.is_empty() {
+            return Ok(None);
+        }
+        let j = candidates[(draw % candidates.len() as u64) as usize];
+        Ok(Some(self.get(j)?.image))
+    }
+}
+
+impl FrameSamples {
+    /// Indices of the interferograms of sample `index`'s frame whose time span overlaps
+    /// its own (sharing more than an endpoint), in dataset order, without `index`.
+    pub fn partner_candidates(&self, index: usize) -> Vec<usize> {
+        let Some((a, _)) = self.items.get(index) else {
+            return Vec::new();
+        };
+        self.items
+            .iter()
+            .enumerate()
+            .filter(|(j, (b, _))| {
+                *j != index
+                    && b.frame_id == a.frame_id
+                    && b.primary_date < a.secondary_date
+                    && a.primary_date < b.secondary_date
+            })
+            .map(|(j, _)| j)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synth::generate::{generate_dataset, DatasetOptions};
+
+    #[test]
+    fn partners_share_the_frame_and_part_of_the_time_span() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = crate::synth::builtin::config();
+        config.width = 32;
+        config.height = 32;
+        let options = DatasetOptions {
+            seed: 3,
+            float_phase: false,
+            caption_style: Default::default(),
+        };
+        generate_dataset(&config, 60, dir.path(), &options, &|| ()).unwrap();
+        let ds = DatasetDir::open(dir.path(), LoadOptions::default()).unwrap();
+        let frames = ds
+            .frame_samples(InputFormat::default(), None, None)
+            .unwrap();
+        let mut with_partner = 0;
+        for i in 0..frames.len() {
+            let (a, _) = &frames.items[i];
+            let candidates = frames.partner_candidates(i);
+            for &j in &candidates {
+                let (b, _) = &frames.items[j];
+                assert_eq!(b.frame_id, a.frame_id);
+                assert!(b.primary_date < a.secondary_date && a.primary_date < b.secondary_date);
+                assert_ne!(j, i);
+            }
+            // Every overlapping interferogram of the frame is a candidate.
+            let overlapping = frames
+                .items
+                .iter()
+                .filter(|(b, _)| {
+                    b.frame_id == a.frame_id
+                        && b.unique_id != a.unique_id
+                        && b.primary_date < a.secondary_date
+                        && a.primary_date < b.secondary_date
+                })
+                .count();
+            assert_eq!(candidates.len(), overlapping);
+            let p = frames.partner(i, 12345).unwrap();
+            assert_eq!(p.is_some(), !candidates.is_empty());
+            if let Some(p) = p {
+                with_partner += 1;
+                let j = candidates[(12345 % candidates.len() as u64) as usize];
+                assert_eq!(
+                    p.data,
+                    frames.get(j).unwrap().image.data,
+                    "same draw, same partner"
+                );
+            }
+        }
+        assert!(with_partner > 0, "no interferogram of 60 has a partner");
+        assert!(frames.partner_candidates(frames.len()).is_empty());
     }
 }

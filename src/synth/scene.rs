@@ -417,6 +417,17 @@ pub struct FrameInfo {
     pub epoch_day: i64,
 }
 
+/// What a nuisance twin ([`SceneConfig::nuisance_twin`]) keeps of its scene's terrain.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TwinTerrain {
+    /// The frame's terrain: the twin is another pair of the same frame.
+    #[default]
+    Same,
+    /// Another terrain: only the deformation sources (and the frame geometry) are shared.
+    Redrawn,
+}
+
 /// Nuisance parameters drawn for one pair.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NuisanceParams {
@@ -639,8 +650,10 @@ impl SceneConfig {
     /// the renderer), atmosphere, orbital ramp, coherence and noise, processing errors,
     /// glacier and artefact flags. A corrupted frame stays corrupted (it never carries
     /// deformation). SimCLR uses two twins as a positive pair (issue 21): what they share
-    /// is what the encoder should keep.
-    pub fn nuisance_twin(&self, scene: &Scene, draw: u64) -> Scene {
+    /// is what the encoder should keep. With [`TwinTerrain::Redrawn`] the twin also gets
+    /// another terrain (elevation, water, radar geometry: the coherence pattern and the
+    /// topography-correlated delay), so that only the deformation is shared.
+    pub fn nuisance_twin(&self, scene: &Scene, draw: u64, terrain: TwinTerrain) -> Scene {
         let mut rng = stream_rng(scene.field_seed ^ TWIN_SALT, draw);
         let frame = &scene.frame;
         let baseline = draw_baseline(&mut rng);
@@ -651,12 +664,18 @@ impl SceneConfig {
         let secondary = date_from_days(primary_day + baseline);
         let mut nuisance = self.draw_nuisance(&mut rng, baseline);
         nuisance.corrupted = scene.nuisance.corrupted;
+        let nuisance_seed = Some(rng.next_u64());
+        let mut frame = frame.clone();
+        if terrain == TwinTerrain::Redrawn {
+            frame.terrain_seed = rng.next_u64();
+        }
         Scene {
             primary,
             secondary,
             style: self.style_for(secondary),
             nuisance,
-            nuisance_seed: Some(rng.next_u64()),
+            nuisance_seed,
+            frame,
             ..scene.clone()
         }
     }

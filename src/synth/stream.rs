@@ -10,7 +10,7 @@ use anyhow::{bail, Result};
 
 use super::captions::CaptionStyle;
 use super::generate::{render_scene, Overrides, Rendered};
-use super::scene::SceneConfig;
+use super::scene::{SceneConfig, TwinTerrain};
 use crate::data::array::Image;
 use crate::data::frames::{input_from_pngs, InputFormat};
 use crate::data::png::Png;
@@ -27,6 +27,8 @@ pub struct SyntheticStream {
     pub caption_style: CaptionStyle,
     /// Resize the model input (bilinear) and mask (nearest) to `(height, width)`.
     pub size: Option<(usize, usize)>,
+    /// What the nuisance twins ([`Self::twin`]) keep of the terrain.
+    pub twin_terrain: TwinTerrain,
 }
 
 impl SyntheticStream {
@@ -42,11 +44,17 @@ impl SyntheticStream {
             format: InputFormat::default(),
             caption_style: CaptionStyle::default(),
             size: None,
+            twin_terrain: TwinTerrain::default(),
         })
     }
 
     pub fn with_format(mut self, format: InputFormat) -> Self {
         self.format = format;
+        self
+    }
+
+    pub fn with_twin_terrain(mut self, terrain: TwinTerrain) -> Self {
+        self.twin_terrain = terrain;
         self
     }
 
@@ -116,7 +124,7 @@ impl SyntheticStream {
             bail!("sample index {index} out of range (0..{})", self.len);
         }
         let scene = self.config.scene(self.seed, index as u64);
-        let twin = self.config.nuisance_twin(&scene, draw);
+        let twin = self.config.nuisance_twin(&scene, draw, self.twin_terrain);
         let rendered = render_scene(&twin, self.caption_style, &Overrides::default())?;
         sample_of(&rendered, self.format, self.size)
     }
@@ -185,5 +193,34 @@ mod tests {
             ..stream()
         };
         assert_ne!(a.twin(0, 1).unwrap().image, b.twin(0, 1).unwrap().image);
+    }
+
+    #[test]
+    fn a_redrawn_terrain_twin_keeps_the_sources_and_changes_the_terrain() {
+        let same = stream();
+        let redrawn = stream().with_twin_terrain(TwinTerrain::Redrawn);
+        for i in 0..same.len() {
+            let scene = same.config.scene(same.seed, i as u64);
+            let a = same.config.nuisance_twin(&scene, 3, TwinTerrain::Same);
+            let b = same.config.nuisance_twin(&scene, 3, TwinTerrain::Redrawn);
+            // The same nuisance draws and sources; only the terrain seed differs.
+            assert_eq!(
+                (&a.nuisance, a.nuisance_seed),
+                (&b.nuisance, b.nuisance_seed)
+            );
+            assert_eq!(a.sources, b.sources);
+            assert_eq!(a.frame.terrain_seed, scene.frame.terrain_seed);
+            assert_ne!(b.frame.terrain_seed, scene.frame.terrain_seed);
+            let (original, twin) = (same.get(i).unwrap(), redrawn.twin(i, 3).unwrap());
+            assert_eq!(twin.labels, original.labels, "sample {i}");
+            assert_eq!(redrawn.twin(i, 3).unwrap().image, twin.image, "sample {i}");
+            // The coherence channel (terrain-driven) differs from the same-terrain twin's.
+            let coherence = |im: &Image| im.data[2 * im.height * im.width..].to_vec();
+            assert_ne!(
+                coherence(&twin.image),
+                coherence(&same.twin(i, 3).unwrap().image),
+                "sample {i}"
+            );
+        }
     }
 }

@@ -39,6 +39,7 @@ use super::checkpoint::{load_model, run_weights, RunDir, CONFIG_FILE};
 use super::classify::{known_mask_loss, mask_target};
 use super::config::{merge_tables, TrainSection};
 use super::driver::{Batch, BestMetric, MetricMode, Outcome, StepOutput, TrainTask, Trainer};
+use super::encoder_init::EncoderInit;
 use super::heads::EpochOrder;
 use super::optim::{trainable_params, OptimConfig, Optimizer};
 use super::pretrain::RunOptions;
@@ -202,9 +203,13 @@ pub struct CaptionTrainConfig {
     pub label_smoothing: f64,
     /// Keep the encoder fixed (running BatchNorm statistics, no gradient).
     pub freeze_encoder: bool,
-    /// `--encoder RUN`: a SimCLR run (`insar-mm train pretrain`) whose encoder architecture
-    /// and `encoder.*` weights the caption model starts from.
-    pub encoder_init: Option<PathBuf>,
+    /// Where the encoder starts (`--encoder`): `auto` (the shipped pretrained encoder when
+    /// it fits the preset's encoder and input format, else random), `shipped`, `none` or a
+    /// `train pretrain`/classify/segment run whose architecture and `encoder.*` weights the
+    /// model starts from. A run records what `auto` resolved to; runs saved before it
+    /// (`encoder_init`) still read.
+    #[serde(alias = "encoder_init")]
+    pub encoder: EncoderInit,
     /// Weight of the label head's BCE (the frame's multi-label vector read from C5) added
     /// to the caption loss; 0 = no label head. Runs saved before the head read as 0.
     #[serde(default = "no_aux_loss")]
@@ -232,7 +237,7 @@ impl Default for CaptionTrainConfig {
             tokenizer: TokenizerConfig::default(),
             label_smoothing: 0.1,
             freeze_encoder: false,
-            encoder_init: None,
+            encoder: EncoderInit::default(),
             label_loss_weight: 1.0,
             mask_loss_weight: 1.0,
             label_token: true,
@@ -669,26 +674,6 @@ pub fn open_caption_dataset(
             images,
         },
     ))
-}
-
-/// The encoder architecture of the SimCLR run `run` (its `config.json`).
-pub fn pretrained_encoder_config(run: &Path) -> Result<insar_mm_models::encoder::EncoderConfig> {
-    let cfg: super::config::PretrainConfig = RunDir::new(run)
-        .read_config()
-        .with_context(|| format!("--encoder {}: not a `train pretrain` run", run.display()))?;
-    Ok(cfg
-        .model
-        .simclr()
-        .with_context(|| format!("--encoder {}", run.display()))?
-        .encoder)
-}
-
-/// Sets the `encoder.*` variables of `varmap` from the SimCLR run `run` (its best, else last,
-/// weights); every one must be there with the same shape. Returns how many were set.
-pub fn load_pretrained_encoder(run: &Path, varmap: &VarMap) -> Result<usize> {
-    let ctx = || format!("--encoder {}", run.display());
-    let path = run_weights(&RunDir::new(run)).with_context(ctx)?;
-    super::heads::load_encoder_weights(&path, varmap).with_context(ctx)
 }
 
 /// The caption model of `cfg` on a fresh `VarMap`, initialised from `cfg.seed`.
@@ -1344,26 +1329,31 @@ pub fn train_caption(
     options: RunOptions,
 ) -> Result<CaptionOutcome> {
     cfg.validate()?;
+    // The encoder to start from (none on resume: the checkpoint has the weights).
+    let mut pretrained = None;
     let tokenizer = if resume {
         load_run_tokenizer(&run, cfg.model()?.decoder.vocab_size)?
     } else {
         let tok = CaptionTokenizer::train(&data.train.captions, &cfg.tokenizer)
             .context("training the tokenizer on the train captions")?;
         let mut arch = cfg.architecture(tok.vocab_size())?;
-        if let Some(run) = &cfg.encoder_init {
-            arch.encoder = pretrained_encoder_config(run)?;
+        let (resolved, loaded) = cfg.encoder.resolve(&arch.encoder, cfg.data.input_format)?;
+        if let Some(p) = &loaded {
+            arch.encoder = p.encoder.clone();
         }
+        cfg.encoder = resolved;
         cfg.model = Some(arch);
-        cfg.validate().with_context(|| match &cfg.encoder_init {
-            Some(run) => format!("--encoder {}", run.display()),
+        cfg.validate().with_context(|| match &loaded {
+            Some(p) => p.origin.clone(),
             None => "caption config".into(),
         })?;
+        pretrained = loaded;
         tok
     };
     let (varmap, model) = build_model(cfg, device)?;
-    if let (Some(run), false) = (&cfg.encoder_init, resume) {
-        let n = load_pretrained_encoder(run, &varmap)?;
-        log::info!("encoder initialised from {} ({n} tensors)", run.display());
+    if let Some(p) = &pretrained {
+        let n = p.load_into(&varmap)?;
+        log::info!("encoder initialised from {} ({n} tensors)", p.origin);
     }
     let params = trainable_params(&varmap, |n| is_optimised(n, cfg.freeze_encoder));
     let optimizer = Optimizer::new(cfg.optim.clone(), params)?;

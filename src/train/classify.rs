@@ -24,7 +24,6 @@
 //! samples in memory; optional encoder; mode; seed; output directory; device).
 
 use std::borrow::Cow;
-use std::path::PathBuf;
 
 use anyhow::{ensure, Context, Result};
 use candle_core::{DType, Device, Tensor};
@@ -42,6 +41,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::driver::{Batch, BestMetric, MetricMode, StepOutput, TrainTask};
+use super::encoder_init::EncoderInit;
 use super::heads::recipe::HeadConfig;
 use super::heads::{choose_test_time_augment, EpochOrder, HeadData, LabeledPart, TtaChoice};
 use super::optim::OptimConfig;
@@ -80,8 +80,11 @@ pub struct ClassifyConfig {
     /// `linear` (frozen encoder), `finetune` or `finetune:<stage>`.
     #[serde(with = "super::heads::recipe::mode_text")]
     pub mode: EncoderMode,
-    /// The `--encoder RUN` the weights started from (recorded).
-    pub encoder_run: Option<PathBuf>,
+    /// Where the encoder starts (`--encoder`): `auto` (the shipped pretrained encoder when
+    /// the preset is tiny, else random), `shipped`, `none` (random) or a run folder. A run
+    /// records what `auto` resolved to. Runs saved before it (`encoder_run`) still read.
+    #[serde(alias = "encoder_run")]
+    pub encoder: EncoderInit,
     /// Hidden widths of the head MLP (empty = one linear layer).
     pub hidden: Vec<usize>,
     /// Pooling of the C5 map into the head input: avg, max or avg-max.
@@ -133,7 +136,7 @@ impl Default for ClassifyConfig {
             width: None,
             seed: 42,
             mode: EncoderMode::default(),
-            encoder_run: None,
+            encoder: EncoderInit::default(),
             hidden: Vec::new(),
             pool: GlobalPool::Max,
             loss: ClassifierLoss::Bce,
@@ -702,6 +705,9 @@ impl HeadConfig for ClassifyConfig {
     }
     fn architecture(&self, encoder: Option<EncoderConfig>) -> Result<ClassifierConfig> {
         ClassifyConfig::architecture(self, encoder)
+    }
+    fn arch_encoder(arch: &ClassifierConfig) -> &EncoderConfig {
+        &arch.encoder
     }
     fn build(arch: &ClassifierConfig, seed: u64, device: &Device) -> Result<(VarMap, Classifier)> {
         build_model(arch, seed, device)

@@ -25,6 +25,7 @@ use super::optim::OptimConfig;
 use super::schedule::ScheduleConfig;
 use crate::data::augment::AugmentConfig;
 use crate::data::frames::InputFormat;
+use crate::synth::scene::TwinTerrain;
 
 /// Names of the built-in presets.
 pub const PRESETS: [&str; 4] = ["tiny", "small", "base", "large"];
@@ -136,6 +137,11 @@ pub struct DataConfig {
     /// What a SimCLR positive pair is made of.
     #[serde(default)]
     pub pairs: PairMode,
+    /// With `pairs = "partners"` on the built-in stream: whether a nuisance twin keeps its
+    /// scene's terrain (`same`) or gets another (`redrawn`, so that the coherence pattern
+    /// and topography-correlated delay are not shared and only the deformation is).
+    #[serde(default)]
+    pub twin_terrain: TwinTerrain,
 }
 
 /// The two images behind a SimCLR positive pair (both are then augmented).
@@ -176,6 +182,7 @@ impl Default for DataConfig {
             val_samples: default_val_samples(),
             dir: None,
             pairs: PairMode::default(),
+            twin_terrain: TwinTerrain::default(),
         }
     }
 }

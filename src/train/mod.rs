@@ -12,6 +12,7 @@ pub mod checkpoint;
 pub mod classify;
 pub mod config;
 pub mod driver;
+pub mod encoder_init;
 #[cfg(test)]
 mod fringes;
 pub mod generator;

@@ -57,7 +57,8 @@ pub fn synthetic_source(cfg: &PretrainConfig) -> Result<Box<dyn SampleSource>> {
     let size = cfg.data.image_size;
     let stream = SyntheticStream::new(builtin::config(), cfg.seed, cfg.data.synthetic_samples)?
         .with_size(size, size)
-        .with_format(cfg.data.input_format);
+        .with_format(cfg.data.input_format)
+        .with_twin_terrain(cfg.data.twin_terrain);
     Ok(Box::new(stream))
 }
 

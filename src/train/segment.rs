@@ -19,8 +19,6 @@
 //!
 //! Scores are computed at the model resolution (`data.image_size`).
 
-use std::path::PathBuf;
-
 use anyhow::{ensure, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
@@ -35,6 +33,7 @@ use serde_json::json;
 
 use super::classify::default_augment;
 use super::driver::{Batch, BestMetric, MetricMode, StepOutput, TrainTask};
+use super::encoder_init::EncoderInit;
 use super::heads::recipe::HeadConfig;
 use super::heads::{choose_test_time_augment, EpochOrder, HeadData, LabeledPart, TtaChoice};
 use super::optim::OptimConfig;
@@ -60,8 +59,11 @@ pub struct SegmentConfig {
     /// `linear` (frozen encoder), `finetune` or `finetune:<stage>`.
     #[serde(with = "super::heads::recipe::mode_text")]
     pub mode: EncoderMode,
-    /// The `--encoder RUN` the weights started from (recorded).
-    pub encoder_run: Option<PathBuf>,
+    /// Where the encoder starts (`--encoder`): `auto` (the shipped pretrained encoder when
+    /// the preset is tiny, else random), `shipped`, `none` (random) or a run folder. A run
+    /// records what `auto` resolved to. Runs saved before it (`encoder_run`) still read.
+    #[serde(alias = "encoder_run")]
+    pub encoder: EncoderInit,
     pub fpn: FpnConfig,
     /// Weight of the soft Dice loss added to the cross-entropy (0 = cross-entropy only).
     pub dice_weight: f64,
@@ -94,7 +96,7 @@ impl Default for SegmentConfig {
             width: None,
             seed: 42,
             mode: EncoderMode::default(),
-            encoder_run: None,
+            encoder: EncoderInit::default(),
             fpn: FpnConfig::default(),
             dice_weight: 1.0,
             // Deformation is ≈ 2 % of the pixels: unweighted, the loss settles on background.
@@ -570,6 +572,9 @@ impl HeadConfig for SegmentConfig {
     }
     fn architecture(&self, encoder: Option<EncoderConfig>) -> Result<SegmenterConfig> {
         SegmentConfig::architecture(self, encoder)
+    }
+    fn arch_encoder(arch: &SegmenterConfig) -> &EncoderConfig {
+        &arch.encoder
     }
     fn build(arch: &SegmenterConfig, seed: u64, device: &Device) -> Result<(VarMap, Segmenter)> {
         build_model(arch, seed, device)

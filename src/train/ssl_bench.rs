@@ -945,7 +945,8 @@ pub fn run(
                 data: unlabeled,
                 stream: SyntheticStream::new(scenes.clone(), seed, count)?
                     .with_size(cfg.image_size(), cfg.image_size())
-                    .with_format(InputFormat::default()),
+                    .with_format(InputFormat::default())
+                    .with_twin_terrain(cfg.pretrain.data.twin_terrain),
             };
             pretrain::pretrain(
                 &cfg.pretrain,

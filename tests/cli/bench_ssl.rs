@@ -240,6 +240,36 @@ fn bench_ssl_end_to_end() {
         reproducible(&a.join("results.json")),
         reproducible(&b.join("results.json"))
     );
+
+    // --encoder shipped: no pretraining here; the probe (a) starts from the shipped
+    // encoder, written beside the results as a run folder.
+    let c = dir.path().join("c");
+    ok(&[
+        "-q",
+        "--seed",
+        "7",
+        "bench",
+        "ssl",
+        "--config",
+        s(&config),
+        "--out",
+        s(&c),
+        "--cache",
+        s(&a.join("data")),
+        "--encoder",
+        "shipped",
+    ]);
+    let shipped = encoder_tensors(&manifest_dir().join("weights/simclr-tiny/model.safetensors"));
+    assert!(encoder_tensors(&c.join("runs/simclr-linear/model.safetensors")) == shipped);
+    let r = json(&c.join("results.json"));
+    assert!(
+        r["encoder_from"]
+            .as_str()
+            .unwrap()
+            .ends_with("shipped-encoder"),
+        "{r}"
+    );
+    assert!(!c.join("runs/simclr").exists());
 }
 
 #[test]

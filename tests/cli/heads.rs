@@ -95,6 +95,8 @@ fn train_predict_eval_classify_and_segment_end_to_end() {
     assert_eq!(cfg["model"]["encoder"]["in_channels"], 3);
     assert_eq!(cfg["data"]["input_format"], "cos-sin-coherence");
     assert_eq!(cfg["model"]["num_labels"], 10);
+    // No --encoder: the tiny preset starts from the shipped SimCLR encoder.
+    assert_eq!(cfg["encoder"], "shipped");
     let scores = json(&crun.join("test_scores.json"));
     assert_eq!(scores["classes"].as_array().unwrap().len(), 10);
     assert_eq!(scores["classes"][0]["name"], "Deformation");
@@ -294,7 +296,7 @@ fn train_predict_eval_classify_and_segment_end_to_end() {
         1.0
     );
     assert_eq!(cfg["mode"], "linear");
-    assert_eq!(cfg["encoder_run"], s(&crun));
+    assert_eq!(cfg["encoder"], s(&crun));
     let src = encoder_tensors(&crun.join("best.safetensors"));
     let dst = encoder_tensors(&srun.join("model.safetensors"));
     assert!(!src.is_empty());
@@ -503,4 +505,57 @@ fn train_predict_eval_classify_and_segment_end_to_end() {
             && stderr.contains("data check"),
         "{stderr}"
     );
+}
+
+/// `--encoder shipped|none`: a frozen (linear) run keeps the shipped encoder's tensors
+/// exactly, `none` starts from a random encoder, and an encoder that does not fit the
+/// shipped one is an error when asked for and a random start under `auto`.
+#[test]
+fn shipped_and_random_encoder_initialisation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    synth_dataset(&data, "6", "3");
+    let shipped = encoder_tensors(&manifest_dir().join("weights/simclr-tiny/model.safetensors"));
+    assert!(shipped.len() > 10, "{} tensors", shipped.len());
+    let run_encoder = |init: &str, extra: &[&str]| {
+        let run = tmp.path().join(format!("run-{init}"));
+        let mut args = train_args("classify", s(&data), s(&run), "1");
+        args.extend(["--encoder", init, "--mode", "linear"]);
+        args.extend(extra);
+        ok(&args);
+        let cfg = json(&run.join("config.json"));
+        (cfg, encoder_tensors(&run.join("model.safetensors")))
+    };
+    let (cfg, tensors) = run_encoder("shipped", &[]);
+    assert_eq!(cfg["encoder"], "shipped");
+    assert!(
+        tensors == shipped,
+        "a linear probe changed the shipped encoder"
+    );
+    let (cfg, tensors) = run_encoder("none", &[]);
+    assert_eq!(cfg["encoder"], "none");
+    assert_eq!(tensors.len(), shipped.len());
+    assert!(
+        tensors != shipped,
+        "--encoder none loaded the shipped encoder"
+    );
+    // auto with another architecture: random, recorded as such.
+    let (cfg, _) = run_encoder("auto", &["--preset", "resnet18"]);
+    assert_eq!(cfg["encoder"], "none");
+    // Asked for explicitly, a misfit is an error naming the shipped encoder.
+    let phase = tmp.path().join("phase.toml");
+    std::fs::write(&phase, "[data]\ninput_format = \"phase\"\n").unwrap();
+    let (x, y) = (tmp.path().join("x"), tmp.path().join("y"));
+    let mut args = train_args("classify", s(&data), s(&x), "1");
+    args.extend(["--encoder", "shipped", "--config", s(&phase)]);
+    let err = fails(&args, 1);
+    assert!(
+        err.contains("shipped encoder") && err.contains("Phase"),
+        "{err}"
+    );
+    // An empty value is a usage error.
+    let mut args = train_args("classify", s(&data), s(&y), "1");
+    args.extend(["--encoder", ""]);
+    let err = fails(&args, 2);
+    assert!(err.contains("--encoder"), "{err}");
 }

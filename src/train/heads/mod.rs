@@ -538,12 +538,24 @@ pub fn load_encoder(from: &EncoderRun, varmap: &VarMap) -> Result<usize> {
 /// file and the tensor). Returns how many were set. Shared by every model that starts from a
 /// pretrained encoder (heads, captioning, `bench ssl`).
 pub fn load_encoder_weights(weights: &Path, varmap: &VarMap) -> Result<usize> {
-    let data = varmap.data().lock().expect("VarMap lock poisoned");
-    let device = data
-        .values()
-        .next()
-        .map_or(candle_core::Device::Cpu, |v| v.device().clone());
+    let device = {
+        let data = varmap.data().lock().expect("VarMap lock poisoned");
+        data.values()
+            .next()
+            .map_or(candle_core::Device::Cpu, |v| v.device().clone())
+    };
     let (tensors, _) = read_tensors(weights, &device)?;
+    load_encoder_tensors(&tensors, weights, varmap)
+}
+
+/// [`load_encoder_weights`] from tensors already read (`origin` names them in errors).
+pub fn load_encoder_tensors(
+    tensors: &std::collections::HashMap<String, candle_core::Tensor>,
+    origin: &Path,
+    varmap: &VarMap,
+) -> Result<usize> {
+    let weights = origin;
+    let data = varmap.data().lock().expect("VarMap lock poisoned");
     let mut set = 0;
     let mut missing = Vec::new();
     for (name, var) in data.iter().filter(|(n, _)| n.starts_with("encoder.")) {

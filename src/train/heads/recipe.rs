@@ -21,12 +21,13 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{
-    config_from_file, encoder_run, expect_task, load_encoder, resolve_source, HeadData, HeadSource,
-    LabeledData, LabeledPart, TtaChoice, TEST_SCORES_FILE,
+    config_from_file, expect_task, resolve_source, HeadData, HeadSource, LabeledData, LabeledPart,
+    TtaChoice, TEST_SCORES_FILE,
 };
 use crate::train::checkpoint::{load_model, run_weights, RunDir, CONFIG_FILE};
 use crate::train::config::TrainSection;
 use crate::train::driver::{Outcome, TrainTask, Trainer};
+use crate::train::encoder_init::EncoderInit;
 use crate::train::optim::{trainable_params, OptimConfig, Optimizer};
 use crate::train::pretrain::RunOptions;
 use crate::train::schedule::ScheduleConfig;
@@ -51,7 +52,7 @@ pub trait HeadConfig: Default + Clone + Debug + Serialize + DeserializeOwned {
     fn seed_mut(&mut self) -> &mut u64;
     fn preset_mut(&mut self) -> &mut String;
     fn mode_mut(&mut self) -> &mut EncoderMode;
-    fn encoder_run_mut(&mut self) -> &mut Option<PathBuf>;
+    fn encoder_init_mut(&mut self) -> &mut EncoderInit;
     fn data(&self) -> &HeadData;
     fn data_mut(&mut self) -> &mut HeadData;
     fn optim(&self) -> &OptimConfig;
@@ -70,6 +71,8 @@ pub trait HeadConfig: Default + Clone + Debug + Serialize + DeserializeOwned {
     fn encoder_mode(&self) -> Result<EncoderMode>;
     /// The architecture on `encoder` (default: the preset's).
     fn architecture(&self, encoder: Option<EncoderConfig>) -> Result<Self::Arch>;
+    /// The encoder of `arch`.
+    fn arch_encoder(arch: &Self::Arch) -> &EncoderConfig;
     /// The model of `arch` on a fresh `VarMap`, initialised from `seed`.
     fn build(arch: &Self::Arch, seed: u64, device: &Device) -> Result<(VarMap, Self::Model)>;
     fn is_trainable(model: &Self::Model, name: &str) -> bool;
@@ -118,7 +121,7 @@ pub trait HeadConfig: Default + Clone + Debug + Serialize + DeserializeOwned {
 }
 
 /// Implements the field accessors of [`HeadConfig`] for a config with fields `seed`,
-/// `preset`, `mode`, `encoder_run`, `data`, `optim`, `schedule`, `train` and
+/// `preset`, `mode`, `encoder`, `data`, `optim`, `schedule`, `train` and
 /// `model: Option<Arch>`.
 #[macro_export]
 macro_rules! head_config_fields {
@@ -138,8 +141,8 @@ macro_rules! head_config_fields {
         fn encoder_mode(&self) -> anyhow::Result<insar_mm_models::heads::EncoderMode> {
             Ok(self.mode)
         }
-        fn encoder_run_mut(&mut self) -> &mut Option<std::path::PathBuf> {
-            &mut self.encoder_run
+        fn encoder_init_mut(&mut self) -> &mut $crate::train::encoder_init::EncoderInit {
+            &mut self.encoder
         }
         fn data(&self) -> &$crate::train::heads::HeadData {
             &self.data
@@ -222,8 +225,8 @@ pub struct HeadRun<C> {
     pub config: C,
     /// Where the samples come from.
     pub data: HeadSource,
-    /// `--encoder RUN`: start from this run's encoder (not with `resume`).
-    pub encoder: Option<PathBuf>,
+    /// `--encoder`: overrides the config's encoder initialisation (not with `resume`).
+    pub encoder: Option<EncoderInit>,
     /// Overrides the config's `mode` (not with `resume`).
     pub mode: Option<EncoderMode>,
     /// Overrides the config's `seed` (not with `resume`).
@@ -300,36 +303,34 @@ pub fn run<C: HeadConfig>(opts: HeadRun<C>) -> Result<HeadOutcome<C>> {
         );
     }
     let LabeledData { train, val, test } = data;
-    let pretrained = match (&encoder, resume) {
-        (Some(path), false) => {
-            let er = encoder_run(path)?;
-            ensure!(
-                er.input_format == cfg.data().input_format,
-                "--encoder {}: the encoder was trained on {:?} input, this run uses {:?}",
-                path.display(),
-                er.input_format,
-                cfg.data().input_format
-            );
-            Some(er)
+    // The encoder to start from: resolved once (`auto` becomes `shipped` or `none`) and
+    // recorded; a resumed run has its weights in the checkpoint.
+    let pretrained = if resume {
+        None
+    } else {
+        if let Some(e) = encoder {
+            *cfg.encoder_init_mut() = e;
         }
-        _ => None,
-    };
-    if !resume {
+        let own = cfg.architecture(None)?;
+        let init = cfg.encoder_init_mut().clone();
+        let (resolved, pretrained) =
+            init.resolve(C::arch_encoder(&own), cfg.data().input_format)?;
+        *cfg.encoder_init_mut() = resolved;
         cfg.data_mut().dir = dir.clone();
         cfg.data_mut().source_size = source_size;
-        *cfg.encoder_run_mut() = encoder.clone();
         let arch = cfg.architecture(pretrained.as_ref().map(|e| e.encoder.clone()))?;
         cfg.set_model(arch);
         cfg.validate()?;
         if cfg.encoder_mode()? == EncoderMode::Linear && pretrained.is_none() {
-            log::warn!("linear probe on a randomly initialised encoder (no --encoder given)");
+            log::warn!("linear probe on a randomly initialised encoder (--encoder none)");
         }
-    }
+        pretrained
+    };
     let arch = cfg.model()?.clone();
     let (varmap, model) = C::build(&arch, cfg.seed(), &device)?;
-    if let Some(er) = &pretrained {
-        let n = load_encoder(er, &varmap)?;
-        log::info!("encoder: {n} tensors from {}", er.weights.display());
+    if let Some(p) = &pretrained {
+        let n = p.load_into(&varmap)?;
+        log::info!("encoder: {n} tensors from {}", p.origin);
     }
     let params = trainable_params(&varmap, |n| C::is_trainable(&model, n));
     let optimizer = Optimizer::new(cfg.optim().clone(), params)?;
