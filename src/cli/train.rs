@@ -11,7 +11,9 @@ use clap::{Args, Subcommand};
 use super::GlobalArgs;
 use insar_mm::train::checkpoint::RunDir;
 use insar_mm::train::classify::ClassifyConfig;
-use insar_mm::train::config::{resolve_layers, PretrainConfig, TrainSection};
+use insar_mm::train::config::{
+    builtin_pretrain_config, resolve_layers, resolve_layers_text, PretrainConfig, TrainSection,
+};
 use insar_mm::train::encoder_init::EncoderInit;
 use insar_mm::train::heads::recipe::{self, HeadConfig, HeadRun};
 use insar_mm::train::pretrain::{self, open_data, synthetic_source, RunOptions};
@@ -306,8 +308,15 @@ fn run_pretrain(pretrain: &PretrainArgs, global: &GlobalArgs) -> Result<()> {
             (cfg, run, true)
         }
         None => {
-            let mut cfg: PretrainConfig =
-                resolve_layers(pretrain.preset.as_deref(), args.config.as_deref())?;
+            // Without --config, a built-in preset brings its committed recipe
+            // (configs/pretrain-<preset>.toml).
+            let preset = pretrain.preset.as_deref();
+            let mut cfg: PretrainConfig = match &args.config {
+                Some(_) => resolve_layers(preset, args.config.as_deref())?,
+                None => {
+                    resolve_layers_text(preset, builtin_pretrain_config(preset.unwrap_or("tiny")))?
+                }
+            };
             cfg.seed = global.seed;
             if let Some(b) = args.batch_size {
                 cfg.data.batch_size = b;

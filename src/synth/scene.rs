@@ -424,7 +424,9 @@ pub enum TwinTerrain {
     /// The frame's terrain: the twin is another pair of the same frame.
     #[default]
     Same,
-    /// Another terrain: only the deformation sources (and the frame geometry) are shared.
+    /// Another terrain: only the deformation sources (and the frame geometry) are shared;
+    /// the mask, where the deformation is observable, can change where water or
+    /// decorrelation moves.
     Redrawn,
 }
 

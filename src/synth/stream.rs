@@ -199,6 +199,7 @@ mod tests {
     fn a_redrawn_terrain_twin_keeps_the_sources_and_changes_the_terrain() {
         let same = stream();
         let redrawn = stream().with_twin_terrain(TwinTerrain::Redrawn);
+        let (mut union, mut inter) = (0, 0);
         for i in 0..same.len() {
             let scene = same.config.scene(same.seed, i as u64);
             let a = same.config.nuisance_twin(&scene, 3, TwinTerrain::Same);
@@ -213,6 +214,17 @@ mod tests {
             assert_ne!(b.frame.terrain_seed, scene.frame.terrain_seed);
             let (original, twin) = (same.get(i).unwrap(), redrawn.twin(i, 3).unwrap());
             assert_eq!(twin.labels, original.labels, "sample {i}");
+            // The mask marks where the deformation is observable: another terrain moves
+            // water and decorrelation, so it may change at the margins, not in substance.
+            let (a, b) = (twin.mask.as_ref().unwrap(), original.mask.as_ref().unwrap());
+            let pairs = a.data.iter().zip(&b.data);
+            union += pairs.clone().filter(|(x, y)| **x > 0 || **y > 0).count();
+            inter += pairs.filter(|(x, y)| **x > 0 && **x == **y).count();
+            assert_eq!(
+                a.data.iter().any(|&c| c > 0),
+                b.data.iter().any(|&c| c > 0),
+                "sample {i}"
+            );
             assert_eq!(redrawn.twin(i, 3).unwrap().image, twin.image, "sample {i}");
             // The coherence channel (terrain-driven) differs from the same-terrain twin's.
             let coherence = |im: &Image| im.data[2 * im.height * im.width..].to_vec();
@@ -222,5 +234,9 @@ mod tests {
                 "sample {i}"
             );
         }
+        assert!(
+            union > 0 && inter as f64 / union as f64 > 0.85,
+            "mask IoU {inter}/{union}"
+        );
     }
 }

@@ -139,8 +139,9 @@ pub struct DataConfig {
     pub pairs: PairMode,
     /// With `pairs = "partners"` on the built-in stream: whether a nuisance twin keeps its
     /// scene's terrain (`same`) or gets another (`redrawn`, so that the coherence pattern
-    /// and topography-correlated delay are not shared and only the deformation is).
-    #[serde(default)]
+    /// and topography-correlated delay are not shared and only the deformation is; the
+    /// default: docs/results/ssl.md).
+    #[serde(default = "default_twin_terrain")]
     pub twin_terrain: TwinTerrain,
 }
 
@@ -168,6 +169,9 @@ fn default_batch_size() -> usize {
 fn default_synthetic_samples() -> usize {
     10_000
 }
+fn default_twin_terrain() -> TwinTerrain {
+    TwinTerrain::Redrawn
+}
 fn default_val_samples() -> usize {
     256
 }
@@ -182,7 +186,7 @@ impl Default for DataConfig {
             val_samples: default_val_samples(),
             dir: None,
             pairs: PairMode::default(),
-            twin_terrain: TwinTerrain::default(),
+            twin_terrain: default_twin_terrain(),
         }
     }
 }
@@ -384,28 +388,59 @@ pub fn resolve_layers<T: DeserializeOwned>(
     preset: Option<&str>,
     config_file: Option<&Path>,
 ) -> Result<T> {
-    let file_table = match config_file {
+    match config_file {
         Some(p) => {
             let text = std::fs::read_to_string(p)
                 .with_context(|| format!("--config {}: cannot read", p.display()))?;
-            parse_table(&text, &p.display().to_string())?
+            resolve_layers_text(preset, Some((&text, &p.display().to_string())))
         }
-        None => toml::Table::new(),
+        None => resolve_layers_text(preset, None),
+    }
+}
+
+/// [`resolve_layers`] with the config given as `(TOML text, origin named in errors)`.
+pub fn resolve_layers_text<T: DeserializeOwned>(
+    preset: Option<&str>,
+    config: Option<(&str, &str)>,
+) -> Result<T> {
+    let (file_table, origin) = match config {
+        Some((text, origin)) => (parse_table(text, origin)?, origin.to_string()),
+        None => (toml::Table::new(), "config".to_string()),
     };
     let name = match (preset, file_table.get("preset")) {
         (Some(p), _) => p.to_string(),
         (None, Some(toml::Value::String(p))) => p.clone(),
-        (None, Some(_)) => bail!("{}: `preset` must be a string", origin(config_file)),
+        (None, Some(_)) => bail!("{origin}: `preset` must be a string"),
         (None, None) => "tiny".to_string(),
     };
     let mut table = preset_table(&name)?;
     merge_tables(&mut table, file_table);
     table.insert("preset".into(), toml::Value::String(name));
-    from_table(table, &origin(config_file))
+    from_table(table, &origin)
 }
 
-fn origin(config_file: Option<&Path>) -> String {
-    config_file.map_or_else(|| "config".to_string(), |p| p.display().to_string())
+/// The config `train pretrain` uses without `--config` for a built-in preset: the
+/// committed `configs/pretrain-<preset>.toml` (for `tiny`, the recipe of the shipped encoder).
+pub fn builtin_pretrain_config(preset: &str) -> Option<(&'static str, &'static str)> {
+    match preset {
+        "tiny" => Some((
+            include_str!("../../configs/pretrain-tiny.toml"),
+            "configs/pretrain-tiny.toml",
+        )),
+        "small" => Some((
+            include_str!("../../configs/pretrain-small.toml"),
+            "configs/pretrain-small.toml",
+        )),
+        "base" => Some((
+            include_str!("../../configs/pretrain-base.toml"),
+            "configs/pretrain-base.toml",
+        )),
+        "large" => Some((
+            include_str!("../../configs/pretrain-large.toml"),
+            "configs/pretrain-large.toml",
+        )),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

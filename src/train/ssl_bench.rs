@@ -925,7 +925,13 @@ pub fn run(
                 "SimCLR encoder: {} (no pretraining here)",
                 weights.display()
             );
-            let steps = run.read_state().map(|s| s.step).unwrap_or(0);
+            // A run folder without state (the shipped encoder): the length of its config.
+            let steps = run.read_state().map(|s| s.step).unwrap_or_else(|_| {
+                run.read_config::<PretrainConfig>()
+                    .ok()
+                    .and_then(|c| c.train.steps)
+                    .unwrap_or(0)
+            });
             (weights, last_validation(&run).unwrap_or_default(), steps)
         }
         None => {
@@ -1093,16 +1099,25 @@ pub fn render_markdown(report: &SslBenchReport, command: &str) -> String {
     let mut s =
         String::from("# SSL vs. scratch (Bountos et al. 2021, Table II) on synthetic data\n\n");
     s.push_str(&format!("Command: `{command}`\n\n"));
+    let simclr = match &report.encoder_from {
+        Some(run) => format!(
+            "SimCLR encoder of {} ({} steps; not pretrained here)",
+            run.display(),
+            report.pretrain_steps
+        ),
+        None => format!(
+            "SimCLR: {} steps on {} unlabeled interferograms",
+            report.pretrain_steps, cfg.sets.unlabeled
+        ),
+    };
     s.push_str(&format!(
-        "Seed {}; {}² model inputs, {} encoder (width {}); few-label training set: {} deformation + {} non-deformation interferograms; SimCLR: {} steps on {} unlabeled interferograms; {} pooling; threshold {}.\n\n",
+        "Seed {}; {}² model inputs, {} encoder (width {}); few-label training set: {} deformation + {} non-deformation interferograms; {simclr}; {} pooling; threshold {}.\n\n",
         report.seed,
         report.image_size,
         cfg.pretrain.model.arch,
         cfg.pretrain.model.width.map_or("preset".to_string(), |w| w.to_string()),
         report.train_positives,
         report.train_negatives,
-        report.pretrain_steps,
-        cfg.sets.unlabeled,
         pool_name(cfg.pool),
         cfg.threshold
     ));

@@ -102,6 +102,15 @@ fn pretrain_resume_and_embed() {
     assert_eq!(cfg["data"]["image_size"], 24);
     assert_eq!(cfg["preset"], "tiny");
     assert_eq!(cfg["seed"], 42);
+    // Without --config: the built-in recipe of the shipped encoder (configs/pretrain-tiny.toml).
+    assert_eq!(cfg["data"]["pairs"], "partners");
+    assert_eq!(cfg["data"]["twin_terrain"], "redrawn");
+    assert_eq!(
+        cfg["augment"]["crop"]["scale"],
+        serde_json::json!([0.6, 1.0])
+    );
+    assert_eq!(cfg["train"]["steps"], 6);
+    assert_eq!(cfg["train"]["validate_every"], 200);
 
     // A second start into the same run is refused; --resume extends it.
     let err = fails(&args, 1);
@@ -121,19 +130,23 @@ fn pretrain_resume_and_embed() {
         (Some(8), Some(true))
     );
     let lines = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
-    let steps: Vec<u64> = lines
+    let steps: Vec<(u64, String)> = lines
         .lines()
         .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["step"]
-                .as_u64()
-                .unwrap()
+            let v: Value = serde_json::from_str(l).unwrap();
+            (
+                v["step"].as_u64().unwrap(),
+                v["split"].as_str().unwrap().to_string(),
+            )
         })
         .collect();
-    assert_eq!(
-        steps,
-        [6, 8],
-        "log lines at the last step of each invocation"
-    );
+    // A train line and a validation line (the built-in recipe validates, and always at
+    // the end) at the last step of each invocation.
+    let expected: Vec<(u64, String)> = [(6, "train"), (6, "val"), (8, "train"), (8, "val")]
+        .iter()
+        .map(|(s, p)| (*s, p.to_string()))
+        .collect();
+    assert_eq!(steps, expected, "log lines of the two invocations");
 
     // Embed a patch folder with the run's encoder (tiny: 128-d pooled features).
     let patches = dir.path().join("patches");
@@ -414,9 +427,19 @@ fn usage_and_input_errors() {
     let missing = dir.path().join("nothing");
     let err = fails(&["train", "pretrain", "--resume", s(&missing)], 1);
     assert!(err.contains("config.json"), "{err}");
-    // The run's INFO line comes before the error.
+    // A config without a length (the built-in recipe has one); the run's INFO line comes
+    // before the error.
+    let no_length = dir.path().join("no-length.toml");
+    std::fs::write(&no_length, "[data]\nval_samples = 2\n").unwrap();
     let err = fails_verbose(
-        &["train", "pretrain", "--preset", "tiny", "--out", s(&out)],
+        &[
+            "train",
+            "pretrain",
+            "--config",
+            s(&no_length),
+            "--out",
+            s(&out),
+        ],
         1,
     );
     assert!(err.contains("--steps N or --epochs N"), "{err}");
