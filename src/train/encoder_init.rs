@@ -19,7 +19,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 
 use super::config::PretrainConfig;
-use super::heads::{encoder_run, load_encoder_tensors};
+use super::heads::{encoder_run, load_encoder_tensors, varmap_device};
 use crate::data::frames::InputFormat;
 
 /// The shipped encoder's weights (a `train pretrain` run's best `model.safetensors`).
@@ -157,13 +157,6 @@ impl PretrainedEncoder {
             }
         }
     }
-}
-
-fn varmap_device(varmap: &VarMap) -> Device {
-    let data = varmap.data().lock().expect("VarMap lock poisoned");
-    data.values()
-        .next()
-        .map_or(Device::Cpu, |v| v.device().clone())
 }
 
 /// SHA-256 of `bytes`, lower-case hex.

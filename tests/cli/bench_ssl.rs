@@ -85,9 +85,9 @@ fn bench_ssl_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("ssl.toml");
     std::fs::write(&config, CONFIG).unwrap();
-    // The whole experiment into `out`, seed 7; returns stdout.
-    let bench = |out: &Path| {
-        ok(&[
+    // The whole experiment into `out`, seed 7, with `extra` options; returns stdout.
+    let bench_with = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
             "-q",
             "--seed",
             "7",
@@ -97,8 +97,11 @@ fn bench_ssl_end_to_end() {
             s(&config),
             "--out",
             s(out),
-        ])
+        ];
+        args.extend(extra);
+        ok(&args)
     };
+    let bench = |out: &Path| bench_with(out, &[]);
     let a = dir.path().join("a");
     let stdout = bench(&a);
 
@@ -244,21 +247,7 @@ fn bench_ssl_end_to_end() {
     // --encoder shipped: no pretraining here; the probe (a) starts from the shipped
     // encoder, written beside the results as a run folder.
     let c = dir.path().join("c");
-    ok(&[
-        "-q",
-        "--seed",
-        "7",
-        "bench",
-        "ssl",
-        "--config",
-        s(&config),
-        "--out",
-        s(&c),
-        "--cache",
-        s(&a.join("data")),
-        "--encoder",
-        "shipped",
-    ]);
+    bench_with(&c, &["--cache", s(&a.join("data")), "--encoder", "shipped"]);
     let shipped = encoder_tensors(&manifest_dir().join("weights/simclr-tiny/model.safetensors"));
     assert!(encoder_tensors(&c.join("runs/simclr-linear/model.safetensors")) == shipped);
     let r = json(&c.join("results.json"));

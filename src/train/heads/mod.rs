@@ -538,23 +538,25 @@ pub fn load_encoder(from: &EncoderRun, varmap: &VarMap) -> Result<usize> {
 /// file and the tensor). Returns how many were set. Shared by every model that starts from a
 /// pretrained encoder (heads, captioning, `bench ssl`).
 pub fn load_encoder_weights(weights: &Path, varmap: &VarMap) -> Result<usize> {
-    let device = {
-        let data = varmap.data().lock().expect("VarMap lock poisoned");
-        data.values()
-            .next()
-            .map_or(candle_core::Device::Cpu, |v| v.device().clone())
-    };
-    let (tensors, _) = read_tensors(weights, &device)?;
+    let (tensors, _) = read_tensors(weights, &varmap_device(varmap))?;
     load_encoder_tensors(&tensors, weights, varmap)
 }
 
-/// [`load_encoder_weights`] from tensors already read (`origin` names them in errors).
+/// The device of `varmap`'s variables (the CPU when it has none).
+pub fn varmap_device(varmap: &VarMap) -> candle_core::Device {
+    let data = varmap.data().lock().expect("VarMap lock poisoned");
+    data.values()
+        .next()
+        .map_or(candle_core::Device::Cpu, |v| v.device().clone())
+}
+
+/// [`load_encoder_weights`] from tensors already read; `weights` names their origin in
+/// errors.
 pub fn load_encoder_tensors(
     tensors: &std::collections::HashMap<String, candle_core::Tensor>,
-    origin: &Path,
+    weights: &Path,
     varmap: &VarMap,
 ) -> Result<usize> {
-    let weights = origin;
     let data = varmap.data().lock().expect("VarMap lock poisoned");
     let mut set = 0;
     let mut missing = Vec::new();
