@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{load_model, run_weights, RunDir, CONFIG_FILE};
 use super::classify::{known_mask_loss, mask_target};
-use super::config::{merge_tables, TrainSection};
+use super::config::TrainSection;
 use super::driver::{Batch, BestMetric, MetricMode, Outcome, StepOutput, TrainTask, Trainer};
 use super::encoder_init::EncoderInit;
 use super::heads::EpochOrder;
@@ -279,16 +279,7 @@ fn no_aux_loss() -> f64 {
 impl CaptionTrainConfig {
     /// The defaults with the TOML file `path` merged over them (unknown keys are errors).
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("--config {}: cannot read", path.display()))?;
-        let over: toml::Table = text
-            .parse()
-            .with_context(|| format!("--config {}: invalid TOML", path.display()))?;
-        let mut base = toml::Table::try_from(Self::default()).context("default caption config")?;
-        merge_tables(&mut base, over);
-        toml::Value::Table(base)
-            .try_into()
-            .with_context(|| format!("--config {}", path.display()))
+        super::config::config_from_file(path)
     }
 
     /// Checks the settings; errors name the key.
@@ -325,12 +316,12 @@ impl CaptionTrainConfig {
         );
         ensure!(
             self.label_loss_weight.is_finite() && self.label_loss_weight >= 0.0,
-            "label_loss_weight = {} must be finite and ≥ 0",
+            "label_loss_weight = {:?} must be finite and ≥ 0",
             self.label_loss_weight
         );
         ensure!(
             self.mask_loss_weight.is_finite() && self.mask_loss_weight >= 0.0,
-            "mask_loss_weight = {} must be finite and ≥ 0",
+            "mask_loss_weight = {:?} must be finite and ≥ 0",
             self.mask_loss_weight
         );
         ensure!(
@@ -340,7 +331,7 @@ impl CaptionTrainConfig {
         );
         ensure!(
             (0.0..1.0).contains(&self.label_smoothing),
-            "label_smoothing = {} must be in [0, 1)",
+            "label_smoothing = {:?} must be in [0, 1)",
             self.label_smoothing
         );
         if let Some(m) = &self.model {

@@ -339,16 +339,34 @@ impl PretrainConfig {
     }
 }
 
-/// Merges `over` into `base`, table by table (non-table values replace).
+/// Merges `over` into `base`, table by table (non-table values replace). A table that names
+/// another `kind` than the base's (`[optim] kind = "sgd"` over AdamW) replaces it whole:
+/// the other kind's keys do not apply.
 pub fn merge_tables(base: &mut toml::Table, over: toml::Table) {
     for (k, v) in over {
         match (base.get_mut(&k), v) {
-            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge_tables(b, o),
+            (Some(toml::Value::Table(b)), toml::Value::Table(o))
+                if o.get("kind").is_none_or(|kind| b.get("kind") == Some(kind)) =>
+            {
+                merge_tables(b, o)
+            }
             (_, v) => {
                 base.insert(k, v);
             }
         }
     }
+}
+
+/// The defaults of `T` with the TOML file `path` merged over them, key by key (unknown keys
+/// are errors naming the key path and the file).
+pub fn config_from_file<T: Default + Serialize + DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--config {}: cannot read", path.display()))?;
+    let origin = format!("--config {}", path.display());
+    let over = parse_table(&text, &origin)?;
+    let mut base = toml::Table::try_from(T::default()).context("default config")?;
+    merge_tables(&mut base, over);
+    from_table(base, &origin)
 }
 
 fn parse_table(text: &str, origin: &str) -> Result<toml::Table> {
@@ -378,7 +396,8 @@ pub fn from_table<T: DeserializeOwned>(table: toml::Table, origin: &str) -> Resu
     let value = toml::Value::Table(table);
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        anyhow::anyhow!("{origin}: {path}: {}", e.into_inner())
+        // The toml error's own "in `table`" line would repeat (part of) the path.
+        anyhow::anyhow!("{origin}: {path}: {}", e.into_inner().message())
     })
 }
 
@@ -530,11 +549,86 @@ mod tests {
             resolve_layers::<PretrainConfig>(None, Some(&file)).unwrap_err()
         );
         assert!(err.contains("data.batch_size"), "{err}");
+        // Inside the tagged [optim] and [schedule] tables too, on one line.
+        for (text, key) in [
+            (
+                "[optim]\nkind = \"adamw\"\nlr = \"fast\"\n",
+                "optim.lr: invalid type",
+            ),
+            (
+                "[schedule]\nkind = \"cosine\"\nwarmup_steps = -1\n",
+                "schedule.warmup_steps:",
+            ),
+            (
+                "[optim]\nkind = \"adam\"\n",
+                "optim.kind: unknown variant `adam`",
+            ),
+            (
+                "[optim]\nkind = \"adamw\"\nmomentum = 0.9\n",
+                "optim: `momentum` is not a setting of kind = \"adamw\"",
+            ),
+            (
+                "[schedule]\nkind = \"step\"\n",
+                "schedule: kind = \"step\" needs `step_size`",
+            ),
+        ] {
+            std::fs::write(&file, text).unwrap();
+            let err = format!(
+                "{:#}",
+                resolve_layers::<PretrainConfig>(None, Some(&file)).unwrap_err()
+            );
+            assert!(err.contains(key) && !err.contains('\n'), "{text}: {err}");
+        }
+        // Another kind replaces the preset's table: no AdamW keys left under SGD.
+        std::fs::write(
+            &file,
+            "[optim]\nkind = \"sgd\"\n[schedule]\nkind = \"step\"\nstep_size = 9\n",
+        )
+        .unwrap();
+        let cfg: PretrainConfig = resolve_layers(None, Some(&file)).unwrap();
+        assert_eq!(cfg.optim.kind(), "sgd");
+        assert_eq!(
+            cfg.schedule,
+            crate::train::schedule::ScheduleConfig::Step {
+                warmup_steps: 0,
+                step_size: 9,
+                gamma: 0.1
+            }
+        );
         let err = format!(
             "{:#}",
             resolve_layers::<PretrainConfig>(Some("huge"), None).unwrap_err()
         );
         assert!(err.contains("tiny, small, base, large"), "{err}");
+    }
+
+    /// A run's `config.json` and `state.json` edited by hand: the error names the field,
+    /// inside the tagged optimizer and schedule tables too (never "`?`").
+    #[test]
+    fn run_file_errors_name_the_field() {
+        use crate::data::json::parse_json;
+        use crate::train::checkpoint::TrainState;
+        let cfg: PretrainConfig = resolve_layers(None, None).unwrap();
+        for (path, bad) in [
+            (&["optim", "lr"][..], serde_json::json!("fast")),
+            (&["schedule", "warmup_steps"][..], serde_json::json!(-3)),
+            (&["data", "image_size"][..], serde_json::json!("big")),
+        ] {
+            let mut v = serde_json::to_value(&cfg).unwrap();
+            let mut slot = &mut v;
+            for key in path {
+                slot = &mut slot[*key];
+            }
+            *slot = bad;
+            let err = parse_json::<PretrainConfig>(v.to_string().as_bytes()).unwrap_err();
+            let field = format!("field `{}`", path.join("."));
+            assert!(err.contains(&field) && !err.contains('?'), "{err}");
+        }
+        let rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(1);
+        let mut state = serde_json::to_value(TrainState::new(1, 10, &rng)).unwrap();
+        state["rng"]["stream"] = serde_json::json!("x");
+        let err = parse_json::<TrainState>(state.to_string().as_bytes()).unwrap_err();
+        assert!(err.contains("field `rng.stream`"), "{err}");
     }
 
     #[test]

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use super::caption::{CaptionData3, CaptionPart, CaptionSource, TOKENIZER_FILE};
 use super::checkpoint::{load_model, RunDir, MODEL_FILE};
-use super::config::{merge_tables, TrainSection};
+use super::config::TrainSection;
 use super::driver::{Batch, Outcome, StepOutput, TrainTask, Trainer};
 use super::optim::{trainable_params, OptimConfig, Optimizer};
 use super::pretrain::RunOptions;
@@ -149,17 +149,7 @@ impl Default for GeneratorTrainConfig {
 impl GeneratorTrainConfig {
     /// The defaults with the TOML file `path` merged over them (unknown keys are errors).
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("--config {}: cannot read", path.display()))?;
-        let over: toml::Table = text
-            .parse()
-            .with_context(|| format!("--config {}: invalid TOML", path.display()))?;
-        let mut base =
-            toml::Table::try_from(Self::default()).context("default generator config")?;
-        merge_tables(&mut base, over);
-        toml::Value::Table(base)
-            .try_into()
-            .with_context(|| format!("--config {}", path.display()))
+        super::config::config_from_file(path)
     }
 
     /// Checks the settings; errors name the key.
@@ -194,12 +184,12 @@ impl GeneratorTrainConfig {
         );
         ensure!(
             (0.0..1.0).contains(&self.caption_dropout),
-            "caption_dropout = {} must be in [0, 1)",
+            "caption_dropout = {:?} must be in [0, 1)",
             self.caption_dropout
         );
         ensure!(
             (0.0..1.0).contains(&self.ema_decay),
-            "ema_decay = {} must be in [0, 1)",
+            "ema_decay = {:?} must be in [0, 1)",
             self.ema_decay
         );
         ensure!(
@@ -942,6 +932,10 @@ mod tests {
         bad.data.image_size = 32;
         bad.caption_dropout = 1.0;
         assert!(format!("{:#}", bad.validate().unwrap_err()).contains("caption_dropout"));
+        // Extreme values are echoed compactly, not as 309 digits.
+        bad.caption_dropout = -1e308;
+        let e = format!("{:#}", bad.validate().unwrap_err());
+        assert!(e.contains("caption_dropout = -1e308 must"), "{e}");
     }
 
     #[test]

@@ -152,32 +152,96 @@ fn default_momentum() -> f64 {
 
 /// Optimizer and its hyper-parameters (`[optim]` in a training config).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+#[serde(tag = "kind", rename_all = "lowercase", try_from = "OptimTable")]
 pub enum OptimConfig {
     /// Adam with decoupled weight decay (Loshchilov & Hutter 2019), as `torch.optim.AdamW`.
     Adamw {
-        #[serde(default = "default_lr")]
         lr: f64,
-        #[serde(default = "default_beta1")]
         beta1: f64,
-        #[serde(default = "default_beta2")]
         beta2: f64,
-        #[serde(default = "default_eps")]
         eps: f64,
-        #[serde(default = "default_adamw_wd")]
         weight_decay: f64,
     },
     /// SGD with (optionally Nesterov) momentum and L2 weight decay, as `torch.optim.SGD`.
     Sgd {
-        #[serde(default = "default_lr")]
         lr: f64,
-        #[serde(default = "default_momentum")]
         momentum: f64,
-        #[serde(default)]
         nesterov: bool,
-        #[serde(default)]
         weight_decay: f64,
     },
+}
+
+/// `[optim]` as written, every optimizer's keys side by side: read through this, a bad value
+/// is reported at its own key (`optim.lr`), where serde's tagged enums stop at `optim`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OptimTable {
+    kind: OptimKind,
+    lr: Option<f64>,
+    beta1: Option<f64>,
+    beta2: Option<f64>,
+    eps: Option<f64>,
+    weight_decay: Option<f64>,
+    momentum: Option<f64>,
+    nesterov: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum OptimKind {
+    Adamw,
+    Sgd,
+}
+
+impl TryFrom<OptimTable> for OptimConfig {
+    type Error = String;
+
+    fn try_from(t: OptimTable) -> Result<Self, String> {
+        let foreign = |keys: &[(&str, bool)], kind: &str, own: &str| -> Result<(), String> {
+            match keys.iter().find(|(_, set)| *set) {
+                Some((key, _)) => Err(format!(
+                    "`{key}` is not a setting of kind = \"{kind}\" (its keys: {own})"
+                )),
+                None => Ok(()),
+            }
+        };
+        Ok(match t.kind {
+            OptimKind::Adamw => {
+                foreign(
+                    &[
+                        ("momentum", t.momentum.is_some()),
+                        ("nesterov", t.nesterov.is_some()),
+                    ],
+                    "adamw",
+                    "lr, beta1, beta2, eps, weight_decay",
+                )?;
+                OptimConfig::Adamw {
+                    lr: t.lr.unwrap_or_else(default_lr),
+                    beta1: t.beta1.unwrap_or_else(default_beta1),
+                    beta2: t.beta2.unwrap_or_else(default_beta2),
+                    eps: t.eps.unwrap_or_else(default_eps),
+                    weight_decay: t.weight_decay.unwrap_or_else(default_adamw_wd),
+                }
+            }
+            OptimKind::Sgd => {
+                foreign(
+                    &[
+                        ("beta1", t.beta1.is_some()),
+                        ("beta2", t.beta2.is_some()),
+                        ("eps", t.eps.is_some()),
+                    ],
+                    "sgd",
+                    "lr, momentum, nesterov, weight_decay",
+                )?;
+                OptimConfig::Sgd {
+                    lr: t.lr.unwrap_or_else(default_lr),
+                    momentum: t.momentum.unwrap_or_else(default_momentum),
+                    nesterov: t.nesterov.unwrap_or_default(),
+                    weight_decay: t.weight_decay.unwrap_or_default(),
+                }
+            }
+        })
+    }
 }
 
 impl Default for OptimConfig {
@@ -527,13 +591,22 @@ pub fn read_tensors(
     device: &Device,
 ) -> Result<(HashMap<String, Tensor>, HashMap<String, String>)> {
     let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    tensors_from_bytes(&bytes, &path.display().to_string(), device)
+}
+
+/// [`read_tensors`] of bytes already in memory; errors start with `origin`.
+pub fn tensors_from_bytes(
+    bytes: &[u8],
+    origin: &str,
+    device: &Device,
+) -> Result<(HashMap<String, Tensor>, HashMap<String, String>)> {
     // The safetensors error's message already holds its source's: format it alone, or an
     // error chain would print the JSON error twice.
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|e| anyhow::anyhow!("{}: not a safetensors file: {e}", path.display()))?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(bytes)
+        .map_err(|e| anyhow::anyhow!("{origin}: not a safetensors file: {e}"))?;
     let metadata = meta.metadata().clone().unwrap_or_default();
-    let tensors = candle_core::safetensors::load_buffer(&bytes, device)
-        .with_context(|| format!("{}: cannot decode tensors", path.display()))?;
+    let tensors = candle_core::safetensors::load_buffer(bytes, device)
+        .with_context(|| format!("{origin}: cannot decode tensors"))?;
     Ok((tensors, metadata))
 }
 

@@ -9,33 +9,86 @@ use serde::{Deserialize, Serialize};
 
 /// `[schedule]` in a training config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+#[serde(tag = "kind", rename_all = "lowercase", try_from = "ScheduleTable")]
 pub enum ScheduleConfig {
     /// Warmup, then the base rate.
-    Constant {
-        #[serde(default)]
-        warmup_steps: u64,
-    },
+    Constant { warmup_steps: u64 },
     /// Warmup, then half a cosine from `base` down to `base · min_lr_ratio` at the last step
     /// (SGDR without restarts, as in SimCLR).
     Cosine {
-        #[serde(default)]
         warmup_steps: u64,
-        #[serde(default)]
         min_lr_ratio: f64,
     },
     /// Warmup, then `base · gamma^⌊step / step_size⌋` (PyTorch `StepLR`, counted from step 0).
     Step {
-        #[serde(default)]
         warmup_steps: u64,
         step_size: u64,
-        #[serde(default = "default_gamma")]
         gamma: f64,
     },
 }
 
 fn default_gamma() -> f64 {
     0.1
+}
+
+/// `[schedule]` as written, every kind's keys side by side, so that a bad value is reported
+/// at its own key (`schedule.warmup_steps`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScheduleTable {
+    kind: ScheduleKind,
+    warmup_steps: Option<u64>,
+    min_lr_ratio: Option<f64>,
+    step_size: Option<u64>,
+    gamma: Option<f64>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum ScheduleKind {
+    Constant,
+    Cosine,
+    Step,
+}
+
+impl TryFrom<ScheduleTable> for ScheduleConfig {
+    type Error = String;
+
+    fn try_from(t: ScheduleTable) -> Result<Self, String> {
+        let (kind, own) = match t.kind {
+            ScheduleKind::Constant => ("constant", "warmup_steps"),
+            ScheduleKind::Cosine => ("cosine", "warmup_steps, min_lr_ratio"),
+            ScheduleKind::Step => ("step", "warmup_steps, step_size, gamma"),
+        };
+        let set = [
+            ("min_lr_ratio", t.min_lr_ratio.is_some()),
+            ("step_size", t.step_size.is_some()),
+            ("gamma", t.gamma.is_some()),
+        ];
+        if let Some((key, _)) = set
+            .iter()
+            .find(|(key, is_set)| *is_set && !own.split(", ").any(|k| k == *key))
+        {
+            return Err(format!(
+                "`{key}` is not a setting of kind = \"{kind}\" (its keys: {own})"
+            ));
+        }
+        let warmup_steps = t.warmup_steps.unwrap_or_default();
+        Ok(match t.kind {
+            ScheduleKind::Constant => ScheduleConfig::Constant { warmup_steps },
+            ScheduleKind::Cosine => ScheduleConfig::Cosine {
+                warmup_steps,
+                min_lr_ratio: t.min_lr_ratio.unwrap_or_default(),
+            },
+            ScheduleKind::Step => ScheduleConfig::Step {
+                warmup_steps,
+                step_size: t
+                    .step_size
+                    .ok_or("kind = \"step\" needs `step_size` (steps between decays)")?,
+                gamma: t.gamma.unwrap_or_else(default_gamma),
+            },
+        })
+    }
 }
 
 impl Default for ScheduleConfig {

@@ -21,10 +21,11 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{
-    config_from_file, expect_task, resolve_source, HeadData, HeadSource, LabeledData, LabeledPart,
-    TtaChoice, TEST_SCORES_FILE,
+    expect_task, resolve_source, HeadData, HeadSource, LabeledData, LabeledPart, TtaChoice,
+    TEST_SCORES_FILE,
 };
 use crate::train::checkpoint::{load_model, run_weights, RunDir, CONFIG_FILE};
+use crate::train::config::config_from_file;
 use crate::train::config::TrainSection;
 use crate::train::driver::{Outcome, TrainTask, Trainer};
 use crate::train::encoder_init::EncoderInit;
