@@ -553,25 +553,17 @@ fn classification_cmd(
     Ok(())
 }
 
-/// Reads a label map: a single-channel 8- or 16-bit PNG whose values are class ids.
+/// Reads a label map: a single-channel 8- or 16-bit PNG whose values are class ids (within
+/// the image size limits of every PNG read).
 fn read_label_map(path: &Path) -> Result<(usize, usize, Vec<u32>)> {
-    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    if bytes.is_empty() {
-        bail!("{}: empty file", path.display());
-    }
-    let img = image::load_from_memory_with_format(&bytes, image::ImageFormat::Png)
-        .with_context(|| format!("{}: not a readable PNG", path.display()))?;
-    let (w, h) = (img.width() as usize, img.height() as usize);
-    let values = match img {
-        image::DynamicImage::ImageLuma8(b) => b.into_raw().into_iter().map(u32::from).collect(),
-        image::DynamicImage::ImageLuma16(b) => b.into_raw().into_iter().map(u32::from).collect(),
-        other => bail!(
-            "{}: a label map must be a single-channel gray PNG (8 or 16 bit), got {:?}",
-            path.display(),
-            other.color()
-        ),
-    };
-    Ok((w, h, values))
+    let png = insar_mm::data::png::Png::read(path)?;
+    let values = png.label_values().with_context(|| {
+        format!(
+            "{}: a label map must be a single-channel gray PNG (8 or 16 bit)",
+            path.display()
+        )
+    })?;
+    Ok((png.width, png.height, values))
 }
 
 fn png_names(dir: &Path, flag: &str) -> Result<Vec<String>> {
@@ -724,21 +716,13 @@ fn model_eval_part(
     seed: u64,
     global: &GlobalArgs,
 ) -> Result<(insar_mm::train::heads::LabeledPart, PathBuf)> {
-    use insar_mm::train::heads::{builtin_dir, dataset_split, load_part};
+    use insar_mm::train::heads::{builtin_dir, HeadDataDir};
     let dir = match (&a.data, &data.dir) {
         (Some(d), _) | (None, Some(d)) => d.clone(),
         (None, None) => builtin_dir(seed, global.show_progress())?,
     };
-    let ds = insar_mm::data::dataset::DatasetDir::open(
+    let part = HeadDataDir::open(&dir, data.input_format, seed)?.part(
         &dir,
-        insar_mm::data::loader::LoadOptions::default(),
-    )
-    .with_context(|| format!("--data {}", dir.display()))?;
-    let split = dataset_split(&ds, &dir, seed)?;
-    let part = load_part(
-        &ds,
-        &dir,
-        &split,
         a.split,
         data.input_format,
         data.image_size,

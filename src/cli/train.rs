@@ -45,7 +45,8 @@ pub enum TrainCommand {
 /// Options shared by every `train` command.
 #[derive(Debug, Clone, Args)]
 pub struct CommonTrainArgs {
-    /// Dataset directory (annotations + frames, or with patches/) or a patch folder.
+    /// Dataset directory (annotations + frames; pretrain uses its patches/ when present), or
+    /// a patch folder of `data patches` (pretrain, classify, segment).
     /// Default: the built-in synthetic stream.
     #[arg(long, value_name = "DIR")]
     pub data: Option<PathBuf>,

@@ -621,6 +621,53 @@ impl PatchDataset {
         self
     }
 
+    /// Splits the patches by frame (`frameID` of their labels), as `data split` does for
+    /// interferograms: the frames are shuffled with `seed` and dealt to train, val and test
+    /// in turn until each part holds its share (`fractions`) of the patches, so no frame is
+    /// in two parts. Errors when a part would be empty (too few frames).
+    pub fn frame_parts(&self, seed: u64, fractions: [f64; 3]) -> Result<[PatchDataset; 3]> {
+        let mut frames: BTreeMap<&str, usize> = BTreeMap::new();
+        for e in &self.entries {
+            *frames.entry(e.label.frame_id.as_str()).or_default() += 1;
+        }
+        let mut order: Vec<&str> = frames.keys().copied().collect();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        for i in (1..order.len()).rev() {
+            order.swap(i, rng.random_range(0..=i));
+        }
+        let total = self.entries.len() as f64;
+        let mut counts = [0usize; 3];
+        let mut part_of: HashMap<&str, usize> = HashMap::new();
+        for frame in order {
+            // The part furthest below its share takes the next frame.
+            let part = (0..3)
+                .filter(|&p| fractions[p] > 0.0)
+                .min_by(|&a, &b| {
+                    let deficit = |p: usize| counts[p] as f64 / total - fractions[p];
+                    deficit(a).total_cmp(&deficit(b))
+                })
+                .context("fractions are all zero")?;
+            counts[part] += frames[frame];
+            part_of.insert(frame, part);
+        }
+        let parts: [PatchDataset; 3] = std::array::from_fn(|p| {
+            let mut ds = self.clone();
+            ds.entries
+                .retain(|e| part_of[e.label.frame_id.as_str()] == p);
+            ds
+        });
+        for (ds, name) in parts.iter().zip(["train", "val", "test"]) {
+            ensure!(
+                !ds.entries.is_empty(),
+                "{}: {} frames are too few for a train/val/test split by frame (the {name} part \
+                 is empty); add a split.json or more patches",
+                self.root.display(),
+                frames.len()
+            );
+        }
+        Ok(parts)
+    }
+
     pub fn labels(&self) -> Vec<LabelVector> {
         self.entries
             .iter()

@@ -57,7 +57,8 @@ impl Part {
         }
     }
 
-    fn index(self) -> usize {
+    /// 0, 1, 2 for train, val, test.
+    pub fn index(self) -> usize {
         self as usize
     }
 }

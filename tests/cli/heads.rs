@@ -337,6 +337,24 @@ fn train_predict_eval_classify_and_segment_end_to_end() {
     let preds = json(&pred_dir.join("predictions.json"));
     assert_eq!(preds.as_array().unwrap().len(), 2);
     assert_eq!(preds[0]["windows"], 4);
+    // A legal but pathological window/overlap is run, with a warning on stderr.
+    let (_, stderr) = Cli::default().ok_with_stderr(&[
+        "predict",
+        "segment",
+        "--model",
+        s(&srun),
+        s(&pngs[1]),
+        "--window",
+        "24",
+        "--overlap",
+        "20",
+        "--out",
+        s(&tmp.path().join("pred-slow")),
+    ]);
+    assert!(
+        stderr.contains("--window 24 --overlap 20") && stderr.contains("a stride of 4 pixels"),
+        "{stderr}"
+    );
     let (w, h, mask) = gray_png(Path::new(preds[0]["mask"].as_str().unwrap()));
     assert_eq!((w, h), (64, 64));
     assert!(mask.iter().all(|&c| c < 7));
@@ -453,6 +471,19 @@ fn train_predict_eval_classify_and_segment_end_to_end() {
         err.contains("x.geo.diff.png") && err.contains("3 channels") && err.contains("coherence"),
         "{err}"
     );
+    // A phase image that is no PNG, with its coherence: the error names it once.
+    let junk = lone.join("y.geo.diff.png");
+    std::fs::write(&junk, b"\x89PNG\r\n\x1a\n truncated").unwrap();
+    let cc = pngs[0]
+        .to_str()
+        .unwrap()
+        .replace(".geo.diff.png", ".geo.cc.png");
+    std::fs::copy(&cc, lone.join("y.geo.cc.png")).unwrap();
+    let err = fails(&["predict", "classify", "--model", s(&crun), s(&junk)], 1);
+    assert!(
+        err.contains("not a readable PNG") && err.matches("y.geo.diff.png").count() == 1,
+        "{err}"
+    );
     // A pretrained encoder of a run without one.
     let err = fails(
         &[
@@ -558,4 +589,122 @@ fn shipped_and_random_encoder_initialisation() {
     args.extend(["--encoder", ""]);
     let err = fails(&args, 2);
     assert!(err.contains("--encoder"), "{err}");
+}
+
+/// The uniqueIDs of a patch folder's patches (file stems `<uniqueID>_<k>`), one per patch.
+fn patch_ids(patches: &Path) -> Vec<u64> {
+    files_under(&patches.join("labeled"))
+        .iter()
+        .map(|p| {
+            let stem = p.file_stem().unwrap().to_str().unwrap();
+            stem.split('_').next().unwrap().parse().unwrap()
+        })
+        .collect()
+}
+
+/// `--data` may be a patch folder (`data patches` output): split by frame with the seed,
+/// or by its `split.json`; too few frames for three parts is a clear error.
+#[test]
+fn classify_and_segment_train_on_a_patch_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    synth_dataset(&data, "14", "5");
+    let patches = tmp.path().join("patches");
+    ok(&[
+        "data",
+        "patches",
+        "--raw",
+        s(&data),
+        "--annotations",
+        s(&data),
+        "--out",
+        s(&patches),
+        "--size",
+        "32",
+        "-q",
+    ]);
+    let ids = patch_ids(&patches);
+    assert!(ids.len() >= 14, "{} patches", ids.len());
+
+    // A seeded frame split: every part gets patches, and they add up.
+    let crun = tmp.path().join("classify");
+    ok(&train_args("classify", s(&patches), s(&crun), "2"));
+    assert_eq!(json(&crun.join("config.json"))["data"]["dir"], s(&patches));
+    let parts: Vec<u64> = ["train", "val", "test"]
+        .iter()
+        .map(|part| {
+            let report = ok_json(&[
+                "eval",
+                "classify",
+                "--model",
+                s(&crun),
+                "--split",
+                part,
+                "--json",
+            ]);
+            report["samples"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{report}"))
+        })
+        .collect();
+    assert!(parts.iter().all(|&n| n > 0), "{parts:?}");
+    assert_eq!(parts.iter().sum::<u64>(), ids.len() as u64, "{parts:?}");
+
+    // A split.json in the folder decides: uniqueID 3 alone is the test part.
+    let mut uids: Vec<u64> = ids.clone();
+    uids.sort();
+    uids.dedup();
+    let (test_id, val_id) = (3, 4);
+    let train: Vec<u64> = uids
+        .iter()
+        .copied()
+        .filter(|&u| u != test_id && u != val_id)
+        .collect();
+    let split = serde_json::json!({
+        "method": "frame", "seed": 1, "fractions": [0.8, 0.1, 0.1], "test_frames": [],
+        "train": train, "val": [val_id], "test": [test_id],
+        "frames": {}, "summary": {}, "unrepresented": []
+    });
+    std::fs::write(patches.join("split.json"), split.to_string()).unwrap();
+    let srun = tmp.path().join("segment");
+    ok(&train_args("segment", s(&patches), s(&srun), "2"));
+    let scores = json(&srun.join("test_scores.json"));
+    let expected = ids.iter().filter(|&&u| u == test_id).count();
+    assert!(expected > 0);
+    assert_eq!(
+        scores["images"], expected,
+        "the test part holds the patches of uniqueID {test_id}: {scores}"
+    );
+
+    // Two frames cannot make three parts.
+    let small = tmp.path().join("small");
+    synth_dataset(&small, "2", "5");
+    let small_patches = tmp.path().join("small-patches");
+    ok(&[
+        "data",
+        "patches",
+        "--raw",
+        s(&small),
+        "--annotations",
+        s(&small),
+        "--out",
+        s(&small_patches),
+        "--size",
+        "32",
+        "-q",
+    ]);
+    let err = fails(
+        &train_args(
+            "classify",
+            s(&small_patches),
+            s(&tmp.path().join("c2")),
+            "1",
+        ),
+        1,
+    );
+    assert!(err.contains("too few for a train/val/test split"), "{err}");
+    assert!(
+        !tmp.path().join("c2").exists(),
+        "a failed start leaves no run folder"
+    );
 }

@@ -21,11 +21,10 @@ use candle_nn::VarMap;
 use insar_mm_models::encoder::EncoderConfig;
 use insar_mm_models::heads::TestTimeAugment;
 use rayon::prelude::*;
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{run_weights, RunDir, CONFIG_FILE};
-use super::config::{merge_tables, PretrainConfig};
+use super::config::PretrainConfig;
 use super::driver::{BestMetric, MetricMode};
 use super::optim::read_tensors;
 use crate::data::array::{ClassMask, Image};
@@ -33,6 +32,7 @@ use crate::data::augment::sample_rng;
 use crate::data::dataset::DatasetDir;
 use crate::data::frames::InputFormat;
 use crate::data::loader::LoadOptions;
+use crate::data::patches::{PatchDataset, LABELED_DIR};
 use crate::data::resample::{resize_area, resize_nearest};
 use crate::data::sample::{LabelVector, Sample, SampleSource};
 use crate::data::sampler::{shuffled_order, stratified_subset, ClassBalancedSampler};
@@ -121,21 +121,6 @@ pub fn label_subset(labels: &[LabelVector], fraction: f64, seed: u64) -> Result<
         keep,
         &mut sample_rng(seed ^ 0x1abe_1f4a, 0),
     ))
-}
-
-/// The defaults of `T` with the TOML file `path` merged over them, key by key (unknown keys
-/// are errors naming the key and the file).
-pub fn config_from_file<T: Default + Serialize + DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("--config {}: cannot read", path.display()))?;
-    let over: toml::Table = text
-        .parse()
-        .with_context(|| format!("--config {}: invalid TOML", path.display()))?;
-    let mut base = toml::Table::try_from(T::default()).context("default config")?;
-    merge_tables(&mut base, over);
-    toml::Value::Table(base)
-        .try_into()
-        .with_context(|| format!("--config {}", path.display()))
 }
 
 /// The encoder preset `name` (tiny, resnet18, resnet34, resnet50) with `channels` inputs and
@@ -360,20 +345,63 @@ pub fn load_part(
         .with_context(|| format!("--data {}: loading the {part} split", dir.display()))
 }
 
-/// Loads the three parts of the dataset directory `dir` at `size × size`.
+/// A `--data` folder of the head tasks, opened once: a patch folder (`labeled/` inside,
+/// `data patches` output) or a dataset directory's full frames, with its split.
+pub enum HeadDataDir {
+    /// The patches of each part: by the folder's `split.json` (uniqueIDs) when it has one,
+    /// else split by frame with the seed (80/10/10).
+    Patches([PatchDataset; 3]),
+    Frames(Box<DatasetDir>, Split),
+}
+
+impl HeadDataDir {
+    pub fn open(dir: &Path, format: InputFormat, seed: u64) -> Result<Self> {
+        if dir.join(LABELED_DIR).is_dir() {
+            let patches = PatchDataset::open(dir, format)
+                .with_context(|| format!("--data {}", dir.display()))?;
+            let split_path = dir.join(crate::data::dataset::SPLIT_FILE);
+            let parts = if split_path.is_file() {
+                let split = Split::read(&split_path)?;
+                Part::ALL.map(|p| patches.clone().restrict(&split, p))
+            } else {
+                patches.frame_parts(seed, [0.8, 0.1, 0.1])?
+            };
+            return Ok(Self::Patches(parts));
+        }
+        let ds = DatasetDir::open(dir, LoadOptions::default())
+            .with_context(|| format!("--data {}", dir.display()))?;
+        let split = dataset_split(&ds, dir, seed)?;
+        Ok(Self::Frames(Box::new(ds), split))
+    }
+
+    /// One part at `size × size` (`dir` names the folder in errors).
+    pub fn part(
+        &self,
+        dir: &Path,
+        part: Part,
+        format: InputFormat,
+        size: usize,
+    ) -> Result<LabeledPart> {
+        match self {
+            Self::Patches(parts) => LabeledPart::from_source(&parts[part.index()], size)
+                .with_context(|| format!("--data {}: loading the {part} patches", dir.display())),
+            Self::Frames(ds, split) => load_part(ds, dir, split, part, format, size),
+        }
+    }
+}
+
+/// Loads the three parts of `dir` (see [`HeadDataDir`]) at `size × size`.
 pub fn load_labeled_data(
     dir: &Path,
     format: InputFormat,
     size: usize,
     seed: u64,
 ) -> Result<LabeledData> {
-    let ds = DatasetDir::open(dir, LoadOptions::default())
-        .with_context(|| format!("--data {}", dir.display()))?;
-    let split = dataset_split(&ds, dir, seed)?;
+    let opened = HeadDataDir::open(dir, format, seed)?;
     let data = LabeledData {
-        train: load_part(&ds, dir, &split, Part::Train, format, size)?,
-        val: load_part(&ds, dir, &split, Part::Val, format, size)?,
-        test: load_part(&ds, dir, &split, Part::Test, format, size)?,
+        train: opened.part(dir, Part::Train, format, size)?,
+        val: opened.part(dir, Part::Val, format, size)?,
+        test: opened.part(dir, Part::Test, format, size)?,
     };
     ensure!(
         !data.train.is_empty(),
@@ -571,6 +599,15 @@ pub fn load_encoder_tensors(
                     t.dims(),
                     var.dims()
                 );
+                // Float widths convert (an f16 or f64 export works); integers are no weights.
+                ensure!(
+                    t.dtype().is_float(),
+                    "{}: {name} has dtype {:?}, not a float: not encoder weights",
+                    weights.display(),
+                    t.dtype()
+                );
+                crate::train::checkpoint::check_finite(name, t)
+                    .with_context(|| format!("{}: the weights are unusable", weights.display()))?;
                 var.set(&t.to_dtype(var.dtype())?)?;
                 set += 1;
             }
@@ -714,6 +751,40 @@ pub fn choose_test_time_augment(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `--encoder RUN` weights: shapes, float dtypes and finite values are checked, naming
+    /// the tensor; another float width converts.
+    #[test]
+    fn encoder_tensors_must_be_finite_floats_of_the_right_shape() {
+        use candle_core::{DType, Device, Tensor};
+        let varmap = VarMap::new();
+        let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        vb.get_with_hints((2, 2), "encoder.w", candle_nn::Init::Const(0.0))
+            .unwrap();
+        vb.get_with_hints(3, "head.b", candle_nn::Init::Const(0.0))
+            .unwrap();
+        let load = |t: Tensor| {
+            let tensors = std::collections::HashMap::from([("encoder.w".to_string(), t)]);
+            load_encoder_tensors(&tensors, Path::new("enc.safetensors"), &varmap)
+                .map_err(|e| format!("{e:#}"))
+        };
+        let f64_ok = Tensor::new(&[[1.0f64, 2.0], [3.0, 4.0]], &Device::Cpu).unwrap();
+        assert_eq!(load(f64_ok), Ok(1));
+        let err = load(Tensor::new(&[[1u32, 2], [3, 4]], &Device::Cpu).unwrap()).unwrap_err();
+        assert!(
+            err.contains("encoder.w has dtype U32, not a float"),
+            "{err}"
+        );
+        let nan = Tensor::new(&[[1.0f32, f32::NAN], [3.0, 4.0]], &Device::Cpu).unwrap();
+        let err = load(nan).unwrap_err();
+        assert!(
+            err.starts_with("enc.safetensors: the weights are unusable")
+                && err.contains("encoder.w is not finite"),
+            "{err}"
+        );
+        let err = load(Tensor::zeros(4, DType::F32, &Device::Cpu).unwrap()).unwrap_err();
+        assert!(err.contains("encoder.w has shape [4]"), "{err}");
+    }
 
     #[test]
     fn test_time_augment_is_chosen_by_the_val_metric() {
