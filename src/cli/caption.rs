@@ -125,7 +125,8 @@ pub fn load_model_inputs(
                 format.channel_names().join(", ")
             );
         }
-        let input = load_input(&files, format).with_context(|| format!("{}", p.display()))?;
+        // Its errors name the PNG already (the phase image or its coherence).
+        let input = load_input(&files, format)?;
         let im = input.image;
         ensure!(
             im.channels == channels,

@@ -190,7 +190,8 @@ pub fn read_input(path: &Path, format: InputFormat, channels: usize) -> Result<F
             format.channels() - 1
         );
     }
-    let input = load_input(&files, format).with_context(|| format!("{}", path.display()))?;
+    // Its errors name the PNG already (the phase image or its coherence).
+    let input = load_input(&files, format)?;
     ensure!(
         input.image.channels == channels,
         "{}: {} channels but the model takes {channels}",

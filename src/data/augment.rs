@@ -239,7 +239,7 @@ impl AugmentConfig {
         for (name, p) in probs {
             ensure!(
                 (0.0..=1.0).contains(&p),
-                "augment.{name} = {p} is not a probability in [0, 1]"
+                "augment.{name} = {p:?} is not a probability in [0, 1]"
             );
         }
         let range = |name: &str, r: [f64; 2], lo: f64, hi: f64| -> Result<()> {
@@ -261,12 +261,12 @@ impl AugmentConfig {
         range("blur.sigma", self.blur.sigma, f64::MIN_POSITIVE, 1e3)?;
         ensure!(
             self.elastic.alpha >= 0.0 && self.elastic.alpha <= 1.0,
-            "augment.elastic.alpha = {} must be in [0, 1] (fraction of the image side)",
+            "augment.elastic.alpha = {:?} must be in [0, 1] (fraction of the image side)",
             self.elastic.alpha
         );
         ensure!(
             self.elastic.sigma > 0.0 && self.elastic.sigma <= 1.0,
-            "augment.elastic.sigma = {} must be in (0, 1] (fraction of the image side)",
+            "augment.elastic.sigma = {:?} must be in (0, 1] (fraction of the image side)",
             self.elastic.sigma
         );
         ensure!(

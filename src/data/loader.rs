@@ -12,7 +12,7 @@ use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use rayon::prelude::*;
 
 use super::annotation::{parse_annotation, Annotation};
@@ -124,12 +124,14 @@ fn is_annotation_name(name: &str) -> bool {
         && !NOT_ANNOTATIONS.contains(&lower.as_str())
 }
 
-/// The annotations of a directory: its own JSON files, else `path/annotations/`, else
-/// `path/annotations.tar.gz` / `.tgz` / `.zip` (a dataset directory).
+/// The annotations of a directory. A dataset directory's `annotations/` or
+/// `annotations.tar.gz` / `.tgz` / `.zip` comes first, so that other JSON files at its top
+/// level (`notes.json`, a tool's output) are never read as annotations; else the directory's
+/// own JSON files.
 fn directory_source(path: &Path) -> Result<(PathBuf, SourceKind)> {
-    let dir = annotation_dir(path)?;
-    if dir != path || has_annotation_files(path)? {
-        return Ok((dir, SourceKind::Directory));
+    let nested = path.join("annotations");
+    if nested.is_dir() {
+        return Ok((nested, SourceKind::Directory));
     }
     for (name, kind) in [
         ("annotations.tar.gz", SourceKind::TarGz),
@@ -141,30 +143,7 @@ fn directory_source(path: &Path) -> Result<(PathBuf, SourceKind)> {
             return Ok((archive, kind));
         }
     }
-    Ok((dir, SourceKind::Directory))
-}
-
-fn has_annotation_files(dir: &Path) -> Result<bool> {
-    for entry in std::fs::read_dir(dir)
-        .with_context(|| format!("{}: cannot list directory", dir.display()))?
-    {
-        let entry = entry.with_context(|| format!("{}: cannot list directory", dir.display()))?;
-        if is_annotation_name(&entry.file_name().to_string_lossy()) {
-            return Ok(true);
-        }
-    }
-    Ok(false)
-}
-
-/// The directory holding the JSON files: `path` itself, or `path/annotations` when `path`
-/// is a dataset directory with no annotation JSON files at its top level.
-fn annotation_dir(path: &Path) -> Result<PathBuf> {
-    let nested = path.join("annotations");
-    if !has_annotation_files(path)? && nested.is_dir() {
-        Ok(nested)
-    } else {
-        Ok(path.to_path_buf())
-    }
+    Ok((path.to_path_buf(), SourceKind::Directory))
 }
 
 /// Reads every annotation file's bytes: `(name, bytes)`, in name order.
@@ -230,22 +209,37 @@ fn natural_key(name: &str) -> (String, u64, String) {
 /// Keeps an archive entry if it is an annotation file: `(name, bytes)`.
 fn read_entry(
     name: String,
-    mut entry: impl Read,
+    entry: impl Read,
     size: u64,
     out: &mut Vec<(String, Vec<u8>)>,
 ) -> Result<()> {
     if !is_annotation_name(&name) {
         return Ok(());
     }
-    let mut bytes = Vec::with_capacity(size as usize);
+    // The size is the archive header's claim: never trust it for an allocation.
+    ensure!(
+        size <= MAX_ANNOTATION_BYTES,
+        "entry {name}: {size} bytes is too large for an annotation file (limit {MAX_ANNOTATION_BYTES})"
+    );
+    let mut bytes = Vec::with_capacity(size.min(1 << 20) as usize);
     entry
+        .take(MAX_ANNOTATION_BYTES + 1)
         .read_to_end(&mut bytes)
         .with_context(|| format!("reading entry {name}"))?;
+    ensure!(
+        bytes.len() as u64 <= MAX_ANNOTATION_BYTES,
+        "entry {name}: larger than an annotation file can be (limit {MAX_ANNOTATION_BYTES} bytes)"
+    );
     out.push((name, bytes));
     Ok(())
 }
 
-fn read_tar(reader: impl Read) -> Result<Vec<(String, Vec<u8>)>> {
+/// Largest annotation file read from an archive (real ones are a few kB; a polygon-heavy
+/// one stays far below this).
+pub const MAX_ANNOTATION_BYTES: u64 = 16 << 20;
+
+/// The annotation files `(name, bytes)` of a tar stream (other entries are skipped).
+pub fn read_tar(reader: impl Read) -> Result<Vec<(String, Vec<u8>)>> {
     let mut archive = tar::Archive::new(reader);
     let mut out = Vec::new();
     for entry in archive.entries()? {

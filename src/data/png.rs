@@ -178,6 +178,16 @@ impl Png {
         })
     }
 
+    /// The samples of a single-channel gray PNG (8 or 16 bit) as integers, e.g. the class
+    /// ids of a label map; `None` for other colour types.
+    pub fn label_values(&self) -> Option<Vec<u32>> {
+        match &self.samples {
+            Samples::Gray8(v) => Some(v.iter().map(|&x| u32::from(x)).collect()),
+            Samples::Gray16(v) => Some(v.iter().map(|&x| u32::from(x)).collect()),
+            _ => None,
+        }
+    }
+
     /// Whether the file carries transparency (an alpha channel or `tRNS`).
     pub fn has_alpha(&self) -> bool {
         matches!(

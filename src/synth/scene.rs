@@ -226,7 +226,7 @@ impl NuisanceStrengths {
         ];
         for (name, v) in scales {
             if !(v.is_finite() && (0.0..=10.0).contains(&v)) {
-                return Err(format!("nuisance {name} = {v} is outside [0, 10]"));
+                return Err(format!("nuisance {name} = {v:?} is outside [0, 10]"));
             }
         }
         let rates = [
@@ -237,7 +237,7 @@ impl NuisanceStrengths {
         ];
         for (name, v) in rates {
             if !(v.is_finite() && (0.0..=1.0).contains(&v)) {
-                return Err(format!("nuisance {name} = {v} is outside [0, 1]"));
+                return Err(format!("nuisance {name} = {v:?} is outside [0, 1]"));
             }
         }
         Ok(())

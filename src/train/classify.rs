@@ -203,7 +203,7 @@ impl ClassifyConfig {
         self.data.validate()?;
         ensure!(
             self.threshold > 0.0 && self.threshold < 1.0,
-            "threshold = {} must be in (0, 1)",
+            "threshold = {:?} must be in (0, 1)",
             self.threshold
         );
         if let Some(t) = &self.thresholds {
@@ -214,7 +214,7 @@ impl ClassifyConfig {
         }
         ensure!(
             self.mask_loss_weight.is_finite() && self.mask_loss_weight >= 0.0,
-            "mask_loss_weight = {} must be finite and ≥ 0",
+            "mask_loss_weight = {:?} must be finite and ≥ 0",
             self.mask_loss_weight
         );
         self.augment.validate()?;

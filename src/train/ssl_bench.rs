@@ -261,7 +261,7 @@ impl SslBenchConfig {
         self.finetune.validate("finetune")?;
         ensure!(
             self.threshold.is_finite() && (0.0..=1.0).contains(&self.threshold),
-            "threshold = {} must lie in [0, 1]",
+            "threshold = {:?} must lie in [0, 1]",
             self.threshold
         );
         Ok(())

@@ -354,8 +354,20 @@ fn train_then_caption_end_to_end_and_bad_input() {
     // Not a PNG.
     let junk = tmp.path().join("junk.geo.diff.png");
     std::fs::write(&junk, b"not a png").unwrap();
+    write_png(
+        &tmp.path().join("junk.geo.cc.png"),
+        16,
+        16,
+        PngColor::Gray,
+        &[200; 256],
+    )
+    .unwrap();
     let err = fails(&["caption", "--model", s(&run), s(&junk)], 1);
-    assert!(err.contains("junk.geo.diff.png"), "{err}");
+    // Named once (the decoder's error is not wrapped in the same path again).
+    assert!(
+        err.contains("not a readable PNG") && err.matches("junk.geo.diff.png").count() == 1,
+        "{err}"
+    );
     // A folder without interferograms, a missing path.
     let empty = tmp.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();

@@ -1014,6 +1014,11 @@ fn dataset_level_json_files_are_not_annotations() {
     assert_eq!(stats["annotations"], n, "{stats}");
     ok(&["data", "check", s(&root), "-q"]);
     ok(&["data", "split", s(&root), "-q"]);
+    // Any other JSON at the top of a dataset directory (not one of the suite's own files).
+    std::fs::write(root.join("notes.json"), "{\"who\": \"me\"}").unwrap();
+    let stats: Value = ok_json(&["data", "stats", s(&root), "--json", "-q"]);
+    assert_eq!(stats["annotations"], n, "{stats}");
+    ok(&["data", "check", s(&root), "-q"]);
     // Files at the top of a flat annotation folder too.
     let flat = tmp.path().join("flat");
     std::fs::create_dir(&flat).unwrap();
@@ -1041,6 +1046,7 @@ fn dataset_level_json_files_are_not_annotations() {
         .unwrap();
     assert!(status.success());
     std::fs::write(tarred.join("split.json"), "{}").unwrap();
+    std::fs::write(tarred.join("notes.json"), "{}").unwrap();
     let stats: Value = ok_json(&["data", "stats", s(&tarred), "--json", "-q"]);
     assert_eq!(stats["annotations"], n);
     // --skip-bad never turns "nothing loaded" into success.
@@ -1073,7 +1079,11 @@ fn patches_bound_the_size_and_refuse_foreign_output_folders() {
     let listed =
         manifest["deformation_patches"].as_u64().unwrap() + manifest["tiles"].as_u64().unwrap();
     assert_eq!(first as u64, listed);
-    ok(&patches_args(&root, &out, &["--size", "48"]));
+    // Legal but small: said on stderr (the patch-size warning starts below 64).
+    let mut args = patches_args(&root, &out, &["--size", "48"]);
+    args.retain(|a| *a != "-q");
+    let (_, stderr) = Cli::default().ok_with_stderr(&args);
+    assert!(stderr.contains("patches this small"), "{stderr}");
     let manifest: Value = json(&out.join("patches.json"));
     let listed =
         manifest["deformation_patches"].as_u64().unwrap() + manifest["tiles"].as_u64().unwrap();
