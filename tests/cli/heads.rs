@@ -138,6 +138,23 @@ fn train_predict_eval_classify_and_segment_end_to_end() {
     assert_eq!(lines[0]["from"].as_f64(), cfg["optim"]["lr"].as_f64());
     assert_eq!(lines[0]["to"].as_f64(), Some(1e-4));
     assert_eq!(lines[0]["resumed_at_step"], 4);
+    // The optimizer used it: the steps after the resume log a learning rate ≤ 1e-4.
+    let metrics = std::fs::read_to_string(crun.join("metrics.jsonl")).unwrap();
+    let lrs: Vec<(u64, f64)> = metrics
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["split"] == "train")
+        .map(|v| (v["step"].as_u64().unwrap(), v["lr"].as_f64().unwrap()))
+        .collect();
+    let after: Vec<f64> = lrs
+        .iter()
+        .filter(|(s, _)| *s > 4)
+        .map(|(_, lr)| *lr)
+        .collect();
+    assert!(
+        !after.is_empty() && after.iter().all(|&lr| lr > 0.0 && lr <= 1e-4),
+        "{lrs:?}"
+    );
     // The views the resumed run chose: what predict and eval use unless told otherwise.
     let run_tta = json(&crun.join("config.json"))["test_time_augment"].clone();
     // Resume refuses to change the encoder (usage error).
@@ -675,6 +692,24 @@ fn classify_and_segment_train_on_a_patch_folder() {
         scores["images"], expected,
         "the test part holds the patches of uniqueID {test_id}: {scores}"
     );
+
+    // An edited config.json is validated when predict loads the run.
+    let edited = tmp.path().join("edited");
+    copy_dir(&crun, &edited);
+    let mut cfg = json(&edited.join("config.json"));
+    cfg["data"]["image_size"] = 0.into();
+    std::fs::write(edited.join("config.json"), cfg.to_string()).unwrap();
+    let png = files_under(&patches.join("labeled")).remove(0);
+    let err = fails(&["predict", "classify", "--model", s(&edited), s(&png)], 1);
+    assert!(
+        err.contains("config.json") && err.contains("data.image_size"),
+        "{err}"
+    );
+    // train never writes into a non-empty folder that is not a run (here the dataset).
+    let before = snapshot(&data);
+    let err = fails(&train_args("classify", s(&patches), s(&data), "1"), 1);
+    assert!(err.contains("not empty and not a run folder"), "{err}");
+    assert!(snapshot(&data) == before, "the dataset folder was changed");
 
     // Two frames cannot make three parts.
     let small = tmp.path().join("small");

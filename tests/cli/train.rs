@@ -397,6 +397,28 @@ fn sigkill_at_any_moment_resumes_to_the_weights_of_an_uninterrupted_run() {
         tensor_bytes(&current_optimizer(&reference))
     );
     assert_eq!(state, json(&reference.join("state.json")));
+
+    // Torn sets beside the current checkpoint (an unfinished save, a newer folder): the
+    // resume says which it found and continues from the last complete one.
+    let torn = dir.path().join("torn");
+    copy_dir(&reference, &torn);
+    let current = torn.join("checkpoints/step-40");
+    copy_dir(&current, &torn.join("checkpoints/step-41.partial"));
+    std::fs::create_dir(torn.join("checkpoints/step-43")).unwrap();
+    let out = command(&["train", "pretrain", "--resume", s(&torn), "--steps", "42"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    for folder in ["step-41.partial", "step-43"] {
+        assert!(
+            stderr.contains(folder)
+                && stderr.contains("an incomplete checkpoint newer than step 40"),
+            "{folder}: {stderr}"
+        );
+    }
+    assert_eq!(json(&torn.join("state.json"))["step"], 42);
+    assert!(!torn.join("checkpoints/step-41.partial").exists());
 }
 
 #[test]
