@@ -14,7 +14,7 @@
 use std::io::{BufReader, Cursor};
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use image::codecs::png::{CompressionType, FilterType, PngDecoder, PngEncoder};
 use image::{DynamicImage, ExtendedColorType, ImageDecoder, ImageEncoder};
 
@@ -127,6 +127,43 @@ fn luma16_to_8(r: u16, g: u16, b: u16) -> u8 {
     (gray16 >> 8) as u8
 }
 
+/// Refuses palette chunks that the `png` crate (0.18) indexes out of bounds and panics on
+/// instead of reporting (found by the fuzzer, `fuzz/regressions/png/`): a `PLTE` that is
+/// not a whole number of RGB entries or holds more than 256, and a `tRNS` with more alpha
+/// values than the palette has entries. Other malformations are left to the decoder.
+fn check_palette_chunks(bytes: &[u8]) -> Result<()> {
+    const SIGNATURE: usize = 8;
+    let mut at = SIGNATURE;
+    let mut palette_entries = None;
+    while let Some(header) = bytes.get(at..at + 8) {
+        let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let kind = &header[4..8];
+        match kind {
+            b"PLTE" => {
+                ensure!(
+                    len % 3 == 0 && (3..=768).contains(&len),
+                    "malformed PNG: its PLTE chunk of {len} bytes is not 1 to 256 RGB entries"
+                );
+                palette_entries = Some(len / 3);
+            }
+            b"tRNS" => {
+                if let Some(entries) = palette_entries {
+                    ensure!(
+                        len <= entries,
+                        "malformed PNG: its tRNS chunk holds {len} alpha values for a palette of \
+                         {entries} entries"
+                    );
+                }
+            }
+            b"IDAT" | b"IEND" => break,
+            _ => {}
+        }
+        // Length, type, data, CRC.
+        at = at.saturating_add(12).saturating_add(len);
+    }
+    Ok(())
+}
+
 impl Png {
     /// Decodes a PNG file; any failure names the file.
     pub fn read(path: &Path) -> Result<Self> {
@@ -143,6 +180,7 @@ impl Png {
     /// Decodes PNG bytes; a header larger than `limits` is refused before any pixel memory
     /// is allocated.
     pub fn decode_with_limits(bytes: &[u8], limits: ImageLimits) -> Result<Self> {
+        check_palette_chunks(bytes)?;
         let decoder = PngDecoder::with_limits(
             BufReader::new(Cursor::new(bytes)),
             image::Limits::no_limits(),
@@ -327,6 +365,26 @@ pub fn write_png(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Palette chunks the png crate would panic on are errors (the fuzzer's crash input, and
+    /// a tRNS longer than its palette); a valid palette PNG still decodes.
+    #[test]
+    fn malformed_palettes_are_errors_not_panics() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let crash = std::fs::read(root.join("fuzz/regressions/png/plte-49-bytes.png")).unwrap();
+        let err = format!("{:#}", Png::decode(&crash).unwrap_err());
+        assert!(err.contains("PLTE chunk of 49 bytes"), "{err}");
+        let good = std::fs::read(root.join("tests/fixtures/opencv/palette_trns.png")).unwrap();
+        Png::decode(&good).unwrap();
+        // The same file with its tRNS chunk grown past the palette.
+        let plte = good.windows(4).position(|w| w == b"PLTE").unwrap() - 4;
+        let entries = u32::from_be_bytes(good[plte..plte + 4].try_into().unwrap()) / 3;
+        let trns = good.windows(4).position(|w| w == b"tRNS").unwrap() - 4;
+        let mut bad = good.clone();
+        bad[trns..trns + 4].copy_from_slice(&(entries + 1).to_be_bytes());
+        let err = format!("{:#}", Png::decode(&bad).unwrap_err());
+        assert!(err.contains("tRNS chunk holds"), "{err}");
+    }
 
     /// A tiny gray PNG whose header claims `width`×`height` pixels (one zlib byte of data).
     fn claims(width: u32, height: u32) -> Vec<u8> {
