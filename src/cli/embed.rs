@@ -12,7 +12,7 @@ use clap::Args;
 
 use super::GlobalArgs;
 use insar_mm::data::atomic::write_atomic;
-use insar_mm::train::checkpoint::{load_model, RunDir, BEST_MODEL_FILE, CONFIG_FILE, MODEL_FILE};
+use insar_mm::train::checkpoint::{load_model, RunDir, BEST_MODEL_FILE, MODEL_FILE};
 use insar_mm::train::config::PretrainConfig;
 use insar_mm::train::hub::{resolve_model, RunFiles};
 use insar_mm::train::pretrain::{build_model, fit, open_data};
@@ -81,9 +81,7 @@ pub fn run(args: EmbedArgs, global: &GlobalArgs) -> Result<()> {
         RunFiles::PRETRAIN_LAST
     };
     let run = RunDir::new(resolve_model(&args.model, &files, global.show_progress())?);
-    let cfg: PretrainConfig = run.read_config()?;
-    cfg.validate()
-        .with_context(|| format!("{}", run.path(CONFIG_FILE).display()))?;
+    let cfg: PretrainConfig = run.read_checked_config(PretrainConfig::validate)?;
     let (varmap, model) = build_model(&cfg, &device)?;
     let weights = run.path(if args.best {
         BEST_MODEL_FILE

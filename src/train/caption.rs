@@ -35,7 +35,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::checkpoint::{load_model, run_weights, RunDir, CONFIG_FILE};
+use super::checkpoint::{load_model, run_weights, RunDir};
 use super::classify::{known_mask_loss, mask_target};
 use super::config::TrainSection;
 use super::driver::{Batch, BestMetric, MetricMode, Outcome, StepOutput, TrainTask, Trainer};
@@ -825,15 +825,8 @@ pub fn load_caption_run(dir: &Path, device: &Device) -> Result<LoadedCaptionRun>
         anyhow::bail!("--model {}: a {task} run, not a caption run", dir.display());
     }
     let cfg: CaptionTrainConfig = run
-        .read_config()
+        .read_checked_config(CaptionTrainConfig::validate)
         .with_context(|| format!("--model {}", dir.display()))?;
-    cfg.validate().with_context(|| {
-        format!(
-            "--model {}: {}",
-            dir.display(),
-            run.path(CONFIG_FILE).display()
-        )
-    })?;
     let arch = cfg.model()?.clone();
     let tokenizer = load_run_tokenizer(&run, arch.decoder.vocab_size)?;
     let varmap = VarMap::new();
@@ -1224,11 +1217,7 @@ impl TrainTask for CaptionTask {
     }
 
     fn step(&mut self, batch: Batch<'_>) -> Result<StepOutput> {
-        let indices: Vec<usize> = batch
-            .indices
-            .iter()
-            .map(|&i| self.order.map(batch.epoch, i))
-            .collect();
+        let indices = self.order.batch(&batch);
         let l = self.losses(&indices, Some(batch.rng))?;
         let aux = [
             ("label_loss", &l.labels, self.label_loss_weight),

@@ -40,7 +40,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::optim::{read_tensors, serialize_tensors, Optimizer};
+use super::optim::{serialize_tensors, tensors_from_bytes, Optimizer};
 use crate::data::atomic::write_atomic;
 
 pub const CONFIG_FILE: &str = "config.json";
@@ -285,6 +285,17 @@ impl RunDir {
         })?;
         crate::data::json::parse_json(&bytes)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+
+    /// `config.json` read into `T` and checked by `validate`, as loading a run for inference
+    /// must (an edited value out of range is an error naming the file, not a crash later).
+    pub fn read_checked_config<T: serde::de::DeserializeOwned>(
+        &self,
+        validate: impl FnOnce(&T) -> Result<()>,
+    ) -> Result<T> {
+        let cfg: T = self.read_config()?;
+        validate(&cfg).with_context(|| format!("{}", self.path(CONFIG_FILE).display()))?;
+        Ok(cfg)
     }
 
     /// The current checkpoint's `state.json`.
@@ -666,12 +677,18 @@ pub fn save_model(path: &Path, varmap: &VarMap, step: u64) -> Result<()> {
 /// Sets every variable of `varmap` from `path` (each must be present with the same shape and
 /// dtype and be finite; extra tensors in the file are an error too) and returns the step in its metadata.
 pub fn load_model(path: &Path, varmap: &VarMap) -> Result<Option<u64>> {
+    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    load_model_bytes(&bytes, &path.display().to_string(), varmap)
+}
+
+/// [`load_model`] of a safetensors file already in memory; errors start with `origin`.
+pub fn load_model_bytes(bytes: &[u8], origin: &str, varmap: &VarMap) -> Result<Option<u64>> {
     let data = varmap.data().lock().expect("VarMap lock poisoned");
     let device = data
         .values()
         .next()
         .map_or(Device::Cpu, |v| v.device().clone());
-    let (tensors, metadata) = read_tensors(path, &device)?;
+    let (tensors, metadata) = tensors_from_bytes(bytes, origin, &device)?;
     let mut missing = Vec::new();
     for (name, var) in data.iter() {
         match tensors.get(name) {
@@ -679,30 +696,27 @@ pub fn load_model(path: &Path, varmap: &VarMap) -> Result<Option<u64>> {
             Some(t) => {
                 ensure!(
                     t.dims() == var.dims(),
-                    "{}: {name} has shape {:?}, the model expects {:?}",
-                    path.display(),
+                    "{origin}: {name} has shape {:?}, the model expects {:?}",
                     t.dims(),
                     var.dims()
                 );
                 ensure!(
                     t.dtype() == var.dtype(),
-                    "{}: {name} has dtype {:?}, the model expects {:?}",
-                    path.display(),
+                    "{origin}: {name} has dtype {:?}, the model expects {:?}",
                     t.dtype(),
                     var.dtype()
                 );
                 check_finite(name, t)
-                    .with_context(|| format!("{}: the weights are unusable", path.display()))?;
+                    .with_context(|| format!("{origin}: the weights are unusable"))?;
                 var.set(t)
-                    .with_context(|| format!("{}: setting {name}", path.display()))?;
+                    .with_context(|| format!("{origin}: setting {name}"))?;
             }
         }
     }
     if !missing.is_empty() {
         missing.sort();
         bail!(
-            "{}: {} variables of the model are missing, e.g. {}",
-            path.display(),
+            "{origin}: {} variables of the model are missing, e.g. {}",
             missing.len(),
             missing[..missing.len().min(3)].join(", ")
         );
@@ -711,8 +725,7 @@ pub fn load_model(path: &Path, varmap: &VarMap) -> Result<Option<u64>> {
     if !extra.is_empty() {
         extra.sort();
         bail!(
-            "{}: {} tensors do not belong to this model, e.g. {}",
-            path.display(),
+            "{origin}: {} tensors do not belong to this model, e.g. {}",
             extra.len(),
             extra[0]
         );

@@ -521,11 +521,7 @@ impl TrainTask for ClassifyTask {
     }
 
     fn step(&mut self, batch: Batch<'_>) -> Result<StepOutput> {
-        let indices: Vec<usize> = batch
-            .indices
-            .iter()
-            .map(|&i| self.order.map(batch.epoch, i))
-            .collect();
+        let indices = self.order.batch(&batch);
         let seed: u64 = batch.rng.random();
         let b = self.batch_tensors(&indices, seed)?;
         let with_mask = self.mask_loss_weight > 0.0;

@@ -484,11 +484,8 @@ pub fn load_generator_run(dir: &Path, device: &Device) -> Result<LoadedGenerator
     super::heads::expect_task(dir, TASK)?;
     let run = RunDir::new(dir);
     let config: GeneratorTrainConfig = run
-        .read_config()
-        .with_context(|| format!("{}: config.json", dir.display()))?;
-    config
-        .validate()
-        .with_context(|| format!("{}: config.json", dir.display()))?;
+        .read_checked_config(GeneratorTrainConfig::validate)
+        .with_context(|| format!("--model {}", dir.display()))?;
     let tokenizer = super::caption::load_run_tokenizer(&run, config.model()?.text.vocab_size)?;
     let (varmap, model) = build_model(&config, device)?;
     load_model(&run.path(MODEL_FILE), &varmap)?;

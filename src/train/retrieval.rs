@@ -532,11 +532,7 @@ impl TrainTask for RetrievalTask {
     }
 
     fn step(&mut self, batch: Batch<'_>) -> Result<StepOutput> {
-        let indices: Vec<usize> = batch
-            .indices
-            .iter()
-            .map(|&i| self.order.map(batch.epoch, i))
-            .collect();
+        let indices = self.order.batch(&batch);
         let rng: &mut ChaCha8Rng = batch.rng;
         let flips: Vec<Flip> = if self.ids.len() > 1 {
             indices.iter().map(|_| Flip::draw(rng)).collect()
@@ -647,15 +643,8 @@ pub fn load_run(dir: &Path, device: &Device) -> Result<LoadedRetrievalRun> {
     super::heads::expect_task(dir, TASK).with_context(|| format!("--model {}", dir.display()))?;
     let run = RunDir::new(dir);
     let cfg: RetrievalTrainConfig = run
-        .read_config()
+        .read_checked_config(RetrievalTrainConfig::validate)
         .with_context(|| format!("--model {}", dir.display()))?;
-    cfg.validate().with_context(|| {
-        format!(
-            "--model {}: {}",
-            dir.display(),
-            run.path(CONFIG_FILE).display()
-        )
-    })?;
     let arch = cfg.model()?.clone();
     let tokenizer = load_run_tokenizer(&run, arch.text.vocab_size)?;
     let varmap = VarMap::new();

@@ -484,11 +484,7 @@ impl TrainTask for SegmentTask {
     }
 
     fn step(&mut self, batch: Batch<'_>) -> Result<StepOutput> {
-        let indices: Vec<usize> = batch
-            .indices
-            .iter()
-            .map(|&i| self.order.map(batch.epoch, i))
-            .collect();
+        let indices = self.order.batch(&batch);
         let seed: u64 = batch.rng.random();
         let (x, y) = self.batch_tensors(&indices, seed)?;
         let logits = self.model.forward_t(&x, true)?;

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{run_weights, RunDir, CONFIG_FILE};
 use super::config::PretrainConfig;
-use super::driver::{BestMetric, MetricMode};
+use super::driver::{Batch, BestMetric, MetricMode};
 use super::optim::read_tensors;
 use crate::data::array::{ClassMask, Image};
 use crate::data::augment::sample_rng;
@@ -662,6 +662,15 @@ impl EpochOrder {
             self.cached = Some((epoch, sampler.epoch(&mut rng)));
         }
         self.cached.as_ref().map_or(i, |(_, o)| o[i])
+    }
+
+    /// The training samples of one micro-batch of the loop.
+    pub fn batch(&mut self, batch: &Batch<'_>) -> Vec<usize> {
+        batch
+            .indices
+            .iter()
+            .map(|&i| self.map(batch.epoch, i))
+            .collect()
     }
 }
 

@@ -12,7 +12,7 @@
 use std::fmt::Debug;
 use std::path::{Path, PathBuf};
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{ensure, Result};
 use candle_core::Device;
 use candle_nn::VarMap;
 use insar_mm_models::encoder::EncoderConfig;
@@ -24,7 +24,7 @@ use super::{
     expect_task, resolve_source, HeadData, HeadSource, LabeledData, LabeledPart, TtaChoice,
     TEST_SCORES_FILE,
 };
-use crate::train::checkpoint::{load_model, run_weights, RunDir, CONFIG_FILE};
+use crate::train::checkpoint::{load_model, run_weights, RunDir};
 use crate::train::config::config_from_file;
 use crate::train::config::TrainSection;
 use crate::train::driver::{Outcome, TrainTask, Trainer};
@@ -114,10 +114,7 @@ pub trait HeadConfig: Default + Clone + Debug + Serialize + DeserializeOwned {
     /// of another task, and the file and key when an edited value is out of range).
     fn read(run: &Path) -> Result<Self> {
         expect_task(run, Self::TASK)?;
-        let cfg: Self = RunDir::new(run).read_config()?;
-        cfg.validate()
-            .with_context(|| format!("{}", run.join(CONFIG_FILE).display()))?;
-        Ok(cfg)
+        RunDir::new(run).read_checked_config(Self::validate)
     }
 }
 
