@@ -20,6 +20,7 @@
 
 pub mod attention;
 pub mod check;
+pub mod conv;
 pub mod dropout;
 pub mod embedding;
 mod fused_batch_norm;
@@ -34,13 +35,11 @@ pub mod pool;
 pub mod upsample;
 
 pub use attention::{multi_head_attention, AttentionConfig, MultiHeadAttention};
+pub use conv::{conv2d_im2col, conv2d_on_data};
 pub use dropout::SeededDropout;
 pub use embedding::{sinusoidal_position_embedding, timestep_embedding};
 pub use init::seeded_var_builder;
-pub use layers::{
-    conv2d, conv2d_im2col, conv2d_on_data, linear, linear_no_bias, torch_default_init,
-    KAIMING_NORMAL_FAN_OUT,
-};
+pub use layers::{conv2d, linear, linear_no_bias, torch_default_init, KAIMING_NORMAL_FAN_OUT};
 pub use loss::{bce_with_logits, bce_with_logits_elementwise, sigmoid_focal_loss, softplus};
 pub use mlp::{mlp, Activation, Mlp, MlpConfig};
 pub use norm::{
