@@ -8,6 +8,8 @@
 pub mod assets;
 pub mod data;
 pub mod device;
+pub mod experiments;
+pub mod fuzz;
 pub mod progress;
 pub mod retrieval;
 pub mod synth;

@@ -121,7 +121,7 @@ pub fn run(cmd: BenchCommand, global: &GlobalArgs) -> Result<()> {
 }
 
 fn bench_ssl(args: &BenchSslArgs, global: &GlobalArgs) -> Result<()> {
-    use insar_mm::train::ssl_bench::{self, BenchPaths, SslBenchConfig};
+    use insar_mm::experiments::ssl_bench::{self, BenchPaths, SslBenchConfig};
     let cfg = match &args.config {
         Some(path) => SslBenchConfig::from_file(path, global.seed)?,
         None => SslBenchConfig::from_toml(

@@ -24,7 +24,6 @@ pub mod pretrain;
 pub mod retrieval;
 pub mod schedule;
 pub mod segment;
-pub mod ssl_bench;
 
 pub use checkpoint::{Checkpoint, RunDir, TrainState};
 pub use driver::{

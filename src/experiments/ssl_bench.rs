@@ -40,13 +40,6 @@ use rand::{Rng, RngCore};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::checkpoint::{run_weights, RunDir, MODEL_FILE};
-use super::config::{from_table, merge_tables, preset_table, PretrainConfig, TrainSection};
-use super::driver::{Batch, StepOutput, TrainTask, Trainer};
-use super::heads::load_encoder_weights;
-use super::optim::{read_tensors, serialize_tensors, trainable_params, OptimConfig, Optimizer};
-use super::pretrain::{self, RunOptions};
-use super::schedule::ScheduleConfig;
 use crate::data::array::{batch_tensor, Image};
 use crate::data::atomic::write_atomic;
 use crate::data::augment::{sample_rng, AugmentConfig, Augmenter};
@@ -54,6 +47,15 @@ use crate::data::frames::InputFormat;
 use crate::data::sample::{LabelVector, Sample, SampleSource, NUM_LABELS};
 use crate::synth::scene::SceneConfig;
 use crate::synth::stream::SyntheticStream;
+use crate::train::checkpoint::{run_weights, RunDir, MODEL_FILE};
+use crate::train::config::{from_table, merge_tables, preset_table, PretrainConfig, TrainSection};
+use crate::train::driver::{Batch, StepOutput, TrainTask, Trainer};
+use crate::train::heads::load_encoder_weights;
+use crate::train::optim::{
+    read_tensors, serialize_tensors, trainable_params, OptimConfig, Optimizer,
+};
+use crate::train::pretrain::{self, RunOptions};
+use crate::train::schedule::ScheduleConfig;
 
 /// The committed experiment config (`configs/experiments/ssl-vs-scratch.toml`), used when
 /// no `--config` is given.
@@ -843,7 +845,7 @@ fn remove_run(dir: &Path) -> Result<()> {
         return Ok(());
     }
     ensure!(
-        dir.join(super::checkpoint::CONFIG_FILE).is_file() || is_empty_dir(dir),
+        dir.join(crate::train::checkpoint::CONFIG_FILE).is_file() || is_empty_dir(dir),
         "{}: exists and is not a run directory; choose another --out",
         dir.display()
     );
@@ -1020,7 +1022,7 @@ pub fn run(
 
 /// The values of the last `split = "val"` line of a run's `metrics.jsonl`.
 fn last_validation(run: &RunDir) -> Result<Vec<(String, f64)>> {
-    let path = run.path(super::checkpoint::METRICS_FILE);
+    let path = run.path(crate::train::checkpoint::METRICS_FILE);
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("{}: cannot read", path.display()))?;
     let mut out = Vec::new();
@@ -1344,7 +1346,7 @@ mod tests {
         };
         let source = build(1);
         let path = dir.path().join("m.safetensors");
-        super::super::checkpoint::save_model(&path, &source, 0).unwrap();
+        crate::train::checkpoint::save_model(&path, &source, 0).unwrap();
         let target = build(2);
         let head_before = values(&target, "classifier.");
         assert_ne!(values(&target, "encoder."), values(&source, "encoder."));

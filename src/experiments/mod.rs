@@ -1,0 +1,4 @@
+//! Experiments from papers, reproduced with the suite's own training code: each runs its
+//! protocol end to end and renders its table (`insar-mm bench ...`).
+
+pub mod ssl_bench;
