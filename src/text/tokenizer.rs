@@ -183,10 +183,17 @@ impl CaptionTokenizer {
 
     /// Loads a `tokenizer.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let inner = Tokenizer::from_file(path)
-            .map_err(|e| anyhow::anyhow!("{e}"))
-            .with_context(|| format!("{}: cannot load tokenizer", path.display()))?;
-        Self::from_tokenizer(inner).with_context(|| format!("{}", path.display()))
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("{}: cannot read tokenizer", path.display()))?;
+        Self::from_json(&text).with_context(|| format!("{}", path.display()))
+    }
+
+    /// Reads the `tokenizer.json` format (checking the special tokens).
+    pub fn from_json(text: &str) -> Result<Self> {
+        let inner: Tokenizer = text
+            .parse()
+            .map_err(|e| anyhow::anyhow!("cannot load tokenizer: {e}"))?;
+        Self::from_tokenizer(inner)
     }
 
     /// Serialises to the `tokenizer.json` format.
