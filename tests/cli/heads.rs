@@ -619,6 +619,23 @@ fn patch_ids(patches: &Path) -> Vec<u64> {
         .collect()
 }
 
+/// `data patches` of the dataset `data` into `out`, 32² patches.
+fn patches_32(data: &Path, out: &Path) {
+    ok(&[
+        "data",
+        "patches",
+        "--raw",
+        s(data),
+        "--annotations",
+        s(data),
+        "--out",
+        s(out),
+        "--size",
+        "32",
+        "-q",
+    ]);
+}
+
 /// `--data` may be a patch folder (`data patches` output): split by frame with the seed,
 /// or by its `split.json`; too few frames for three parts is a clear error.
 #[test]
@@ -627,19 +644,7 @@ fn classify_and_segment_train_on_a_patch_folder() {
     let data = tmp.path().join("data");
     synth_dataset(&data, "14", "5");
     let patches = tmp.path().join("patches");
-    ok(&[
-        "data",
-        "patches",
-        "--raw",
-        s(&data),
-        "--annotations",
-        s(&data),
-        "--out",
-        s(&patches),
-        "--size",
-        "32",
-        "-q",
-    ]);
+    patches_32(&data, &patches);
     let ids = patch_ids(&patches);
     assert!(ids.len() >= 14, "{} patches", ids.len());
 
@@ -715,19 +720,7 @@ fn classify_and_segment_train_on_a_patch_folder() {
     let small = tmp.path().join("small");
     synth_dataset(&small, "2", "5");
     let small_patches = tmp.path().join("small-patches");
-    ok(&[
-        "data",
-        "patches",
-        "--raw",
-        s(&small),
-        "--annotations",
-        s(&small),
-        "--out",
-        s(&small_patches),
-        "--size",
-        "32",
-        "-q",
-    ]);
+    patches_32(&small, &small_patches);
     let err = fails(
         &train_args(
             "classify",
