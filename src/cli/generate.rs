@@ -7,12 +7,11 @@ use anyhow::Result;
 use clap::Args;
 use insar_mm_models::diffusion::Prediction;
 
-use super::train::{interrupt_flag, CommonTrainArgs};
+use super::train::CommonTrainArgs;
 use super::GlobalArgs;
 use insar_mm::train::caption;
 use insar_mm::train::checkpoint::RunDir;
 use insar_mm::train::generator::{self, GeneratorTrainConfig};
-use insar_mm::train::pretrain::RunOptions;
 use insar_mm::train::Outcome;
 
 /// `insar-mm train generator`.
@@ -115,10 +114,7 @@ pub fn run_train_generator(args: &GeneratorArgs, global: &GlobalArgs) -> Result<
         what,
         root.display()
     );
-    let options = RunOptions {
-        progress: global.show_progress(),
-        stop: Some(interrupt_flag()?),
-    };
+    let options = common.run_options(global)?;
     match generator::train_generator(&mut cfg, data, run, resume, &device, options)? {
         Outcome::Finished { step } => {
             log::info!("finished at step {step}; run in {}", root.display());

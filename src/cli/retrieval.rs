@@ -7,13 +7,12 @@ use anyhow::{bail, ensure, Context, Result};
 use clap::Args;
 use insar_mm_models::retrieval::LossKind;
 
-use super::train::{interrupt_flag, CommonTrainArgs};
+use super::train::CommonTrainArgs;
 use super::GlobalArgs;
 use insar_mm::data::split::Part;
 use insar_mm::retrieval::index::{frame_and_dates, Entry, Index};
 use insar_mm::retrieval::{build_index, gather_dataset, write_sheet, Gathered};
 use insar_mm::train::checkpoint::RunDir;
-use insar_mm::train::pretrain::RunOptions;
 use insar_mm::train::retrieval::{
     self as task, check_query, embed_images, embed_texts, load_run, LoadedRetrievalRun,
     RetrievalTrainConfig,
@@ -127,10 +126,7 @@ pub fn run_train(args: &RetrievalTrainArgs, global: &GlobalArgs) -> Result<()> {
         from,
         root.display()
     );
-    let options = RunOptions {
-        progress: global.show_progress(),
-        stop: Some(interrupt_flag()?),
-    };
+    let options = common.run_options(global)?;
     let out = task::train_retrieval(&mut cfg, data, run, resume, &device, options)?;
     match out.outcome {
         Outcome::Finished { step } => log::info!("finished at step {step}; run in {}", root.display()),

@@ -77,6 +77,9 @@ pub struct CommonTrainArgs {
     /// Run directory [default: runs/<command>-<preset>].
     #[arg(long, value_name = "RUN")]
     pub out: Option<PathBuf>,
+    /// Write the new run into a non-empty --out that is not a run (its other files stay).
+    #[arg(long)]
+    pub force: bool,
     /// Continue the run in RUN from its last checkpoint, with its saved config. Only
     /// --steps/--epochs (to extend it), --checkpoint-every and --lr (e.g. after a
     /// non-finite loss; recorded in RUN/config-history.jsonl) may change.
@@ -85,6 +88,15 @@ pub struct CommonTrainArgs {
 }
 
 impl CommonTrainArgs {
+    /// Progress bar, the Ctrl-C/SIGTERM flag and `--force`, as every train command runs.
+    pub fn run_options(&self, global: &GlobalArgs) -> Result<RunOptions> {
+        Ok(RunOptions {
+            progress: global.show_progress(),
+            stop: Some(interrupt_flag()?),
+            force: self.force,
+        })
+    }
+
     /// The overrides a resumed run accepts: run length and checkpointing in `[train]`, and
     /// the base learning rate, whose change is recorded in the run's config history. Writes
     /// `config.json` when something changed.
@@ -354,10 +366,7 @@ fn run_pretrain(pretrain: &PretrainArgs, global: &GlobalArgs) -> Result<()> {
         source.len(),
         root.display()
     );
-    let options = RunOptions {
-        progress: global.show_progress(),
-        stop: Some(interrupt_flag()?),
-    };
+    let options = args.run_options(global)?;
     match pretrain::pretrain(&cfg, &*source, run, resume, &device, options)? {
         Outcome::Finished { step } => {
             log::info!("finished at step {step}; run in {}", root.display());
@@ -437,10 +446,7 @@ fn run_caption(args: &CaptionArgs, global: &GlobalArgs) -> Result<()> {
         dir,
         root.display()
     );
-    let options = RunOptions {
-        progress: global.show_progress(),
-        stop: Some(interrupt_flag()?),
-    };
+    let options = common.run_options(global)?;
     let out = caption::train_caption(&mut cfg, data, run, resume, &device, options)?;
     match out.outcome {
         Outcome::Finished { step } => {
@@ -562,10 +568,7 @@ fn run_head<C: HeadConfig>(
         out: out.clone(),
         resume,
         device,
-        options: RunOptions {
-            progress: global.show_progress(),
-            stop: Some(interrupt_flag()?),
-        },
+        options: args.common.run_options(global)?,
     })?;
     report_outcome(&res.outcome, &out, C::TASK);
     if let Some(r) = &res.test {

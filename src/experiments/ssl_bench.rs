@@ -832,6 +832,7 @@ fn train_method(
         training.schedule.clone(),
         loop_cfg,
         cfg.derived_seed(101),
+        false,
     )?
     .with_progress(progress);
     trainer.run(&mut task)?;
@@ -964,7 +965,7 @@ pub fn run(
                 device,
                 RunOptions {
                     progress,
-                    stop: None,
+                    ..RunOptions::default()
                 },
             )?;
             let run = RunDir::new(&simclr_dir);

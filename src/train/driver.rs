@@ -217,11 +217,13 @@ impl Window {
     }
 }
 
-/// How a run reports and stops: a progress bar, and the flag a Ctrl-C/SIGTERM handler sets.
+/// How a run reports and stops: a progress bar, and the flag a Ctrl-C/SIGTERM handler sets;
+/// and whether a new run may be written into a non-empty folder that is not a run (`--force`).
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     pub progress: bool,
     pub stop: Option<Arc<AtomicBool>>,
+    pub force: bool,
 }
 
 /// Runs a [`TrainTask`] with an optimizer over a `VarMap`, writing a run directory.
@@ -253,7 +255,7 @@ struct FreshRun {
 
 impl Trainer {
     /// Starts a fresh run in `run` (new, empty, or a run folder without a checkpoint; a
-    /// non-empty folder without `config.json` is refused): writes `config.json`
+    /// non-empty folder without `config.json` is refused unless `force`): writes `config.json`
     /// and a step-0 checkpoint, so a run that fails early still has a good checkpoint.
     #[allow(clippy::too_many_arguments)]
     pub fn start<C: Serialize>(
@@ -264,6 +266,7 @@ impl Trainer {
         schedule: ScheduleConfig,
         cfg: LoopConfig,
         seed: u64,
+        force: bool,
     ) -> Result<Self> {
         cfg.validate()?;
         schedule.validate()?;
@@ -281,8 +284,9 @@ impl Trainer {
                 .iter()
                 .any(|f| run.path(f).exists());
         ensure!(
-            !foreign,
-            "{}: not empty and not a run folder (no {CONFIG_FILE}); choose a new or empty --out",
+            !foreign || force,
+            "{}: not empty and not a run folder (no {CONFIG_FILE}); choose a new or empty --out, \
+             or pass --force to write the run beside its files",
             run.root.display()
         );
         let created_root = !run.root.exists();
@@ -394,7 +398,16 @@ impl Trainer {
         let trainer = if resume {
             Self::resume(run, varmap, optimizer, schedule, cfg)?
         } else {
-            Self::start(run, config, varmap, optimizer, schedule, cfg, seed)?
+            Self::start(
+                run,
+                config,
+                varmap,
+                optimizer,
+                schedule,
+                cfg,
+                seed,
+                options.force,
+            )?
         };
         let trainer = trainer.with_progress(options.progress);
         Ok(match options.stop {

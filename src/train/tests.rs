@@ -145,6 +145,7 @@ fn pretrain_until(cfg: &PretrainConfig, run: &Path, stop_after: u64) -> Outcome 
         cfg.schedule.clone(),
         loop_cfg,
         cfg.seed,
+        false,
     )
     .unwrap()
     .with_stop_flag(flag);
@@ -341,6 +342,7 @@ fn regression_run(
         ScheduleConfig::Constant { warmup_steps: 0 },
         loop_config(12, accumulate, 5),
         1,
+        false,
     )?;
     t.run(&mut task)
 }
@@ -436,6 +438,7 @@ fn regression_run_with_fault(run: &Path, fault: Option<(u64, SaveFault)>) -> Res
         ScheduleConfig::Constant { warmup_steps: 0 },
         loop_config(12, 1, 1),
         1,
+        false,
     )?;
     if let Some((step, f)) = fault {
         t = t.with_save_fault(step, f);
@@ -672,6 +675,7 @@ fn weights_blown_up_by_a_finite_loss_stop_before_validation() {
         ScheduleConfig::Constant { warmup_steps: 0 },
         cfg,
         1,
+        false,
     )
     .unwrap()
     .run(&mut task)

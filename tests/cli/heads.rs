@@ -713,8 +713,23 @@ fn classify_and_segment_train_on_a_patch_folder() {
     // train never writes into a non-empty folder that is not a run (here the dataset).
     let before = snapshot(&data);
     let err = fails(&train_args("classify", s(&patches), s(&data), "1"), 1);
-    assert!(err.contains("not empty and not a run folder"), "{err}");
+    assert!(
+        err.contains("not empty and not a run folder") && err.contains("--force"),
+        "{err}"
+    );
     assert!(snapshot(&data) == before, "the dataset folder was changed");
+    // With --force the run is written beside the folder's own files, which stay.
+    let project = tmp.path().join("project");
+    std::fs::create_dir(&project).unwrap();
+    std::fs::write(project.join("notes.txt"), "mine").unwrap();
+    let mut args = train_args("classify", s(&patches), s(&project), "1");
+    args.push("--force");
+    ok(&args);
+    assert!(project.join("test_scores.json").is_file());
+    assert_eq!(
+        std::fs::read_to_string(project.join("notes.txt")).unwrap(),
+        "mine"
+    );
 
     // Two frames cannot make three parts.
     let small = tmp.path().join("small");
