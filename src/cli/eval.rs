@@ -721,12 +721,7 @@ fn model_eval_part(
         (Some(d), _) | (None, Some(d)) => d.clone(),
         (None, None) => builtin_dir(seed, global.show_progress())?,
     };
-    let part = HeadDataDir::open(&dir, data.input_format, seed)?.part(
-        &dir,
-        a.split,
-        data.input_format,
-        data.image_size,
-    )?;
+    let part = HeadDataDir::open(&dir, data.input_format, seed)?.part(a.split, data.image_size)?;
     if part.is_empty() {
         bail!(
             "--data {}: the {} split has no interferogram with images",

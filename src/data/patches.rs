@@ -43,6 +43,7 @@ use super::loader::{AnnotationSet, BadFile};
 use super::png::{write_png, Png, PngColor};
 use super::raster::{annotation_mask, fill_polygon};
 use super::sample::{LabelVector, Sample, SampleSource, NUM_LABELS};
+use super::sampler::shuffled_order;
 use super::split::{Part, Split};
 
 pub const LABELED_DIR: &str = "labeled";
@@ -630,15 +631,12 @@ impl PatchDataset {
         for e in &self.entries {
             *frames.entry(e.label.frame_id.as_str()).or_default() += 1;
         }
-        let mut order: Vec<&str> = frames.keys().copied().collect();
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        for i in (1..order.len()).rev() {
-            order.swap(i, rng.random_range(0..=i));
-        }
+        let names: Vec<&str> = frames.keys().copied().collect();
+        let order = shuffled_order(names.len(), &mut ChaCha8Rng::seed_from_u64(seed));
         let total = self.entries.len() as f64;
         let mut counts = [0usize; 3];
         let mut part_of: HashMap<&str, usize> = HashMap::new();
-        for frame in order {
+        for frame in order.into_iter().map(|i| names[i]) {
             // The part furthest below its share takes the next frame.
             let part = (0..3)
                 .filter(|&p| fractions[p] > 0.0)
@@ -656,7 +654,7 @@ impl PatchDataset {
                 .retain(|e| part_of[e.label.frame_id.as_str()] == p);
             ds
         });
-        for (ds, name) in parts.iter().zip(["train", "val", "test"]) {
+        for (ds, name) in parts.iter().zip(Part::ALL) {
             ensure!(
                 !ds.entries.is_empty(),
                 "{}: {} frames are too few for a train/val/test split by frame (the {name} part \

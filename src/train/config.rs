@@ -357,6 +357,22 @@ pub fn merge_tables(base: &mut toml::Table, over: toml::Table) {
     }
 }
 
+/// Refuses, in a table with a `kind`, a key that only another kind has: `given` pairs each
+/// optional key of the table with whether it is set, `own` lists the keys of `kind`.
+pub(crate) fn only_own_keys(
+    kind: &str,
+    own: &[&str],
+    given: &[(&str, bool)],
+) -> std::result::Result<(), String> {
+    match given.iter().find(|(key, set)| *set && !own.contains(key)) {
+        Some((key, _)) => Err(format!(
+            "`{key}` is not a setting of kind = \"{kind}\" (its keys: {})",
+            own.join(", ")
+        )),
+        None => Ok(()),
+    }
+}
+
 /// The defaults of `T` with the TOML file `path` merged over them, key by key (unknown keys
 /// are errors naming the key path and the file).
 pub fn config_from_file<T: Default + Serialize + DeserializeOwned>(path: &Path) -> Result<T> {
@@ -441,23 +457,19 @@ pub fn resolve_layers_text<T: DeserializeOwned>(
 /// The config `train pretrain` uses without `--config` for a built-in preset: the
 /// committed `configs/pretrain-<preset>.toml` (for `tiny`, the recipe of the shipped encoder).
 pub fn builtin_pretrain_config(preset: &str) -> Option<(&'static str, &'static str)> {
+    macro_rules! recipe {
+        ($name:literal) => {
+            Some((
+                include_str!(concat!("../../configs/pretrain-", $name, ".toml")),
+                concat!("configs/pretrain-", $name, ".toml"),
+            ))
+        };
+    }
     match preset {
-        "tiny" => Some((
-            include_str!("../../configs/pretrain-tiny.toml"),
-            "configs/pretrain-tiny.toml",
-        )),
-        "small" => Some((
-            include_str!("../../configs/pretrain-small.toml"),
-            "configs/pretrain-small.toml",
-        )),
-        "base" => Some((
-            include_str!("../../configs/pretrain-base.toml"),
-            "configs/pretrain-base.toml",
-        )),
-        "large" => Some((
-            include_str!("../../configs/pretrain-large.toml"),
-            "configs/pretrain-large.toml",
-        )),
+        "tiny" => recipe!("tiny"),
+        "small" => recipe!("small"),
+        "base" => recipe!("base"),
+        "large" => recipe!("large"),
         _ => None,
     }
 }

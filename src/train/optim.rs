@@ -18,6 +18,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
 
+use super::config::only_own_keys;
 use crate::data::atomic::write_atomic;
 
 /// One trainable variable with its stable name.
@@ -197,49 +198,35 @@ impl TryFrom<OptimTable> for OptimConfig {
     type Error = String;
 
     fn try_from(t: OptimTable) -> Result<Self, String> {
-        let foreign = |keys: &[(&str, bool)], kind: &str, own: &str| -> Result<(), String> {
-            match keys.iter().find(|(_, set)| *set) {
-                Some((key, _)) => Err(format!(
-                    "`{key}` is not a setting of kind = \"{kind}\" (its keys: {own})"
-                )),
-                None => Ok(()),
-            }
+        let (kind, own): (&str, &[&str]) = match t.kind {
+            OptimKind::Adamw => ("adamw", &["lr", "beta1", "beta2", "eps", "weight_decay"]),
+            OptimKind::Sgd => ("sgd", &["lr", "momentum", "nesterov", "weight_decay"]),
         };
+        only_own_keys(
+            kind,
+            own,
+            &[
+                ("beta1", t.beta1.is_some()),
+                ("beta2", t.beta2.is_some()),
+                ("eps", t.eps.is_some()),
+                ("momentum", t.momentum.is_some()),
+                ("nesterov", t.nesterov.is_some()),
+            ],
+        )?;
         Ok(match t.kind {
-            OptimKind::Adamw => {
-                foreign(
-                    &[
-                        ("momentum", t.momentum.is_some()),
-                        ("nesterov", t.nesterov.is_some()),
-                    ],
-                    "adamw",
-                    "lr, beta1, beta2, eps, weight_decay",
-                )?;
-                OptimConfig::Adamw {
-                    lr: t.lr.unwrap_or_else(default_lr),
-                    beta1: t.beta1.unwrap_or_else(default_beta1),
-                    beta2: t.beta2.unwrap_or_else(default_beta2),
-                    eps: t.eps.unwrap_or_else(default_eps),
-                    weight_decay: t.weight_decay.unwrap_or_else(default_adamw_wd),
-                }
-            }
-            OptimKind::Sgd => {
-                foreign(
-                    &[
-                        ("beta1", t.beta1.is_some()),
-                        ("beta2", t.beta2.is_some()),
-                        ("eps", t.eps.is_some()),
-                    ],
-                    "sgd",
-                    "lr, momentum, nesterov, weight_decay",
-                )?;
-                OptimConfig::Sgd {
-                    lr: t.lr.unwrap_or_else(default_lr),
-                    momentum: t.momentum.unwrap_or_else(default_momentum),
-                    nesterov: t.nesterov.unwrap_or_default(),
-                    weight_decay: t.weight_decay.unwrap_or_default(),
-                }
-            }
+            OptimKind::Adamw => OptimConfig::Adamw {
+                lr: t.lr.unwrap_or_else(default_lr),
+                beta1: t.beta1.unwrap_or_else(default_beta1),
+                beta2: t.beta2.unwrap_or_else(default_beta2),
+                eps: t.eps.unwrap_or_else(default_eps),
+                weight_decay: t.weight_decay.unwrap_or_else(default_adamw_wd),
+            },
+            OptimKind::Sgd => OptimConfig::Sgd {
+                lr: t.lr.unwrap_or_else(default_lr),
+                momentum: t.momentum.unwrap_or_else(default_momentum),
+                nesterov: t.nesterov.unwrap_or_default(),
+                weight_decay: t.weight_decay.unwrap_or_default(),
+            },
         })
     }
 }

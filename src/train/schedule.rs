@@ -7,6 +7,8 @@
 use anyhow::{ensure, Result};
 use serde::{Deserialize, Serialize};
 
+use super::config::only_own_keys;
+
 /// `[schedule]` in a training config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", try_from = "ScheduleTable")]
@@ -55,24 +57,20 @@ impl TryFrom<ScheduleTable> for ScheduleConfig {
     type Error = String;
 
     fn try_from(t: ScheduleTable) -> Result<Self, String> {
-        let (kind, own) = match t.kind {
-            ScheduleKind::Constant => ("constant", "warmup_steps"),
-            ScheduleKind::Cosine => ("cosine", "warmup_steps, min_lr_ratio"),
-            ScheduleKind::Step => ("step", "warmup_steps, step_size, gamma"),
+        let (kind, own): (&str, &[&str]) = match t.kind {
+            ScheduleKind::Constant => ("constant", &["warmup_steps"]),
+            ScheduleKind::Cosine => ("cosine", &["warmup_steps", "min_lr_ratio"]),
+            ScheduleKind::Step => ("step", &["warmup_steps", "step_size", "gamma"]),
         };
-        let set = [
-            ("min_lr_ratio", t.min_lr_ratio.is_some()),
-            ("step_size", t.step_size.is_some()),
-            ("gamma", t.gamma.is_some()),
-        ];
-        if let Some((key, _)) = set
-            .iter()
-            .find(|(key, is_set)| *is_set && !own.split(", ").any(|k| k == *key))
-        {
-            return Err(format!(
-                "`{key}` is not a setting of kind = \"{kind}\" (its keys: {own})"
-            ));
-        }
+        only_own_keys(
+            kind,
+            own,
+            &[
+                ("min_lr_ratio", t.min_lr_ratio.is_some()),
+                ("step_size", t.step_size.is_some()),
+                ("gamma", t.gamma.is_some()),
+            ],
+        )?;
         let warmup_steps = t.warmup_steps.unwrap_or_default();
         Ok(match t.kind {
             ScheduleKind::Constant => ScheduleConfig::Constant { warmup_steps },

@@ -347,7 +347,13 @@ pub fn load_part(
 
 /// A `--data` folder of the head tasks, opened once: a patch folder (`labeled/` inside,
 /// `data patches` output) or a dataset directory's full frames, with its split.
-pub enum HeadDataDir {
+pub struct HeadDataDir {
+    dir: PathBuf,
+    format: InputFormat,
+    parts: HeadParts,
+}
+
+enum HeadParts {
     /// The patches of each part: by the folder's `split.json` (uniqueIDs) when it has one,
     /// else split by frame with the seed (80/10/10).
     Patches([PatchDataset; 3]),
@@ -356,36 +362,36 @@ pub enum HeadDataDir {
 
 impl HeadDataDir {
     pub fn open(dir: &Path, format: InputFormat, seed: u64) -> Result<Self> {
-        if dir.join(LABELED_DIR).is_dir() {
+        let parts = if dir.join(LABELED_DIR).is_dir() {
             let patches = PatchDataset::open(dir, format)
                 .with_context(|| format!("--data {}", dir.display()))?;
             let split_path = dir.join(crate::data::dataset::SPLIT_FILE);
-            let parts = if split_path.is_file() {
+            HeadParts::Patches(if split_path.is_file() {
                 let split = Split::read(&split_path)?;
                 Part::ALL.map(|p| patches.clone().restrict(&split, p))
             } else {
                 patches.frame_parts(seed, [0.8, 0.1, 0.1])?
-            };
-            return Ok(Self::Patches(parts));
-        }
-        let ds = DatasetDir::open(dir, LoadOptions::default())
-            .with_context(|| format!("--data {}", dir.display()))?;
-        let split = dataset_split(&ds, dir, seed)?;
-        Ok(Self::Frames(Box::new(ds), split))
+            })
+        } else {
+            let ds = DatasetDir::open(dir, LoadOptions::default())
+                .with_context(|| format!("--data {}", dir.display()))?;
+            let split = dataset_split(&ds, dir, seed)?;
+            HeadParts::Frames(Box::new(ds), split)
+        };
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            format,
+            parts,
+        })
     }
 
-    /// One part at `size × size` (`dir` names the folder in errors).
-    pub fn part(
-        &self,
-        dir: &Path,
-        part: Part,
-        format: InputFormat,
-        size: usize,
-    ) -> Result<LabeledPart> {
-        match self {
-            Self::Patches(parts) => LabeledPart::from_source(&parts[part.index()], size)
+    /// One part at `size × size`.
+    pub fn part(&self, part: Part, size: usize) -> Result<LabeledPart> {
+        let dir = &self.dir;
+        match &self.parts {
+            HeadParts::Patches(parts) => LabeledPart::from_source(&parts[part.index()], size)
                 .with_context(|| format!("--data {}: loading the {part} patches", dir.display())),
-            Self::Frames(ds, split) => load_part(ds, dir, split, part, format, size),
+            HeadParts::Frames(ds, split) => load_part(ds, dir, split, part, self.format, size),
         }
     }
 }
@@ -399,9 +405,9 @@ pub fn load_labeled_data(
 ) -> Result<LabeledData> {
     let opened = HeadDataDir::open(dir, format, seed)?;
     let data = LabeledData {
-        train: opened.part(dir, Part::Train, format, size)?,
-        val: opened.part(dir, Part::Val, format, size)?,
-        test: opened.part(dir, Part::Test, format, size)?,
+        train: opened.part(Part::Train, size)?,
+        val: opened.part(Part::Val, size)?,
+        test: opened.part(Part::Test, size)?,
     };
     ensure!(
         !data.train.is_empty(),
