@@ -27,9 +27,12 @@ pub struct RetrievalTrainArgs {
     /// `encoder_preset`, else tiny].
     #[arg(long, value_name = "NAME", value_parser = clap::builder::PossibleValuesParser::new(insar_mm_models::encoder::EncoderConfig::PRESETS), conflicts_with = "resume")]
     pub preset: Option<String>,
-    /// Start the image encoder from a `train pretrain`, `classify` or `segment` run.
-    #[arg(long, value_name = "RUN", conflicts_with = "resume")]
-    pub encoder: Option<PathBuf>,
+    /// Where the image encoder starts: auto (the shipped SimCLR encoder when it fits the
+    /// preset, else random), shipped, none (random) or RUN (a `train pretrain` or
+    /// classify/segment run: its architecture and `encoder.*` weights) [default: the
+    /// config's `encoder`, else auto].
+    #[arg(long, value_name = "auto|shipped|none|RUN", value_parser = insar_mm::train::encoder_init::EncoderInit::parse, conflicts_with = "resume")]
+    pub encoder: Option<insar_mm::train::encoder_init::EncoderInit>,
     /// Keep the image encoder fixed (only the projections and the text tower train).
     #[arg(long, conflicts_with = "resume")]
     pub freeze_encoder: bool,
@@ -81,8 +84,8 @@ pub fn run_train(args: &RetrievalTrainArgs, global: &GlobalArgs) -> Result<()> {
             if args.freeze_encoder {
                 cfg.freeze_encoder = true;
             }
-            if let Some(r) = &args.encoder {
-                cfg.encoder_init = Some(r.clone());
+            if let Some(e) = &args.encoder {
+                cfg.encoder = e.clone();
             }
             if let Some(l) = args.loss {
                 cfg.loss = l;

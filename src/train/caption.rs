@@ -39,7 +39,7 @@ use super::checkpoint::{load_model, run_weights, RunDir};
 use super::classify::{known_mask_loss, mask_target};
 use super::config::TrainSection;
 use super::driver::{Batch, BestMetric, MetricMode, Outcome, StepOutput, TrainTask, Trainer};
-use super::encoder_init::EncoderInit;
+use super::encoder_init::{load_pretrained, start_encoder, EncoderInit};
 use super::heads::EpochOrder;
 use super::optim::{trainable_params, OptimConfig, Optimizer};
 use super::pretrain::RunOptions;
@@ -1317,11 +1317,7 @@ pub fn train_caption(
         let tok = CaptionTokenizer::train(&data.train.captions, &cfg.tokenizer)
             .context("training the tokenizer on the train captions")?;
         let mut arch = cfg.architecture(tok.vocab_size())?;
-        let (resolved, loaded) = cfg.encoder.resolve(&arch.encoder, cfg.data.input_format)?;
-        if let Some(p) = &loaded {
-            arch.encoder = p.encoder.clone();
-        }
-        cfg.encoder = resolved;
+        let loaded = start_encoder(&mut cfg.encoder, &mut arch.encoder, cfg.data.input_format)?;
         cfg.model = Some(arch);
         cfg.validate().with_context(|| match &loaded {
             Some(p) => p.origin.clone(),
@@ -1331,10 +1327,7 @@ pub fn train_caption(
         tok
     };
     let (varmap, model) = build_model(cfg, device)?;
-    if let Some(p) = &pretrained {
-        let n = p.load_into(&varmap)?;
-        log::info!("encoder initialised from {} ({n} tensors)", p.origin);
-    }
+    load_pretrained(pretrained.as_ref(), &varmap)?;
     let params = trainable_params(&varmap, |n| is_optimised(n, cfg.freeze_encoder));
     let optimizer = Optimizer::new(cfg.optim.clone(), params)?;
     let test = data.test;

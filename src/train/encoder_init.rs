@@ -98,6 +98,32 @@ impl EncoderInit {
     }
 }
 
+/// The encoder a new run starts from: resolves `init` for a model whose own encoder is
+/// `encoder` on `input` data, records the choice in `init` and, when a pretrained encoder
+/// is taken, its architecture in `encoder`. Returns the encoder to load after the model is
+/// built ([`load_pretrained`]).
+pub fn start_encoder(
+    init: &mut EncoderInit,
+    encoder: &mut EncoderConfig,
+    input: InputFormat,
+) -> Result<Option<PretrainedEncoder>> {
+    let (resolved, loaded) = init.resolve(encoder, input)?;
+    if let Some(p) = &loaded {
+        *encoder = p.encoder.clone();
+    }
+    *init = resolved;
+    Ok(loaded)
+}
+
+/// Loads `pretrained`, when there is one, into the `encoder.*` variables of `varmap`.
+pub fn load_pretrained(pretrained: Option<&PretrainedEncoder>, varmap: &VarMap) -> Result<()> {
+    if let Some(p) = pretrained {
+        let n = p.load_into(varmap)?;
+        log::info!("encoder initialised from {} ({n} tensors)", p.origin);
+    }
+    Ok(())
+}
+
 impl fmt::Display for EncoderInit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

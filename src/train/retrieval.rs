@@ -26,7 +26,7 @@ use insar_mm_eval::retrieval::relevance::{
     bidirectional, normalize_caption, query_matches, relevance_key, BidirectionalScores, Relevance,
 };
 use insar_mm_eval::retrieval::{evaluate, RetrievalScores};
-use insar_mm_models::encoder::{is_trainable_name, EncoderConfig};
+use insar_mm_models::heads::GlobalPool;
 use insar_mm_models::nn::seeded_var_builder;
 use insar_mm_models::retrieval::{contrastive_loss, DualEncoder, DualEncoderConfig, LossKind};
 use insar_mm_models::text::TextEncoderConfig;
@@ -34,13 +34,15 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::caption::{
-    deformation_only, load_run_tokenizer, CaptionData, CaptionData3, CaptionPart, Flip,
+    deformation_only, is_optimised, load_run_tokenizer, CaptionData, CaptionData3, CaptionPart,
+    Flip,
 };
 use super::checkpoint::run_weights;
 use super::checkpoint::{load_model, RunDir, CONFIG_FILE};
 use super::config::{merge_tables, TrainSection};
 use super::driver::{Batch, BestMetric, MetricMode, Outcome, StepOutput, TrainTask, Trainer};
-use super::heads::{encoder_run, load_encoder, EpochOrder};
+use super::encoder_init::{load_pretrained, start_encoder, EncoderInit};
+use super::heads::EpochOrder;
 use super::optim::{trainable_params, OptimConfig, Optimizer};
 use super::pretrain::RunOptions;
 use super::schedule::ScheduleConfig;
@@ -91,6 +93,9 @@ pub struct RetrievalTrainConfig {
     pub data: CaptionData,
     pub tokenizer: TokenizerConfig,
     pub text: TextTower,
+    /// How the image encoder's C5 map becomes the image vector: `avg`, `max` (a small
+    /// deformation is not diluted by the rest of the frame) or `avg-max`.
+    pub image_pool: GlobalPool,
     /// Width of the shared embedding space.
     pub embed_dim: usize,
     pub init_temperature: f64,
@@ -98,9 +103,11 @@ pub struct RetrievalTrainConfig {
     pub positives: PositiveRule,
     /// Keep the image encoder fixed (running BatchNorm statistics, no gradient).
     pub freeze_encoder: bool,
-    /// `--encoder RUN`: a pretrain, classify or segment run whose encoder the image tower
-    /// starts from.
-    pub encoder_init: Option<PathBuf>,
+    /// Where the image tower starts (`--encoder`): `auto` (the shipped pretrained encoder
+    /// when it fits `encoder_preset` and the input format, else random), `shipped`, `none`
+    /// or a pretrain/classify/segment run. A run records what `auto` resolved to.
+    #[serde(alias = "encoder_init")]
+    pub encoder: EncoderInit,
     /// The resolved architecture (filled once the tokenizer's vocabulary is known).
     pub model: Option<DualEncoderConfig>,
     pub optim: OptimConfig,
@@ -128,12 +135,13 @@ impl Default for RetrievalTrainConfig {
                 ff_dim: 256,
                 dropout: 0.1,
             },
+            image_pool: GlobalPool::Avg,
             embed_dim: 128,
             init_temperature: 0.07,
             loss: LossKind::MultiPositive,
             positives: PositiveRule::Facts,
             freeze_encoder: false,
-            encoder_init: None,
+            encoder: EncoderInit::default(),
             model: None,
             optim: OptimConfig::Adamw {
                 lr: 1e-3,
@@ -221,25 +229,17 @@ impl RetrievalTrainConfig {
         Ok(())
     }
 
-    /// The architecture for a tokenizer of `vocab` tokens and image encoder `image`
-    /// (default: the preset's).
-    pub fn architecture(
-        &self,
-        vocab: usize,
-        pad_id: u32,
-        image: Option<EncoderConfig>,
-    ) -> Result<DualEncoderConfig> {
-        let image = match image {
-            Some(e) => e,
-            None => super::heads::preset_encoder(
-                &self.encoder_preset,
-                None,
-                self.data.input_format.channels(),
-            )?,
-        };
+    /// The architecture for a tokenizer of `vocab` tokens, with the preset's image encoder.
+    pub fn architecture(&self, vocab: usize, pad_id: u32) -> Result<DualEncoderConfig> {
+        let image = super::heads::preset_encoder(
+            &self.encoder_preset,
+            None,
+            self.data.input_format.channels(),
+        )?;
         let t = &self.text;
         let cfg = DualEncoderConfig {
             image,
+            pool: self.image_pool,
             text: TextEncoderConfig {
                 vocab_size: vocab,
                 d_model: t.d_model,
@@ -711,44 +711,26 @@ pub fn train_retrieval(
     options: RunOptions,
 ) -> Result<RetrievalOutcome> {
     cfg.validate()?;
-    let encoder = match (&cfg.encoder_init, resume) {
-        (Some(dir), false) => Some(encoder_run(dir)?),
-        _ => None,
-    };
+    // The encoder to start from (none on resume: the checkpoint has the weights).
+    let mut pretrained = None;
     let tokenizer = if resume {
         load_run_tokenizer(&run, cfg.model()?.text.vocab_size)?
     } else {
         let tok = CaptionTokenizer::train(&data.train.captions, &cfg.tokenizer)
             .context("training the tokenizer on the train captions")?;
-        if let Some(e) = &encoder {
-            ensure!(
-                e.input_format == cfg.data.input_format,
-                "--encoder {}: its input format {:?} differs from data.input_format {:?}",
-                e.root.display(),
-                e.input_format,
-                cfg.data.input_format
-            );
-        }
-        cfg.model = Some(cfg.architecture(
-            tok.vocab_size(),
-            tok.pad_id(),
-            encoder.as_ref().map(|e| e.encoder.clone()),
-        )?);
-        cfg.validate()?;
+        let mut arch = cfg.architecture(tok.vocab_size(), tok.pad_id())?;
+        let loaded = start_encoder(&mut cfg.encoder, &mut arch.image, cfg.data.input_format)?;
+        cfg.model = Some(arch);
+        cfg.validate().with_context(|| match &loaded {
+            Some(p) => p.origin.clone(),
+            None => "retrieval config".into(),
+        })?;
+        pretrained = loaded;
         tok
     };
     let (varmap, model) = build_model(cfg, device)?;
-    if let Some(e) = &encoder {
-        let n = load_encoder(e, &varmap)?;
-        log::info!(
-            "image encoder initialised from {} ({n} tensors)",
-            e.root.display()
-        );
-    }
-    let freeze = cfg.freeze_encoder;
-    let params = trainable_params(&varmap, |n| {
-        is_trainable_name(n) && !(freeze && n.starts_with("encoder."))
-    });
+    load_pretrained(pretrained.as_ref(), &varmap)?;
+    let params = trainable_params(&varmap, |n| is_optimised(n, cfg.freeze_encoder));
     let optimizer = Optimizer::new(cfg.optim.clone(), params)?;
     let test = data.test;
     let words = caption_words(&data.train.captions);
@@ -828,9 +810,33 @@ mod tests {
         let mut bad = RetrievalTrainConfig::default();
         bad.data.batch_size = 1;
         assert!(bad.validate().is_err());
-        let arch = cfg.architecture(300, 0, None).unwrap();
+        let arch = cfg.architecture(300, 0).unwrap();
         assert_eq!(arch.text.vocab_size, 300);
         assert_eq!(arch.image.in_channels, cfg.data.input_format.channels());
+        std::fs::write(&path, "image_pool = \"max\"\nencoder = \"none\"\n").unwrap();
+        let cfg = RetrievalTrainConfig::from_file(&path).unwrap();
+        assert_eq!(cfg.encoder, EncoderInit::Random);
+        let arch = cfg.architecture(300, 0).unwrap();
+        assert_eq!(arch.pool, GlobalPool::Max);
+    }
+
+    #[test]
+    fn configs_of_earlier_runs_still_read() {
+        // Saved before `encoder` (then `encoder_init`, a run or null) and the image pool.
+        let mut v = serde_json::to_value(RetrievalTrainConfig::default()).unwrap();
+        let m = v.as_object_mut().unwrap();
+        m.remove("encoder");
+        m.remove("image_pool");
+        m.insert("encoder_init".into(), serde_json::Value::Null);
+        let mut arch =
+            serde_json::to_value(RetrievalTrainConfig::default().architecture(40, 0).unwrap())
+                .unwrap();
+        arch.as_object_mut().unwrap().remove("pool");
+        m.insert("model".into(), arch);
+        let old: RetrievalTrainConfig = serde_json::from_value(v).unwrap();
+        assert_eq!(old.encoder, EncoderInit::Random);
+        assert_eq!(old.image_pool, GlobalPool::Avg);
+        assert_eq!(old.model().unwrap().pool, GlobalPool::Avg);
     }
 
     #[test]

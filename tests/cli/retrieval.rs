@@ -62,6 +62,10 @@ fn train_index_search_append_eval_and_bad_input() {
     }
     let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
     assert!(metrics.contains("val_mR"), "{metrics}");
+    // `--encoder auto` (the default) resolved to the shipped encoder, and the run says so.
+    let config: Value =
+        serde_json::from_slice(&std::fs::read(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["encoder"], "shipped", "{config}");
     // Resume extends the run with its saved config.
     ok(&[
         "train",

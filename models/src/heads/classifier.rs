@@ -16,7 +16,7 @@ use candle_nn::{conv2d, Conv2d, Conv2dConfig, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use super::{is_trainable, EncoderMode};
-use crate::encoder::{EncoderConfig, ResNet};
+use crate::encoder::{EncoderConfig, EncoderOutput, ResNet};
 use crate::nn::{
     bce_with_logits, global_max_pool, mlp, sigmoid_focal_loss, Activation, Mlp, MlpConfig,
 };
@@ -64,6 +64,16 @@ impl GlobalPool {
         match self {
             GlobalPool::AvgMax => 2 * channels,
             GlobalPool::Avg | GlobalPool::Max => channels,
+        }
+    }
+
+    /// The pooled vector `(B, width)` of an encoder's output (its C5 map).
+    pub fn apply(self, enc: &EncoderOutput) -> Result<Tensor> {
+        let c5 = &enc.features[3];
+        match self {
+            GlobalPool::Avg => Ok(enc.pooled.clone()),
+            GlobalPool::Max => global_max_pool(c5),
+            GlobalPool::AvgMax => Tensor::cat(&[&enc.pooled, &global_max_pool(c5)?], 1),
         }
     }
 }
@@ -227,11 +237,7 @@ impl Classifier {
             Some(conv) if with_mask => Some(conv.forward(c5)?),
             _ => None,
         };
-        let pooled = match self.cfg.pool {
-            GlobalPool::Avg => enc.pooled,
-            GlobalPool::Max => global_max_pool(c5)?,
-            GlobalPool::AvgMax => Tensor::cat(&[enc.pooled, global_max_pool(c5)?], 1)?,
-        };
+        let pooled = self.cfg.pool.apply(&enc)?;
         Ok((self.head.forward_t(&pooled, train)?, mask))
     }
 

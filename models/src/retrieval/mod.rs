@@ -1,7 +1,8 @@
 //! Text–image retrieval: a CLIP-style dual encoder and its contrastive losses.
 //!
 //! - Image tower: the shared [`ResNet`] encoder (variables `encoder.*`, so any encoder of
-//!   the suite loads into it) → global average pool → linear `image_projection`.
+//!   the suite loads into it) → global pool of C5 ([`GlobalPool`]: average, maximum or
+//!   both) → linear `image_projection`.
 //! - Text tower: the shared [`TextEncoder`] (`text.*`) → mean of the non-padding states →
 //!   linear `text_projection`.
 //! - Both embeddings are L2-normalised; the similarity of an image and a text is their dot
@@ -20,6 +21,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::encoder::{EncoderConfig, ResNet};
+use crate::heads::GlobalPool;
 use crate::nn::{l2_normalize, linear, masked_fill};
 use crate::text::{TextEncoder, TextEncoderConfig};
 
@@ -28,6 +30,9 @@ use crate::text::{TextEncoder, TextEncoderConfig};
 #[serde(deny_unknown_fields)]
 pub struct DualEncoderConfig {
     pub image: EncoderConfig,
+    /// How C5 becomes the image vector (runs saved before this key: average).
+    #[serde(default)]
+    pub pool: GlobalPool,
     pub text: TextEncoderConfig,
     /// Width of the shared embedding space.
     pub embed_dim: usize,
@@ -109,7 +114,7 @@ impl DualEncoder {
             vb.get_with_hints((), "logit_scale", Init::Const(-cfg.init_temperature.ln()))?;
         Ok(Self {
             image_projection: linear(
-                cfg.image.out_dim(),
+                cfg.pool.width(cfg.image.out_dim()),
                 cfg.embed_dim,
                 vb.pp("image_projection"),
             )?,
@@ -138,10 +143,10 @@ impl DualEncoder {
         train: bool,
         frozen_stages: usize,
     ) -> Result<Tensor> {
-        let pooled = self
+        let enc = self
             .encoder
-            .forward_frozen_t(images, frozen_stages, train)?
-            .pooled;
+            .forward_frozen_t(images, frozen_stages, train)?;
+        let pooled = self.cfg.pool.apply(&enc)?;
         l2_normalize(&self.image_projection.forward(&pooled)?, 1e-12)
     }
 

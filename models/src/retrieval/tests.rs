@@ -13,6 +13,7 @@ fn tiny() -> DualEncoderConfig {
     image.stem_width = 4;
     DualEncoderConfig {
         image,
+        pool: GlobalPool::Avg,
         text: TextEncoderConfig {
             vocab_size: 20,
             d_model: 16,
@@ -36,31 +37,40 @@ fn scalar(t: &Tensor) -> f64 {
 #[test]
 fn both_towers_and_the_temperature_get_gradients() -> Result<()> {
     let dev = Device::Cpu;
+    for pool in [GlobalPool::Avg, GlobalPool::Max, GlobalPool::AvgMax] {
+        let varmap = VarMap::new();
+        let cfg = DualEncoderConfig { pool, ..tiny() };
+        let model = DualEncoder::new(&cfg, seeded_var_builder(&varmap, 3, DType::F32, &dev))?;
+        let images = seeded_randn((4, 3, 32, 32), 1, &dev)?.to_dtype(DType::F32)?;
+        let tokens = Tensor::from_vec(
+            vec![1u32, 5, 6, 2, 1, 7, 2, 0, 1, 8, 9, 2, 1, 5, 2, 0],
+            (4, 4),
+            &dev,
+        )?;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+        let img = model.embed_images(&images, true, 0)?;
+        let txt = model.embed_texts(&tokens, Some(&mut rng))?;
+        // Unit-norm rows.
+        let norms = img.sqr()?.sum(1)?.to_vec1::<f32>()?;
+        assert!(norms.iter().all(|n| (n - 1.0).abs() < 1e-5), "{norms:?}");
+        let pos = Tensor::from_vec(
+            vec![1u8, 0, 0, 1, 0, 1, 0, 0, 0, 0, 1, 0, 1, 0, 0, 1],
+            (4, 4),
+            &dev,
+        )?;
+        for kind in LossKind::ALL {
+            let loss = contrastive_loss(&img, &txt, &model.scale()?, &pos, kind)?;
+            let grads = loss.backward()?;
+            let gaps = gradient_gaps(&varmap, &grads, is_trainable_name)?;
+            assert!(
+                gaps.is_empty(),
+                "{} with {pool:?} pooling: no gradient for {gaps:?}",
+                kind.name()
+            );
+        }
+    }
     let varmap = VarMap::new();
     let model = DualEncoder::new(&tiny(), seeded_var_builder(&varmap, 3, DType::F32, &dev))?;
-    let images = seeded_randn((4, 3, 32, 32), 1, &dev)?.to_dtype(DType::F32)?;
-    let tokens = Tensor::from_vec(
-        vec![1u32, 5, 6, 2, 1, 7, 2, 0, 1, 8, 9, 2, 1, 5, 2, 0],
-        (4, 4),
-        &dev,
-    )?;
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-    let img = model.embed_images(&images, true, 0)?;
-    let txt = model.embed_texts(&tokens, Some(&mut rng))?;
-    // Unit-norm rows.
-    let norms = img.sqr()?.sum(1)?.to_vec1::<f32>()?;
-    assert!(norms.iter().all(|n| (n - 1.0).abs() < 1e-5), "{norms:?}");
-    let pos = Tensor::from_vec(
-        vec![1u8, 0, 0, 1, 0, 1, 0, 0, 0, 0, 1, 0, 1, 0, 0, 1],
-        (4, 4),
-        &dev,
-    )?;
-    for kind in LossKind::ALL {
-        let loss = contrastive_loss(&img, &txt, &model.scale()?, &pos, kind)?;
-        let grads = loss.backward()?;
-        let gaps = gradient_gaps(&varmap, &grads, is_trainable_name)?;
-        assert!(gaps.is_empty(), "{}: no gradient for {gaps:?}", kind.name());
-    }
     // The scale starts at 1/0.07 and is clamped at 100.
     assert!((scalar(&model.scale()?) - 1.0 / 0.07).abs() < 1e-3);
     Ok(())

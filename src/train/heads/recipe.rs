@@ -28,7 +28,7 @@ use crate::train::checkpoint::{load_model, run_weights, RunDir};
 use crate::train::config::config_from_file;
 use crate::train::config::TrainSection;
 use crate::train::driver::{Outcome, TrainTask, Trainer};
-use crate::train::encoder_init::EncoderInit;
+use crate::train::encoder_init::{load_pretrained, EncoderInit};
 use crate::train::optim::{trainable_params, OptimConfig, Optimizer};
 use crate::train::pretrain::RunOptions;
 use crate::train::schedule::ScheduleConfig;
@@ -326,10 +326,7 @@ pub fn run<C: HeadConfig>(opts: HeadRun<C>) -> Result<HeadOutcome<C>> {
     };
     let arch = cfg.model()?.clone();
     let (varmap, model) = C::build(&arch, cfg.seed(), &device)?;
-    if let Some(p) = &pretrained {
-        let n = p.load_into(&varmap)?;
-        log::info!("encoder: {n} tensors from {}", p.origin);
-    }
+    load_pretrained(pretrained.as_ref(), &varmap)?;
     let params = trainable_params(&varmap, |n| C::is_trainable(&model, n));
     let optimizer = Optimizer::new(cfg.optim().clone(), params)?;
     log::info!(
