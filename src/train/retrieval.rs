@@ -27,6 +27,7 @@ use insar_mm_eval::retrieval::relevance::{
 };
 use insar_mm_eval::retrieval::{evaluate, RetrievalScores};
 use insar_mm_models::heads::GlobalPool;
+use insar_mm_models::nn::bce_with_logits;
 use insar_mm_models::nn::seeded_var_builder;
 use insar_mm_models::retrieval::{contrastive_loss, DualEncoder, DualEncoderConfig, LossKind};
 use insar_mm_models::text::TextEncoderConfig;
@@ -47,6 +48,7 @@ use super::optim::{trainable_params, OptimConfig, Optimizer};
 use super::pretrain::RunOptions;
 use super::schedule::ScheduleConfig;
 use crate::data::array::{batch_tensor, Image};
+use crate::data::sample::NUM_LABELS;
 use crate::text::mirror_caption;
 use crate::text::tokenizer::{CaptionTokenizer, TokenizerConfig};
 
@@ -96,6 +98,9 @@ pub struct RetrievalTrainConfig {
     /// How the image encoder's C5 map becomes the image vector: `avg`, `max` (a small
     /// deformation is not diluted by the rest of the frame) or `avg-max`.
     pub image_pool: GlobalPool,
+    /// Weight of the auxiliary label loss (BCE of a label head on the pooled image vector
+    /// against the frame's 10 labels) added to the contrastive loss; 0 = no label head.
+    pub label_loss_weight: f64,
     /// Width of the shared embedding space.
     pub embed_dim: usize,
     pub init_temperature: f64,
@@ -136,6 +141,7 @@ impl Default for RetrievalTrainConfig {
                 dropout: 0.1,
             },
             image_pool: GlobalPool::Avg,
+            label_loss_weight: 0.0,
             embed_dim: 128,
             init_temperature: 0.07,
             loss: LossKind::MultiPositive,
@@ -215,6 +221,11 @@ impl RetrievalTrainConfig {
             self.data.annotation_limit
         );
         ensure!(self.embed_dim >= 1, "embed_dim must be at least 1");
+        ensure!(
+            self.label_loss_weight.is_finite() && self.label_loss_weight >= 0.0,
+            "label_loss_weight = {:?} must be finite and ≥ 0",
+            self.label_loss_weight
+        );
         if let Some(m) = &self.model {
             m.validate().map_err(|e| anyhow::anyhow!("model: {e}"))?;
             ensure!(
@@ -254,6 +265,11 @@ impl RetrievalTrainConfig {
             embed_dim: self.embed_dim,
             init_temperature: self.init_temperature,
             max_logit_scale: 100f64.ln(),
+            num_labels: if self.label_loss_weight > 0.0 {
+                NUM_LABELS
+            } else {
+                0
+            },
         };
         cfg.validate().map_err(|e| anyhow::anyhow!("model: {e}"))?;
         Ok(cfg)
@@ -431,6 +447,7 @@ pub struct RetrievalTask {
     val: CaptionPart,
     batch: usize,
     loss: LossKind,
+    label_loss_weight: f64,
     frozen_stages: usize,
     order: EpochOrder,
     device: Device,
@@ -507,6 +524,7 @@ impl RetrievalTask {
             val,
             batch: cfg.data.batch_size,
             loss: cfg.loss,
+            label_loss_weight: cfg.label_loss_weight,
             frozen_stages: if cfg.freeze_encoder {
                 insar_mm_models::encoder::ResNet::STAGES
             } else {
@@ -573,17 +591,35 @@ impl TrainTask for RetrievalTask {
         }
         let positives = pos.iter().filter(|&&p| p == 1).count() as f64 / b as f64;
         let pos = Tensor::from_vec(pos, (b, b), &self.device)?;
-        let img = self.model.embed_images(&x, true, self.frozen_stages)?;
+        let img = self.model.embed_images_with_labels(
+            &x,
+            true,
+            self.frozen_stages,
+            self.label_loss_weight > 0.0,
+        )?;
         let txt = self.model.embed_texts(&tokens, Some(rng))?;
         let scale = self.model.scale()?;
-        let loss = contrastive_loss(&img, &txt, &scale, &pos, self.loss)?;
-        Ok(StepOutput {
-            loss,
-            metrics: vec![
-                ("scale".into(), scale.to_scalar::<f32>()? as f64),
-                ("positives_per_row".into(), positives),
-            ],
-        })
+        let contrastive = contrastive_loss(&img.embedding, &txt, &scale, &pos, self.loss)?;
+        let mut metrics = vec![
+            ("scale".into(), scale.to_scalar::<f32>()? as f64),
+            ("positives_per_row".into(), positives),
+        ];
+        let loss = match &img.label_logits {
+            Some(logits) => {
+                // Labels do not change under mirroring (they hold no location).
+                let flat: Vec<f32> = indices.iter().flat_map(|&i| self.train.labels[i]).collect();
+                let targets = Tensor::from_vec(flat, (indices.len(), NUM_LABELS), &self.device)?;
+                let labels = bce_with_logits(logits, &targets, None)?;
+                metrics.push((
+                    "contrastive_loss".into(),
+                    contrastive.to_scalar::<f32>()? as f64,
+                ));
+                metrics.push(("label_loss".into(), labels.to_scalar::<f32>()? as f64));
+                (contrastive + (labels * self.label_loss_weight)?)?
+            }
+            None => contrastive,
+        };
+        Ok(StepOutput { loss, metrics })
     }
 
     fn validate(&mut self) -> Result<Vec<(String, f64)>> {

@@ -40,6 +40,11 @@ pub struct DualEncoderConfig {
     pub init_temperature: f64,
     /// Upper bound of `logit_scale` (log of the largest scale).
     pub max_logit_scale: f64,
+    /// Entries of an auxiliary label head on the pooled image vector (`labels.head`: the
+    /// frame's multi-label vector, a training signal that keeps the image tower's features
+    /// about deformation and its type); 0 = none (runs saved before this key).
+    #[serde(default)]
+    pub num_labels: usize,
 }
 
 impl DualEncoderConfig {
@@ -101,8 +106,18 @@ pub struct DualEncoder {
     image_projection: Linear,
     text: TextEncoder,
     text_projection: Linear,
+    labels: Option<Linear>,
     logit_scale: Tensor,
     cfg: DualEncoderConfig,
+}
+
+/// What [`DualEncoder::embed_images_with_labels`] returns.
+#[derive(Debug, Clone)]
+pub struct ImageEmbedding {
+    /// L2-normalised embeddings `(B, embed_dim)`.
+    pub embedding: Tensor,
+    /// Logits `(B, num_labels)` of the label head, when the model has one.
+    pub label_logits: Option<Tensor>,
 }
 
 impl DualEncoder {
@@ -119,6 +134,14 @@ impl DualEncoder {
                 vb.pp("image_projection"),
             )?,
             text_projection: linear(cfg.text.d_model, cfg.embed_dim, vb.pp("text_projection"))?,
+            labels: match cfg.num_labels {
+                0 => None,
+                n => Some(linear(
+                    cfg.pool.width(cfg.image.out_dim()),
+                    n,
+                    vb.pp("labels.head"),
+                )?),
+            },
             encoder,
             text,
             logit_scale,
@@ -143,11 +166,32 @@ impl DualEncoder {
         train: bool,
         frozen_stages: usize,
     ) -> Result<Tensor> {
+        Ok(self
+            .embed_images_with_labels(images, train, frozen_stages, false)?
+            .embedding)
+    }
+
+    /// As [`Self::embed_images`], with the label head's logits when `with_labels` and the
+    /// model has one.
+    pub fn embed_images_with_labels(
+        &self,
+        images: &Tensor,
+        train: bool,
+        frozen_stages: usize,
+        with_labels: bool,
+    ) -> Result<ImageEmbedding> {
         let enc = self
             .encoder
             .forward_frozen_t(images, frozen_stages, train)?;
         let pooled = self.cfg.pool.apply(&enc)?;
-        l2_normalize(&self.image_projection.forward(&pooled)?, 1e-12)
+        let label_logits = match &self.labels {
+            Some(head) if with_labels => Some(head.forward(&pooled)?),
+            _ => None,
+        };
+        Ok(ImageEmbedding {
+            embedding: l2_normalize(&self.image_projection.forward(&pooled)?, 1e-12)?,
+            label_logits,
+        })
     }
 
     /// L2-normalised text embeddings `(B, embed_dim)` of `tokens` `(B, T)` (right-padded

@@ -27,6 +27,7 @@ fn tiny() -> DualEncoderConfig {
         embed_dim: 8,
         init_temperature: 0.07,
         max_logit_scale: 100f64.ln(),
+        num_labels: 0,
     }
 }
 
@@ -37,9 +38,17 @@ fn scalar(t: &Tensor) -> f64 {
 #[test]
 fn both_towers_and_the_temperature_get_gradients() -> Result<()> {
     let dev = Device::Cpu;
-    for pool in [GlobalPool::Avg, GlobalPool::Max, GlobalPool::AvgMax] {
+    for (pool, num_labels) in [
+        (GlobalPool::Avg, 0),
+        (GlobalPool::Max, 3),
+        (GlobalPool::AvgMax, 0),
+    ] {
         let varmap = VarMap::new();
-        let cfg = DualEncoderConfig { pool, ..tiny() };
+        let cfg = DualEncoderConfig {
+            pool,
+            num_labels,
+            ..tiny()
+        };
         let model = DualEncoder::new(&cfg, seeded_var_builder(&varmap, 3, DType::F32, &dev))?;
         let images = seeded_randn((4, 3, 32, 32), 1, &dev)?.to_dtype(DType::F32)?;
         let tokens = Tensor::from_vec(
@@ -48,7 +57,9 @@ fn both_towers_and_the_temperature_get_gradients() -> Result<()> {
             &dev,
         )?;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-        let img = model.embed_images(&images, true, 0)?;
+        let out = model.embed_images_with_labels(&images, true, 0, true)?;
+        let img = out.embedding;
+        assert_eq!(out.label_logits.is_some(), num_labels > 0);
         let txt = model.embed_texts(&tokens, Some(&mut rng))?;
         // Unit-norm rows.
         let norms = img.sqr()?.sum(1)?.to_vec1::<f32>()?;
@@ -59,7 +70,15 @@ fn both_towers_and_the_temperature_get_gradients() -> Result<()> {
             &dev,
         )?;
         for kind in LossKind::ALL {
-            let loss = contrastive_loss(&img, &txt, &model.scale()?, &pos, kind)?;
+            let mut loss = contrastive_loss(&img, &txt, &model.scale()?, &pos, kind)?;
+            if let Some(logits) = &out.label_logits {
+                let targets = Tensor::from_vec(
+                    vec![1f32, 0., 1., 0., 1., 0., 1., 1., 0., 0., 0., 1.],
+                    (4, 3),
+                    &dev,
+                )?;
+                loss = (loss + crate::nn::bce_with_logits(logits, &targets, None)?)?;
+            }
             let grads = loss.backward()?;
             let gaps = gradient_gaps(&varmap, &grads, is_trainable_name)?;
             assert!(
