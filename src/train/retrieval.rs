@@ -96,10 +96,14 @@ pub struct RetrievalTrainConfig {
     pub tokenizer: TokenizerConfig,
     pub text: TextTower,
     /// How the image encoder's C5 map becomes the image vector: `avg`, `max` (a small
-    /// deformation is not diluted by the rest of the frame) or `avg-max`.
+    /// deformation is not diluted by the rest of the frame) or `avg-max`. Runs saved before
+    /// this key pooled by average.
+    #[serde(default)]
     pub image_pool: GlobalPool,
     /// Weight of the auxiliary label loss (BCE of a label head on the pooled image vector
-    /// against the frame's 10 labels) added to the contrastive loss; 0 = no label head.
+    /// against the frame's 10 labels) added to the contrastive loss; 0 = no label head
+    /// (runs saved before this key).
+    #[serde(default)]
     pub label_loss_weight: f64,
     /// Width of the shared embedding space.
     pub embed_dim: usize,
@@ -127,7 +131,7 @@ impl Default for RetrievalTrainConfig {
             seed: 42,
             encoder_preset: "tiny".into(),
             data: CaptionData {
-                image_size: 64,
+                image_size: 224,
                 batch_size: 64,
                 max_len: 64,
                 ..CaptionData::default()
@@ -140,8 +144,8 @@ impl Default for RetrievalTrainConfig {
                 ff_dim: 256,
                 dropout: 0.1,
             },
-            image_pool: GlobalPool::Avg,
-            label_loss_weight: 0.0,
+            image_pool: GlobalPool::Max,
+            label_loss_weight: 1.0,
             embed_dim: 128,
             init_temperature: 0.07,
             loss: LossKind::MultiPositive,
@@ -161,7 +165,7 @@ impl Default for RetrievalTrainConfig {
                 min_lr_ratio: 0.01,
             },
             train: TrainSection {
-                epochs: Some(8),
+                epochs: Some(16),
                 checkpoint_every: 100,
                 log_every: 10,
                 validate_every: 100,
@@ -863,16 +867,20 @@ mod tests {
         let m = v.as_object_mut().unwrap();
         m.remove("encoder");
         m.remove("image_pool");
+        m.remove("label_loss_weight");
         m.insert("encoder_init".into(), serde_json::Value::Null);
         let mut arch =
             serde_json::to_value(RetrievalTrainConfig::default().architecture(40, 0).unwrap())
                 .unwrap();
         arch.as_object_mut().unwrap().remove("pool");
+        arch.as_object_mut().unwrap().remove("num_labels");
         m.insert("model".into(), arch);
         let old: RetrievalTrainConfig = serde_json::from_value(v).unwrap();
         assert_eq!(old.encoder, EncoderInit::Random);
         assert_eq!(old.image_pool, GlobalPool::Avg);
+        assert_eq!(old.label_loss_weight, 0.0);
         assert_eq!(old.model().unwrap().pool, GlobalPool::Avg);
+        assert_eq!(old.model().unwrap().num_labels, 0);
     }
 
     #[test]
