@@ -387,6 +387,13 @@ pub struct CaptionPart {
 }
 
 impl CaptionPart {
+    /// The label vectors of the samples `indices`, `(len, NUM_LABELS)` (a label head's
+    /// targets).
+    pub fn label_targets(&self, indices: &[usize], device: &Device) -> Result<Tensor> {
+        let flat: Vec<f32> = indices.iter().flat_map(|&i| self.labels[i]).collect();
+        Ok(Tensor::from_vec(flat, (indices.len(), NUM_LABELS), device)?)
+    }
+
     pub fn len(&self) -> usize {
         self.images.len()
     }
@@ -1106,8 +1113,7 @@ impl CaptionTask {
             .caption_loss(&enc.memory, &groups, self.label_smoothing, rng)?;
         let labels = match &enc.label_logits {
             Some(logits) if self.label_loss_weight > 0.0 => {
-                let flat: Vec<f32> = indices.iter().flat_map(|&i| self.train.labels[i]).collect();
-                let t = Tensor::from_vec(flat, (indices.len(), NUM_LABELS), &self.device)?;
+                let t = self.train.label_targets(&indices, &self.device)?;
                 Some(bce_with_logits(logits, &t, None)?)
             }
             _ => None,

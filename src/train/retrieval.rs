@@ -595,12 +595,9 @@ impl TrainTask for RetrievalTask {
         }
         let positives = pos.iter().filter(|&&p| p == 1).count() as f64 / b as f64;
         let pos = Tensor::from_vec(pos, (b, b), &self.device)?;
-        let img = self.model.embed_images_with_labels(
-            &x,
-            true,
-            self.frozen_stages,
-            self.label_loss_weight > 0.0,
-        )?;
+        let img = self
+            .model
+            .embed_images_with_labels(&x, true, self.frozen_stages)?;
         let txt = self.model.embed_texts(&tokens, Some(rng))?;
         let scale = self.model.scale()?;
         let contrastive = contrastive_loss(&img.embedding, &txt, &scale, &pos, self.loss)?;
@@ -611,8 +608,7 @@ impl TrainTask for RetrievalTask {
         let loss = match &img.label_logits {
             Some(logits) => {
                 // Labels do not change under mirroring (they hold no location).
-                let flat: Vec<f32> = indices.iter().flat_map(|&i| self.train.labels[i]).collect();
-                let targets = Tensor::from_vec(flat, (indices.len(), NUM_LABELS), &self.device)?;
+                let targets = self.train.label_targets(&indices, &self.device)?;
                 let labels = bce_with_logits(logits, &targets, None)?;
                 metrics.push((
                     "contrastive_loss".into(),

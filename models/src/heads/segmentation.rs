@@ -415,8 +415,9 @@ fn interpolation_matrix_t(n_in: usize, n_out: usize, device: &Device) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::heads::testing::{blob_dataset, max_abs_diff, snapshot, train_steps};
+    use crate::heads::testing::{blob_dataset, snapshot, train_steps};
     use crate::heads::Stage;
+    use crate::nn::check::max_abs_diff;
     use crate::nn::check::{
         finite_difference_check, gradient_gaps, is_running_statistic, random_projection,
         seeded_randn,

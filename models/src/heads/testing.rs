@@ -107,19 +107,3 @@ pub fn train_steps(
     }
     Ok(last)
 }
-
-/// Largest absolute element-wise difference of two tensors of one shape, as f64.
-pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_dtype(DType::F64)
-        .unwrap()
-        .to_scalar::<f64>()
-        .unwrap()
-}

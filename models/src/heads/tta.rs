@@ -181,7 +181,7 @@ impl TestTimeAugment {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::heads::testing::max_abs_diff;
+    use crate::nn::check::max_abs_diff;
     use candle_core::{Device, D};
 
     /// A `(2, 3, 5, 5)` batch without any symmetry.

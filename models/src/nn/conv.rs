@@ -381,7 +381,9 @@ impl Im2Col {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nn::check::{finite_difference_check, random_projection, seeded_randn};
+    use crate::nn::check::{
+        finite_difference_check, max_abs_diff, random_projection, seeded_randn,
+    };
     use crate::nn::layers::{conv2d, KAIMING_NORMAL_FAN_OUT};
     use crate::nn::seeded_var_builder;
     use candle_core::{Module, Var};
@@ -404,16 +406,16 @@ mod tests {
             let ours = conv2d_on_data(&conv, &x)?;
             let theirs = conv.forward(&x)?;
             assert_eq!(ours.dims(), theirs.dims());
-            let diff = (&ours - &theirs)?.abs()?.max_all()?.to_scalar::<f64>()?;
+            let diff = max_abs_diff(&ours, &theirs);
             assert!(diff < 1e-12, "k{k} s{stride} p{padding}: {diff}");
             // Same weight (and bias) gradients as candle's conv.
             let w = varmap.data().lock().unwrap()["weight"].clone();
             let g1 = random_projection(&ours, 3)?.backward()?;
             let g2 = random_projection(&theirs, 3)?.backward()?;
-            let d = (g1.get(w.as_tensor()).unwrap() - g2.get(w.as_tensor()).unwrap())?
-                .abs()?
-                .max_all()?
-                .to_scalar::<f64>()?;
+            let d = max_abs_diff(
+                g1.get(w.as_tensor()).unwrap(),
+                g2.get(w.as_tensor()).unwrap(),
+            );
             assert!(d < 1e-10, "weight gradient differs by {d}");
             let check = finite_difference_check(
                 &[&w],
@@ -451,7 +453,7 @@ mod tests {
             let theirs = conv.forward(x.as_tensor())?;
             let case = format!("{ci}->{co} k{k} s{stride} p{padding} {h}x{w}");
             assert_eq!(ours.dims(), theirs.dims(), "{case}");
-            let diff = (&ours - &theirs)?.abs()?.max_all()?.to_scalar::<f64>()?;
+            let diff = max_abs_diff(&ours, &theirs);
             assert!(diff < 1e-12, "{case}: {diff}");
             let g1 = random_projection(&ours, 3)?.backward()?;
             let mut vars: Vec<Var> = varmap.all_vars();
@@ -467,7 +469,7 @@ mod tests {
                     for v in &vars {
                         let a = g1.get(v.as_tensor()).expect("ours has a gradient");
                         let b = g2.get(v.as_tensor()).expect("candle's too");
-                        let d = (a - b)?.abs()?.max_all()?.to_scalar::<f64>()?;
+                        let d = max_abs_diff(a, b);
                         assert!(
                             d < 1e-10,
                             "{case}: gradient of {:?} differs by {d}",
@@ -519,7 +521,7 @@ mod tests {
             (&whole.1, &single.1),
             (&whole.2, &single.2),
         ] {
-            let d = (a - b)?.abs()?.max_all()?.to_scalar::<f64>()?;
+            let d = max_abs_diff(a, b);
             assert!(d < 1e-12, "{d}");
         }
         Ok(())

@@ -127,20 +127,13 @@ impl DualEncoder {
         let text = TextEncoder::new(&cfg.text, vb.pp("text"))?;
         let logit_scale =
             vb.get_with_hints((), "logit_scale", Init::Const(-cfg.init_temperature.ln()))?;
+        let pooled_width = cfg.pool.width(cfg.image.out_dim());
         Ok(Self {
-            image_projection: linear(
-                cfg.pool.width(cfg.image.out_dim()),
-                cfg.embed_dim,
-                vb.pp("image_projection"),
-            )?,
+            image_projection: linear(pooled_width, cfg.embed_dim, vb.pp("image_projection"))?,
             text_projection: linear(cfg.text.d_model, cfg.embed_dim, vb.pp("text_projection"))?,
             labels: match cfg.num_labels {
                 0 => None,
-                n => Some(linear(
-                    cfg.pool.width(cfg.image.out_dim()),
-                    n,
-                    vb.pp("labels.head"),
-                )?),
+                n => Some(linear(pooled_width, n, vb.pp("labels.head"))?),
             },
             encoder,
             text,
@@ -167,26 +160,24 @@ impl DualEncoder {
         frozen_stages: usize,
     ) -> Result<Tensor> {
         Ok(self
-            .embed_images_with_labels(images, train, frozen_stages, false)?
+            .embed_images_with_labels(images, train, frozen_stages)?
             .embedding)
     }
 
-    /// As [`Self::embed_images`], with the label head's logits when `with_labels` and the
-    /// model has one.
+    /// As [`Self::embed_images`], with the label head's logits when the model has one.
     pub fn embed_images_with_labels(
         &self,
         images: &Tensor,
         train: bool,
         frozen_stages: usize,
-        with_labels: bool,
     ) -> Result<ImageEmbedding> {
         let enc = self
             .encoder
             .forward_frozen_t(images, frozen_stages, train)?;
         let pooled = self.cfg.pool.apply(&enc)?;
         let label_logits = match &self.labels {
-            Some(head) if with_labels => Some(head.forward(&pooled)?),
-            _ => None,
+            Some(head) => Some(head.forward(&pooled)?),
+            None => None,
         };
         Ok(ImageEmbedding {
             embedding: l2_normalize(&self.image_projection.forward(&pooled)?, 1e-12)?,

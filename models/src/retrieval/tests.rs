@@ -57,7 +57,7 @@ fn both_towers_and_the_temperature_get_gradients() -> Result<()> {
             &dev,
         )?;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-        let out = model.embed_images_with_labels(&images, true, 0, true)?;
+        let out = model.embed_images_with_labels(&images, true, 0)?;
         let img = out.embedding;
         assert_eq!(out.label_logits.is_some(), num_labels > 0);
         let txt = model.embed_texts(&tokens, Some(&mut rng))?;
