@@ -1113,7 +1113,7 @@ impl CaptionTask {
             .caption_loss(&enc.memory, &groups, self.label_smoothing, rng)?;
         let labels = match &enc.label_logits {
             Some(logits) if self.label_loss_weight > 0.0 => {
-                let t = self.train.label_targets(&indices, &self.device)?;
+                let t = self.train.label_targets(indices, &self.device)?;
                 Some(bce_with_logits(logits, &t, None)?)
             }
             _ => None,
