@@ -142,6 +142,22 @@ pub fn finite_difference_check(
     Ok(report)
 }
 
+/// Largest absolute element-wise difference of two tensors of one shape, as f64.
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,20 +183,4 @@ mod tests {
         assert_eq!(gaps, vec!["b".to_string()]);
         Ok(())
     }
-}
-
-/// Largest absolute element-wise difference of two tensors of one shape, as f64.
-pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_dtype(DType::F64)
-        .unwrap()
-        .to_scalar::<f64>()
-        .unwrap()
 }
