@@ -31,6 +31,10 @@ pub enum BenchCommand {
     /// Retrieval query latency (text encoding + exact top-k) at growing index sizes of
     /// synthetic vectors.
     Retrieval(super::retrieval::BenchRetrievalArgs),
+    /// The multitask benchmark: classification, segmentation, captioning, retrieval and
+    /// generation trained and scored on each named encoder, on one frame split; writes
+    /// results.json, results.md and an offline HTML report.
+    Heads(super::bench_heads::BenchHeadsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -117,6 +121,7 @@ pub fn run(cmd: BenchCommand, global: &GlobalArgs) -> Result<()> {
         BenchCommand::Train(args) => bench_train(&args, global),
         BenchCommand::Ssl(args) => bench_ssl(&args, global),
         BenchCommand::Retrieval(args) => super::retrieval::run_bench(args, global),
+        BenchCommand::Heads(args) => super::bench_heads::run(&args, global),
     }
 }
 

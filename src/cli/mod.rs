@@ -6,6 +6,7 @@
 //! (exit code 1). Usage errors exit with code 2.
 
 pub mod bench;
+pub mod bench_heads;
 pub mod caption;
 pub mod data;
 pub mod embed;

@@ -13,7 +13,9 @@
 //! image of exactly the window size is one window — the training-time view.
 //!
 //! - `classify`: per-label scores of the frame = the maximum over its windows; with `--out`,
-//!   `<name>.deformation.png` (the Deformation score blended over windows, gray 0–255) and
+//!   `<name>.deformation.png` (where the run has a mask head, the default, its deformation
+//!   probability per C5 cell, upsampled; else the Deformation score; blended over windows,
+//!   gray 0–255) and
 //!   `<name>.overlay.png`, plus `predictions.json`.
 //! - `segment`: per-pixel class probabilities → `<name>.mask.png` (gray, value = class id
 //!   0–6; no-data pixels 0), `<name>.prob.png` (deformation probability 1 − p(background),
@@ -442,14 +444,23 @@ fn classify(args: PredictArgs, global: &GlobalArgs) -> Result<()> {
         }
         if let Some(dir) = &args.out {
             let name = names.unique(path);
-            // The Deformation score of each window, blended over the frame.
+            // Where the run has a mask head (trained on the training masks), its deformation
+            // probability per C5 cell, upsampled: an activation map of where the deformation
+            // is. Otherwise the Deformation score of each window. Blended over the windows.
             let map = predict_frame_map(&frame, window, overlap, args.batch_size, |x| {
                 let (b, _, h, w) = x.dims4()?;
-                let s = at_model_size(x, size, |m| tta.scores(m, |v| model.predict(v)))?;
-                s.narrow(1, 0, 1)?
-                    .reshape((b, 1, 1, 1))?
-                    .broadcast_as((b, 1, h, w))?
-                    .contiguous()
+                at_model_size(x, size, |m| {
+                    match model.forward_with_mask_t(m, false, true)?.1 {
+                        Some(mask) => resize_bilinear(&candle_nn::ops::sigmoid(&mask)?, size, size),
+                        None => tta
+                            .scores(m, |v| model.predict(v))?
+                            .narrow(1, 0, 1)?
+                            .reshape((b, 1, 1, 1))?
+                            .broadcast_as((b, 1, size, size))?
+                            .contiguous(),
+                    }
+                })
+                .and_then(|y| y.broadcast_as((b, 1, h, w))?.contiguous())
             })?;
             let heat: Vec<f32> = map.flatten_all()?.to_vec1()?;
             let (h, w) = (input.image.height, input.image.width);
@@ -465,6 +476,11 @@ fn classify(args: PredictArgs, global: &GlobalArgs) -> Result<()> {
             let rgb = overlay(&input, |p| ([230, 25, 75], 0.5 * heat[p].clamp(0.0, 1.0)));
             write_png(&over_path, w, h, PngColor::Rgb, &rgb)?;
             v["deformation_map"] = json!(heat_path.display().to_string());
+            v["deformation_map_kind"] = json!(if model.has_mask_head() {
+                "mask-head"
+            } else {
+                "window-score"
+            });
             v["overlay"] = json!(over_path.display().to_string());
         }
         lines.push(format!(

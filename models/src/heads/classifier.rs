@@ -223,6 +223,11 @@ impl Classifier {
         Ok(self.forward_with_mask_t(x, train, false)?.0)
     }
 
+    /// Whether the model has the auxiliary mask head.
+    pub fn has_mask_head(&self) -> bool {
+        self.mask_head.is_some()
+    }
+
     /// Logits `(B, num_labels)` and, when `with_mask` and the model has a mask head, the
     /// mask logits `(B, 1, h5, w5)` on the C5 grid, from one encoder pass.
     pub fn forward_with_mask_t(
