@@ -8,6 +8,7 @@
 //! the run's `test_scores.json` lacks, the inference speed and the gallery. A head whose
 //! `<head>.result.json` exists is reused, so an interrupted bench continues where it stopped.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,7 +43,7 @@ pub struct BenchHeadsArgs {
         default_value = "shipped"
     )]
     pub encoder: Vec<String>,
-    /// quick (112² inputs, a few epochs: about 25 min per encoder on 2 cores), full (each
+    /// quick (112² inputs, a few epochs: about 27 min per encoder on 2 cores), full (each
     /// task's default configuration) or smoke (seconds per head, for tests; numbers mean
     /// nothing).
     #[arg(long, value_name = "quick|full|smoke", default_value = "quick", value_parser = Budget::parse)]
@@ -56,18 +57,8 @@ pub struct BenchHeadsArgs {
     pub out: PathBuf,
     /// Heads to run (classification, segmentation, captioning, retrieval, generation)
     /// [default: all]. Generation needs classification: its judge is the classifier.
-    #[arg(long, value_name = "HEAD", value_delimiter = ',', value_parser = parse_head)]
+    #[arg(long, value_name = "HEAD", value_delimiter = ',', value_parser = Head::parse)]
     pub heads: Vec<Head>,
-}
-
-fn parse_head(s: &str) -> std::result::Result<Head, String> {
-    Head::ALL
-        .into_iter()
-        .find(|h| h.name() == s)
-        .ok_or_else(|| {
-            let names: Vec<&str> = Head::ALL.iter().map(|h| h.name()).collect();
-            format!("expected one of {}", names.join(", "))
-        })
 }
 
 /// Runs this binary's commands as child processes, each logged to a file.
@@ -106,6 +97,7 @@ impl Runner {
             _ => format!("insar-mm {}", args.join(" ")),
         };
         log::info!("{shown}");
+        writeln!(&file, "$ {shown}").with_context(|| format!("writing {}", log.display()))?;
         let start = Instant::now();
         let mut child = Command::new(&self.exe)
             .args(&self.global)
@@ -229,8 +221,17 @@ impl TestSet {
     }
 }
 
-struct Bench<'a> {
-    args: &'a BenchHeadsArgs,
+/// Where one head's files go: its run, its gallery folder and its log (under the encoder's
+/// folder `enc_dir`), relative to the bench folder `out`.
+struct HeadPaths<'p> {
+    out: &'p Path,
+    enc_dir: PathBuf,
+    run: PathBuf,
+    gallery: PathBuf,
+    log: PathBuf,
+}
+
+struct Bench {
     manifest: Manifest,
     runner: Runner,
     test: TestSet,
@@ -282,7 +283,6 @@ pub fn run(args: &BenchHeadsArgs, global: &GlobalArgs) -> Result<()> {
         stop: super::train::interrupt_flag()?,
     };
     let bench = Bench {
-        args,
         manifest,
         runner,
         test,
@@ -306,7 +306,6 @@ pub fn run(args: &BenchHeadsArgs, global: &GlobalArgs) -> Result<()> {
             write_outputs(&out, &bench.manifest, &results)?;
         }
     }
-    let _ = &bench.args;
     print!(
         "{}",
         insar_mm::experiments::bench_heads::markdown(&bench.manifest, &results)
@@ -319,7 +318,7 @@ pub fn run(args: &BenchHeadsArgs, global: &GlobalArgs) -> Result<()> {
     Ok(())
 }
 
-impl Bench<'_> {
+impl Bench {
     /// Trains `head` on `enc` (or resumes it) and scores it.
     fn head(&self, out: &Path, enc: &EncoderSpec, head: Head) -> Result<HeadResult> {
         let enc_dir = out.join(&enc.label);
@@ -346,19 +345,22 @@ impl Bench<'_> {
             gallery: Vec::new(),
             notes: Vec::new(),
         };
-        let gallery = enc_dir.join(format!("{}-gallery", head.name()));
-        if gallery.exists() {
-            std::fs::remove_dir_all(&gallery)?;
+        let at = HeadPaths {
+            out,
+            gallery: enc_dir.join(format!("{}-gallery", head.name())),
+            log: enc_dir.join(format!("{}.log", head.name())),
+            run,
+            enc_dir,
+        };
+        if at.gallery.exists() {
+            std::fs::remove_dir_all(&at.gallery)?;
         }
-        std::fs::create_dir_all(&gallery)?;
-        let log = enc_dir.join(format!("{}.log", head.name()));
+        std::fs::create_dir_all(&at.gallery)?;
         match head {
-            Head::Classification | Head::Segmentation => {
-                self.score_head(out, &run, &gallery, &log, &mut r)?
-            }
-            Head::Captioning => self.score_captions(out, &run, &gallery, &log, &mut r)?,
-            Head::Retrieval => self.score_retrieval(out, &run, &gallery, &log, &mut r)?,
-            Head::Generation => self.score_generation(out, &run, &enc_dir, &log, &mut r)?,
+            Head::Classification | Head::Segmentation => self.score_head(&at, &mut r)?,
+            Head::Captioning => self.score_captions(&at, &mut r)?,
+            Head::Retrieval => self.score_retrieval(&at, &mut r)?,
+            Head::Generation => self.score_generation(&at, &mut r)?,
         }
         Ok(r)
     }
@@ -413,14 +415,8 @@ impl Bench<'_> {
 
     /// Classification and segmentation: the run's test scores, then `predict` over the test
     /// split (timed; its overlays make the gallery).
-    fn score_head(
-        &self,
-        out: &Path,
-        run: &Path,
-        gallery: &Path,
-        log: &Path,
-        r: &mut HeadResult,
-    ) -> Result<()> {
+    fn score_head(&self, at: &HeadPaths, r: &mut HeadResult) -> Result<()> {
+        let (out, run, gallery, log) = (at.out, &at.run, &at.gallery, &at.log);
         let scores = read_json(&run.join(TEST_SCORES_FILE))?;
         let cmd = r.head.train_command();
         for (key, pointer) in match r.head {
@@ -493,7 +489,9 @@ impl Bench<'_> {
                         "overlay: the Deformation score per window".into()
                     });
                 }
-                _ => lines.push("overlay: predicted classes".into()),
+                _ => lines.push(
+                    "overlay: predicted classes (Mogi red, Dyke orange, Sill yellow, Spheroid magenta, Earthquake cyan, Unidentified green)".into(),
+                ),
             }
             r.gallery.push(GalleryItem {
                 image: rel(out, Path::new(overlay)),
@@ -503,14 +501,8 @@ impl Bench<'_> {
         Ok(())
     }
 
-    fn score_captions(
-        &self,
-        out: &Path,
-        run: &Path,
-        gallery: &Path,
-        log: &Path,
-        r: &mut HeadResult,
-    ) -> Result<()> {
+    fn score_captions(&self, at: &HeadPaths, r: &mut HeadResult) -> Result<()> {
+        let (out, run, gallery, log) = (at.out, &at.run, &at.gallery, &at.log);
         // `eval caption` adds the fact scores and the baselines to the run's test scores.
         let scores_file = gallery.join("eval-caption.json");
         let args = vec![
@@ -574,14 +566,8 @@ impl Bench<'_> {
         Ok(())
     }
 
-    fn score_retrieval(
-        &self,
-        out: &Path,
-        run: &Path,
-        gallery: &Path,
-        log: &Path,
-        r: &mut HeadResult,
-    ) -> Result<()> {
+    fn score_retrieval(&self, at: &HeadPaths, r: &mut HeadResult) -> Result<()> {
+        let (out, run, gallery, log) = (at.out, &at.run, &at.gallery, &at.log);
         let scores = read_json(&run.join(TEST_SCORES_FILE))?;
         for (key, pointer) in [
             ("mr", "/relevance/facts/mR"),
@@ -625,7 +611,8 @@ impl Bench<'_> {
             self.run_to_file(&args, &hits_file, log)?;
             let hits = read_json(&hits_file)?;
             let mut lines = vec![format!("query: {q}"), fact_line(q)];
-            for (n, h) in hits.as_array().into_iter().flatten().enumerate() {
+            let hits = hits.get("results").and_then(Value::as_array);
+            for (n, h) in hits.into_iter().flatten().enumerate() {
                 let cap = h.get("caption").and_then(Value::as_str).unwrap_or("");
                 lines.push(format!("{}. {}", n + 1, fact_line(cap)));
             }
@@ -637,14 +624,8 @@ impl Bench<'_> {
         Ok(())
     }
 
-    fn score_generation(
-        &self,
-        out: &Path,
-        run: &Path,
-        enc_dir: &Path,
-        log: &Path,
-        r: &mut HeadResult,
-    ) -> Result<()> {
+    fn score_generation(&self, at: &HeadPaths, r: &mut HeadResult) -> Result<()> {
+        let (out, run, enc_dir, log) = (at.out, &at.run, &at.enc_dir, &at.log);
         let judge = enc_dir.join(Head::Classification.train_command());
         let report = enc_dir.join("generation_eval.json");
         let mut args = vec![

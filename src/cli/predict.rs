@@ -320,7 +320,8 @@ impl Names {
     }
 }
 
-/// RGB colours of the mask classes in overlays (background transparent).
+/// RGB colours of the mask classes in overlays (background transparent): red, orange,
+/// yellow, magenta, cyan, green (`bench heads` names them in its report).
 pub const CLASS_COLORS: [[u8; 3]; NUM_MASK_CLASSES] = [
     [0, 0, 0],
     [230, 25, 75],

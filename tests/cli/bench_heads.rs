@@ -85,6 +85,16 @@ fn smoke_bench_runs_every_head_resumes_and_refuses_bad_input() {
         .unwrap();
     assert_eq!(trained, after);
 
+    // A head stopped after its run's checkpoint but before its result continues that run
+    // with `train --resume` and gets the same figures.
+    std::fs::remove_file(out.join("shipped/classify.trained")).unwrap();
+    std::fs::remove_file(out.join("shipped/classification.result.json")).unwrap();
+    bench(&data, &out, &[]);
+    let figures = |v: &serde_json::Value| v["results"][0]["figures"].clone();
+    assert_eq!(figures(&json(&out.join("results.json"))), figures(&results));
+    let log = std::fs::read_to_string(out.join("shipped/classify.log")).unwrap();
+    assert!(log.contains("train classify --resume"), "{log}");
+
     // Bad input.
     let e = fails(
         &[
