@@ -194,6 +194,11 @@ impl Head {
             Self::Generation => &[
                 ("fid", "FID-InSAR", 2),
                 ("fid_floor", "FID real-vs-real floor", 2),
+                (
+                    "fid_over_floor",
+                    "FID / floor (comparable across judges)",
+                    1,
+                ),
                 ("fidelity_presence", "prompt fidelity: presence", 3),
                 ("fidelity_group", "prompt fidelity: type group", 3),
                 ("fidelity_intensity", "prompt fidelity: intensity", 3),
@@ -417,12 +422,22 @@ impl HeadResult {
         })?))
     }
 
+    /// A figure by key; `fid_over_floor` is derived (FID divided by the real-vs-real FID in
+    /// the same judge's feature space, so columns with other judges compare).
     fn figure(&self, key: &str) -> Option<f64> {
-        self.figures
-            .get(key)
-            .copied()
-            .flatten()
-            .filter(|v| v.is_finite())
+        let stored = |k: &str| {
+            self.figures
+                .get(k)
+                .copied()
+                .flatten()
+                .filter(|v| v.is_finite())
+        };
+        match key {
+            "fid_over_floor" => {
+                Some(stored("fid")? / stored("fid_floor")?).filter(|v| v.is_finite())
+            }
+            _ => stored(key),
+        }
     }
 }
 
@@ -530,8 +545,8 @@ pub fn html(m: &Manifest, results: &[HeadResult]) -> String {
         "body{font-family:sans-serif;margin:1.5em;max-width:1400px;color:#222}\n\
          table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:3px 8px}\n\
          td.num{text-align:right;font-variant-numeric:tabular-nums}tr.first td{border-top:2px solid #666}\n\
-         .gallery{display:flex;flex-wrap:wrap;gap:10px}figure{margin:0;width:230px;font-size:12px}\n\
-         figure img{width:224px;image-rendering:pixelated;border:1px solid #ccc}\n\
+         .gallery{display:flex;flex-wrap:wrap;gap:10px}figure{margin:0;width:214px;font-size:12px}\n\
+         figure img{width:208px;image-rendering:pixelated;border:1px solid #ccc}\n\
          figure.wide{width:auto}figure.wide img{width:auto;max-width:100%}\n\
          img.curve{width:480px;border:1px solid #ccc}section{margin-top:2em}\n",
     );
@@ -829,6 +844,18 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(back.figure("mr"), None);
+        let g = result(
+            Head::Generation,
+            "none",
+            &[("fid", 30.0), ("fid_floor", 4.0)],
+        );
+        assert_eq!(g.figure("fid_over_floor"), Some(7.5));
+        let g = result(
+            Head::Generation,
+            "none",
+            &[("fid", 30.0), ("fid_floor", 0.0)],
+        );
+        assert_eq!(g.figure("fid_over_floor"), None);
     }
 
     #[test]
