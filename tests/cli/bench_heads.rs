@@ -171,23 +171,26 @@ fn chromium() -> Option<PathBuf> {
         })
 }
 
-/// Headless Chromium with the flags a closed network needs, and a fresh profile.
+/// Headless Chromium with the flags a closed network needs, and a fresh profile; under
+/// coreutils' `timeout`, so a browser that hangs fails the test instead of stalling CI.
 fn browser(exe: &Path, profile: &Path) -> Command {
-    let mut cmd = Command::new(exe);
-    cmd.args([
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--enable-logging=stderr",
-        "--v=0",
-        "--window-size=1400,2400",
-    ])
-    .arg(format!("--user-data-dir={}", profile.display()));
+    let mut cmd = Command::new("timeout");
+    cmd.arg("120")
+        .arg(exe)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--window-size=1400,2400",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()));
     cmd
 }
 
