@@ -155,6 +155,13 @@ fn num(v: &Value, pointer: &str) -> Option<f64> {
     v.pointer(pointer).and_then(Value::as_f64)
 }
 
+/// Stores the figures `(key, JSON pointer)` read from `json` (missing ones as `None`).
+fn insert_figures(r: &mut HeadResult, json: &Value, figures: &[(&str, &str)]) {
+    for &(key, pointer) in figures {
+        r.figures.insert(key.to_string(), num(json, pointer));
+    }
+}
+
 fn rel(out: &Path, p: &Path) -> PathBuf {
     p.strip_prefix(out)
         .map(Path::to_path_buf)
@@ -400,13 +407,10 @@ impl Bench {
             a
         };
         let log = run.with_extension("log");
+        // The time of an interrupted or failed attempt counts too.
+        let start = Instant::now();
         let result = self.runner.run(&args, &log);
-        // The time of an interrupted attempt counts too.
-        let attempt = match &result {
-            Ok(t) => *t,
-            Err(_) => 0.0,
-        };
-        seconds += attempt;
+        seconds += start.elapsed().as_secs_f64();
         insar_mm::data::atomic::write_atomic(&seconds_file, seconds.to_string().as_bytes())?;
         result?;
         insar_mm::data::atomic::write_atomic(&done, b"")?;
@@ -419,19 +423,21 @@ impl Bench {
         let (out, run, gallery, log) = (at.out, &at.run, &at.gallery, &at.log);
         let scores = read_json(&run.join(TEST_SCORES_FILE))?;
         let cmd = r.head.train_command();
-        for (key, pointer) in match r.head {
-            Head::Classification => &[
-                ("deformation_f1", "/classes/0/f1"),
-                ("macro_f1", "/macro_avg/f1"),
-                ("map", "/mAP"),
-            ][..],
-            _ => &[
-                ("deformation_iou", "/IoU_any_deformation"),
-                ("grouped_miou", "/grouped_mIoU"),
-            ][..],
-        } {
-            r.figures.insert(key.to_string(), num(&scores, pointer));
-        }
+        insert_figures(
+            r,
+            &scores,
+            match r.head {
+                Head::Classification => &[
+                    ("deformation_f1", "/classes/0/f1"),
+                    ("macro_f1", "/macro_avg/f1"),
+                    ("map", "/mAP"),
+                ][..],
+                _ => &[
+                    ("deformation_iou", "/IoU_any_deformation"),
+                    ("grouped_miou", "/grouped_mIoU"),
+                ][..],
+            },
+        );
         let pred_dir = gallery.join("predictions");
         let mut args = vec![
             "predict".into(),
@@ -516,19 +522,21 @@ impl Bench {
         ];
         self.run_to_file(&args, &scores_file, log)?;
         let scores = read_json(&scores_file)?;
-        for (key, pointer) in [
-            ("bleu4", "/model/Bleu_4"),
-            ("cider_d", "/model/CIDEr"),
-            ("fact_f1", "/model/facts/fact_f1"),
-            ("deformation_f1", "/model/facts/deformation/f1"),
-            ("cider_d_most_frequent", "/baselines/most_frequent/CIDEr"),
-            (
-                "fact_f1_nearest_neighbour",
-                "/baselines/nearest_neighbour/facts/fact_f1",
-            ),
-        ] {
-            r.figures.insert(key.into(), num(&scores, pointer));
-        }
+        insert_figures(
+            r,
+            &scores,
+            &[
+                ("bleu4", "/model/Bleu_4"),
+                ("cider_d", "/model/CIDEr"),
+                ("fact_f1", "/model/facts/fact_f1"),
+                ("deformation_f1", "/model/facts/deformation/f1"),
+                ("cider_d_most_frequent", "/baselines/most_frequent/CIDEr"),
+                (
+                    "fact_f1_nearest_neighbour",
+                    "/baselines/nearest_neighbour/facts/fact_f1",
+                ),
+            ],
+        );
         let captions_file = gallery.join("captions.json");
         let mut args = vec!["caption".into(), "--model".into(), s(run), "--json".into()];
         args.extend(self.test.previews.iter().map(s));
@@ -569,13 +577,15 @@ impl Bench {
     fn score_retrieval(&self, at: &HeadPaths, r: &mut HeadResult) -> Result<()> {
         let (out, run, gallery, log) = (at.out, &at.run, &at.gallery, &at.log);
         let scores = read_json(&run.join(TEST_SCORES_FILE))?;
-        for (key, pointer) in [
-            ("mr", "/relevance/facts/mR"),
-            ("r1_text_to_image", "/relevance/facts/text_to_image/R@1"),
-            ("r1_image_to_text", "/relevance/facts/image_to_text/R@1"),
-        ] {
-            r.figures.insert(key.into(), num(&scores, pointer));
-        }
+        insert_figures(
+            r,
+            &scores,
+            &[
+                ("mr", "/relevance/facts/mR"),
+                ("r1_text_to_image", "/relevance/facts/text_to_image/R@1"),
+                ("r1_image_to_text", "/relevance/facts/image_to_text/R@1"),
+            ],
+        );
         let index = gallery.join("index");
         let args = vec![
             "index".into(),
@@ -641,15 +651,17 @@ impl Bench {
         args.extend(self.manifest.budget.generation_eval_options());
         self.runner.run(&args, log)?;
         let rep = read_json(&report)?;
-        for (key, pointer) in [
-            ("fid", "/fid"),
-            ("fid_floor", "/fid_floor"),
-            ("fidelity_presence", "/judge_generated/matched/presence"),
-            ("fidelity_group", "/judge_generated/matched/group"),
-            ("fidelity_intensity", "/judge_generated/matched/intensity"),
-        ] {
-            r.figures.insert(key.into(), num(&rep, pointer));
-        }
+        insert_figures(
+            r,
+            &rep,
+            &[
+                ("fid", "/fid"),
+                ("fid_floor", "/fid_floor"),
+                ("fidelity_presence", "/judge_generated/matched/presence"),
+                ("fidelity_group", "/judge_generated/matched/group"),
+                ("fidelity_intensity", "/judge_generated/matched/intensity"),
+            ],
+        );
         let samples = num(&rep, "/samples").unwrap_or(f64::NAN);
         r.inference_images_per_s = samples / num(&rep, "/seconds_sampling").unwrap_or(f64::NAN);
         r.inference_note = format!(

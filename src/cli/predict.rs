@@ -450,18 +450,21 @@ fn classify(args: PredictArgs, global: &GlobalArgs) -> Result<()> {
             // is. Otherwise the Deformation score of each window. Blended over the windows.
             let map = predict_frame_map(&frame, window, overlap, args.batch_size, |x| {
                 let (b, _, h, w) = x.dims4()?;
-                at_model_size(x, size, |m| {
-                    match model.forward_with_mask_t(m, false, true)?.1 {
-                        Some(mask) => resize_bilinear(&candle_nn::ops::sigmoid(&mask)?, size, size),
-                        None => tta
-                            .scores(m, |v| model.predict(v))?
-                            .narrow(1, 0, 1)?
-                            .reshape((b, 1, 1, 1))?
-                            .broadcast_as((b, 1, size, size))?
-                            .contiguous(),
-                    }
-                })
-                .and_then(|y| y.broadcast_as((b, 1, h, w))?.contiguous())
+                if model.has_mask_head() {
+                    // at_model_size brings the C5 grid back to the window's size.
+                    at_model_size(x, size, |m| {
+                        match model.forward_with_mask_t(m, false, true)?.1 {
+                            Some(mask) => candle_nn::ops::sigmoid(&mask),
+                            None => candle_core::bail!("the mask head gave no map"),
+                        }
+                    })
+                } else {
+                    let s = at_model_size(x, size, |m| tta.scores(m, |v| model.predict(v)))?;
+                    s.narrow(1, 0, 1)?
+                        .reshape((b, 1, 1, 1))?
+                        .broadcast_as((b, 1, h, w))?
+                        .contiguous()
+                }
             })?;
             let heat: Vec<f32> = map.flatten_all()?.to_vec1()?;
             let (h, w) = (input.image.height, input.image.width);
