@@ -1,11 +1,21 @@
-//! CPU convolutions by row-wise im2col + GEMM: [`conv2d_on_data`] for a network's input
-//! (weight gradient only) and [`conv2d_im2col`] for activations (both gradients, col2im
-//! fold), with Candle's own convolution wherever these do not apply.
+//! CPU convolutions by im2col + GEMM: [`conv2d_on_data`] for a network's input (weight
+//! gradient only) and [`conv2d_im2col`] for activations (both gradients, col2im fold), with
+//! Candle's own convolution wherever these do not apply.
+//!
+//! The layout is Caffe's: one image's patches form a `(C·kh·kw, OH·OW)` matrix whose rows are
+//! whole output planes, so the unfold copies runs of `OW` pixels (one `memcpy` per kernel
+//! offset and output row at stride 1), and every product is written straight into its
+//! destination by `gemm` with strides: the output `(O, OH·OW)` of an image is already NCHW,
+//! the weight gradient accumulates over the batch in place, and no operand is transposed in
+//! memory. Images are split into at most [`MAX_GROUPS`] groups that run in parallel on
+//! Candle's pool with one scratch matrix each; the split depends on the batch alone, so
+//! results do not depend on the number of threads.
 
 use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, DType, Device, Layout, Result, Shape, Tensor, WithDType,
 };
 use candle_nn::Conv2d;
+use gemm::Parallelism;
 
 use super::parallel::for_each_chunk_mut;
 
@@ -14,24 +24,18 @@ use super::parallel::for_each_chunk_mut;
 /// Candle's backward always computes a convolution's input gradient, through a slow direct
 /// `conv_transpose2d`; for the first layer that work is wasted (≈ 9 % of a ResNet-18 step at
 /// 224², most of the tiny encoder's backward). When `x` is a leaf tensor (no graph: a batch
-/// of images) on the CPU, the patches are unfolded here in plain Rust, the convolution is one
-/// matrix product, and the backward is a single GEMM of the forward's size for the weight
-/// gradient. Otherwise (a tracked input, another device or dtype) it is `conv.forward(x)`.
+/// of images) on the CPU, the output is attached to the weight alone and the backward is
+/// the weight gradient only. Otherwise (a tracked input, another device or dtype) it is
+/// `conv.forward(x)`.
 pub fn conv2d_on_data(conv: &Conv2d, x: &Tensor) -> Result<Tensor> {
     use candle_core::Module;
     let geom = match Im2Col::of(conv, x)? {
         Some(g) if !x.track_op() => g,
         _ => return conv.forward(x),
     };
-    let w = conv.weight();
-    let (b, o) = (x.dim(0)?, w.dim(0)?);
-    let cols = geom.unfold_any(x)?;
-    // Computed outside the graph; the result is attached to the weight alone, so the
-    // backward never forms dL/d(patches).
-    let value = geom.output(&cols, &w.detach().reshape((o, geom.k()))?.t()?, b)?;
-    let y = w.apply_op1(WeightOnlyConv {
-        patches: cols.reshape((b, geom.l(), geom.k()))?,
-        value,
+    let y = conv.weight().apply_op1(WeightOnlyConv {
+        geom,
+        x: x.contiguous()?,
     })?;
     add_bias(conv, y)
 }
@@ -41,13 +45,11 @@ pub fn conv2d_on_data(conv: &Conv2d, x: &Tensor) -> Result<Tensor> {
 /// `conv.forward(x)`; an input without a graph goes to [`conv2d_on_data`] when the weight
 /// is trained, and is convolved without any graph when it is not (inference).
 ///
-/// Candle's CPU convolution gathers its patches column by column (strided writes) and
-/// computes the input gradient with a direct `conv_transpose2d` (a dot product per output
-/// element); together they were ~45 % of a segmentation training step. Here the patches are
-/// unfolded row by row, the input gradient is one GEMM and a fold (col2im), the weight
-/// gradient one GEMM per chunk. Images are processed in chunks of at most
-/// [`IM2COL_CHUNK_ELEMENTS`] patch values, so memory does not grow with the batch; the
-/// backward unfolds again instead of keeping the patches.
+/// Candle's CPU convolution gathers its patches column by column (strided writes), copies
+/// its output into NCHW and computes the input gradient with a direct `conv_transpose2d` (a
+/// dot product per output element). Here (see the module doc) the input gradient is one
+/// GEMM and a fold (col2im) per image, the weight gradient one accumulating GEMM per image;
+/// the backward unfolds again instead of keeping the patches.
 pub fn conv2d_im2col(conv: &Conv2d, x: &Tensor) -> Result<Tensor> {
     use candle_core::Module;
     let Some(geom) = Im2Col::of(conv, x)? else {
@@ -55,20 +57,29 @@ pub fn conv2d_im2col(conv: &Conv2d, x: &Tensor) -> Result<Tensor> {
     };
     let w = conv.weight();
     let y = match (x.track_op(), w.track_op()) {
-        // Inference with constant weights: no graph, chunked.
-        (false, false) => geom.forward_value(x, w)?,
+        // Inference with constant weights: no graph.
+        (false, false) => {
+            let (x, w) = (x.contiguous()?, w.contiguous()?);
+            match x.dtype() {
+                DType::F64 => geom.forward_tensor::<f64>(&x, &w)?,
+                _ => geom.forward_tensor::<f32>(&x, &w)?,
+            }
+        }
         // Data into a trained layer: only the weight gradient is needed.
         (false, true) => return conv2d_on_data(conv, x),
-        (true, _) => {
-            let value = geom.forward_value(&x.detach(), &w.detach())?;
-            x.apply_op2(w, TrackedConv { geom, value })?
-        }
+        (true, _) => x
+            .contiguous()?
+            .apply_op2(&w.contiguous()?, TrackedConv { geom })?,
     };
     add_bias(conv, y)
 }
 
-/// Patch values unfolded at once by [`conv2d_im2col`] (4 Mi: 16 MiB of `f32`).
-pub const IM2COL_CHUNK_ELEMENTS: usize = 1 << 22;
+/// Most image groups a convolution splits its batch into (each holds one scratch patch
+/// matrix and, in the backward, one weight-gradient partial sum).
+pub const MAX_GROUPS: usize = 4;
+
+/// Fewest columns (output pixels) of one GEMM: images are stacked until a product has them.
+pub const MIN_GEMM_COLUMNS: usize = 256;
 
 fn add_bias(conv: &Conv2d, y: Tensor) -> Result<Tensor> {
     match conv.bias() {
@@ -77,12 +88,10 @@ fn add_bias(conv: &Conv2d, y: Tensor) -> Result<Tensor> {
     }
 }
 
-/// The convolution output `value` (computed outside the graph) as a function of the input
-/// and the weight, with the im2col backward.
+/// The convolution of the input (op input 1) and the weight (op input 2), with the im2col
+/// backward.
 struct TrackedConv {
     geom: Im2Col,
-    /// `(B, O, OH, OW)`.
-    value: Tensor,
 }
 
 impl CustomOp2 for TrackedConv {
@@ -92,12 +101,22 @@ impl CustomOp2 for TrackedConv {
 
     fn cpu_fwd(
         &self,
-        _x: &CpuStorage,
-        _xl: &Layout,
-        _w: &CpuStorage,
-        _wl: &Layout,
+        x: &CpuStorage,
+        xl: &Layout,
+        w: &CpuStorage,
+        wl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        precomputed_storage(&self.value)
+        let b = xl.dims()[0];
+        let storage = match (x, w) {
+            (CpuStorage::F32(x), CpuStorage::F32(w)) => {
+                CpuStorage::F32(self.geom.forward(contiguous(x, xl)?, contiguous(w, wl)?, b))
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(w)) => {
+                CpuStorage::F64(self.geom.forward(contiguous(x, xl)?, contiguous(w, wl)?, b))
+            }
+            _ => candle_core::bail!("conv2d-im2col: f32 or f64 input and weight expected"),
+        };
+        Ok((storage, self.geom.output_shape(b)))
     }
 
     fn bwd(
@@ -107,43 +126,16 @@ impl CustomOp2 for TrackedConv {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let g = &self.geom;
-        let (b, o) = (x.dim(0)?, w.dim(0)?);
-        let (l, k) = (g.l(), g.k());
-        let x = x.detach();
-        let w2 = w.detach().reshape((o, k))?;
-        let grad = grad.detach().contiguous()?.reshape((b, o, l))?;
-        let mut grad_w: Option<Tensor> = None;
-        let mut grad_x = Vec::new();
-        for (n0, len) in g.chunks(b) {
-            let cols = g.unfold_any(&x.narrow(0, n0, len)?)?;
-            let gy = grad.narrow(0, n0, len)?;
-            let gw = weight_gradient(&gy, &cols)?;
-            grad_w = Some(match grad_w {
-                Some(acc) => (acc + gw)?,
-                None => gw,
-            });
-            let dcols = gy
-                .transpose(1, 2)?
-                .contiguous()?
-                .reshape((len * l, o))?
-                .matmul(&w2)?;
-            grad_x.push(g.fold_any(&dcols, len)?);
-        }
-        let grad_w = grad_w
-            .expect("a batch has at least one image")
-            .reshape(w.shape())?;
-        Ok((Some(Tensor::cat(&grad_x, 0)?), Some(grad_w)))
+        let (gx, gw) = self.geom.backward_tensors(x, w, grad, true)?;
+        Ok((gx, Some(gw)))
     }
 }
 
-/// The convolution output `value` as a function of the weight only:
-/// `dL/dW = Σ_b dL/dy_b · patches_b`, as one GEMM ([`weight_gradient`]).
+/// The convolution of the input `x` (data, no gradient) as a function of the weight only.
 struct WeightOnlyConv {
-    /// `(B, L, C·kh·kw)` unfolded input.
-    patches: Tensor,
-    /// `(B, O, OH, OW)` precomputed output.
-    value: Tensor,
+    geom: Im2Col,
+    /// Contiguous `(B, C, H, W)` input.
+    x: Tensor,
 }
 
 impl CustomOp1 for WeightOnlyConv {
@@ -151,39 +143,133 @@ impl CustomOp1 for WeightOnlyConv {
         "conv2d-on-data"
     }
 
-    fn cpu_fwd(&self, _w: &CpuStorage, _l: &Layout) -> Result<(CpuStorage, Shape)> {
-        precomputed_storage(&self.value)
+    fn cpu_fwd(&self, w: &CpuStorage, wl: &Layout) -> Result<(CpuStorage, Shape)> {
+        let b = self.x.dim(0)?;
+        let w = match w {
+            CpuStorage::F32(w) => CpuStorage::F32(with_slice(&self.x, |x| {
+                Ok(self.geom.forward(x, contiguous(w, wl)?, b))
+            })?),
+            CpuStorage::F64(w) => CpuStorage::F64(with_slice(&self.x, |x| {
+                Ok(self.geom.forward(x, contiguous(w, wl)?, b))
+            })?),
+            _ => candle_core::bail!("conv2d-on-data: f32 or f64 weight expected"),
+        };
+        Ok((w, self.geom.output_shape(b)))
     }
 
     fn bwd(&self, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let (b, o, oh, ow) = grad.dims4()?;
-        let gy = grad.contiguous()?.reshape((b, o, oh * ow))?;
-        let k = self.patches.dim(2)?;
-        let cols = self.patches.reshape((b * oh * ow, k))?;
-        Ok(Some(weight_gradient(&gy, &cols)?.reshape(w.shape())?))
+        let (_, gw) = self.geom.backward_tensors(&self.x, w, grad, false)?;
+        Ok(Some(gw))
     }
 }
 
-/// The forward result of the two custom ops above: their output, computed beforehand with
-/// tensor ops, as storage.
-fn precomputed_storage(value: &Tensor) -> Result<(CpuStorage, Shape)> {
-    let flat = value.flatten_all()?;
-    let storage = match flat.dtype() {
-        DType::F64 => CpuStorage::F64(flat.to_vec1()?),
-        _ => CpuStorage::F32(flat.to_vec1()?),
-    };
-    Ok((storage, value.shape().clone()))
+/// The contiguous data of a storage slice under `layout`.
+fn contiguous<'a, T>(data: &'a [T], layout: &Layout) -> Result<&'a [T]> {
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => candle_core::bail!("im2col convolution: non-contiguous operand"),
+    }
 }
 
-/// `dL/dW` `(O, K)` of a convolution from the output gradient `gy` `(B, O, L)` and the
-/// patches `cols` `(B·L, K)`: one GEMM over all images, `(O, B·L) × (B·L, K)` (a batched
-/// product summed over the batch would first materialise `B` weight-sized gradients).
-fn weight_gradient(gy: &Tensor, cols: &Tensor) -> Result<Tensor> {
-    let (b, o, l) = gy.dims3()?;
-    gy.transpose(0, 1)?
-        .contiguous()?
-        .reshape((o, b * l))?
-        .matmul(cols)
+/// Calls `f` with the contiguous CPU data of `t` (copied only if `t` is strided).
+fn with_slice<T: WithDType, R>(t: &Tensor, f: impl FnOnce(&[T]) -> Result<R>) -> Result<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        candle_core::Storage::Cpu(cpu) => f(contiguous(T::cpu_storage_as_slice(cpu)?, layout)?),
+        _ => candle_core::bail!("im2col convolution: CPU tensor expected"),
+    }
+}
+
+/// A matrix view of a slice: element `(r, c)` at `data[r·rs + c·cs]`.
+#[derive(Clone, Copy)]
+struct Mat<'a, T> {
+    data: &'a [T],
+    rows: usize,
+    cols: usize,
+    rs: usize,
+    cs: usize,
+}
+
+impl<'a, T> Mat<'a, T> {
+    /// A row-major `rows × cols` matrix.
+    fn rows(data: &'a [T], rows: usize, cols: usize) -> Self {
+        Self {
+            data,
+            rows,
+            cols,
+            rs: cols,
+            cs: 1,
+        }
+    }
+
+    /// The transpose (a view: only the strides change).
+    fn t(self) -> Self {
+        Self {
+            data: self.data,
+            rows: self.cols,
+            cols: self.rows,
+            rs: self.cs,
+            cs: self.rs,
+        }
+    }
+}
+
+/// `dst = a·b` (or `dst += a·b` with `accumulate`), `dst` row-major `a.rows × b.cols`.
+fn gemm_into<T: WithDType>(dst: &mut [T], a: Mat<T>, b: Mat<T>, accumulate: bool, threads: usize) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert_eq!(b.rows, k, "gemm: inner dimensions differ");
+    assert_eq!(dst.len(), m * n, "gemm: destination size");
+    for x in [&a, &b] {
+        // The last element the strides reach lies inside the slice (this keeps the
+        // unchecked `gemm` call below in bounds).
+        let last = (x.rows.max(1) - 1) * x.rs + (x.cols.max(1) - 1) * x.cs;
+        assert!(
+            x.rows == 0 || x.cols == 0 || last < x.data.len(),
+            "gemm: view out of bounds"
+        );
+    }
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            dst.fill(T::zero());
+        }
+        return;
+    }
+    let parallelism = if threads > 1 {
+        Parallelism::Rayon(threads)
+    } else {
+        Parallelism::None
+    };
+    let one = T::from_f64(1.0);
+    // SAFETY: `T` is f32 or f64 (`Im2Col::of` admits no other dtype); every index the
+    // strides reach is inside `dst`, `a.data` or `b.data` (asserted above); `dst` does not
+    // alias the inputs (it is borrowed mutably).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            one,
+            one,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
 }
 
 /// Geometry of an unfold (im2col) of one convolution.
@@ -191,14 +277,17 @@ struct Im2Col {
     c: usize,
     h: usize,
     w: usize,
+    o: usize,
     kh: usize,
     kw: usize,
     oh: usize,
     ow: usize,
     stride: usize,
     padding: usize,
-    /// Patch values unfolded at once ([`IM2COL_CHUNK_ELEMENTS`]; smaller in tests).
-    chunk_elements: usize,
+    /// Most image groups run in parallel ([`MAX_GROUPS`]; changed in tests).
+    max_groups: usize,
+    /// Fewest columns of a GEMM ([`MIN_GEMM_COLUMNS`]; changed in tests).
+    min_columns: usize,
 }
 
 impl Im2Col {
@@ -218,7 +307,7 @@ impl Im2Col {
         if !supported {
             return Ok(None);
         }
-        let (_, c, kh, kw) = w.dims4()?;
+        let (o, c, kh, kw) = w.dims4()?;
         let (_, xc, h, wd) = x.dims4()?;
         if xc != c || h + 2 * cfg.padding < kh || wd + 2 * cfg.padding < kw {
             return Ok(None);
@@ -227,13 +316,15 @@ impl Im2Col {
             c,
             h,
             w: wd,
+            o,
             kh,
             kw,
             oh: (h + 2 * cfg.padding - kh) / cfg.stride + 1,
             ow: (wd + 2 * cfg.padding - kw) / cfg.stride + 1,
             stride: cfg.stride,
             padding: cfg.padding,
-            chunk_elements: IM2COL_CHUNK_ELEMENTS,
+            max_groups: MAX_GROUPS,
+            min_columns: MIN_GEMM_COLUMNS,
         }))
     }
 
@@ -247,127 +338,271 @@ impl Im2Col {
         self.c * self.kh * self.kw
     }
 
-    /// `(first image, count)` chunks of a batch of `b` images.
-    fn chunks(&self, b: usize) -> impl Iterator<Item = (usize, usize)> {
-        let per = (self.chunk_elements / (self.l() * self.k()).max(1)).max(1);
-        (0..b).step_by(per).map(move |n0| (n0, per.min(b - n0)))
+    /// Input values per image.
+    fn plane(&self) -> usize {
+        self.c * self.h * self.w
     }
 
-    /// `(B, O, OH, OW)` convolution of `x` `(B, C, H, W)` with `w` `(O, C, kh, kw)`, no
-    /// bias, chunk by chunk.
-    fn forward_value(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
-        let (b, o) = (x.dim(0)?, w.dim(0)?);
-        let wt = w.reshape((o, self.k()))?.t()?;
-        let mut parts = Vec::new();
-        for (n0, len) in self.chunks(b) {
-            let cols = self.unfold_any(&x.narrow(0, n0, len)?)?;
-            parts.push(self.output(&cols, &wt, len)?);
-        }
-        Tensor::cat(&parts, 0)
+    fn output_shape(&self, b: usize) -> Shape {
+        (b, self.o, self.oh, self.ow).into()
     }
 
-    /// The convolution of `b` images from their patches `cols` `(B·L, K)` and the flattened,
-    /// transposed weight `wt` `(K, O)`: `(B·L, O)` → `(B, O, OH, OW)`.
-    fn output(&self, cols: &Tensor, wt: &Tensor, b: usize) -> Result<Tensor> {
-        let o = wt.dim(1)?;
-        cols.matmul(wt)?
-            .reshape((b, self.l(), o))?
-            .transpose(1, 2)?
-            .contiguous()?
-            .reshape((b, o, self.oh, self.ow))
+    /// A 1×1 convolution at stride 1 without padding reads each image as its own patch
+    /// matrix: no unfold.
+    fn is_pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.stride == 1 && self.padding == 0
     }
 
-    fn unfold_any(&self, x: &Tensor) -> Result<Tensor> {
+    /// How a batch of `b` is cut: `(images per group, images per GEMM block, GEMM threads)`.
+    ///
+    /// A block stacks the patch matrices of several images side by side so that each
+    /// product has at least [`MIN_GEMM_COLUMNS`] columns (deep layers of small images have
+    /// only a few output pixels); the groups take the cores the blocks leave free, and a
+    /// GEMM gets the cores the groups leave free. The cut depends on the batch and the
+    /// geometry alone, never on the thread count.
+    fn split(&self, b: usize) -> (usize, usize, usize) {
+        let block = self.min_columns.div_ceil(self.l()).clamp(1, b.max(1));
+        let groups = b.div_ceil(block).clamp(1, self.max_groups.max(1));
+        let threads = candle_core::utils::get_num_threads();
+        (b.div_ceil(groups), block, (threads / groups).max(1))
+    }
+
+    /// `(B, O, OH, OW)` convolution of the contiguous `x` `(B, C, H, W)` with `w`
+    /// `(O, C, kh, kw)`, no bias.
+    fn forward<T: WithDType>(&self, x: &[T], w: &[T], b: usize) -> Vec<T> {
+        let (l, k, o, plane) = (self.l(), self.k(), self.o, self.plane());
+        let (per, block, threads) = self.split(b);
+        let wm = Mat::rows(w, o, k);
+        let mut out = vec![T::zero(); b * o * l];
+        let mut groups: Vec<&mut [T]> = out.chunks_mut(per * o * l).collect();
+        for_each_chunk_mut(&mut groups, 1, |g, group| {
+            let (mut cols, mut prod) = (Vec::new(), Vec::new());
+            for (j, y) in group[0].chunks_mut(block * o * l).enumerate() {
+                let first = (g * per + j * block) * plane;
+                let m = y.len() / (o * l);
+                let imgs = &x[first..][..m * plane];
+                let patches = self.patches(imgs, m, &mut cols);
+                if m == 1 {
+                    gemm_into(y, wm, Mat::rows(patches, k, l), false, threads);
+                } else {
+                    // (O, m·L) → m images of (O, L).
+                    prod.resize(o * m * l, T::zero());
+                    gemm_into(&mut prod, wm, Mat::rows(patches, k, m * l), false, threads);
+                    for (i, y) in y.chunks_mut(o * l).enumerate() {
+                        for (oc, row) in y.chunks_mut(l).enumerate() {
+                            row.copy_from_slice(&prod[(oc * m + i) * l..][..l]);
+                        }
+                    }
+                }
+            }
+        });
+        out
+    }
+
+    /// [`Self::forward`] of two contiguous tensors, as a tensor.
+    fn forward_tensor<T: WithDType>(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
         let b = x.dim(0)?;
+        let y = with_slice::<T, _>(x, |x| with_slice(w, |w| Ok(self.forward(x, w, b))))?;
+        Tensor::from_vec(y, self.output_shape(b), x.device())
+    }
+
+    /// The patch matrix `(K, m·L)` of `m` consecutive images `imgs`: the image itself for
+    /// one image of a pointwise convolution, else unfolded into `scratch`, image `i` in
+    /// columns `i·L..(i+1)·L`.
+    fn patches<'a, T: WithDType>(
+        &self,
+        imgs: &'a [T],
+        m: usize,
+        scratch: &'a mut Vec<T>,
+    ) -> &'a [T] {
+        if m == 1 && self.is_pointwise() {
+            return imgs;
+        }
+        let (l, plane) = (self.l(), self.plane());
+        scratch.resize(self.k() * m * l, T::zero());
+        for (i, img) in imgs.chunks(plane).enumerate() {
+            self.unfold(img, &mut scratch[i * l..], m * l);
+        }
+        scratch
+    }
+
+    /// Gradients of the input (when `input_grad`) and of the weight from the output
+    /// gradient `gy` `(B, O, OH, OW)`.
+    fn backward<T: WithDType>(
+        &self,
+        x: &[T],
+        w: &[T],
+        gy: &[T],
+        b: usize,
+        input_grad: bool,
+    ) -> (Option<Vec<T>>, Vec<T>) {
+        let (l, k, plane, o) = (self.l(), self.k(), self.plane(), self.o);
+        let (per, block, threads) = self.split(b);
+        let wt = Mat::rows(w, o, k).t();
+        let mut gx = input_grad.then(|| vec![T::zero(); b * plane]);
+        let groups = b.div_ceil(per);
+        // Per group: its slice of the input gradient and its weight-gradient partial sum.
+        let mut work: Vec<(Option<&mut [T]>, Vec<T>)> = match &mut gx {
+            Some(gx) => gx
+                .chunks_mut(per * plane)
+                .map(|d| (Some(d), vec![]))
+                .collect(),
+            None => (0..groups).map(|_| (None, vec![])).collect(),
+        };
+        for_each_chunk_mut(&mut work, 1, |g, item| {
+            let (dx, dw) = &mut item[0];
+            *dw = vec![T::zero(); o * k];
+            let (mut cols, mut gy_block) = (Vec::new(), Vec::new());
+            let first = g * per;
+            let count = per.min(b - first);
+            for (j, i0) in (0..count).step_by(block).enumerate() {
+                let m = block.min(count - i0);
+                let n0 = first + i0;
+                let gy_m = if m == 1 {
+                    &gy[n0 * o * l..][..o * l]
+                } else {
+                    // m images of (O, L) → (O, m·L).
+                    gy_block.resize(o * m * l, T::zero());
+                    for i in 0..m {
+                        for oc in 0..o {
+                            gy_block[(oc * m + i) * l..][..l]
+                                .copy_from_slice(&gy[((n0 + i) * o + oc) * l..][..l]);
+                        }
+                    }
+                    &gy_block[..]
+                };
+                let gy_m = Mat::rows(gy_m, o, m * l);
+                let patches = self.patches(&x[n0 * plane..][..m * plane], m, &mut cols);
+                // dW (O, K) += gy (O, m·L) · patchesᵀ (m·L, K)
+                gemm_into(dw, gy_m, Mat::rows(patches, k, m * l).t(), j > 0, threads);
+                if let Some(dx) = dx.as_deref_mut() {
+                    let dx_m = &mut dx[i0 * plane..][..m * plane];
+                    if m == 1 && self.is_pointwise() {
+                        gemm_into(dx_m, wt, gy_m, false, threads);
+                    } else {
+                        // dpatches (K, m·L) = Wᵀ (K, O) · gy (O, m·L), folded onto the images.
+                        cols.resize(k * m * l, T::zero());
+                        gemm_into(&mut cols, wt, gy_m, false, threads);
+                        for (i, img) in dx_m.chunks_mut(plane).enumerate() {
+                            self.fold(&cols[i * l..], m * l, img);
+                        }
+                    }
+                }
+            }
+        });
+        // The partial sums in group order: the same sum whatever the thread count.
+        let mut parts = work.into_iter().map(|(_, dw)| dw);
+        let mut dw = parts.next().unwrap_or_else(|| vec![T::zero(); o * k]);
+        for part in parts {
+            for (a, p) in dw.iter_mut().zip(part) {
+                *a += p;
+            }
+        }
+        (gx, dw)
+    }
+
+    /// [`Self::backward`] on tensors: `(dL/dx if input_grad, dL/dW)`.
+    fn backward_tensors(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        grad: &Tensor,
+        input_grad: bool,
+    ) -> Result<(Option<Tensor>, Tensor)> {
         match x.dtype() {
-            DType::F64 => self.unfold::<f64>(x, b),
-            _ => self.unfold::<f32>(x, b),
+            DType::F64 => self.backward_any::<f64>(x, w, grad, input_grad),
+            _ => self.backward_any::<f32>(x, w, grad, input_grad),
         }
     }
 
-    fn fold_any(&self, cols: &Tensor, b: usize) -> Result<Tensor> {
-        match cols.dtype() {
-            DType::F64 => self.fold::<f64>(cols, b),
-            _ => self.fold::<f32>(cols, b),
-        }
+    fn backward_any<T: WithDType>(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        grad: &Tensor,
+        input_grad: bool,
+    ) -> Result<(Option<Tensor>, Tensor)> {
+        let b = x.dim(0)?;
+        let grad = grad.to_dtype(x.dtype())?;
+        let (gx, gw) = with_slice::<T, _>(x, |xs| {
+            with_slice(w, |ws| {
+                with_slice(&grad, |gy| Ok(self.backward(xs, ws, gy, b, input_grad)))
+            })
+        })?;
+        let gx = gx
+            .map(|gx| Tensor::from_vec(gx, x.shape(), x.device()))
+            .transpose()?;
+        Ok((gx, Tensor::from_vec(gw, w.shape(), w.device())?))
     }
 
-    /// `(B·OH·OW, C·kh·kw)` patches of `x` (zero padding), rows in output raster order,
-    /// columns in the weight's `(C, kh, kw)` order.
-    fn unfold<T: WithDType>(&self, x: &Tensor, b: usize) -> Result<Tensor> {
-        let data = x.flatten_all()?.to_vec1::<T>()?;
-        let (l, k) = (self.l(), self.k());
-        let mut cols = vec![T::zero(); b * l * k];
-        let spans = self.spans();
-        for_each_chunk_mut(&mut cols, l * k, |n, out| {
-            let img = &data[n * self.c * self.h * self.w..(n + 1) * self.c * self.h * self.w];
-            for oy in 0..self.oh {
-                for (ox, &(k0, k1, x0)) in spans.iter().enumerate() {
-                    let row = &mut out[(oy * self.ow + ox) * k..][..k];
-                    for ci in 0..self.c {
-                        for ky in 0..self.kh {
-                            let Some(y) = self.source(oy, ky, self.h) else {
-                                continue;
-                            };
-                            let src = &img[(ci * self.h + y) * self.w + x0..][..k1 - k0];
-                            row[(ci * self.kh + ky) * self.kw + k0..][..k1 - k0]
-                                .copy_from_slice(src);
-                        }
-                    }
-                }
-            }
-        });
-        Tensor::from_vec(cols, (b * l, k), x.device())
-    }
-
-    /// The adjoint of [`Self::unfold`] (col2im): sums each patch value of `cols`
-    /// `(B·OH·OW, C·kh·kw)` back onto its input pixel → `(B, C, H, W)`.
-    fn fold<T: WithDType>(&self, cols: &Tensor, b: usize) -> Result<Tensor> {
-        let data = cols.flatten_all()?.to_vec1::<T>()?;
-        let (l, k) = (self.l(), self.k());
-        let plane = self.c * self.h * self.w;
-        let mut out = vec![T::zero(); b * plane];
-        let spans = self.spans();
-        for_each_chunk_mut(&mut out, plane, |n, img| {
-            let rows = &data[n * l * k..(n + 1) * l * k];
-            for oy in 0..self.oh {
-                for (ox, &(k0, k1, x0)) in spans.iter().enumerate() {
-                    let row = &rows[(oy * self.ow + ox) * k..][..k];
-                    for ci in 0..self.c {
-                        for ky in 0..self.kh {
-                            let Some(y) = self.source(oy, ky, self.h) else {
-                                continue;
-                            };
-                            let dst = &mut img[(ci * self.h + y) * self.w + x0..][..k1 - k0];
-                            let src = &row[(ci * self.kh + ky) * self.kw + k0..][..k1 - k0];
-                            for (d, &v) in dst.iter_mut().zip(src) {
-                                *d += v;
-                            }
-                        }
-                    }
-                }
-            }
-        });
-        Tensor::from_vec(out, (b, self.c, self.h, self.w), cols.device())
-    }
-
-    /// For each output column: the kernel columns `k0..k1` that fall inside the image and the
-    /// input column `x0` of `k0` (consecutive kernel columns read consecutive pixels, so a
-    /// patch row is one slice copy).
-    fn spans(&self) -> Vec<(usize, usize, usize)> {
-        (0..self.ow)
-            .map(|ox| {
-                let inside: Vec<usize> = (0..self.kw)
-                    .filter(|&kx| self.source(ox, kx, self.w).is_some())
-                    .collect();
-                match (inside.first(), inside.last()) {
-                    (Some(&k0), Some(&k1)) => {
-                        (k0, k1 + 1, self.source(ox, k0, self.w).expect("inside"))
-                    }
-                    _ => (0, 0, 0),
-                }
+    /// For each kernel column `kx`: the output columns `lo..hi` whose input column
+    /// `ox·stride + kx − padding` lies inside the image (the others read zero padding).
+    fn column_ranges(&self) -> Vec<(usize, usize)> {
+        (0..self.kw)
+            .map(|kx| {
+                let inside = |ox: &usize| self.source(*ox, kx, self.w).is_some();
+                let lo = (0..self.ow).find(inside).unwrap_or(self.ow);
+                let hi = (0..self.ow).rev().find(inside).map_or(lo, |x| x + 1);
+                (lo, hi)
             })
             .collect()
+    }
+
+    /// Unfolds one image `(C, H, W)` into its `(C·kh·kw, OH·OW)` patch matrix, row `r` at
+    /// `cols[r·ld..r·ld + OH·OW]` (zero padding): row `(c, ky, kx)` holds, for every output
+    /// pixel, the input it reads at that kernel offset.
+    fn unfold<T: WithDType>(&self, img: &[T], cols: &mut [T], ld: usize) {
+        let (l, s) = (self.l(), self.stride);
+        let ranges = self.column_ranges();
+        for r in 0..self.k() {
+            let (ci, ky, kx) = (r / (self.kh * self.kw), r / self.kw % self.kh, r % self.kw);
+            let (lo, hi) = ranges[kx];
+            let row = &mut cols[r * ld..][..l];
+            for (oy, out) in row.chunks_mut(self.ow).enumerate() {
+                let Some(y) = self.source(oy, ky, self.h) else {
+                    out.fill(T::zero());
+                    continue;
+                };
+                let src = &img[(ci * self.h + y) * self.w..][..self.w];
+                out[..lo].fill(T::zero());
+                out[hi..].fill(T::zero());
+                if lo < hi {
+                    let x0 = lo * s + kx - self.padding;
+                    if s == 1 {
+                        out[lo..hi].copy_from_slice(&src[x0..x0 + (hi - lo)]);
+                    } else {
+                        for (d, v) in out[lo..hi].iter_mut().zip(src[x0..].iter().step_by(s)) {
+                            *d = *v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The adjoint of [`Self::unfold`] (col2im): adds every value of the patch matrix (row
+    /// `r` at `cols[r·ld..]`) onto the input pixel it was read from, in `img` `(C, H, W)`.
+    fn fold<T: WithDType>(&self, cols: &[T], ld: usize, img: &mut [T]) {
+        let (l, s) = (self.l(), self.stride);
+        let ranges = self.column_ranges();
+        img.fill(T::zero());
+        for r in 0..self.k() {
+            let (ci, ky, kx) = (r / (self.kh * self.kw), r / self.kw % self.kh, r % self.kw);
+            let (lo, hi) = ranges[kx];
+            if lo >= hi {
+                continue;
+            }
+            let x0 = lo * s + kx - self.padding;
+            for (oy, src) in cols[r * ld..][..l].chunks(self.ow).enumerate() {
+                let Some(y) = self.source(oy, ky, self.h) else {
+                    continue;
+                };
+                let dst = &mut img[(ci * self.h + y) * self.w..][..self.w];
+                for (d, v) in dst[x0..].iter_mut().step_by(s).zip(&src[lo..hi]) {
+                    *d += *v;
+                }
+            }
+        }
     }
 
     /// Input coordinate read by output coordinate `o` at kernel offset `k` along an axis of
@@ -439,6 +674,7 @@ mod tests {
             (4, 6, 1, 2, 0, false, 7, 6),
             (2, 2, 5, 2, 2, false, 6, 9),
             (3, 2, 2, 2, 0, true, 4, 5),
+            (2, 3, 3, 3, 2, false, 8, 10),
         ] {
             let varmap = VarMap::new();
             let vb = seeded_var_builder(&varmap, 1, DType::F64, &dev);
@@ -489,9 +725,10 @@ mod tests {
         Ok(())
     }
 
-    /// One image per chunk gives the whole-batch values and gradients.
+    /// Every cut of the batch into groups and GEMM blocks gives the same values and
+    /// gradients.
     #[test]
-    fn im2col_chunks_do_not_change_the_result() -> Result<()> {
+    fn image_groups_do_not_change_the_result() -> Result<()> {
         let dev = Device::Cpu;
         let vb = seeded_var_builder(&VarMap::new(), 5, DType::F64, &dev);
         let cfg = Conv2dConfig {
@@ -501,12 +738,12 @@ mod tests {
         };
         let conv = conv2d(3, 4, 3, cfg, false, KAIMING_NORMAL_FAN_OUT, vb)?;
         let x = Var::from_tensor(&seeded_randn((5, 3, 8, 7), 6, &dev)?)?;
-        let run = |chunk_elements: usize| -> Result<(Tensor, Tensor, Tensor)> {
+        let run = |max_groups: usize, min_columns: usize| -> Result<(Tensor, Tensor, Tensor)> {
             let mut geom = Im2Col::of(&conv, x.as_tensor())?.expect("supported");
-            geom.chunk_elements = chunk_elements;
+            geom.max_groups = max_groups;
+            geom.min_columns = min_columns;
             let w = conv.weight();
-            let value = geom.forward_value(&x.detach(), &w.detach())?;
-            let y = x.apply_op2(w, TrackedConv { geom, value })?;
+            let y = x.apply_op2(w, TrackedConv { geom })?;
             let g = random_projection(&y, 7)?.backward()?;
             Ok((
                 y,
@@ -514,15 +751,61 @@ mod tests {
                 g.get(w).unwrap().clone(),
             ))
         };
-        let whole = run(usize::MAX)?;
-        let single = run(1)?;
-        for (a, b) in [
-            (&whole.0, &single.0),
-            (&whole.1, &single.1),
-            (&whole.2, &single.2),
-        ] {
-            let d = max_abs_diff(a, b);
-            assert!(d < 1e-12, "{d}");
+        // One group of one block; one image per group; two groups of 2-image blocks.
+        let whole = run(1, 1 << 20)?;
+        for (groups, columns) in [(5, 1), (2, 32), (1, 1)] {
+            let other = run(groups, columns)?;
+            for (a, b) in [
+                (&whole.0, &other.0),
+                (&whole.1, &other.1),
+                (&whole.2, &other.2),
+            ] {
+                let d = max_abs_diff(a, b);
+                assert!(d < 1e-12, "{groups} groups, {columns} columns: {d}");
+            }
+        }
+        Ok(())
+    }
+
+    /// The f32 path (what training runs) against candle's convolution, over a batch that
+    /// fills every group, with a pointwise and a strided layer.
+    #[test]
+    fn f32_convolutions_match_candle() -> Result<()> {
+        let dev = Device::Cpu;
+        for (ci, co, k, stride, padding) in [(5, 7, 3, 1, 1), (6, 4, 1, 1, 0), (3, 8, 7, 2, 3)] {
+            let varmap = VarMap::new();
+            let vb = seeded_var_builder(&varmap, 3, DType::F32, &dev);
+            let cfg = Conv2dConfig {
+                padding,
+                stride,
+                ..Default::default()
+            };
+            let conv = conv2d(ci, co, k, cfg, false, KAIMING_NORMAL_FAN_OUT, vb)?;
+            let x =
+                Var::from_tensor(&seeded_randn((6, ci, 12, 10), 4, &dev)?.to_dtype(DType::F32)?)?;
+            let ours = conv2d_im2col(&conv, x.as_tensor())?;
+            let theirs = conv.forward(x.as_tensor())?;
+            assert!(max_abs_diff(&ours, &theirs) < 1e-4);
+            let g1 = random_projection(&ours, 3)?.backward()?;
+            let g2 = random_projection(&theirs, 3)?.backward()?;
+            let w = varmap.all_vars().pop().expect("the weight");
+            for v in [&w, &x] {
+                let (a, b) = (
+                    g1.get(v.as_tensor()).unwrap(),
+                    g2.get(v.as_tensor()).unwrap(),
+                );
+                let scale = b
+                    .abs()?
+                    .max_all()?
+                    .to_dtype(DType::F64)?
+                    .to_scalar::<f64>()?;
+                assert!(
+                    max_abs_diff(a, b) < 1e-4 * scale.max(1.0),
+                    "{ci}->{co} k{k}"
+                );
+            }
+            let on_data = conv2d_on_data(&conv, &x.detach())?;
+            assert!(max_abs_diff(&on_data, &theirs) < 1e-4);
         }
         Ok(())
     }

@@ -30,7 +30,7 @@ pub mod loss;
 pub mod mlp;
 pub mod norm;
 pub mod ops;
-mod parallel;
+pub mod parallel;
 pub mod pool;
 pub mod upsample;
 

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 /// Calls `f(i, chunk_i)` for every `chunk_len`-long chunk of `out` (the last may be shorter),
 /// in parallel on Candle's barrier pool. Each chunk is visited exactly once, so results do
 /// not depend on the number of threads.
-pub(crate) fn for_each_chunk_mut<T: Send>(
+pub fn for_each_chunk_mut<T: Send>(
     out: &mut [T],
     chunk_len: usize,
     f: impl Fn(usize, &mut [T]) + Sync,
@@ -31,10 +31,7 @@ pub(crate) fn for_each_chunk_mut<T: Send>(
 }
 
 /// `(0..n).map(f)` computed in parallel on Candle's barrier pool, in order.
-pub(crate) fn map_indices<R: Send + Default + Clone>(
-    n: usize,
-    f: impl Fn(usize) -> R + Sync,
-) -> Vec<R> {
+pub fn map_indices<R: Send + Default + Clone>(n: usize, f: impl Fn(usize) -> R + Sync) -> Vec<R> {
     let mut out = vec![R::default(); n];
     for_each_chunk_mut(&mut out, 1, |i, slot| slot[0] = f(i));
     out
