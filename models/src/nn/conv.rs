@@ -272,6 +272,21 @@ fn gemm_into<T: WithDType>(dst: &mut [T], a: Mat<T>, b: Mat<T>, accumulate: bool
     }
 }
 
+/// Reusable buffers of one image group: the patch matrix and the phase rows of an image.
+struct Scratch<T> {
+    cols: Vec<T>,
+    split: Vec<T>,
+}
+
+impl<T> Default for Scratch<T> {
+    fn default() -> Self {
+        Self {
+            cols: Vec::new(),
+            split: Vec::new(),
+        }
+    }
+}
+
 /// Geometry of an unfold (im2col) of one convolution.
 struct Im2Col {
     c: usize,
@@ -376,12 +391,12 @@ impl Im2Col {
         let mut out = vec![T::zero(); b * o * l];
         let mut groups: Vec<&mut [T]> = out.chunks_mut(per * o * l).collect();
         for_each_chunk_mut(&mut groups, 1, |g, group| {
-            let (mut cols, mut prod) = (Vec::new(), Vec::new());
+            let (mut scratch, mut prod) = (Scratch::default(), Vec::new());
             for (j, y) in group[0].chunks_mut(block * o * l).enumerate() {
                 let first = (g * per + j * block) * plane;
                 let m = y.len() / (o * l);
                 let imgs = &x[first..][..m * plane];
-                let patches = self.patches(imgs, m, &mut cols);
+                let patches = self.patches(imgs, m, &mut scratch);
                 if m == 1 {
                     gemm_into(y, wm, Mat::rows(patches, k, l), false, threads);
                 } else {
@@ -407,23 +422,24 @@ impl Im2Col {
     }
 
     /// The patch matrix `(K, m·L)` of `m` consecutive images `imgs`: the image itself for
-    /// one image of a pointwise convolution, else unfolded into `scratch`, image `i` in
+    /// one image of a pointwise convolution, else unfolded into `scratch.cols`, image `i` in
     /// columns `i·L..(i+1)·L`.
     fn patches<'a, T: WithDType>(
         &self,
         imgs: &'a [T],
         m: usize,
-        scratch: &'a mut Vec<T>,
+        scratch: &'a mut Scratch<T>,
     ) -> &'a [T] {
         if m == 1 && self.is_pointwise() {
             return imgs;
         }
         let (l, plane) = (self.l(), self.plane());
-        scratch.resize(self.k() * m * l, T::zero());
+        scratch.cols.resize(self.k() * m * l, T::zero());
         for (i, img) in imgs.chunks(plane).enumerate() {
-            self.unfold(img, &mut scratch[i * l..], m * l);
+            let img = self.split_phases(img, &mut scratch.split);
+            self.unfold(img, &mut scratch.cols[i * l..], m * l);
         }
-        scratch
+        &scratch.cols
     }
 
     /// Gradients of the input (when `input_grad`) and of the weight from the output
@@ -452,7 +468,7 @@ impl Im2Col {
         for_each_chunk_mut(&mut work, 1, |g, item| {
             let (dx, dw) = &mut item[0];
             *dw = vec![T::zero(); o * k];
-            let (mut cols, mut gy_block) = (Vec::new(), Vec::new());
+            let (mut scratch, mut gy_block) = (Scratch::default(), Vec::new());
             let first = g * per;
             let count = per.min(b - first);
             for (j, i0) in (0..count).step_by(block).enumerate() {
@@ -472,7 +488,7 @@ impl Im2Col {
                     &gy_block[..]
                 };
                 let gy_m = Mat::rows(gy_m, o, m * l);
-                let patches = self.patches(&x[n0 * plane..][..m * plane], m, &mut cols);
+                let patches = self.patches(&x[n0 * plane..][..m * plane], m, &mut scratch);
                 // dW (O, K) += gy (O, m·L) · patchesᵀ (m·L, K)
                 gemm_into(dw, gy_m, Mat::rows(patches, k, m * l).t(), j > 0, threads);
                 if let Some(dx) = dx.as_deref_mut() {
@@ -481,10 +497,11 @@ impl Im2Col {
                         gemm_into(dx_m, wt, gy_m, false, threads);
                     } else {
                         // dpatches (K, m·L) = Wᵀ (K, O) · gy (O, m·L), folded onto the images.
+                        let cols = &mut scratch.cols;
                         cols.resize(k * m * l, T::zero());
-                        gemm_into(&mut cols, wt, gy_m, false, threads);
+                        gemm_into(cols, wt, gy_m, false, threads);
                         for (i, img) in dx_m.chunks_mut(plane).enumerate() {
-                            self.fold(&cols[i * l..], m * l, img);
+                            self.fold(&cols[i * l..], m * l, img, &mut scratch.split);
                         }
                     }
                 }
@@ -535,73 +552,114 @@ impl Im2Col {
         Ok((gx, Tensor::from_vec(gw, w.shape(), w.device())?))
     }
 
+    /// Samples per phase row: a row of `W` pixels read at stride `s` is kept as `s` phase
+    /// rows (pixels `ph, ph + s, ph + 2s, …`) of `⌈W / s⌉` samples each.
+    fn phase_len(&self) -> usize {
+        self.w.div_ceil(self.stride)
+    }
+
+    /// `img` `(C, H, W)` as `(C, H, stride, ⌈W/stride⌉)` phase rows, so that every kernel
+    /// offset reads a contiguous run at any stride (`img` itself at stride 1).
+    fn split_phases<'a, T: WithDType>(&self, img: &'a [T], buf: &'a mut Vec<T>) -> &'a [T] {
+        let s = self.stride;
+        if s == 1 {
+            return img;
+        }
+        let wp = self.phase_len();
+        buf.resize(self.c * self.h * s * wp, T::zero());
+        for (src, dst) in img.chunks(self.w).zip(buf.chunks_mut(s * wp)) {
+            // A phase past the row's end (stride wider than the image) stays zero.
+            for (ph, out) in dst.chunks_mut(wp).enumerate().take(self.w) {
+                for (d, v) in out.iter_mut().zip(src[ph..].iter().step_by(s)) {
+                    *d = *v;
+                }
+            }
+        }
+        buf
+    }
+
+    /// The inverse of [`Self::split_phases`] for a gradient: phase rows back into `img`.
+    fn merge_phases<T: WithDType>(&self, phases: &[T], img: &mut [T]) {
+        let (s, wp) = (self.stride, self.phase_len());
+        for (dst, src) in img.chunks_mut(self.w).zip(phases.chunks(s * wp)) {
+            for (ph, row) in src.chunks(wp).enumerate().take(self.w) {
+                for (d, v) in dst[ph..].iter_mut().step_by(s).zip(row) {
+                    *d = *v;
+                }
+            }
+        }
+    }
+
     /// For each kernel column `kx`: the output columns `lo..hi` whose input column
-    /// `ox·stride + kx − padding` lies inside the image (the others read zero padding).
-    fn column_ranges(&self) -> Vec<(usize, usize)> {
+    /// `ox·stride + kx − padding` lies inside the image (the others read zero padding), the
+    /// phase of those input columns and the sample of `lo` in that phase row.
+    fn column_ranges(&self) -> Vec<(usize, usize, usize, usize)> {
         (0..self.kw)
             .map(|kx| {
                 let inside = |ox: &usize| self.source(*ox, kx, self.w).is_some();
                 let lo = (0..self.ow).find(inside).unwrap_or(self.ow);
                 let hi = (0..self.ow).rev().find(inside).map_or(lo, |x| x + 1);
-                (lo, hi)
+                let x0 = if lo < hi { lo * self.stride + kx - self.padding } else { 0 };
+                (lo, hi, x0 % self.stride, x0 / self.stride)
             })
             .collect()
     }
 
-    /// Unfolds one image `(C, H, W)` into its `(C·kh·kw, OH·OW)` patch matrix, row `r` at
-    /// `cols[r·ld..r·ld + OH·OW]` (zero padding): row `(c, ky, kx)` holds, for every output
-    /// pixel, the input it reads at that kernel offset.
-    fn unfold<T: WithDType>(&self, img: &[T], cols: &mut [T], ld: usize) {
-        let (l, s) = (self.l(), self.stride);
+    /// Unfolds one image, given as phase rows ([`Self::split_phases`]), into its
+    /// `(C·kh·kw, OH·OW)` patch matrix, row `r` at `cols[r·ld..r·ld + OH·OW]` (zero
+    /// padding): row `(c, ky, kx)` holds, for every output pixel, the input it reads at that
+    /// kernel offset. Each output row is one slice copy.
+    fn unfold<T: WithDType>(&self, phases: &[T], cols: &mut [T], ld: usize) {
+        let (l, s, wp) = (self.l(), self.stride, self.phase_len());
         let ranges = self.column_ranges();
         for r in 0..self.k() {
             let (ci, ky, kx) = (r / (self.kh * self.kw), r / self.kw % self.kh, r % self.kw);
-            let (lo, hi) = ranges[kx];
+            let (lo, hi, ph, j0) = ranges[kx];
             let row = &mut cols[r * ld..][..l];
             for (oy, out) in row.chunks_mut(self.ow).enumerate() {
                 let Some(y) = self.source(oy, ky, self.h) else {
                     out.fill(T::zero());
                     continue;
                 };
-                let src = &img[(ci * self.h + y) * self.w..][..self.w];
                 out[..lo].fill(T::zero());
                 out[hi..].fill(T::zero());
-                if lo < hi {
-                    let x0 = lo * s + kx - self.padding;
-                    if s == 1 {
-                        out[lo..hi].copy_from_slice(&src[x0..x0 + (hi - lo)]);
-                    } else {
-                        for (d, v) in out[lo..hi].iter_mut().zip(src[x0..].iter().step_by(s)) {
-                            *d = *v;
-                        }
-                    }
-                }
+                let src = &phases[((ci * self.h + y) * s + ph) * wp + j0..];
+                out[lo..hi].copy_from_slice(&src[..hi - lo]);
             }
         }
     }
 
     /// The adjoint of [`Self::unfold`] (col2im): adds every value of the patch matrix (row
-    /// `r` at `cols[r·ld..]`) onto the input pixel it was read from, in `img` `(C, H, W)`.
-    fn fold<T: WithDType>(&self, cols: &[T], ld: usize, img: &mut [T]) {
-        let (l, s) = (self.l(), self.stride);
+    /// `r` at `cols[r·ld..]`) onto the input pixel it was read from, in `img` `(C, H, W)`,
+    /// through phase rows in `buf` at a stride.
+    fn fold<T: WithDType>(&self, cols: &[T], ld: usize, img: &mut [T], buf: &mut Vec<T>) {
+        let (l, s, wp) = (self.l(), self.stride, self.phase_len());
         let ranges = self.column_ranges();
-        img.fill(T::zero());
+        let phases: &mut [T] = if s == 1 {
+            img
+        } else {
+            buf.resize(self.c * self.h * s * wp, T::zero());
+            buf
+        };
+        phases.fill(T::zero());
         for r in 0..self.k() {
             let (ci, ky, kx) = (r / (self.kh * self.kw), r / self.kw % self.kh, r % self.kw);
-            let (lo, hi) = ranges[kx];
+            let (lo, hi, ph, j0) = ranges[kx];
             if lo >= hi {
                 continue;
             }
-            let x0 = lo * s + kx - self.padding;
             for (oy, src) in cols[r * ld..][..l].chunks(self.ow).enumerate() {
                 let Some(y) = self.source(oy, ky, self.h) else {
                     continue;
                 };
-                let dst = &mut img[(ci * self.h + y) * self.w..][..self.w];
-                for (d, v) in dst[x0..].iter_mut().step_by(s).zip(&src[lo..hi]) {
+                let dst = &mut phases[((ci * self.h + y) * s + ph) * wp + j0..][..hi - lo];
+                for (d, v) in dst.iter_mut().zip(&src[lo..hi]) {
                     *d += *v;
                 }
             }
+        }
+        if s > 1 {
+            self.merge_phases(buf, img);
         }
     }
 
@@ -675,6 +733,7 @@ mod tests {
             (2, 2, 5, 2, 2, false, 6, 9),
             (3, 2, 2, 2, 0, true, 4, 5),
             (2, 3, 3, 3, 2, false, 8, 10),
+            (2, 2, 1, 3, 0, false, 2, 1),
         ] {
             let varmap = VarMap::new();
             let vb = seeded_var_builder(&varmap, 1, DType::F64, &dev);
