@@ -6,7 +6,7 @@ use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
 
 use super::{BlockKind, EncoderConfig};
 use crate::nn::{
-    batch_norm, conv2d, conv2d_im2col, conv2d_on_data, global_avg_pool, max_pool2d,
+    add_relu, batch_norm, conv2d, conv2d_im2col, conv2d_on_data, global_avg_pool, max_pool2d,
     max_pool2d_composed, BatchNorm, BatchNormOptions, MaxPool2dConfig, KAIMING_NORMAL_FAN_OUT,
 };
 
@@ -107,16 +107,18 @@ impl Block {
         let mut h = x.clone();
         let last = self.convs.len() - 1;
         for (i, (c, bn)) in self.convs.iter().enumerate() {
-            h = bn.forward_t(&conv2d_im2col(c, &h)?, train)?;
-            if i < last {
-                h = h.relu()?;
-            }
+            let z = conv2d_im2col(c, &h)?;
+            h = if i < last {
+                bn.forward_relu_t(&z, train)?
+            } else {
+                bn.forward_t(&z, train)?
+            };
         }
         let shortcut = match &self.downsample {
             Some(d) => d.bn.forward_t(&conv2d_im2col(&d.conv, x)?, train)?,
             None => x.clone(),
         };
-        (h + shortcut)?.relu()
+        add_relu(&h, &shortcut)
     }
 }
 
@@ -204,7 +206,7 @@ impl ResNet {
         } else {
             self.conv1.forward(x)?
         };
-        let h = self.bn1.forward_t(&stem, train)?.relu()?;
+        let h = self.bn1.forward_relu_t(&stem, train)?;
         let mut h = match self.stem_pool {
             StemPool::Kernel => max_pool2d(&h, MaxPool2dConfig::RESNET_STEM)?,
             StemPool::ShiftedViews => max_pool2d_composed(&h, MaxPool2dConfig::RESNET_STEM)?,

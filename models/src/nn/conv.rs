@@ -599,7 +599,11 @@ impl Im2Col {
                 let inside = |ox: &usize| self.source(*ox, kx, self.w).is_some();
                 let lo = (0..self.ow).find(inside).unwrap_or(self.ow);
                 let hi = (0..self.ow).rev().find(inside).map_or(lo, |x| x + 1);
-                let x0 = if lo < hi { lo * self.stride + kx - self.padding } else { 0 };
+                let x0 = if lo < hi {
+                    lo * self.stride + kx - self.padding
+                } else {
+                    0
+                };
                 (lo, hi, x0 % self.stride, x0 / self.stride)
             })
             .collect()

@@ -110,10 +110,12 @@ impl CustomOp1 for ChannelStats {
     }
 }
 
-/// `y = (x − μ)·σ⁻¹·γ + β` with given statistics; backward below.
+/// `y = (x − μ)·σ⁻¹·γ + β` with given statistics, then `max(y, 0)` with `relu`; backward
+/// below.
 struct Normalize {
     mean: Vec<f64>,
     inv_std: Vec<f64>,
+    relu: bool,
 }
 
 impl Kernel3 for Normalize {
@@ -128,6 +130,11 @@ impl Kernel3 for Normalize {
             let (scale, shift) = (T::from_f64(scale), T::from_f64(shift));
             for (yv, xv) in y.iter_mut().zip(x) {
                 *yv = *xv * scale + shift;
+            }
+            if op.relu {
+                for yv in y.iter_mut() {
+                    *yv = yv.max(T::zero());
+                }
             }
         });
         y
@@ -156,10 +163,16 @@ impl CustomOp3 for Normalize {
         x: &Tensor,
         gamma: &Tensor,
         _beta: &Tensor,
-        _y: &Tensor,
+        y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let dy = dy.contiguous()?;
+        // Through the ReLU: the gradient where the output is positive.
+        let dy = if self.relu {
+            dy.apply_op2_no_bwd(&y.contiguous()?, &PositivePart)?
+        } else {
+            dy
+        };
         let sums = x.apply_op2_no_bwd(
             &dy,
             &GradSums {
@@ -181,6 +194,44 @@ impl CustomOp3 for Normalize {
         let dbeta = sums.get(0)?.to_dtype(gamma.dtype())?;
         let dgamma = sums.get(1)?.to_dtype(gamma.dtype())?;
         Ok((Some(dx), Some(dgamma), Some(dbeta)))
+    }
+}
+
+/// `(dy, y) → dy` where `y > 0`, else 0: a gradient through `y = max(·, 0)` given its output
+/// (also what [`super::ops::add_relu`] returns to both its inputs).
+pub(crate) struct PositivePart;
+
+impl CustomOp2 for PositivePart {
+    fn name(&self) -> &'static str {
+        "relu-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        fn mask<T: WithDType>(dy: &[T], y: &[T]) -> Vec<T> {
+            let mut out = vec![T::zero(); dy.len()];
+            for_each_chunk_mut(&mut out, 1 << 14, |i, out| {
+                let o = i << 14;
+                for ((d, g), v) in out.iter_mut().zip(&dy[o..]).zip(&y[o..]) {
+                    *d = if *v > T::zero() { *g } else { T::zero() };
+                }
+            });
+            out
+        }
+        if l1.shape() != l2.shape() {
+            candle_core::bail!("relu-grad: shapes {:?} and {:?}", l1.shape(), l2.shape())
+        }
+        let out = match s1.dtype() {
+            DType::F32 => CpuStorage::F32(mask(slice::<f32>(s1, l1)?, slice::<f32>(s2, l2)?)),
+            DType::F64 => CpuStorage::F64(mask(slice::<f64>(s1, l1)?, slice::<f64>(s2, l2)?)),
+            dt => candle_core::bail!("relu-grad: unsupported dtype {dt:?}"),
+        };
+        Ok((out, l1.shape().clone()))
     }
 }
 
@@ -275,13 +326,16 @@ impl CustomOp3 for GradInput {
     }
 }
 
-/// Training-mode batch norm of a CPU `f32`/`f64` tensor `(B, C, ...)`: returns the output
-/// and the batch `(mean, biased variance)` per channel (for the running statistics).
+/// Training-mode batch norm of a CPU `f32`/`f64` tensor `(B, C, ...)`, followed by a ReLU
+/// when `relu` (one op: no separate ReLU pass forward, and a single masking pass backward):
+/// returns the output and the batch `(mean, biased variance)` per channel (for the running
+/// statistics).
 pub(crate) fn batch_norm_train_cpu(
     x: &Tensor,
     gamma: &Tensor,
     beta: &Tensor,
     eps: f64,
+    relu: bool,
 ) -> Result<(Tensor, Vec<f64>, Vec<f64>)> {
     let x = x.contiguous()?;
     let stats = x.apply_op1_no_bwd(&ChannelStats)?.to_vec2::<f64>()?;
@@ -295,6 +349,7 @@ pub(crate) fn batch_norm_train_cpu(
         Normalize {
             mean: mean.clone(),
             inv_std,
+            relu,
         },
     )?;
     Ok((y, mean, var))

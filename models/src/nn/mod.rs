@@ -46,7 +46,7 @@ pub use norm::{
     batch_norm, group_norm, layer_norm, layer_norm_no_bias, BatchNorm, BatchNormOptions, GroupNorm,
     LayerNorm,
 };
-pub use ops::{l2_normalize, masked_fill, softmax_last_dim};
+pub use ops::{add_relu, l2_normalize, masked_fill, softmax_last_dim};
 pub use pool::{
     global_avg_pool, global_max_pool, max_pool2d, max_pool2d_composed, MaxPool2dConfig,
 };

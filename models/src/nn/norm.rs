@@ -178,6 +178,17 @@ impl BatchNorm {
 
 impl ModuleT for BatchNorm {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_maybe_relu(x, train, false)
+    }
+}
+
+impl BatchNorm {
+    /// `relu(self.forward_t(x, train))`, as one fused op when training on the CPU.
+    pub fn forward_relu_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_maybe_relu(x, train, true)
+    }
+
+    fn forward_maybe_relu(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
         let dims = x.dims();
         if dims.len() < 2 || dims[1] != self.num_features {
             candle_core::bail!(
@@ -198,13 +209,15 @@ impl ModuleT for BatchNorm {
             && matches!(x.dtype(), DType::F32 | DType::F64)
             && self.weight.dtype() == x.dtype();
         if !fused {
-            return self.inner.forward_t(x, train);
+            let y = self.inner.forward_t(x, train)?;
+            return if relu { y.relu() } else { Ok(y) };
         }
         let (y, mean, var) = super::fused_batch_norm::batch_norm_train_cpu(
             x,
             &self.weight,
             &self.bias,
             self.opts.eps,
+            relu,
         )?;
         // Running statistics as in PyTorch: unbiased variance, `momentum` weight on the batch.
         let n = (x.elem_count() / self.num_features) as f64;
@@ -400,6 +413,43 @@ mod tests {
         let x = Var::from_tensor(&seeded_randn((3, 2, 2, 2), 7, &dev)?)?;
         let params = vars_of(&varmap, &["weight", "bias"]);
         let loss = || random_projection(&bn.forward_t(x.as_tensor(), true)?, 8);
+        let check = finite_difference_check(&[&x, &params[0], &params[1]], loss, 1e-6)?;
+        assert!(check.relative_error() < 1e-7, "{check:?}");
+        Ok(())
+    }
+
+    /// The fused BatchNorm + ReLU: the composed values and gradients, and finite differences.
+    #[test]
+    fn batch_norm_relu_matches_the_composed_ops_and_finite_differences() -> Result<()> {
+        let dev = Device::Cpu;
+        let varmap = VarMap::new();
+        let opts = BatchNormOptions {
+            momentum: 0.0,
+            ..Default::default()
+        };
+        let bn = batch_norm(3, opts, seeded_var_builder(&varmap, 0, DType::F64, &dev))?;
+        randomise(&varmap, 2);
+        let x = Var::from_tensor(&seeded_randn((3, 3, 4, 5), 9, &dev)?)?;
+        let params = vars_of(&varmap, &["weight", "bias"]);
+        let fused = bn.forward_relu_t(x.as_tensor(), true)?;
+        let composed = bn.forward_t(x.as_tensor(), true)?.relu()?;
+        assert!(crate::nn::check::max_abs_diff(&fused, &composed) < 1e-12);
+        let zeros = fused
+            .eq(0.0)?
+            .to_dtype(DType::F64)?
+            .sum_all()?
+            .to_scalar::<f64>()?;
+        assert!(zeros > 10.0, "the ReLU clips part of the output");
+        let g1 = random_projection(&fused, 2)?.backward()?;
+        let g2 = random_projection(&composed, 2)?.backward()?;
+        for v in [&x, &params[0], &params[1]] {
+            let (a, b) = (
+                g1.get(v.as_tensor()).unwrap(),
+                g2.get(v.as_tensor()).unwrap(),
+            );
+            assert!(crate::nn::check::max_abs_diff(a, b) < 1e-12);
+        }
+        let loss = || random_projection(&bn.forward_relu_t(x.as_tensor(), true)?, 8);
         let check = finite_difference_check(&[&x, &params[0], &params[1]], loss, 1e-6)?;
         assert!(check.relative_error() < 1e-7, "{check:?}");
         Ok(())

@@ -1,6 +1,9 @@
 //! Small differentiable tensor functions used across the models.
 
-use candle_core::{DType, Result, Tensor, D};
+use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor, WithDType, D};
+
+use super::fused_batch_norm::PositivePart;
+use super::parallel::for_each_chunk_mut;
 
 /// Softmax over the last dimension through `candle_nn::ops::softmax` (composed, with a
 /// backward). Never use `ops::softmax_last_dim`: it has no backward and silently cuts the
@@ -34,10 +37,81 @@ pub fn l2_normalize(x: &Tensor, eps: f64) -> Result<Tensor> {
     x.broadcast_div(&norm.clamp(eps, f64::INFINITY)?)
 }
 
+/// `max(a + b, 0)` (a residual connection and its ReLU), as one op on CPU `f32`/`f64`
+/// tensors of one shape: one pass forward and one masking pass backward, whose result is the
+/// gradient of both inputs. Elsewhere `(a + b).relu()`.
+pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let fused = a.device().is_cpu()
+        && b.device().is_cpu()
+        && matches!(a.dtype(), DType::F32 | DType::F64)
+        && a.dtype() == b.dtype()
+        && a.shape() == b.shape();
+    if !fused {
+        return (a + b)?.relu();
+    }
+    a.contiguous()?.apply_op2(&b.contiguous()?, AddRelu)
+}
+
+struct AddRelu;
+
+impl CustomOp2 for AddRelu {
+    fn name(&self) -> &'static str {
+        "add-relu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        fn add_relu<T: WithDType>(a: &[T], b: &[T]) -> Vec<T> {
+            let mut out = vec![T::zero(); a.len()];
+            for_each_chunk_mut(&mut out, 1 << 14, |i, out| {
+                let o = i << 14;
+                for ((y, x), r) in out.iter_mut().zip(&a[o..]).zip(&b[o..]) {
+                    *y = (*x + *r).max(T::zero());
+                }
+            });
+            out
+        }
+        fn data<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
+            match l.contiguous_offsets() {
+                Some((start, end)) => Ok(&T::cpu_storage_as_slice(s)?[start..end]),
+                None => candle_core::bail!("add-relu: non-contiguous input"),
+            }
+        }
+        let out = match (s1, s2) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                CpuStorage::F32(add_relu(data::<f32>(s1, l1)?, data::<f32>(s2, l2)?))
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                CpuStorage::F64(add_relu(data::<f64>(s1, l1)?, data::<f64>(s2, l2)?))
+            }
+            _ => candle_core::bail!("add-relu: f32 or f64 inputs of one dtype expected"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _a: &Tensor,
+        _b: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = dy.contiguous()?.apply_op2_no_bwd(y, &PositivePart)?;
+        Ok((Some(g.clone()), Some(g)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nn::check::{finite_difference_check, random_projection, seeded_randn};
+    use crate::nn::check::{
+        finite_difference_check, max_abs_diff, random_projection, seeded_randn,
+    };
     use candle_core::{Device, Var};
 
     #[test]
@@ -76,6 +150,33 @@ mod tests {
         let g = g.get(x.as_tensor()).unwrap().to_vec2::<f64>()?;
         assert_eq!(g[0][1], 0.0);
         assert_eq!(g[1], vec![0.0; 3]);
+        Ok(())
+    }
+
+    /// `add_relu` against `(a + b).relu()`: values, both gradients, finite differences.
+    #[test]
+    fn add_relu_matches_the_composed_ops_and_finite_differences() -> Result<()> {
+        let dev = Device::Cpu;
+        let a = Var::from_tensor(&seeded_randn((2, 3, 5, 4), 1, &dev)?)?;
+        let b = Var::from_tensor(&seeded_randn((2, 3, 5, 4), 2, &dev)?)?;
+        let fused = add_relu(a.as_tensor(), b.as_tensor())?;
+        let composed = (a.as_tensor() + b.as_tensor())?.relu()?;
+        assert!(max_abs_diff(&fused, &composed) < 1e-15);
+        let g1 = random_projection(&fused, 3)?.backward()?;
+        let g2 = random_projection(&composed, 3)?.backward()?;
+        for v in [&a, &b] {
+            let d = max_abs_diff(
+                g1.get(v.as_tensor()).unwrap(),
+                g2.get(v.as_tensor()).unwrap(),
+            );
+            assert!(d < 1e-15, "{d}");
+        }
+        let loss = || random_projection(&add_relu(a.as_tensor(), b.as_tensor())?, 4);
+        let check = finite_difference_check(&[&a, &b], loss, 1e-6)?;
+        assert!(check.relative_error() < 1e-7, "{check:?}");
+        // Shapes that differ take the composed path (and its broadcasting error).
+        let c = seeded_randn((2, 3, 5, 1), 5, &dev)?;
+        assert!(add_relu(a.as_tensor(), &c).is_err());
         Ok(())
     }
 }
