@@ -12,7 +12,8 @@
 //! | [`group_norm`] | candle-nn's (composed, checked here), validated |
 //! | [`BatchNorm`] | PyTorch semantics; fused CPU training kernels (~10× faster backward) |
 //! | [`conv2d_on_data`] | first-layer conv without the wasted input gradient |
-//! | [`conv2d_im2col`] | CPU conv by row-wise im2col + GEMM, backward by GEMM + col2im |
+//! | [`conv2d_im2col`] | CPU conv by im2col (Caffe layout) + strided GEMM, backward by GEMM + col2im |
+//! | [`add_relu`], [`BatchNorm::forward_relu_t`] | a residual add or a BatchNorm fused with its ReLU (one masking pass backward) |
 //! | [`Mlp`], [`timestep_embedding`], [`SeededDropout`] | common pieces, reproducible |
 //!
 //! Every op here has a finite-difference gradient test (f64, CPU); [`check`] holds the
