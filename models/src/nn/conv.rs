@@ -17,6 +17,7 @@ use candle_core::{
 use candle_nn::Conv2d;
 use gemm::Parallelism;
 
+use super::ops::{contiguous_slice, storage_slice};
 use super::parallel::for_each_chunk_mut;
 
 /// Convolution of a network's *input* (data that needs no gradient) with `conv`'s weight.
@@ -108,12 +109,16 @@ impl CustomOp2 for TrackedConv {
     ) -> Result<(CpuStorage, Shape)> {
         let b = xl.dims()[0];
         let storage = match (x, w) {
-            (CpuStorage::F32(x), CpuStorage::F32(w)) => {
-                CpuStorage::F32(self.geom.forward(contiguous(x, xl)?, contiguous(w, wl)?, b))
-            }
-            (CpuStorage::F64(x), CpuStorage::F64(w)) => {
-                CpuStorage::F64(self.geom.forward(contiguous(x, xl)?, contiguous(w, wl)?, b))
-            }
+            (CpuStorage::F32(x), CpuStorage::F32(w)) => CpuStorage::F32(self.geom.forward(
+                contiguous_slice(x, xl, self.name())?,
+                contiguous_slice(w, wl, self.name())?,
+                b,
+            )),
+            (CpuStorage::F64(x), CpuStorage::F64(w)) => CpuStorage::F64(self.geom.forward(
+                contiguous_slice(x, xl, self.name())?,
+                contiguous_slice(w, wl, self.name())?,
+                b,
+            )),
             _ => candle_core::bail!("conv2d-im2col: f32 or f64 input and weight expected"),
         };
         Ok((storage, self.geom.output_shape(b)))
@@ -147,10 +152,14 @@ impl CustomOp1 for WeightOnlyConv {
         let b = self.x.dim(0)?;
         let w = match w {
             CpuStorage::F32(w) => CpuStorage::F32(with_slice(&self.x, |x| {
-                Ok(self.geom.forward(x, contiguous(w, wl)?, b))
+                Ok(self
+                    .geom
+                    .forward(x, contiguous_slice(w, wl, self.name())?, b))
             })?),
             CpuStorage::F64(w) => CpuStorage::F64(with_slice(&self.x, |x| {
-                Ok(self.geom.forward(x, contiguous(w, wl)?, b))
+                Ok(self
+                    .geom
+                    .forward(x, contiguous_slice(w, wl, self.name())?, b))
             })?),
             _ => candle_core::bail!("conv2d-on-data: f32 or f64 weight expected"),
         };
@@ -163,20 +172,12 @@ impl CustomOp1 for WeightOnlyConv {
     }
 }
 
-/// The contiguous data of a storage slice under `layout`.
-fn contiguous<'a, T>(data: &'a [T], layout: &Layout) -> Result<&'a [T]> {
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("im2col convolution: non-contiguous operand"),
-    }
-}
-
 /// Calls `f` with the contiguous CPU data of `t` (copied only if `t` is strided).
 fn with_slice<T: WithDType, R>(t: &Tensor, f: impl FnOnce(&[T]) -> Result<R>) -> Result<R> {
     let t = t.contiguous()?;
     let (storage, layout) = t.storage_and_layout();
     match &*storage {
-        candle_core::Storage::Cpu(cpu) => f(contiguous(T::cpu_storage_as_slice(cpu)?, layout)?),
+        candle_core::Storage::Cpu(cpu) => f(storage_slice(cpu, layout, "conv2d-im2col")?),
         _ => candle_core::bail!("im2col convolution: CPU tensor expected"),
     }
 }
@@ -687,18 +688,29 @@ mod tests {
     use candle_nn::Conv2dConfig;
     use candle_nn::VarMap;
 
+    /// A seeded convolution layer `(in, out, kernel, stride, padding)` and its variables.
+    fn layer(
+        (ci, co, k, stride, padding): (usize, usize, usize, usize, usize),
+        bias: bool,
+        dtype: DType,
+        seed: u64,
+    ) -> Result<(VarMap, Conv2d)> {
+        let varmap = VarMap::new();
+        let vb = seeded_var_builder(&varmap, seed, dtype, &Device::Cpu);
+        let cfg = Conv2dConfig {
+            padding,
+            stride,
+            ..Default::default()
+        };
+        let conv = conv2d(ci, co, k, cfg, bias, KAIMING_NORMAL_FAN_OUT, vb)?;
+        Ok((varmap, conv))
+    }
+
     #[test]
     fn data_convolution_matches_candle_and_its_weight_gradient() -> Result<()> {
         let dev = Device::Cpu;
         for (k, stride, padding, bias) in [(7, 2, 3, false), (3, 1, 1, true), (2, 2, 0, false)] {
-            let varmap = VarMap::new();
-            let vb = seeded_var_builder(&varmap, 1, DType::F64, &dev);
-            let cfg = Conv2dConfig {
-                padding,
-                stride,
-                ..Default::default()
-            };
-            let conv = conv2d(3, 4, k, cfg, bias, KAIMING_NORMAL_FAN_OUT, vb)?;
+            let (varmap, conv) = layer((3, 4, k, stride, padding), bias, DType::F64, 1)?;
             let x = seeded_randn((2, 3, 11, 9), 2, &dev)?;
             let ours = conv2d_on_data(&conv, &x)?;
             let theirs = conv.forward(&x)?;
@@ -739,14 +751,7 @@ mod tests {
             (2, 3, 3, 3, 2, false, 8, 10),
             (2, 2, 1, 3, 0, false, 2, 1),
         ] {
-            let varmap = VarMap::new();
-            let vb = seeded_var_builder(&varmap, 1, DType::F64, &dev);
-            let cfg = Conv2dConfig {
-                padding,
-                stride,
-                ..Default::default()
-            };
-            let conv = conv2d(ci, co, k, cfg, bias, KAIMING_NORMAL_FAN_OUT, vb)?;
+            let (varmap, conv) = layer((ci, co, k, stride, padding), bias, DType::F64, 1)?;
             let x = Var::from_tensor(&seeded_randn((3, ci, h, w), 2, &dev)?)?;
             let ours = conv2d_im2col(&conv, x.as_tensor())?;
             let theirs = conv.forward(x.as_tensor())?;
@@ -793,13 +798,7 @@ mod tests {
     #[test]
     fn image_groups_do_not_change_the_result() -> Result<()> {
         let dev = Device::Cpu;
-        let vb = seeded_var_builder(&VarMap::new(), 5, DType::F64, &dev);
-        let cfg = Conv2dConfig {
-            padding: 1,
-            stride: 2,
-            ..Default::default()
-        };
-        let conv = conv2d(3, 4, 3, cfg, false, KAIMING_NORMAL_FAN_OUT, vb)?;
+        let (_, conv) = layer((3, 4, 3, 2, 1), false, DType::F64, 5)?;
         let x = Var::from_tensor(&seeded_randn((5, 3, 8, 7), 6, &dev)?)?;
         let run = |max_groups: usize, min_columns: usize| -> Result<(Tensor, Tensor, Tensor)> {
             let mut geom = Im2Col::of(&conv, x.as_tensor())?.expect("supported");
@@ -836,14 +835,7 @@ mod tests {
     fn f32_convolutions_match_candle() -> Result<()> {
         let dev = Device::Cpu;
         for (ci, co, k, stride, padding) in [(5, 7, 3, 1, 1), (6, 4, 1, 1, 0), (3, 8, 7, 2, 3)] {
-            let varmap = VarMap::new();
-            let vb = seeded_var_builder(&varmap, 3, DType::F32, &dev);
-            let cfg = Conv2dConfig {
-                padding,
-                stride,
-                ..Default::default()
-            };
-            let conv = conv2d(ci, co, k, cfg, false, KAIMING_NORMAL_FAN_OUT, vb)?;
+            let (varmap, conv) = layer((ci, co, k, stride, padding), false, DType::F32, 3)?;
             let x =
                 Var::from_tensor(&seeded_randn((6, ci, 12, 10), 4, &dev)?.to_dtype(DType::F32)?)?;
             let ours = conv2d_im2col(&conv, x.as_tensor())?;

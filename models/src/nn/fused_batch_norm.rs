@@ -13,6 +13,7 @@
 //! Statistics and sums are accumulated in `f64`. First-order only (the backward kernels
 //! carry no graph).
 
+use super::ops::{storage_slice, PositivePart};
 use super::parallel::{for_each_chunk_mut, map_indices};
 use candle_core::backend::BackendStorage;
 use candle_core::{
@@ -46,11 +47,7 @@ impl Dims {
 }
 
 fn slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
-    let data = T::cpu_storage_as_slice(s)?;
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("batch norm kernel: expected a contiguous tensor"),
-    }
+    storage_slice(s, l, "batch norm kernel")
 }
 
 /// An element-wise kernel over three same-dtype tensors returning one tensor of the first
@@ -194,44 +191,6 @@ impl CustomOp3 for Normalize {
         let dbeta = sums.get(0)?.to_dtype(gamma.dtype())?;
         let dgamma = sums.get(1)?.to_dtype(gamma.dtype())?;
         Ok((Some(dx), Some(dgamma), Some(dbeta)))
-    }
-}
-
-/// `(dy, y) → dy` where `y > 0`, else 0: a gradient through `y = max(·, 0)` given its output
-/// (also what [`super::ops::add_relu`] returns to both its inputs).
-pub(crate) struct PositivePart;
-
-impl CustomOp2 for PositivePart {
-    fn name(&self) -> &'static str {
-        "relu-grad"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        fn mask<T: WithDType>(dy: &[T], y: &[T]) -> Vec<T> {
-            let mut out = vec![T::zero(); dy.len()];
-            for_each_chunk_mut(&mut out, 1 << 14, |i, out| {
-                let o = i << 14;
-                for ((d, g), v) in out.iter_mut().zip(&dy[o..]).zip(&y[o..]) {
-                    *d = if *v > T::zero() { *g } else { T::zero() };
-                }
-            });
-            out
-        }
-        if l1.shape() != l2.shape() {
-            candle_core::bail!("relu-grad: shapes {:?} and {:?}", l1.shape(), l2.shape())
-        }
-        let out = match s1.dtype() {
-            DType::F32 => CpuStorage::F32(mask(slice::<f32>(s1, l1)?, slice::<f32>(s2, l2)?)),
-            DType::F64 => CpuStorage::F64(mask(slice::<f64>(s1, l1)?, slice::<f64>(s2, l2)?)),
-            dt => candle_core::bail!("relu-grad: unsupported dtype {dt:?}"),
-        };
-        Ok((out, l1.shape().clone()))
     }
 }
 

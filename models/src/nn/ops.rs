@@ -2,7 +2,6 @@
 
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor, WithDType, D};
 
-use super::fused_batch_norm::PositivePart;
 use super::parallel::for_each_chunk_mut;
 
 /// Softmax over the last dimension through `candle_nn::ops::softmax` (composed, with a
@@ -54,9 +53,17 @@ pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 
 struct AddRelu;
 
+impl Zip2 for AddRelu {
+    const NAME: &'static str = "add-relu";
+
+    fn f<T: WithDType>(a: T, b: T) -> T {
+        (a + b).max(T::zero())
+    }
+}
+
 impl CustomOp2 for AddRelu {
     fn name(&self) -> &'static str {
-        "add-relu"
+        Self::NAME
     }
 
     fn cpu_fwd(
@@ -66,32 +73,7 @@ impl CustomOp2 for AddRelu {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        fn add_relu<T: WithDType>(a: &[T], b: &[T]) -> Vec<T> {
-            let mut out = vec![T::zero(); a.len()];
-            for_each_chunk_mut(&mut out, 1 << 14, |i, out| {
-                let o = i << 14;
-                for ((y, x), r) in out.iter_mut().zip(&a[o..]).zip(&b[o..]) {
-                    *y = (*x + *r).max(T::zero());
-                }
-            });
-            out
-        }
-        fn data<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
-            match l.contiguous_offsets() {
-                Some((start, end)) => Ok(&T::cpu_storage_as_slice(s)?[start..end]),
-                None => candle_core::bail!("add-relu: non-contiguous input"),
-            }
-        }
-        let out = match (s1, s2) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                CpuStorage::F32(add_relu(data::<f32>(s1, l1)?, data::<f32>(s2, l2)?))
-            }
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                CpuStorage::F64(add_relu(data::<f64>(s1, l1)?, data::<f64>(s2, l2)?))
-            }
-            _ => candle_core::bail!("add-relu: f32 or f64 inputs of one dtype expected"),
-        };
-        Ok((out, l1.shape().clone()))
+        zip2_cpu::<Self>(s1, l1, s2, l2)
     }
 
     fn bwd(
@@ -104,6 +86,98 @@ impl CustomOp2 for AddRelu {
         let g = dy.contiguous()?.apply_op2_no_bwd(y, &PositivePart)?;
         Ok((Some(g.clone()), Some(g)))
     }
+}
+
+/// `(dy, y) → dy` where `y > 0`, else 0: a gradient through `y = max(·, 0)` given its output
+/// (what [`add_relu`] returns to both its inputs, and the fused BatchNorm + ReLU's first
+/// backward pass).
+pub(crate) struct PositivePart;
+
+impl Zip2 for PositivePart {
+    const NAME: &'static str = "relu-grad";
+
+    fn f<T: WithDType>(dy: T, y: T) -> T {
+        if y > T::zero() {
+            dy
+        } else {
+            T::zero()
+        }
+    }
+}
+
+impl CustomOp2 for PositivePart {
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        zip2_cpu::<Self>(s1, l1, s2, l2)
+    }
+}
+
+/// An element-wise function of two values of one dtype, for [`zip2_cpu`].
+trait Zip2 {
+    const NAME: &'static str;
+    fn f<T: WithDType>(a: T, b: T) -> T;
+}
+
+/// `Z::f` over two contiguous same-shape CPU storages of one float dtype, in parallel chunks.
+fn zip2_cpu<Z: Zip2>(
+    s1: &CpuStorage,
+    l1: &Layout,
+    s2: &CpuStorage,
+    l2: &Layout,
+) -> Result<(CpuStorage, Shape)> {
+    fn run<Z: Zip2, T: WithDType>(a: &[T], b: &[T]) -> Vec<T> {
+        const CHUNK: usize = 1 << 14;
+        let mut out = vec![T::zero(); a.len()];
+        for_each_chunk_mut(&mut out, CHUNK, |i, out| {
+            let (a, b) = (&a[i * CHUNK..], &b[i * CHUNK..]);
+            for ((y, &x), &r) in out.iter_mut().zip(a).zip(b) {
+                *y = Z::f(x, r);
+            }
+        });
+        out
+    }
+    if l1.shape() != l2.shape() {
+        candle_core::bail!("{}: shapes {:?} and {:?}", Z::NAME, l1.shape(), l2.shape())
+    }
+    let out = match (s1, s2) {
+        (CpuStorage::F32(a), CpuStorage::F32(b)) => CpuStorage::F32(run::<Z, f32>(
+            contiguous_slice(a, l1, Z::NAME)?,
+            contiguous_slice(b, l2, Z::NAME)?,
+        )),
+        (CpuStorage::F64(a), CpuStorage::F64(b)) => CpuStorage::F64(run::<Z, f64>(
+            contiguous_slice(a, l1, Z::NAME)?,
+            contiguous_slice(b, l2, Z::NAME)?,
+        )),
+        _ => candle_core::bail!("{}: f32 or f64 inputs of one dtype expected", Z::NAME),
+    };
+    Ok((out, l1.shape().clone()))
+}
+
+/// The contiguous part of `data` that `layout` describes (how the custom CPU kernels read
+/// their inputs); the error names the op.
+pub(crate) fn contiguous_slice<'a, T>(data: &'a [T], layout: &Layout, op: &str) -> Result<&'a [T]> {
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => candle_core::bail!("{op}: expected a contiguous input"),
+    }
+}
+
+/// [`contiguous_slice`] of a storage read as `T` (an error if it holds another dtype).
+pub(crate) fn storage_slice<'a, T: WithDType>(
+    s: &'a CpuStorage,
+    layout: &Layout,
+    op: &str,
+) -> Result<&'a [T]> {
+    contiguous_slice(T::cpu_storage_as_slice(s)?, layout, op)
 }
 
 #[cfg(test)]

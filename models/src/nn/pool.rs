@@ -7,6 +7,7 @@
 //! [`max_pool2d_composed`], a differentiable maximum over the k² shifted strided views of
 //! the padded input (k² full-size temporaries; ties share the gradient).
 
+use super::ops::contiguous_slice;
 use super::parallel::for_each_chunk_mut;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
@@ -251,13 +252,6 @@ where
         }
     });
     grad_in
-}
-
-fn contiguous_slice<'a, T>(data: &'a [T], layout: &Layout, op: &str) -> Result<&'a [T]> {
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("{op}: expected a contiguous input"),
-    }
 }
 
 impl CustomOp1 for MaxPool2dOp {
